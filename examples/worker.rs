@@ -1,0 +1,141 @@
+//! A long-running worker with demo job types on queue `demo`, for trying things out and
+//! for the multi-process tests.
+//!
+//! Run with `cargo run --example worker -- --redis-url redis://127.0.0.1:6379`, then
+//! enqueue with the `producer` example. Job types:
+//! `demo.noop`; `demo.sleep` `{"ms": u64}`; `demo.fail` (always errors); `demo.flaky`
+//! `{"p": f64}` (fails with probability p); `demo.panic`; `demo.count` `{"ms": u64}`
+//! (optional sleep, then `HINCRBY <prefix>-demo:executions <job id> 1`, so a run can be
+//! audited for lost and duplicated jobs).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use clap::Parser;
+use fred::prelude::{ClientLike, HashesInterface};
+use serde::{Deserialize, Serialize};
+use stevedore::{Client, JobContext, JobError, Worker, job_handler, shutdown_signal};
+
+#[derive(Parser, Debug)]
+#[command(about = "Runs a stevedore worker with the demo job types")]
+struct Args {
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Queues to consume, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "demo")]
+    queues: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Key prefix.
+    #[arg(long, default_value = "stevedore")]
+    prefix: String,
+    /// How long shutdown waits for running jobs, e.g. "10s".
+    #[arg(long, default_value = "30s")]
+    drain_timeout: humantime::Duration,
+}
+
+/// Where `demo.count` records executions.
+static AUDIT: OnceLock<(fred::prelude::Client, String)> = OnceLock::new();
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Empty {}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Sleep {
+    #[serde(default)]
+    ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Flaky {
+    p: f64,
+}
+
+#[job_handler(name = "demo.noop", queue = "demo")]
+async fn noop(_job: Empty, _ctx: JobContext) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[job_handler(name = "demo.sleep", queue = "demo")]
+async fn sleep(job: Sleep, _ctx: JobContext) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(job.ms)).await;
+    Ok(())
+}
+
+#[job_handler(name = "demo.fail", queue = "demo", max_attempts = 3)]
+async fn fail(_job: Empty, ctx: JobContext) -> Result<(), JobError> {
+    Err(JobError::retry(format!(
+        "demo.fail always fails (attempt {})",
+        ctx.attempt()
+    )))
+}
+
+#[job_handler(name = "demo.flaky", queue = "demo")]
+async fn flaky(job: Flaky, _ctx: JobContext) -> Result<(), JobError> {
+    if rand::random::<f64>() < job.p {
+        return Err(JobError::retry("demo.flaky failed this time"));
+    }
+    Ok(())
+}
+
+#[job_handler(name = "demo.panic", queue = "demo", max_attempts = 2)]
+async fn panic(_job: Empty, _ctx: JobContext) -> Result<(), JobError> {
+    panic!("demo.panic panics on purpose");
+}
+
+#[job_handler(name = "demo.count", queue = "demo")]
+async fn count(job: Sleep, ctx: JobContext) -> Result<(), JobError> {
+    if job.ms > 0 {
+        tokio::time::sleep(Duration::from_millis(job.ms)).await;
+    }
+    let (redis, key) = AUDIT
+        .get()
+        .ok_or_else(|| JobError::retry("audit connection not ready"))?;
+    redis
+        .hincrby::<i64, _, _>(key.as_str(), ctx.id(), 1)
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,fred=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = Client::builder(&args.redis_url)
+        .prefix(&args.prefix)
+        .connect()
+        .await?;
+
+    let audit =
+        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&args.redis_url)?)
+            .build()?;
+    audit.init().await?;
+    let _ = AUDIT.set((audit, format!("{}-demo:executions", args.prefix)));
+
+    let worker = Worker::builder(client)
+        .queues(args.queues)
+        .concurrency(args.concurrency)
+        .drain_timeout(args.drain_timeout.into())
+        .handler(noop::handler())
+        .handler(sleep::handler())
+        .handler(fail::handler())
+        .handler(flaky::handler())
+        .handler(panic::handler())
+        .handler(count::handler())
+        .build()?;
+    eprintln!(
+        "worker {} consuming {:?}",
+        worker.consumer_name(),
+        worker.queues()
+    );
+    worker.run_until(shutdown_signal()).await?;
+    Ok(())
+}

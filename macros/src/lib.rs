@@ -1,0 +1,315 @@
+//! The `#[job_handler]` attribute of [stevedore](https://docs.rs/stevedore).
+//!
+//! It keeps the annotated `async fn` exactly as written (so a unit test can call it) and
+//! adds a type of the same name, in the type namespace, that implements
+//! `stevedore::JobHandler`: `send_email::job(payload)` builds a typed job and
+//! `send_email::handler()` registers the handler with a worker. Options and the signature
+//! are checked here, with errors pointing at the offending token; the original function is
+//! emitted even then, so the rest of the crate still type-checks.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, LitInt, LitStr, Path, ReturnType, Token};
+
+mod kw {
+    syn::custom_keyword!(name);
+    syn::custom_keyword!(queue);
+    syn::custom_keyword!(max_attempts);
+    syn::custom_keyword!(timeout);
+    syn::custom_keyword!(priority);
+}
+
+/// Turns `async fn name(payload: T, ctx: JobContext) -> Result<(), E>` into a job handler.
+///
+/// `E` must convert into `stevedore::JobError` (any `std::error::Error` does). Options, all
+/// optional:
+/// - `name = "email.send"`: the job type on the wire (default: the function's name). Keep it
+///   stable: queued jobs are dispatched by it.
+/// - `queue = "emails"`: the default queue (default `"default"`).
+/// - `max_attempts = 5`: attempts before the job is dead-lettered.
+/// - `timeout = "30s"`: how long one attempt may run (humantime: `"500ms"`, `"2m"`...).
+/// - `priority = "high"`: default priority (`"high"`, `"normal"`, `"low"`).
+/// - `crate = "path::to::stevedore"`: where the runtime crate is, when re-exported.
+#[proc_macro_attribute]
+pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item2: TokenStream2 = item.clone().into();
+    let func = match syn::parse::<ItemFn>(item) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = e.to_compile_error();
+            return quote!(#e #item2).into();
+        }
+    };
+    let args = syn::parse::<Args>(attr);
+    match expand(args, &func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => {
+            let e = e.to_compile_error();
+            quote!(#e #func).into()
+        }
+    }
+}
+
+#[derive(Default)]
+struct Args {
+    name: Option<LitStr>,
+    queue: Option<LitStr>,
+    max_attempts: Option<LitInt>,
+    timeout: Option<LitStr>,
+    priority: Option<LitStr>,
+    krate: Option<LitStr>,
+}
+
+fn set<T>(slot: &mut Option<T>, value: T, span: Span, what: &str) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new(span, format!("duplicate `{what}` option")));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Args::default();
+        while !input.is_empty() {
+            let look = input.lookahead1();
+            if look.peek(kw::name) {
+                let k: kw::name = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.name, input.parse()?, k.span, "name")?;
+            } else if look.peek(kw::queue) {
+                let k: kw::queue = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.queue, input.parse()?, k.span, "queue")?;
+            } else if look.peek(kw::max_attempts) {
+                let k: kw::max_attempts = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut args.max_attempts,
+                    input.parse()?,
+                    k.span,
+                    "max_attempts",
+                )?;
+            } else if look.peek(kw::timeout) {
+                let k: kw::timeout = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.timeout, input.parse()?, k.span, "timeout")?;
+            } else if look.peek(kw::priority) {
+                let k: kw::priority = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.priority, input.parse()?, k.span, "priority")?;
+            } else if look.peek(Token![crate]) {
+                let k: Token![crate] = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.krate, input.parse()?, k.span, "crate")?;
+            } else {
+                return Err(look.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// Job types and queue names: `^[A-Za-z0-9_.-]{1,64}$`, as the runtime checks too.
+fn check_name(lit: &LitStr, what: &str) -> syn::Result<String> {
+    let v = lit.value();
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(v)
+    } else {
+        Err(syn::Error::new(
+            lit.span(),
+            format!("invalid {what} {v:?}: use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+        ))
+    }
+}
+
+fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
+    let mut errors: Option<syn::Error> = None;
+    let mut push = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+    let args = args.unwrap_or_else(|e| {
+        push(e);
+        Args::default()
+    });
+    let sig = &func.sig;
+
+    if sig.asyncness.is_none() {
+        push(syn::Error::new(
+            sig.fn_token.span(),
+            "#[job_handler] requires an `async fn`",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        push(syn::Error::new(
+            sig.generics.span(),
+            "a job handler cannot be generic: give the payload a concrete type",
+        ));
+    }
+    if let ReturnType::Default = sig.output {
+        push(syn::Error::new(
+            sig.paren_token.span.close(),
+            "a job handler must return `Result<(), E>` where `E` converts into `stevedore::JobError`",
+        ));
+    }
+    let mut typed = Vec::new();
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(r) => push(syn::Error::new(
+                r.span(),
+                "a job handler cannot take `self`",
+            )),
+            FnArg::Typed(pt) => typed.push(pt),
+        }
+    }
+    if typed.len() != 2 {
+        push(syn::Error::new(
+            sig.inputs
+                .span()
+                .join(sig.paren_token.span.join())
+                .unwrap_or(sig.ident.span()),
+            format!(
+                "a job handler takes exactly two arguments, `(payload: T, ctx: JobContext)`, found {}",
+                sig.inputs.len()
+            ),
+        ));
+    }
+
+    let fn_ident = &sig.ident;
+    let name = match &args.name {
+        Some(l) => check_name(l, "job type")
+            .map_err(&mut push)
+            .unwrap_or_default(),
+        None => fn_ident.to_string(),
+    };
+    let queue = match &args.queue {
+        Some(l) => check_name(l, "queue")
+            .map_err(&mut push)
+            .unwrap_or_default(),
+        None => "default".to_string(),
+    };
+    let mut options = TokenStream2::new();
+    if let Some(l) = &args.max_attempts {
+        match l.base10_parse::<u32>() {
+            Ok(0) | Err(_) => push(syn::Error::new(
+                l.span(),
+                "max_attempts must be a whole number from 1 to 4294967295",
+            )),
+            Ok(n) => options.extend(quote!(.max_attempts(#n))),
+        }
+    }
+    let krate: Path = match &args.krate {
+        Some(l) => l
+            .parse()
+            .map_err(&mut push)
+            .unwrap_or_else(|_| syn::parse_quote!(::stevedore)),
+        None => syn::parse_quote!(::stevedore),
+    };
+    if let Some(l) = &args.timeout {
+        match humantime::parse_duration(&l.value()) {
+            Ok(d) if !d.is_zero() => {
+                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                options.extend(quote!(.timeout(#krate::__private::Duration::from_millis(#ms))));
+            }
+            Ok(_) => push(syn::Error::new(
+                l.span(),
+                "timeout must be longer than zero",
+            )),
+            Err(e) => push(syn::Error::new(
+                l.span(),
+                format!("invalid timeout: {e} (examples: \"30s\", \"500ms\", \"2m\")"),
+            )),
+        }
+    }
+    if let Some(l) = &args.priority {
+        let variant = match l.value().as_str() {
+            "high" => Some(quote!(High)),
+            "normal" => Some(quote!(Normal)),
+            "low" => Some(quote!(Low)),
+            _ => {
+                push(syn::Error::new(
+                    l.span(),
+                    "priority must be \"high\", \"normal\" or \"low\"",
+                ));
+                None
+            }
+        };
+        if let Some(v) = variant {
+            options.extend(quote!(.priority(#krate::Priority::#v)));
+        }
+    }
+    if let Some(e) = errors {
+        return Err(e);
+    }
+
+    let vis = &func.vis;
+    let payload_ty = &typed[0].ty;
+    let ctx_ty = &typed[1].ty;
+    let payload_check = quote_spanned! {payload_ty.span()=>
+        type Payload = #payload_ty;
+    };
+    let ctx_check = quote_spanned! {ctx_ty.span()=>
+        const _: fn(#krate::JobContext) -> #ctx_ty = |ctx| ctx;
+    };
+    let ret_span = match &sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => sig.ident.span(),
+    };
+    let call = quote_spanned! {ret_span=>
+        #krate::__private::Box::pin(async move {
+            #krate::__private::into_job_error(#fn_ident(payload, ctx).await)
+        })
+    };
+    let doc = format!(
+        "Job handler for job type `{name}` on queue `{queue}`, made by `#[job_handler]` from [`{fn_ident}()`]."
+    );
+
+    Ok(quote! {
+        #func
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #fn_ident {}
+
+        #ctx_check
+
+        impl #fn_ident {
+            /// A typed job for this handler, ready to enqueue.
+            #vis fn job(payload: #payload_ty) -> #krate::Job<#fn_ident> {
+                #krate::Job::new(payload)
+            }
+
+            /// This handler, for `WorkerBuilder::handler`.
+            #vis fn handler() -> Self {
+                #fn_ident {}
+            }
+        }
+
+        impl #krate::JobHandler for #fn_ident {
+            #payload_check
+            const NAME: &'static str = #name;
+            const QUEUE: &'static str = #queue;
+            const OPTIONS: #krate::HandlerOptions = #krate::HandlerOptions::new() #options;
+
+            fn handle(
+                &self,
+                payload: Self::Payload,
+                ctx: #krate::JobContext,
+            ) -> #krate::__private::BoxFuture<'static, ::core::result::Result<(), #krate::JobError>> {
+                #call
+            }
+        }
+    })
+}

@@ -1,0 +1,240 @@
+//! The client: one cheap-to-clone handle for enqueueing jobs and for admin calls.
+//!
+//! It holds a small pool of multiplexed connections that reconnect on their own; clones
+//! share it. Workers take their blocking connections from the same configuration but never
+//! from this pool (a blocking read would stall every command queued behind it).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use fred::prelude::{Client as RedisClient, Pool};
+
+use crate::job::{DEFAULT_PAYLOAD_LIMIT, IntoJob, JobId, PreparedJob, validate_name};
+use crate::redis::keys::{DEFAULT_PREFIX, Keys};
+use crate::redis::scripts::Scripts;
+use crate::redis::{self, Connector};
+use crate::{Error, Result};
+
+/// Jobs sent per round trip by [`Client::enqueue_bulk`].
+const BULK_BATCH: usize = 1000;
+
+/// A handle to one Redis for enqueueing jobs and admin calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    connector: Connector,
+    keys: Keys,
+    payload_limit: usize,
+    scripts: Scripts,
+    /// Queues this client already recorded in `<prefix>:queues`.
+    registered: Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("prefix", &self.inner.keys.prefix())
+            .field("payload_limit", &self.inner.payload_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`Client`].
+#[derive(Clone)]
+#[must_use = "call connect() to get a client"]
+pub struct ClientBuilder {
+    url: String,
+    prefix: String,
+    pool_size: usize,
+    payload_limit: usize,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &crate::error::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("pool_size", &self.pool_size)
+            .field("payload_limit", &self.payload_limit)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Prefix of every key (default `stevedore`). Two applications sharing one Redis keep
+    /// apart by prefix; allowed characters are those of queue names plus `:`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Connections in the pool (default 2). Each is multiplexed, so a few go a long way.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Largest encoded payload accepted at enqueue and decoded by workers (default 1 MiB).
+    pub fn payload_limit(mut self, bytes: usize) -> Self {
+        self.payload_limit = bytes;
+        self
+    }
+
+    /// Connects. Fails fast when the URL is invalid or the server does not answer; once
+    /// connected, lost connections are re-established in the background.
+    pub async fn connect(self) -> Result<Client> {
+        validate_name("prefix", &self.prefix)?;
+        if self.pool_size == 0 {
+            return Err(Error::InvalidConfig("pool_size must be at least 1".into()));
+        }
+        let connector = Connector::from_url(&self.url)?;
+        let pool = connector.pool(self.pool_size).await?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                pool,
+                connector,
+                keys: Keys::new(&self.prefix),
+                payload_limit: self.payload_limit,
+                scripts: Scripts::new(),
+                registered: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`) with default settings.
+    pub async fn connect(url: &str) -> Result<Client> {
+        Client::builder(url).connect().await
+    }
+
+    /// Settings beyond the URL: key prefix, pool size, payload limit.
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_string(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            pool_size: 2,
+            payload_limit: DEFAULT_PAYLOAD_LIMIT,
+        }
+    }
+
+    /// Enqueues one job in one round trip and returns its id.
+    ///
+    /// Nothing is written when the job is refused (invalid name, payload too large).
+    pub async fn enqueue(&self, job: impl IntoJob) -> Result<JobId> {
+        let mut ids = self.send(vec![job.prepare()?]).await?;
+        ids.pop()
+            .ok_or_else(|| Error::Decode("XADD returned no entry id".into()))
+    }
+
+    /// Enqueues many jobs, one round trip per thousand, and returns their ids in order.
+    ///
+    /// Every job is checked before the first is sent, so a refused job means nothing was
+    /// written. A connection lost midway can leave the batches before it enqueued.
+    pub async fn enqueue_bulk<J: IntoJob>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+    ) -> Result<Vec<JobId>> {
+        let prepared = jobs
+            .into_iter()
+            .map(IntoJob::prepare)
+            .collect::<Result<Vec<_>>>()?;
+        let mut ids = Vec::with_capacity(prepared.len());
+        let mut rest = prepared.into_iter().peekable();
+        while rest.peek().is_some() {
+            let batch: Vec<PreparedJob> = rest.by_ref().take(BULK_BATCH).collect();
+            ids.extend(self.send(batch).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn send(&self, jobs: Vec<PreparedJob>) -> Result<Vec<JobId>> {
+        let limit = self.inner.payload_limit;
+        if let Some(big) = jobs.iter().find(|j| j.envelope.payload.len() > limit) {
+            return Err(Error::PayloadTooLarge {
+                size: big.envelope.payload.len(),
+                limit,
+            });
+        }
+        let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
+        let mut ids = Vec::with_capacity(jobs.len());
+        let entries = jobs
+            .into_iter()
+            .map(|j| {
+                ids.push(JobId::from(j.envelope.id.clone()));
+                (
+                    self.inner.keys.stream(&j.queue, j.priority),
+                    j.envelope.to_fields(),
+                )
+            })
+            .collect();
+        let client = self.inner.pool.next();
+        let added = redis::add_entries(
+            client,
+            &self.inner.keys.queues(),
+            new_queues.clone(),
+            entries,
+        )
+        .await;
+        match added {
+            Ok(_) => Ok(ids),
+            Err(e) => {
+                self.forget(&new_queues);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The queues among `queues` this client has not recorded yet, marked as recorded.
+    fn unregistered<'a>(&self, queues: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let mut known = self
+            .inner
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut new = Vec::new();
+        for q in queues {
+            if !known.contains(q) {
+                known.insert(q.to_string());
+                new.push(q.to_string());
+            }
+        }
+        new
+    }
+
+    fn forget(&self, queues: &[String]) {
+        let mut known = self
+            .inner
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for q in queues {
+            known.remove(q);
+        }
+    }
+
+    pub(crate) fn redis(&self) -> &RedisClient {
+        self.inner.pool.next()
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.inner.connector
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.inner.scripts
+    }
+
+    pub(crate) fn payload_limit(&self) -> usize {
+        self.inner.payload_limit
+    }
+}

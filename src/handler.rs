@@ -1,0 +1,364 @@
+//! Handlers: the trait the `#[job_handler]` macro implements, the context a job runs with,
+//! and the error that tells the worker what to do next.
+//!
+//! A handler is an `async fn(payload, JobContext) -> Result<(), E>`; the macro wraps it in a
+//! [`JobHandler`] impl that carries its wire name, queue and defaults. The worker keeps
+//! handlers type-erased in a registry keyed by job type, and decodes each payload into the
+//! handler's own type just before calling it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::Priority;
+use crate::job::{HandlerOptions, decode_payload};
+
+/// A job handler: a payload type, a wire name, a default queue and an async function.
+///
+/// Implemented by the `#[job_handler]` attribute; writing it by hand works too.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a job handler",
+    note = "annotate an `async fn(payload: T, ctx: JobContext) -> Result<(), E>` with `#[stevedore::job_handler]` and register it with `name::handler()`"
+)]
+pub trait JobHandler: Send + Sync + 'static {
+    /// The payload, encoded as MessagePack on the wire.
+    type Payload: Serialize + DeserializeOwned + Send + 'static;
+    /// The job type: the stable wire name workers dispatch on (`"email.send"`).
+    const NAME: &'static str;
+    /// The queue jobs go to unless the enqueue call says otherwise.
+    const QUEUE: &'static str;
+    /// Defaults for attempts, timeout and priority.
+    const OPTIONS: HandlerOptions = HandlerOptions::new();
+
+    /// Runs one attempt.
+    fn handle(
+        &self,
+        payload: Self::Payload,
+        ctx: JobContext,
+    ) -> BoxFuture<'static, Result<(), JobError>>;
+}
+
+/// What a job knows about itself while it runs.
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<ContextInner>,
+    token: CancellationToken,
+}
+
+struct ContextInner {
+    id: String,
+    job_type: String,
+    queue: String,
+    priority: Priority,
+    attempt: u32,
+    max_attempts: u32,
+    enqueued_at: u64,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.inner.id)
+            .field("type", &self.inner.job_type)
+            .field("queue", &self.inner.queue)
+            .field("priority", &self.inner.priority)
+            .field("attempt", &self.inner.attempt)
+            .field("max_attempts", &self.inner.max_attempts)
+            .finish()
+    }
+}
+
+/// The facts a worker fills a [`JobContext`] with.
+pub(crate) struct ContextFacts<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) job_type: &'a str,
+    pub(crate) queue: &'a str,
+    pub(crate) priority: Priority,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) enqueued_at: u64,
+}
+
+impl JobContext {
+    pub(crate) fn new(facts: ContextFacts<'_>, token: CancellationToken) -> Self {
+        JobContext {
+            inner: Arc::new(ContextInner {
+                id: facts.id.to_string(),
+                job_type: facts.job_type.to_string(),
+                queue: facts.queue.to_string(),
+                priority: facts.priority,
+                attempt: facts.attempt,
+                max_attempts: facts.max_attempts,
+                enqueued_at: facts.enqueued_at,
+            }),
+            token,
+        }
+    }
+
+    /// A context for calling a handler directly in a unit test: a fresh id, attempt 1 of 1,
+    /// queue `test`, never cancelled.
+    pub fn for_tests(job_type: &str) -> Self {
+        let id = crate::job::JobId::generate();
+        JobContext::new(
+            ContextFacts {
+                id: id.as_str(),
+                job_type,
+                queue: "test",
+                priority: Priority::Normal,
+                attempt: 1,
+                max_attempts: 1,
+                enqueued_at: crate::job::now_ms(),
+            },
+            CancellationToken::new(),
+        )
+    }
+
+    /// The job's id, the same across its attempts: use it to make side effects idempotent.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The job type this handler was dispatched for.
+    pub fn job_type(&self) -> &str {
+        &self.inner.job_type
+    }
+
+    /// The queue the job came from.
+    pub fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+
+    /// The priority stream the job came from.
+    pub fn priority(&self) -> Priority {
+        self.inner.priority
+    }
+
+    /// This attempt's number, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// Attempts the job gets before it is dead-lettered.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// When the job was enqueued.
+    pub fn enqueued_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.inner.enqueued_at)
+    }
+
+    /// True once the worker wants this attempt to stop (shutdown deadline passed). A
+    /// handler doing long work can check it between steps.
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves when the worker wants this attempt to stop.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+}
+
+/// What the worker should do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retry {
+    /// Run the job again if it has attempts left (the default for any error).
+    Yes,
+    /// Run it again after at least this long (an upstream's `Retry-After`), attempts
+    /// permitting.
+    After(Duration),
+    /// Never again: dead-letter the job now with reason `failed`.
+    No,
+}
+
+/// A failed attempt, and whether to try again.
+///
+/// Any `std::error::Error` converts into a retryable `JobError`, so `?` works in handlers;
+/// use [`JobError::permanent`] for failures that no retry can fix.
+pub struct JobError {
+    message: String,
+    retry: Retry,
+}
+
+impl JobError {
+    /// A failure worth retrying.
+    pub fn retry(message: impl fmt::Display) -> Self {
+        JobError {
+            message: message.to_string(),
+            retry: Retry::Yes,
+        }
+    }
+
+    /// A failure worth retrying no sooner than `delay` from now.
+    pub fn retry_after(message: impl fmt::Display, delay: Duration) -> Self {
+        JobError {
+            message: message.to_string(),
+            retry: Retry::After(delay),
+        }
+    }
+
+    /// A failure no retry can fix (bad input, a resource that is gone): the job goes to
+    /// the dead-letter stream now.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        JobError {
+            message: message.to_string(),
+            retry: Retry::No,
+        }
+    }
+
+    /// What the handler asked for.
+    pub fn retry_decision(&self) -> Retry {
+        self.retry
+    }
+
+    /// The message, as stored with the job.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobError")
+            .field("message", &self.message)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(e: E) -> Self {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        JobError::retry(message)
+    }
+}
+
+/// Why a delivery could not even be handed to a handler.
+#[derive(Debug)]
+pub(crate) struct UndecodablePayload(pub(crate) String);
+
+/// A handler with its payload type erased, as the registry keeps it.
+pub(crate) trait ErasedHandler: Send + Sync {
+    fn options(&self) -> HandlerOptions;
+    fn call(
+        &self,
+        payload: &[u8],
+        ctx: JobContext,
+    ) -> Result<BoxFuture<'static, Result<(), JobError>>, UndecodablePayload>;
+}
+
+struct Erased<H>(H);
+
+impl<H: JobHandler> ErasedHandler for Erased<H> {
+    fn options(&self) -> HandlerOptions {
+        H::OPTIONS
+    }
+
+    fn call(
+        &self,
+        payload: &[u8],
+        ctx: JobContext,
+    ) -> Result<BoxFuture<'static, Result<(), JobError>>, UndecodablePayload> {
+        let payload: H::Payload = decode_payload(payload).map_err(UndecodablePayload)?;
+        Ok(self.0.handle(payload, ctx))
+    }
+}
+
+/// Handlers by job type.
+#[derive(Default, Clone)]
+pub(crate) struct Registry {
+    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    queues: Vec<String>,
+}
+
+impl Registry {
+    /// Adds a handler; a second handler for the same type is a configuration error.
+    pub(crate) fn insert<H: JobHandler>(&mut self, handler: H) -> Result<(), String> {
+        if self.handlers.contains_key(H::NAME) {
+            return Err(format!("two handlers for job type {:?}", H::NAME));
+        }
+        self.handlers
+            .insert(H::NAME.to_string(), Arc::new(Erased(handler)));
+        if !self.queues.iter().any(|q| q == H::QUEUE) {
+            self.queues.push(H::QUEUE.to_string());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, job_type: &str) -> Option<&Arc<dyn ErasedHandler>> {
+        self.handlers.get(job_type)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    /// The handlers' default queues, in registration order.
+    pub(crate) fn queues(&self) -> &[String] {
+        &self.queues
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Inner;
+    impl fmt::Display for Inner {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("disk full")
+        }
+    }
+    impl std::error::Error for Inner {}
+
+    #[derive(Debug)]
+    struct Outer(Inner);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("could not write report")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn std_errors_become_retryable_with_their_chain() {
+        let e: JobError = Outer(Inner).into();
+        assert_eq!(e.message(), "could not write report: disk full");
+        assert_eq!(e.retry_decision(), Retry::Yes);
+        assert_eq!(JobError::permanent("gone").retry_decision(), Retry::No);
+        let d = Duration::from_secs(7);
+        assert_eq!(
+            JobError::retry_after("429", d).retry_decision(),
+            Retry::After(d)
+        );
+    }
+}

@@ -1,0 +1,534 @@
+//! Jobs on their way in: names, ids, options, and the envelope a stream entry holds.
+//!
+//! A job travels as one stream entry whose fields a person can read with `XRANGE`
+//! (`id`, `type`, `attempt`, `max_attempts`, `enqueued_at`, optional `timeout`, `unique`,
+//! `traceparent`) plus one binary field, `payload`, in MessagePack. Named MessagePack maps
+//! are used for payloads, so adding or reordering fields of a payload struct stays
+//! compatible with jobs already queued.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fred::types::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::handler::JobHandler;
+use crate::{Error, Priority, Result};
+
+/// The default payload limit: 1 MiB of encoded MessagePack.
+pub const DEFAULT_PAYLOAD_LIMIT: usize = 1024 * 1024;
+/// Attempts a job gets when neither the handler nor the enqueue call says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// How long one attempt may run when neither the handler nor the enqueue call says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Deepest MessagePack nesting a worker decodes; deeper payloads are dead-lettered
+/// instead of risking a task's stack.
+pub(crate) const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// Checks a queue name, job type or prefix against `^[A-Za-z0-9_.-]{1,64}$` (prefixes may
+/// also contain `:`), so no name can break out of its keys, hash slot or metric label.
+pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
+    let extra_colon = kind == "prefix";
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'_' | b'.' | b'-')
+                || (extra_colon && b == b':')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A job's id: a UUIDv7 as text, so ids sort by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    pub(crate) fn generate() -> Self {
+        JobId(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for JobId {
+    fn from(s: String) -> Self {
+        JobId(s)
+    }
+}
+
+impl AsRef<str> for JobId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Defaults a handler gives its jobs; the `#[job_handler]` options end up here.
+///
+/// Built with `const fn`s so the macro can emit it as a constant. Options given at enqueue
+/// time win over these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerOptions {
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: Option<Priority>,
+}
+
+impl HandlerOptions {
+    /// No defaults of its own: the library's apply.
+    pub const fn new() -> Self {
+        HandlerOptions {
+            max_attempts: None,
+            timeout: None,
+            priority: None,
+        }
+    }
+
+    /// Attempts before a failing job is dead-lettered (at least 1).
+    pub const fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(if n == 0 { 1 } else { n });
+        self
+    }
+
+    /// How long one attempt may run before it is cancelled and counted as failed.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The priority jobs get unless the enqueue call sets one.
+    pub const fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// The attempts in effect: this handler's, or [`DEFAULT_MAX_ATTEMPTS`].
+    pub fn effective_max_attempts(&self) -> u32 {
+        self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+
+    /// The timeout in effect: this handler's, or [`DEFAULT_TIMEOUT`].
+    pub fn effective_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+}
+
+/// Per-job options set at enqueue time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JobOptions {
+    pub(crate) queue: Option<String>,
+    pub(crate) priority: Option<Priority>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+macro_rules! job_option_setters {
+    () => {
+        /// Puts the job on this priority's stream.
+        pub fn priority(mut self, priority: Priority) -> Self {
+            self.options.priority = Some(priority);
+            self
+        }
+
+        /// Attempts before the job is dead-lettered (at least 1).
+        pub fn max_attempts(mut self, n: u32) -> Self {
+            self.options.max_attempts = Some(n.max(1));
+            self
+        }
+
+        /// How long one attempt may run before it is cancelled and counted as failed.
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.options.timeout = Some(timeout);
+            self
+        }
+    };
+}
+
+/// A typed job for handler `H`, ready to enqueue.
+///
+/// Made by the `job` function the `#[job_handler]` macro generates (`send_email::job(..)`),
+/// so a payload of the wrong type does not compile.
+#[must_use = "a job does nothing until it is enqueued"]
+pub struct Job<H: JobHandler> {
+    payload: H::Payload,
+    options: JobOptions,
+    _handler: PhantomData<fn() -> H>,
+}
+
+impl<H: JobHandler> fmt::Debug for Job<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The payload is deliberately left out: it may hold personal data.
+        f.debug_struct("Job")
+            .field("type", &H::NAME)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl<H: JobHandler> Job<H> {
+    /// A job for `H` with this payload and the handler's default options.
+    pub fn new(payload: H::Payload) -> Self {
+        Job {
+            payload,
+            options: JobOptions::default(),
+            _handler: PhantomData,
+        }
+    }
+
+    /// Puts the job on another queue than the handler's default. A worker must consume that
+    /// queue for it to run.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    job_option_setters!();
+}
+
+/// An untyped job: a job type, a queue and an already encodable payload. For producers
+/// that do not link the handler's crate (the CLI, an HTTP API, other services).
+#[derive(Clone)]
+#[must_use = "a job does nothing until it is enqueued"]
+pub struct RawJob {
+    job_type: String,
+    payload: Vec<u8>,
+    options: JobOptions,
+}
+
+impl fmt::Debug for RawJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawJob")
+            .field("type", &self.job_type)
+            .field("payload_bytes", &self.payload.len())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl RawJob {
+    /// A job of `job_type` on `queue`, with `payload` encoded as MessagePack (a
+    /// `serde_json::Value` works too). Fails on an invalid name or an unencodable payload.
+    pub fn new<T: Serialize + ?Sized>(job_type: &str, queue: &str, payload: &T) -> Result<Self> {
+        Self::from_msgpack(job_type, queue, encode_payload(payload)?)
+    }
+
+    /// A job whose payload is already MessagePack.
+    pub fn from_msgpack(job_type: &str, queue: &str, payload: Vec<u8>) -> Result<Self> {
+        validate_name("job type", job_type)?;
+        validate_name("queue", queue)?;
+        Ok(RawJob {
+            job_type: job_type.to_string(),
+            payload,
+            options: JobOptions {
+                queue: Some(queue.to_string()),
+                ..JobOptions::default()
+            },
+        })
+    }
+
+    job_option_setters!();
+}
+
+/// A job ready to become a stream entry, whatever way it was built.
+#[derive(Debug)]
+pub struct PreparedJob {
+    pub(crate) queue: String,
+    pub(crate) priority: Priority,
+    pub(crate) envelope: Envelope,
+}
+
+/// Anything [`Client::enqueue`](crate::Client::enqueue) accepts: a typed [`Job`] or a
+/// [`RawJob`].
+pub trait IntoJob {
+    /// Encodes the payload and settles the options. Fails on an invalid name or an
+    /// unencodable payload.
+    fn prepare(self) -> Result<PreparedJob>;
+}
+
+impl<H: JobHandler> IntoJob for Job<H> {
+    fn prepare(self) -> Result<PreparedJob> {
+        let payload = encode_payload(&self.payload)?;
+        prepare(H::NAME, H::QUEUE, payload, self.options, &H::OPTIONS)
+    }
+}
+
+impl IntoJob for RawJob {
+    fn prepare(self) -> Result<PreparedJob> {
+        prepare(
+            &self.job_type,
+            "",
+            self.payload,
+            self.options,
+            &HandlerOptions::new(),
+        )
+    }
+}
+
+fn prepare(
+    job_type: &str,
+    default_queue: &str,
+    payload: Vec<u8>,
+    options: JobOptions,
+    defaults: &HandlerOptions,
+) -> Result<PreparedJob> {
+    let queue = options.queue.unwrap_or_else(|| default_queue.to_string());
+    validate_name("queue", &queue)?;
+    validate_name("job type", job_type)?;
+    let max_attempts = options
+        .max_attempts
+        .unwrap_or_else(|| defaults.effective_max_attempts());
+    Ok(PreparedJob {
+        queue,
+        priority: options.priority.or(defaults.priority).unwrap_or_default(),
+        envelope: Envelope {
+            id: JobId::generate().0,
+            job_type: job_type.to_string(),
+            attempt: 1,
+            max_attempts,
+            enqueued_at: now_ms(),
+            timeout: options.timeout,
+            unique: None,
+            traceparent: None,
+            payload: Bytes::from(payload),
+        },
+    })
+}
+
+/// Encodes a payload as named MessagePack.
+pub(crate) fn encode_payload<T: Serialize + ?Sized>(payload: &T) -> Result<Vec<u8>> {
+    Ok(rmp_serde::to_vec_named(payload)?)
+}
+
+/// Decodes a payload with the nesting depth capped.
+pub(crate) fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    T::deserialize(&mut de).map_err(|e| e.to_string())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What one ready-stream entry holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Envelope {
+    pub(crate) id: String,
+    pub(crate) job_type: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) enqueued_at: u64,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) unique: Option<String>,
+    pub(crate) traceparent: Option<String>,
+    pub(crate) payload: Bytes,
+}
+
+impl Envelope {
+    /// The entry's fields, text first and `payload` last, as XADD takes them.
+    pub(crate) fn to_fields(&self) -> Vec<(&'static str, Value)> {
+        let mut f: Vec<(&'static str, Value)> = Vec::with_capacity(9);
+        f.push(("id", Value::from(self.id.as_str())));
+        f.push(("type", Value::from(self.job_type.as_str())));
+        f.push(("attempt", Value::from(i64::from(self.attempt))));
+        f.push(("max_attempts", Value::from(i64::from(self.max_attempts))));
+        f.push(("enqueued_at", Value::from(self.enqueued_at as i64)));
+        if let Some(t) = self.timeout {
+            f.push(("timeout", Value::from(t.as_millis() as i64)));
+        }
+        if let Some(u) = &self.unique {
+            f.push(("unique", Value::from(u.as_str())));
+        }
+        if let Some(t) = &self.traceparent {
+            f.push(("traceparent", Value::from(t.as_str())));
+        }
+        f.push(("payload", Value::Bytes(self.payload.clone())));
+        f
+    }
+
+    /// Reads an entry back; the error says which field is missing or malformed, and ends up
+    /// as the `error` of a `bad_entry` dead letter.
+    pub(crate) fn from_fields(
+        fields: &HashMap<String, Value>,
+        payload_limit: usize,
+    ) -> std::result::Result<Envelope, String> {
+        let text = |name: &str| -> std::result::Result<String, String> {
+            match fields.get(name) {
+                Some(v) => v
+                    .as_bytes_str()
+                    .map(|s| s.to_string())
+                    .ok_or_else(|| format!("field `{name}` is not text")),
+                None => Err(format!("field `{name}` is missing")),
+            }
+        };
+        let number = |name: &str| -> std::result::Result<u64, String> {
+            text(name)?
+                .parse::<u64>()
+                .map_err(|_| format!("field `{name}` is not a number"))
+        };
+        let optional = |name: &str| fields.get(name).is_some();
+
+        let id = text("id")?;
+        let job_type = text("type")?;
+        validate_name("job type", &job_type).map_err(|e| e.to_string())?;
+        let attempt =
+            u32::try_from(number("attempt")?).map_err(|_| "field `attempt` is out of range")?;
+        let max_attempts = u32::try_from(number("max_attempts")?)
+            .map_err(|_| "field `max_attempts` is out of range")?;
+        let enqueued_at = number("enqueued_at")?;
+        let timeout = if optional("timeout") {
+            Some(Duration::from_millis(number("timeout")?))
+        } else {
+            None
+        };
+        let unique = if optional("unique") {
+            Some(text("unique")?)
+        } else {
+            None
+        };
+        let traceparent = if optional("traceparent") {
+            Some(text("traceparent")?)
+        } else {
+            None
+        };
+        let payload = match fields.get("payload") {
+            Some(Value::Bytes(b)) => b.clone(),
+            Some(Value::String(s)) => s.inner().clone(),
+            Some(_) => return Err("field `payload` is not a byte string".into()),
+            None => return Err("field `payload` is missing".into()),
+        };
+        if payload.len() > payload_limit {
+            return Err(format!(
+                "payload of {} bytes exceeds the limit of {payload_limit} bytes",
+                payload.len()
+            ));
+        }
+        Ok(Envelope {
+            id,
+            job_type,
+            attempt,
+            max_attempts,
+            enqueued_at,
+            timeout,
+            unique,
+            traceparent,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of(env: &Envelope) -> HashMap<String, Value> {
+        env.to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    fn sample() -> Envelope {
+        Envelope {
+            id: JobId::generate().0,
+            job_type: "email.send".into(),
+            attempt: 2,
+            max_attempts: 5,
+            enqueued_at: 1_700_000_000_000,
+            timeout: Some(Duration::from_secs(30)),
+            unique: Some("u-1".into()),
+            traceparent: None,
+            payload: Bytes::from(encode_payload(&("a", 1)).unwrap_or_default()),
+        }
+    }
+
+    #[test]
+    fn envelope_survives_its_fields() {
+        let env = sample();
+        assert_eq!(
+            Envelope::from_fields(&fields_of(&env), DEFAULT_PAYLOAD_LIMIT),
+            Ok(env)
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_fields_are_named() {
+        let env = sample();
+        let mut f = fields_of(&env);
+        f.remove("type");
+        assert_eq!(
+            Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT),
+            Err("field `type` is missing".into())
+        );
+        let mut f = fields_of(&env);
+        f.insert("attempt".into(), Value::from("two"));
+        assert_eq!(
+            Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT),
+            Err("field `attempt` is not a number".into())
+        );
+        let mut f = fields_of(&env);
+        f.insert("type".into(), Value::from("{other}:x"));
+        assert!(Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT).is_err());
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_on_read() {
+        let env = sample();
+        let err = Envelope::from_fields(&fields_of(&env), 3)
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("exceeds the limit"), "{err}");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for ok in ["emails", "email.send", "a_b-c.d", "A9"] {
+            assert!(validate_name("queue", ok).is_ok(), "{ok}");
+        }
+        let long = "x".repeat(65);
+        for bad in ["", "a b", "a{b}", "a:b", "é", long.as_str(), "a\nb"] {
+            assert!(validate_name("queue", bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name("prefix", "app:stevedore").is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_payloads_are_refused_not_overflowed() {
+        // 100k nested one-element arrays: 0x91 is a fixarray of length 1.
+        let mut bytes = vec![0x91u8; 100_000];
+        bytes.push(0xc0);
+        let r: std::result::Result<serde_json::Value, String> = decode_payload(&bytes);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn job_ids_sort_by_creation() {
+        let a = JobId::generate();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = JobId::generate();
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,75 @@
+//! Every Redis key name stevedore uses is spelled here, and only here.
+//!
+//! All keys of one queue share the hash tag `{<queue>}`, so a Lua script or a multi-stream
+//! XREADGROUP touching several of them runs on one Redis Cluster slot, while different
+//! queues still spread across nodes.
+
+use std::sync::Arc;
+
+use crate::Priority;
+
+/// The consumer group every queue stream carries.
+pub(crate) const GROUP: &str = "stevedore";
+/// The default key prefix.
+pub(crate) const DEFAULT_PREFIX: &str = "stevedore";
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: Arc::from(prefix),
+        }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>:queues`: the set of known queue names.
+    pub(crate) fn queues(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:<priority>`: ready jobs of one priority.
+    pub(crate) fn stream(&self, queue: &str, priority: Priority) -> String {
+        format!("{}:{{{queue}}}:{}", self.prefix, priority.as_str())
+    }
+
+    /// The three ready streams of a queue, most urgent first.
+    pub(crate) fn streams(&self, queue: &str) -> [String; 3] {
+        Priority::ALL.map(|p| self.stream(queue, p))
+    }
+
+    /// `<prefix>:{<queue>}:dlq`: dead jobs with why they died.
+    pub(crate) fn dlq(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:dlq", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_a_queue_share_one_hash_tag() {
+        let k = Keys::new("stevedore");
+        assert_eq!(
+            k.stream("emails", Priority::High),
+            "stevedore:{emails}:high"
+        );
+        assert_eq!(k.dlq("emails"), "stevedore:{emails}:dlq");
+        assert_eq!(k.queues(), "stevedore:queues");
+        let slots: Vec<u16> = k
+            .streams("emails")
+            .iter()
+            .chain([k.dlq("emails")].iter())
+            .map(|key| fred::util::redis_keyslot(key.as_bytes()))
+            .collect();
+        assert!(slots.iter().all(|s| *s == slots[0]), "{slots:?}");
+    }
+}

@@ -1,0 +1,210 @@
+//! Everything that speaks Redis: connections, the stream commands, the Lua scripts and
+//! the key names.
+//!
+//! The rest of the library calls these functions and never builds a command itself, so
+//! the data model in `DESIGN.md` and the README can be checked against this one module.
+
+pub(crate) mod keys;
+pub(crate) mod scripts;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use crate::Priority;
+use crate::error::redact_url;
+
+/// One entry read from a stream: its id and fields (`None` for an entry whose data was
+/// deleted while it was pending).
+pub(crate) type Entry = (String, Option<HashMap<String, Value>>);
+/// An XREADGROUP reply: entries per stream, in the order the streams were asked for.
+type ReadReply = Option<Vec<(String, Vec<Entry>)>>;
+
+/// Builds connections that all share one configuration and reconnect policy.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    config: Config,
+}
+
+impl Connector {
+    pub(crate) fn from_url(url: &str) -> crate::Result<Self> {
+        let config = Config::from_url(url).map_err(|e| crate::Error::InvalidUrl {
+            url: redact_url(url),
+            reason: e.details().to_string(),
+        })?;
+        Ok(Connector { config })
+    }
+
+    fn builder(&self) -> Builder {
+        let mut b = Builder::from_config(self.config.clone());
+        b.with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.max_command_attempts = 3;
+        })
+        .with_performance_config(|p| {
+            // No client-side timeout: it would leave a blocked read's connection stuck.
+            p.default_command_timeout = Duration::ZERO;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        b
+    }
+
+    /// A pool for enqueueing and admin calls, connected.
+    pub(crate) async fn pool(&self, size: usize) -> crate::Result<Pool> {
+        let pool = self.builder().build_pool(size.max(1))?;
+        pool.init().await?;
+        Ok(pool)
+    }
+
+    /// A client of its own for one blocking read loop, connected. Blocking reads must never
+    /// share a connection: every other command on it would wait for the read.
+    pub(crate) async fn dedicated(&self) -> crate::Result<Client> {
+        let client = self.builder().build()?;
+        client.init().await?;
+        Ok(client)
+    }
+}
+
+/// True for the server's "no such consumer group" error (a restarted server without
+/// persistence, or `XGROUP DESTROY`).
+pub(crate) fn is_nogroup(e: &Error) -> bool {
+    e.details().starts_with("NOGROUP")
+}
+
+/// Creates the consumer group on each stream (creating the streams too), reading from
+/// the start so entries added before the group existed are not skipped. An existing
+/// group is fine.
+pub(crate) async fn ensure_groups(
+    client: &Client,
+    streams: &[String],
+    group: &str,
+) -> Result<(), Error> {
+    let p = client.pipeline();
+    for s in streams {
+        let _: () = p.xgroup_create(s.as_str(), group, "0", true).await?;
+    }
+    for r in p.try_all::<Value>().await {
+        match r {
+            Err(e) if !e.details().starts_with("BUSYGROUP") => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads up to `count` new entries from each of `streams` for `consumer`, blocking up to
+/// `block` when none is there (no blocking when `block` is `None`). Streams with nothing new
+/// are left out of the reply.
+pub(crate) async fn read_group(
+    client: &Client,
+    group: &str,
+    consumer: &str,
+    count: u64,
+    block: Option<Duration>,
+    streams: Vec<String>,
+) -> Result<Vec<(String, Vec<Entry>)>, Error> {
+    let ids = vec![">"; streams.len()];
+    let reply: ReadReply = client
+        .xreadgroup(
+            group,
+            consumer,
+            Some(count),
+            block.map(|b| b.as_millis() as u64),
+            false,
+            streams,
+            ids,
+        )
+        .await?;
+    Ok(reply.unwrap_or_default())
+}
+
+/// Reads from several streams with a different COUNT each, in one round trip, without
+/// blocking. Returns the entries per requested stream, in request order.
+pub(crate) async fn read_group_counts(
+    client: &Client,
+    group: &str,
+    consumer: &str,
+    requests: &[(String, u64)],
+) -> Result<Vec<Vec<Entry>>, Error> {
+    let p = client.pipeline();
+    for (stream, count) in requests {
+        let _: () = p
+            .xreadgroup(
+                group,
+                consumer,
+                Some(*count),
+                None,
+                false,
+                stream.as_str(),
+                ">",
+            )
+            .await?;
+    }
+    let mut out = Vec::with_capacity(requests.len());
+    for r in p.try_all::<Value>().await {
+        let reply: ReadReply = r?.convert()?;
+        out.push(
+            reply
+                .and_then(|streams| streams.into_iter().next())
+                .map(|(_, e)| e)
+                .unwrap_or_default(),
+        );
+    }
+    Ok(out)
+}
+
+/// Adds entries, each `(stream, fields)`, in one round trip, and returns their entry ids.
+/// Queue names in `new_queues` are added to the discovery set `queues_key` in the same
+/// round trip.
+pub(crate) async fn add_entries(
+    client: &Client,
+    queues_key: &str,
+    new_queues: Vec<String>,
+    entries: Vec<(String, Vec<(&'static str, Value)>)>,
+) -> Result<Vec<String>, Error> {
+    if new_queues.is_empty() && entries.len() == 1 {
+        if let Some((stream, fields)) = entries.into_iter().next() {
+            let id: String = client.xadd(stream, false, None, "*", fields).await?;
+            return Ok(vec![id]);
+        }
+        return Ok(Vec::new());
+    }
+    let p = client.pipeline();
+    let register = !new_queues.is_empty();
+    if register {
+        let _: () = p.sadd(queues_key, new_queues).await?;
+    }
+    for (stream, fields) in entries {
+        let _: () = p.xadd(stream, false, None, "*", fields).await?;
+    }
+    let mut replies = p.try_all::<Value>().await.into_iter();
+    if register {
+        replies.next().transpose()?;
+    }
+    replies.map(|r| r?.convert::<String>()).collect()
+}
+
+/// Acknowledges and deletes finished entries, grouped by stream, in one round trip.
+pub(crate) async fn ack_and_delete(
+    client: &Client,
+    group: &str,
+    by_stream: &HashMap<String, Vec<String>>,
+) -> Result<(), Error> {
+    let p = client.pipeline();
+    for (stream, ids) in by_stream {
+        let _: () = p.xack(stream.as_str(), group, ids.clone()).await?;
+        let _: () = p.xdel(stream.as_str(), ids.clone()).await?;
+    }
+    for r in p.try_all::<Value>().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// The priority a stream key belongs to, from its suffix.
+pub(crate) fn priority_of(stream: &str) -> Option<Priority> {
+    Priority::ALL
+        .into_iter()
+        .find(|p| stream.ends_with(&format!(":{}", p.as_str())))
+}

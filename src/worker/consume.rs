@@ -1,0 +1,204 @@
+//! The fetch loop: one per queue, each on a connection of its own.
+//!
+//! A loop waits for a free slot, then reads as many entries as there are free slots,
+//! split between the three priority streams by weight (COUNT applies per stream, so each
+//! stream gets its own COUNT in one pipelined round trip). A stream that returns less
+//! than its share gives the rest to the others. When all three are empty, the loop
+//! blocks on all three at once with a finite BLOCK, so a new job of any priority starts
+//! within milliseconds. A full worker stops reading.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::Runtime;
+use super::dispatch::{self, Delivery};
+use crate::Priority;
+use crate::priority::SlotSplitter;
+use crate::redis::{self, Entry, keys::GROUP};
+
+/// How long one blocking read waits before it is sent again.
+const BLOCK: Duration = Duration::from_secs(2);
+/// Entries read per fetch at most, whatever the concurrency.
+const MAX_FETCH: u32 = 256;
+
+/// Consumes `queue` until `stop` fires.
+pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken) {
+    let streams = rt.client.keys().streams(&queue);
+    let mut backoff = Backoff::default();
+    let conn = loop {
+        let connected = match rt.client.connector().dedicated().await {
+            Ok(c) => match redis::ensure_groups(&c, &streams, GROUP).await {
+                Ok(()) => Ok(c),
+                Err(e) => Err(crate::Error::from(e)),
+            },
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(queue, error = %e, "cannot start consuming; retrying");
+                if !backoff.wait(&stop).await {
+                    return;
+                }
+            }
+        }
+    };
+    tracing::debug!(queue, consumer = %rt.consumer, "consuming");
+    let mut splitter = SlotSplitter::new(rt.weights);
+
+    'fetch: loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            p = rt.slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let free = (1 + rt.slots.available_permits() as u32).min(MAX_FETCH);
+        let batch = match fetch(&rt, &conn, &streams, free, &mut splitter, &stop).await {
+            Ok(b) => {
+                backoff.reset();
+                b
+            }
+            Err(e) if redis::is_nogroup(&e) => {
+                tracing::warn!(
+                    queue,
+                    "consumer group missing (server restarted without persistence, or destroyed); recreating it"
+                );
+                if let Err(e) = redis::ensure_groups(&conn, &streams, GROUP).await {
+                    tracing::warn!(queue, error = %e, "recreating the consumer group failed");
+                    drop(first);
+                    if !backoff.wait(&stop).await {
+                        break;
+                    }
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(queue, error = %e, "reading jobs failed; retrying");
+                drop(first);
+                if !backoff.wait(&stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+
+        let mut first = Some(first);
+        for (priority, stream, (entry_id, fields)) in batch {
+            let permit: OwnedSemaphorePermit = match first.take() {
+                Some(p) => p,
+                None => tokio::select! {
+                    biased;
+                    // Entries fetched but not started stay pending, unacknowledged.
+                    _ = stop.cancelled() => break 'fetch,
+                    p = rt.slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break 'fetch,
+                    },
+                },
+            };
+            if stop.is_cancelled() {
+                break 'fetch;
+            }
+            let delivery = Delivery {
+                queue: queue.clone(),
+                priority,
+                stream,
+                entry_id,
+                fields,
+            };
+            rt.tracker
+                .spawn(dispatch::run(rt.clone(), delivery, permit));
+        }
+    }
+    // The connection may still be inside a blocking read; let it finish on its own.
+    tokio::spawn(async move {
+        let _ = fred::prelude::ClientLike::quit(&conn).await;
+    });
+    tracing::debug!(queue, "stopped consuming");
+}
+
+/// Reads up to `free` entries, most urgent first.
+async fn fetch(
+    rt: &Runtime,
+    conn: &fred::prelude::Client,
+    streams: &[String; 3],
+    free: u32,
+    splitter: &mut SlotSplitter,
+    stop: &CancellationToken,
+) -> Result<Vec<(Priority, String, Entry)>, fred::error::Error> {
+    let mut out: Vec<(Priority, String, Entry)> = Vec::new();
+    let mut open = [true; 3];
+    let mut remaining = free;
+    for _ in 0..3 {
+        let shares = splitter.split(remaining, open);
+        let asked: Vec<(Priority, u32)> = Priority::ALL
+            .into_iter()
+            .map(|p| (p, shares[p.index()]))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if asked.is_empty() {
+            break;
+        }
+        let requests: Vec<(String, u64)> = asked
+            .iter()
+            .map(|(p, n)| (streams[p.index()].clone(), u64::from(*n)))
+            .collect();
+        let replies = redis::read_group_counts(conn, GROUP, &rt.consumer, &requests).await?;
+        let mut got = 0u32;
+        for ((priority, share), entries) in asked.into_iter().zip(replies) {
+            let n = entries.len() as u32;
+            if n < share {
+                open[priority.index()] = false;
+            }
+            got += n;
+            let stream = &streams[priority.index()];
+            out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
+        }
+        remaining = remaining.saturating_sub(got);
+        if remaining == 0 || got == 0 {
+            break;
+        }
+    }
+    if out.is_empty() {
+        let read = redis::read_group(conn, GROUP, &rt.consumer, 1, Some(BLOCK), streams.to_vec());
+        let reply = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(out),
+            r = read => r?,
+        };
+        for (stream, entries) in reply {
+            let priority = redis::priority_of(&stream).unwrap_or_default();
+            out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
+        }
+    }
+    out.sort_by_key(|(p, _, _)| *p);
+    Ok(out)
+}
+
+/// Exponential pause between failed attempts to reach Redis: 100 ms doubling to 5 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    /// Sleeps; false when `stop` fired meanwhile.
+    async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let d = self.next.unwrap_or(Duration::from_millis(100));
+        self.next = Some((d * 2).min(Duration::from_secs(5)));
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}

@@ -1,0 +1,288 @@
+//! Running one delivery: decode, find the handler, run it with its timeout, and settle the
+//! outcome.
+//!
+//! Success goes to the batched acker. Every other outcome changes the entry through a
+//! fenced Lua script that first checks this worker still owns it: a failed attempt with
+//! attempts left is re-queued as a new entry, anything else is dead-lettered with its
+//! reason. Nothing here can crash the worker: a bad entry, an unknown type, an undecodable
+//! payload and a panicking handler all end as a dead letter or a retry.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::types::Value;
+use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Runtime;
+use super::ack::Ack;
+use crate::Priority;
+use crate::handler::{ContextFacts, JobContext, Retry, UndecodablePayload};
+use crate::job::Envelope;
+use crate::redis::{keys::GROUP, scripts};
+
+/// Why a job was dead-lettered, as written in the dead letter's `reason` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeadReason {
+    /// The handler failed on its last attempt, or said the failure is permanent.
+    Failed,
+    /// The last attempt ran past its timeout.
+    Timeout,
+    /// No handler on this worker knows the job type.
+    UnknownType,
+    /// The entry or its payload could not be decoded.
+    BadEntry,
+}
+
+impl DeadReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Failed => "failed",
+            DeadReason::Timeout => "timeout",
+            DeadReason::UnknownType => "unknown_type",
+            DeadReason::BadEntry => "bad_entry",
+        }
+    }
+}
+
+/// One entry handed to this worker.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) queue: String,
+    pub(crate) priority: Priority,
+    pub(crate) stream: String,
+    pub(crate) entry_id: String,
+    pub(crate) fields: Option<HashMap<String, Value>>,
+}
+
+enum Outcome {
+    Succeeded,
+    Failed {
+        error: String,
+        retry: Retry,
+        timed_out: bool,
+    },
+    /// The worker gave up waiting (drain deadline): leave the entry pending.
+    Abandoned,
+}
+
+/// Runs one delivery to its end, holding `permit` (a concurrency slot) throughout.
+pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    let Some(fields) = d.fields.as_ref() else {
+        // Deleted while pending: nothing to run, nothing to keep.
+        let _ = rt
+            .acks
+            .send(Ack {
+                stream: d.stream.clone(),
+                entry_id: d.entry_id.clone(),
+            })
+            .await;
+        return;
+    };
+    let env = match Envelope::from_fields(fields, rt.client.payload_limit()) {
+        Ok(env) => env,
+        Err(why) => {
+            tracing::warn!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
+            dead_letter(&rt, &d, DeadReason::BadEntry, &why).await;
+            return;
+        }
+    };
+    let Some(handler) = rt.registry.get(&env.job_type).cloned() else {
+        let why = format!("no handler for job type {:?} on this worker", env.job_type);
+        tracing::warn!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, "unknown job type");
+        dead_letter(&rt, &d, DeadReason::UnknownType, &why).await;
+        return;
+    };
+    let timeout = env
+        .timeout
+        .unwrap_or_else(|| handler.options().effective_timeout());
+    let ctx = JobContext::new(
+        ContextFacts {
+            id: &env.id,
+            job_type: &env.job_type,
+            queue: &d.queue,
+            priority: d.priority,
+            attempt: env.attempt,
+            max_attempts: env.max_attempts,
+            enqueued_at: env.enqueued_at,
+        },
+        rt.hard_stop.child_token(),
+    );
+    let fut = match handler.call(&env.payload, ctx) {
+        Ok(f) => f,
+        Err(UndecodablePayload(why)) => {
+            let why = format!("payload does not decode for {:?}: {why}", env.job_type);
+            tracing::warn!(queue = %d.queue, job_id = %env.id, error = %why, "undecodable payload");
+            dead_letter(&rt, &d, DeadReason::BadEntry, &why).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("job", job_id = %env.id, job_type = %env.job_type, queue = %d.queue, attempt = env.attempt);
+    let attempt = async {
+        match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+            Err(_) => Outcome::Failed {
+                error: format!("timed out after {}", humantime::format_duration(timeout)),
+                retry: Retry::Yes,
+                timed_out: true,
+            },
+            Ok(Err(panic)) => Outcome::Failed {
+                error: panic_message(&panic),
+                retry: Retry::Yes,
+                timed_out: false,
+            },
+            Ok(Ok(Ok(()))) => Outcome::Succeeded,
+            Ok(Ok(Err(e))) => Outcome::Failed {
+                error: e.message().to_string(),
+                retry: e.retry_decision(),
+                timed_out: false,
+            },
+        }
+    };
+    let outcome = tokio::select! {
+        biased;
+        o = tracing::Instrument::instrument(attempt, span) => o,
+        _ = rt.hard_stop.cancelled() => Outcome::Abandoned,
+    };
+    match outcome {
+        Outcome::Succeeded => {
+            tracing::debug!(job_id = %env.id, job_type = %env.job_type, "job succeeded");
+            let _ = rt
+                .acks
+                .send(Ack {
+                    stream: d.stream.clone(),
+                    entry_id: d.entry_id.clone(),
+                })
+                .await;
+        }
+        Outcome::Failed {
+            error,
+            retry,
+            timed_out,
+        } => {
+            let attempts_left = env.attempt < env.max_attempts;
+            if retry != Retry::No && attempts_left {
+                tracing::info!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, "attempt failed; retrying");
+                requeue(&rt, &d).await;
+            } else {
+                let reason = if timed_out {
+                    DeadReason::Timeout
+                } else {
+                    DeadReason::Failed
+                };
+                tracing::warn!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, reason = reason.as_str(), "job dead-lettered");
+                dead_letter(&rt, &d, reason, &error).await;
+            }
+        }
+        Outcome::Abandoned => {
+            tracing::warn!(job_id = %env.id, job_type = %env.job_type, "drain deadline passed; job left pending to run again");
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string value".to_string());
+    format!("handler panicked: {what}")
+}
+
+/// Longest error text stored with a job.
+const MAX_ERROR_LEN: usize = 4096;
+
+fn truncate(s: &str) -> &str {
+    if s.len() <= MAX_ERROR_LEN {
+        return s;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Moves the entry to the queue's dead-letter stream, if this worker still owns it.
+pub(crate) async fn dead_letter(rt: &Runtime, d: &Delivery, reason: DeadReason, error: &str) {
+    let keys = vec![d.stream.clone(), rt.client.keys().dlq(&d.queue)];
+    let args: Vec<Value> = vec![
+        GROUP.into(),
+        rt.consumer.as_str().into(),
+        d.entry_id.as_str().into(),
+        reason.as_str().into(),
+        truncate(error).into(),
+    ];
+    let r: Result<i64, _> = with_retries(|| {
+        scripts::run(
+            rt.client.redis(),
+            &rt.client.scripts().dead_letter,
+            keys.clone(),
+            args.clone(),
+        )
+    })
+    .await;
+    match r {
+        Ok(1) | Ok(-1) => {}
+        Ok(_) => {
+            tracing::warn!(entry = %d.entry_id, "lease lost before dead-lettering; another worker owns the entry now")
+        }
+        Err(e) => {
+            tracing::error!(entry = %d.entry_id, error = %e, "could not dead-letter; the entry stays pending")
+        }
+    }
+}
+
+/// Re-queues the entry for another attempt, if this worker still owns it.
+async fn requeue(rt: &Runtime, d: &Delivery) {
+    let keys = vec![d.stream.clone()];
+    let args: Vec<Value> = vec![
+        GROUP.into(),
+        rt.consumer.as_str().into(),
+        d.entry_id.as_str().into(),
+    ];
+    let r: Result<Value, _> = with_retries(|| {
+        scripts::run(
+            rt.client.redis(),
+            &rt.client.scripts().retry,
+            keys.clone(),
+            args.clone(),
+        )
+    })
+    .await;
+    match r {
+        Ok(Value::Integer(0)) => {
+            tracing::warn!(entry = %d.entry_id, "lease lost before retrying; another worker owns the entry now")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(entry = %d.entry_id, error = %e, "could not re-queue; the entry stays pending")
+        }
+    }
+}
+
+/// Runs a fenced script, retrying while the connection is down (the scripts are safe to
+/// repeat: a second run finds the entry gone from this consumer and does nothing).
+async fn with_retries<R, F, Fut>(mut call: F) -> Result<R, fred::error::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, fred::error::Error>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(e)
+                if tries < 8
+                    && !matches!(crate::Error::from_redis(e.clone()), crate::Error::Redis(_)) =>
+            {
+                tries += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Workers: consume queues, run handlers, acknowledge, shut down gracefully.
+//!
+//! A [`Worker`] is one consumer in each of its queues' consumer groups. It runs one fetch
+//! loop per queue ([`consume`]), a task per delivery ([`dispatch`]) bounded by a shared
+//! concurrency limit, and one acker that batches acknowledgements ([`ack`]). Shutdown
+//! ([`shutdown`]) stops the fetch loops first, lets running jobs finish within a drain
+//! deadline, and leaves whatever did not finish unacknowledged, so it runs again.
+
+pub(crate) mod ack;
+pub(crate) mod consume;
+pub(crate) mod dispatch;
+pub(crate) mod shutdown;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::ConfigInterface as _;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::handler::{JobHandler, Registry};
+use crate::job::validate_name;
+use crate::priority::PriorityWeights;
+use crate::{Client, Error, Result};
+
+/// Handlers run at once per worker unless set otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+/// How long shutdown waits for running jobs unless set otherwise.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every task of one running worker shares.
+pub(crate) struct Runtime {
+    pub(crate) client: Client,
+    pub(crate) registry: Registry,
+    pub(crate) consumer: String,
+    pub(crate) weights: PriorityWeights,
+    /// One permit per concurrency slot.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) acks: mpsc::Sender<ack::Ack>,
+    /// Fires when the drain deadline passes: running handlers are dropped.
+    pub(crate) hard_stop: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// A worker: consumes queues and runs their jobs' handlers. Build one with
+/// [`Worker::builder`].
+pub struct Worker {
+    client: Client,
+    registry: Registry,
+    queues: Vec<String>,
+    consumer: String,
+    concurrency: usize,
+    weights: PriorityWeights,
+    drain_timeout: Duration,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("consumer", &self.consumer)
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .field("job_types", &self.registry.names().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Settings for a [`Worker`].
+#[must_use = "call build() to get a worker"]
+pub struct WorkerBuilder {
+    client: Client,
+    registry: Registry,
+    errors: Vec<String>,
+    queues: Option<Vec<String>>,
+    consumer: Option<String>,
+    concurrency: usize,
+    weights: PriorityWeights,
+    drain_timeout: Duration,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// Registers a handler (`send_email::handler()` for a `#[job_handler] fn send_email`).
+    /// Its queue is consumed unless [`queues`](Self::queues) says otherwise.
+    pub fn handler<H: JobHandler>(mut self, handler: H) -> Self {
+        if let Err(e) = self.registry.insert(handler) {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// The queues to consume, replacing the handlers' own. Every registered handler runs
+    /// for its job type on every one of these queues.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Handlers running at once, across all queues (default 10). A full worker stops
+    /// fetching until a slot frees up.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How free slots are split between priorities (default 6 : 3 : 1).
+    pub fn priority_weights(mut self, weights: PriorityWeights) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// How long shutdown waits for running jobs before leaving them pending (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The consumer name in the queues' groups (default: host name, process id and a random
+    /// suffix, unique per run).
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.consumer = Some(name.into());
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<Worker> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(Error::InvalidConfig(e));
+        }
+        if self.registry.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a worker needs at least one handler".into(),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::InvalidConfig(
+                "concurrency must be at least 1".into(),
+            ));
+        }
+        if self.weights.all_zero() {
+            return Err(Error::InvalidConfig(
+                "at least one priority weight must be above 0".into(),
+            ));
+        }
+        let mut queues = self
+            .queues
+            .unwrap_or_else(|| self.registry.queues().to_vec());
+        queues.dedup();
+        if queues.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a worker needs at least one queue".into(),
+            ));
+        }
+        for q in &queues {
+            validate_name("queue", q)?;
+        }
+        let consumer = self.consumer.unwrap_or_else(default_consumer_name);
+        if consumer.is_empty() || consumer.len() > 200 {
+            return Err(Error::InvalidConfig(
+                "consumer name must have 1 to 200 characters".into(),
+            ));
+        }
+        Ok(Worker {
+            client: self.client,
+            registry: self.registry,
+            queues,
+            consumer,
+            concurrency: self.concurrency,
+            weights: self.weights,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+fn default_consumer_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".to_string());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+impl Worker {
+    /// A builder for a worker that uses `client`'s Redis and prefix.
+    pub fn builder(client: Client) -> WorkerBuilder {
+        WorkerBuilder {
+            client,
+            registry: Registry::default(),
+            errors: Vec::new(),
+            queues: None,
+            consumer: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            weights: PriorityWeights::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// This worker's consumer name in its queues' groups.
+    pub fn consumer_name(&self) -> &str {
+        &self.consumer
+    }
+
+    /// The queues this worker consumes.
+    pub fn queues(&self) -> &[String] {
+        &self.queues
+    }
+
+    /// Runs until `signal` resolves (e.g. [`shutdown_signal`](crate::shutdown_signal)),
+    /// then shuts down gracefully: stops fetching, waits up to the drain timeout for running
+    /// jobs, and leaves unfinished ones unacknowledged so they run again. Returns
+    /// [`Error::DrainTimeout`] if jobs were still running at the deadline.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<()> {
+        warn_about_durability(&self.client).await;
+        let (tx, rx) = mpsc::channel(4096);
+        let acker = ack::spawn(self.client.clone(), rx);
+        let rt = Arc::new(Runtime {
+            client: self.client,
+            registry: self.registry,
+            consumer: self.consumer,
+            weights: self.weights,
+            slots: Arc::new(Semaphore::new(self.concurrency)),
+            acks: tx,
+            hard_stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        tracing::info!(consumer = %rt.consumer, queues = ?self.queues, concurrency = self.concurrency, "worker started");
+
+        let stop = CancellationToken::new();
+        let mut loops = JoinSet::new();
+        for q in &self.queues {
+            loops.spawn(consume::run(rt.clone(), q.clone(), stop.clone()));
+        }
+        tokio::pin!(signal);
+        tokio::select! {
+            _ = &mut signal => {}
+            Some(r) = loops.join_next() => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "a fetch loop ended unexpectedly; shutting down");
+                }
+            }
+        }
+        tracing::info!(consumer = %rt.consumer, "worker stopping: no new jobs, waiting for running ones");
+        stop.cancel();
+        while loops.join_next().await.is_some() {}
+
+        rt.tracker.close();
+        let mut result = Ok(());
+        if tokio::time::timeout(self.drain_timeout, rt.tracker.wait())
+            .await
+            .is_err()
+        {
+            rt.hard_stop.cancel();
+            rt.tracker.wait().await;
+            result = Err(Error::DrainTimeout(self.drain_timeout));
+        }
+        let consumer = rt.consumer.clone();
+        drop(rt);
+        if let Err(e) = acker.await {
+            tracing::error!(error = %e, "the acknowledging task failed");
+        }
+        tracing::info!(%consumer, "worker stopped");
+        result
+    }
+}
+
+/// Logs a warning when the server can lose jobs: no AOF, or an eviction policy that may
+/// drop keys under memory pressure. Servers that refuse CONFIG are left alone.
+async fn warn_about_durability(client: &Client) {
+    let redis = client.redis();
+    let appendonly: Result<Vec<String>, _> = redis.config_get("appendonly").await;
+    if matches!(appendonly.as_deref(), Ok([_, v]) if v == "no") {
+        tracing::warn!(
+            "redis runs without AOF (appendonly no): a redis restart loses queued jobs; set appendonly yes"
+        );
+    }
+    let policy: Result<Vec<String>, _> = redis.config_get("maxmemory-policy").await;
+    if let Ok([_, policy]) = policy.as_deref()
+        && policy != "noeviction"
+    {
+        tracing::warn!(policy = %policy, "redis may evict keys under memory pressure, losing jobs; set maxmemory-policy noeviction");
+    }
+}

@@ -1,0 +1,120 @@
+//! The one error type of the kit.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// Everything that can go wrong while getting a Redis for a test.
+///
+/// Each variant says what to do about it.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum KitError {
+    /// No source of Redis worked: `STEVEDORE_TEST_REDIS_URL` is unset, no container engine
+    /// answered, and no `redis-server` binary could be run.
+    ///
+    /// What to do: install redis-server (Debian: `apt-get install redis-server`) or start a
+    /// Docker engine (or run `testcontainers/podman-setup.sh` and export the `DOCKER_HOST` it
+    /// prints), or set `STEVEDORE_TEST_REDIS_URL` to a server you own.
+    #[error(
+        "no Redis for tests: {tried}. Install redis-server (Debian: apt-get install redis-server) \
+         or start a Docker engine, or set STEVEDORE_TEST_REDIS_URL"
+    )]
+    NoRedisServer {
+        /// What was tried, and why each path failed.
+        tried: String,
+    },
+
+    /// `STEVEDORE_TEST_REDIS_SOURCE` has a value other than `env`, `container` or `process`.
+    ///
+    /// What to do: unset it, or set it to one of those three words.
+    #[error("STEVEDORE_TEST_REDIS_SOURCE={0:?} is not one of: env, container, process")]
+    InvalidSource(String),
+
+    /// `STEVEDORE_TEST_REDIS_SOURCE=env` forces the env path, but `STEVEDORE_TEST_REDIS_URL`
+    /// is unset or empty.
+    ///
+    /// What to do: set `STEVEDORE_TEST_REDIS_URL=redis://host:port`, or unset
+    /// `STEVEDORE_TEST_REDIS_SOURCE`.
+    #[error("STEVEDORE_TEST_REDIS_SOURCE=env, but STEVEDORE_TEST_REDIS_URL is not set")]
+    EnvUrlMissing,
+
+    /// `STEVEDORE_TEST_REDIS_IMAGE` is not of the form `name:tag`.
+    ///
+    /// What to do: give both parts, e.g. `redis:7.2` or `registry.local:5000/redis:7`.
+    #[error("STEVEDORE_TEST_REDIS_IMAGE={0:?} is not of the form name:tag (e.g. redis:7)")]
+    InvalidImage(String),
+
+    /// The container path was forced (`STEVEDORE_TEST_REDIS_SOURCE=container`) but no
+    /// container engine is reachable.
+    ///
+    /// What to do: start Docker, or point `DOCKER_HOST` at an engine that speaks the Docker
+    /// API (on a machine without one: `eval "$(testcontainers/podman-setup.sh | tail -1)"`).
+    #[error("no container engine: {reason}. Start Docker or set DOCKER_HOST")]
+    NoContainerEngine {
+        /// Why the engine was considered unreachable.
+        reason: String,
+    },
+
+    /// The container engine answered, but the Redis container could not be started or did not
+    /// become ready.
+    ///
+    /// What to do: check that the image exists or can be pulled (`docker pull <image>`), read
+    /// the engine's logs, or set `STEVEDORE_TEST_REDIS_SOURCE=process` to use a local
+    /// `redis-server` instead.
+    #[error("could not start a Redis container from image {image}: {source}")]
+    Container {
+        /// The image that was requested, `name:tag`.
+        image: String,
+        /// What testcontainers (or the readiness check) reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The `redis-server` binary could not be run.
+    ///
+    /// What to do: install redis-server (Debian: `apt-get install redis-server`) so that it is
+    /// on `PATH`, or set `STEVEDORE_REDIS_SERVER` to the binary's full path.
+    #[error(
+        "could not run {program:?}: {source}. Install redis-server (Debian: apt-get install \
+         redis-server) or set STEVEDORE_REDIS_SERVER to its path"
+    )]
+    RedisServerNotFound {
+        /// The program that was run.
+        program: PathBuf,
+        /// The error from spawning it.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The `redis-server` process exited before it answered PING.
+    ///
+    /// What to do: read `log_tail` (usually a bad argument, or a port in use); the full log is
+    /// `redis.log` in the server's directory.
+    #[error("redis-server exited before it was ready ({status}); end of its log:\n{log_tail}")]
+    RedisServerExited {
+        /// How it exited.
+        status: ExitStatus,
+        /// The last lines of its log (stdout, stderr and `--logfile`).
+        log_tail: String,
+    },
+
+    /// The server (process or container) did not answer PING in time.
+    ///
+    /// What to do: the machine may be overloaded; check the server's log, or retry.
+    #[error("Redis at {addr} did not answer PING within {waited:?}: {last_error}")]
+    NotReady {
+        /// `host:port` that was polled.
+        addr: String,
+        /// How long the kit waited.
+        waited: Duration,
+        /// The last failure seen (connection refused, `-LOADING`, ...).
+        last_error: String,
+    },
+
+    /// An I/O error around the server: creating its temp dir, picking a port, killing it.
+    ///
+    /// What to do: check free disk space in the temp dir (`TMPDIR`) and the process limits.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
