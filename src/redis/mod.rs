@@ -29,6 +29,21 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn from_url(url: &str) -> crate::Result<Self> {
+        const SCHEMES: [&str; 6] = [
+            "redis",
+            "rediss",
+            "redis-cluster",
+            "rediss-cluster",
+            "redis-sentinel",
+            "rediss-sentinel",
+        ];
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+        if !SCHEMES.contains(&scheme) {
+            return Err(crate::Error::InvalidUrl {
+                url: redact_url(url),
+                reason: format!("the scheme must be one of {}", SCHEMES.join(", ")),
+            });
+        }
         let config = Config::from_url(url).map_err(|e| crate::Error::InvalidUrl {
             url: redact_url(url),
             reason: e.details().to_string(),

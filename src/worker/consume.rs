@@ -59,7 +59,15 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             },
         };
         let free = (1 + rt.slots.available_permits() as u32).min(MAX_FETCH);
-        let batch = match fetch(&rt, &conn, &streams, free, &mut splitter, &stop).await {
+        let mut first = Some(first);
+        let mut fetched = fetch_ready(&rt, &conn, &streams, free, &mut splitter).await;
+        if matches!(&fetched, Ok(b) if b.is_empty()) {
+            // Nothing waiting: block on all three streams without holding a slot, so other
+            // queues of this worker can use it meanwhile.
+            first = None;
+            fetched = fetch_blocking(&rt, &conn, &streams, &stop).await;
+        }
+        let batch = match fetched {
             Ok(b) => {
                 backoff.reset();
                 b
@@ -69,9 +77,9 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                     queue,
                     "consumer group missing (server restarted without persistence, or destroyed); recreating it"
                 );
+                drop(first);
                 if let Err(e) = redis::ensure_groups(&conn, &streams, GROUP).await {
                     tracing::warn!(queue, error = %e, "recreating the consumer group failed");
-                    drop(first);
                     if !backoff.wait(&stop).await {
                         break;
                     }
@@ -88,7 +96,6 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             }
         };
 
-        let mut first = Some(first);
         for (priority, stream, (entry_id, fields)) in batch {
             let permit: OwnedSemaphorePermit = match first.take() {
                 Some(p) => p,
@@ -123,14 +130,14 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     tracing::debug!(queue, "stopped consuming");
 }
 
-/// Reads up to `free` entries, most urgent first.
-async fn fetch(
+/// Reads up to `free` entries that are already waiting, without blocking, most urgent
+/// first.
+async fn fetch_ready(
     rt: &Runtime,
     conn: &fred::prelude::Client,
     streams: &[String; 3],
     free: u32,
     splitter: &mut SlotSplitter,
-    stop: &CancellationToken,
 ) -> Result<Vec<(Priority, String, Entry)>, fred::error::Error> {
     let mut out: Vec<(Priority, String, Entry)> = Vec::new();
     let mut open = [true; 3];
@@ -165,17 +172,28 @@ async fn fetch(
             break;
         }
     }
-    if out.is_empty() {
-        let read = redis::read_group(conn, GROUP, &rt.consumer, 1, Some(BLOCK), streams.to_vec());
-        let reply = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(out),
-            r = read => r?,
-        };
-        for (stream, entries) in reply {
-            let priority = redis::priority_of(&stream).unwrap_or_default();
-            out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
-        }
+    out.sort_by_key(|(p, _, _)| *p);
+    Ok(out)
+}
+
+/// Blocks until an entry arrives on any of the three streams (or the BLOCK time passes,
+/// or `stop` fires) and returns what arrived, one entry per stream at most.
+async fn fetch_blocking(
+    rt: &Runtime,
+    conn: &fred::prelude::Client,
+    streams: &[String; 3],
+    stop: &CancellationToken,
+) -> Result<Vec<(Priority, String, Entry)>, fred::error::Error> {
+    let read = redis::read_group(conn, GROUP, &rt.consumer, 1, Some(BLOCK), streams.to_vec());
+    let reply = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Ok(Vec::new()),
+        r = read => r?,
+    };
+    let mut out: Vec<(Priority, String, Entry)> = Vec::new();
+    for (stream, entries) in reply {
+        let priority = redis::priority_of(&stream).unwrap_or_default();
+        out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
     }
     out.sort_by_key(|(p, _, _)| *p);
     Ok(out)

@@ -141,11 +141,15 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
             },
         }
     };
-    let outcome = tokio::select! {
+    let mut outcome = tokio::select! {
         biased;
         o = tracing::Instrument::instrument(attempt, span) => o,
         _ = rt.hard_stop.cancelled() => Outcome::Abandoned,
     };
+    if rt.hard_stop.is_cancelled() && matches!(outcome, Outcome::Failed { .. }) {
+        // A handler that gave up because the worker is stopping did not really fail.
+        outcome = Outcome::Abandoned;
+    }
     match outcome {
         Outcome::Succeeded => {
             tracing::debug!(job_id = %env.id, job_type = %env.job_type, "job succeeded");

@@ -1,0 +1,21 @@
+//! Integration tests against a real Redis, one binary, a module per topic. Every test gets
+//! its own Redis from the test kit (or, with `STEVEDORE_TEST_REDIS_URL`, its own key
+//! prefix on a shared one), so tests run in parallel without seeing each other.
+
+/// Shared setup: a Redis per test, raw inspection, waiting with a deadline.
+mod support;
+
+/// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
+mod bad_input;
+/// Handler errors, panics and timeouts: retries, then the DLQ with a reason.
+mod failures;
+/// A lost consumer group or a restarted Redis is recovered without a restart of the worker.
+mod recovery;
+/// Payloads of many shapes survive enqueue → handler unchanged; enqueue refuses bad input.
+mod roundtrip;
+/// Thousands of jobs across several workers and processes: each runs once, all acknowledged.
+mod scale;
+/// Priorities under saturation, and the concurrency bound.
+mod scheduling;
+/// Graceful shutdown: in-flight jobs finish, fetched-but-unstarted ones stay pending.
+mod shutdown;

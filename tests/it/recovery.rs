@@ -1,0 +1,114 @@
+use std::time::Duration;
+
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use stevedore::{Client, JobContext, JobError, Worker, job_handler};
+use stevedore_testcontainers::RedisServer;
+
+use crate::support::{self, TestEnv, eventually};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Beat {
+    n: u32,
+}
+
+#[job_handler(name = "beat", queue = "beats")]
+async fn beat(_b: Beat, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), ());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_destroyed_consumer_group_is_recreated() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(beat::handler())
+            .build()
+            .expect("worker"),
+    );
+    let first = env
+        .client
+        .enqueue(beat::job(Beat { n: 1 }))
+        .await
+        .expect("enqueue");
+    eventually(Duration::from_secs(10), "first job ran", || async {
+        support::runs(first.as_str()) == 1
+    })
+    .await;
+
+    for p in ["high", "normal", "low"] {
+        let destroyed: i64 = env
+            .raw
+            .xgroup_destroy(env.stream("beats", p), "stevedore")
+            .await
+            .expect("xgroup destroy");
+        assert_eq!(destroyed, 1, "group existed on {p}");
+    }
+    let second = env
+        .client
+        .enqueue(beat::job(Beat { n: 2 }))
+        .await
+        .expect("enqueue");
+    eventually(Duration::from_secs(15), "job after NOGROUP ran", || async {
+        support::runs(second.as_str()) == 1
+    })
+    .await;
+    let groups: Vec<std::collections::HashMap<String, Value>> = env
+        .raw
+        .xinfo_groups(env.stream("beats", "normal"))
+        .await
+        .expect("xinfo groups");
+    assert_eq!(groups.len(), 1, "group recreated");
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn workers_and_clients_survive_a_redis_restart() {
+    // A server we can kill: no persistence, so the restart also loses the groups.
+    let mut server = RedisServer::start().await.expect("redis-server");
+    let url = server.url();
+    let client = Client::builder(&url)
+        .prefix("restart")
+        .connect()
+        .await
+        .expect("client");
+    let running = support::spawn(
+        Worker::builder(client.clone())
+            .handler(beat::handler())
+            .build()
+            .expect("worker"),
+    );
+    let before = client
+        .enqueue(beat::job(Beat { n: 1 }))
+        .await
+        .expect("enqueue");
+    eventually(
+        Duration::from_secs(10),
+        "job before restart ran",
+        || async { support::runs(before.as_str()) == 1 },
+    )
+    .await;
+
+    server.kill().expect("kill redis");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart().await.expect("restart redis");
+
+    // The client reconnects on its own; the worker recreates its group.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match client.enqueue(beat::job(Beat { n: 2 })).await {
+            Ok(id) => break id,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "enqueue never recovered: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eventually(Duration::from_secs(20), "job after restart ran", || async {
+        support::runs(after.as_str()) == 1
+    })
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+}

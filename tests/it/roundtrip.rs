@@ -1,0 +1,413 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use stevedore::{Client, Error, JobContext, JobError, Priority, RawJob, Worker, job_handler};
+
+use crate::support::{self, TestEnv, eventually};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Unit,
+    Tuple(i8, String),
+    Struct { x: f64, tags: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Everything {
+    text: String,
+    empty: String,
+    big: u64,
+    small: i64,
+    float: f64,
+    flag: bool,
+    none: Option<u32>,
+    some: Option<Vec<u16>>,
+    bytes: Vec<u8>,
+    map: BTreeMap<String, Vec<i32>>,
+    shapes: Vec<Shape>,
+    nested: Option<Box<Everything>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pair(u32, String);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Ping;
+
+#[job_handler(name = "rt.everything", queue = "rt")]
+async fn everything(payload: Everything, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), payload);
+    Ok(())
+}
+
+#[job_handler(name = "rt.pair", queue = "rt")]
+async fn pair(payload: Pair, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), payload);
+    Ok(())
+}
+
+#[job_handler(name = "rt.ping", queue = "rt")]
+async fn ping(payload: Ping, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), payload);
+    Ok(())
+}
+
+#[job_handler(name = "rt.shape", queue = "rt")]
+async fn shape(payload: Shape, ctx: JobContext) -> Result<(), JobError> {
+    support::record(
+        ctx.id(),
+        (
+            payload,
+            ctx.priority(),
+            ctx.attempt(),
+            ctx.queue().to_string(),
+        ),
+    );
+    Ok(())
+}
+
+#[job_handler(name = "rt.text", queue = "rt")]
+async fn text(payload: String, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), payload);
+    Ok(())
+}
+
+fn sample() -> Everything {
+    let leaf = Everything {
+        text: "naïve café ✓ 🚢 \u{0}nul".into(),
+        empty: String::new(),
+        big: u64::MAX,
+        small: i64::MIN,
+        float: -0.125,
+        flag: true,
+        none: None,
+        some: Some(vec![0, 65535]),
+        bytes: (0..=255).collect(),
+        map: BTreeMap::from([("a".into(), vec![-1, 0, 1]), ("".into(), vec![])]),
+        shapes: vec![
+            Shape::Unit,
+            Shape::Tuple(-128, "t".into()),
+            Shape::Struct {
+                x: 1e300,
+                tags: vec!["x".into()],
+            },
+        ],
+        nested: None,
+    };
+    Everything {
+        nested: Some(Box::new(leaf.clone())),
+        ..leaf
+    }
+}
+
+#[tokio::test]
+async fn payloads_of_every_shape_arrive_unchanged() {
+    let env = TestEnv::start().await;
+    let worker = Worker::builder(env.client.clone())
+        .handler(everything::handler())
+        .handler(pair::handler())
+        .handler(ping::handler())
+        .handler(shape::handler())
+        .handler(text::handler())
+        .build()
+        .expect("worker");
+    let running = support::spawn(worker);
+
+    let e = env
+        .client
+        .enqueue(everything::job(sample()))
+        .await
+        .expect("enqueue");
+    let p = env
+        .client
+        .enqueue(pair::job(Pair(7, "seven".into())))
+        .await
+        .expect("enqueue");
+    let g = env.client.enqueue(ping::job(Ping)).await.expect("enqueue");
+    let t = env
+        .client
+        .enqueue(text::job("just a string".into()).priority(Priority::Low))
+        .await
+        .expect("enqueue");
+    let shapes = env
+        .client
+        .enqueue_bulk([
+            shape::job(Shape::Unit).priority(Priority::High),
+            shape::job(Shape::Tuple(1, "one".into())),
+            shape::job(Shape::Struct {
+                x: f64::MIN_POSITIVE,
+                tags: vec![],
+            })
+            .priority(Priority::Low),
+        ])
+        .await
+        .expect("bulk enqueue");
+
+    let all: Vec<_> = [&e, &p, &g, &t]
+        .into_iter()
+        .chain(shapes.iter())
+        .cloned()
+        .collect();
+    eventually(Duration::from_secs(10), "every job ran", || async {
+        all.iter().all(|id| support::runs(id.as_str()) == 1)
+    })
+    .await;
+
+    assert_eq!(support::values::<Everything>(e.as_str()), vec![sample()]);
+    assert_eq!(
+        support::values::<Pair>(p.as_str()),
+        vec![Pair(7, "seven".into())]
+    );
+    assert_eq!(support::values::<Ping>(g.as_str()), vec![Ping]);
+    assert_eq!(
+        support::values::<String>(t.as_str()),
+        vec!["just a string".to_string()]
+    );
+    let got: Vec<_> = shapes
+        .iter()
+        .flat_map(|id| support::values::<(Shape, Priority, u32, String)>(id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Shape::Unit, Priority::High, 1, "rt".to_string()),
+            (
+                Shape::Tuple(1, "one".into()),
+                Priority::Normal,
+                1,
+                "rt".to_string()
+            ),
+            (
+                Shape::Struct {
+                    x: f64::MIN_POSITIVE,
+                    tags: vec![]
+                },
+                Priority::Low,
+                1,
+                "rt".to_string()
+            ),
+        ]
+    );
+
+    eventually(
+        Duration::from_secs(5),
+        "all acknowledged and removed",
+        || async { env.ready("rt").await == 0 && env.pending("rt").await == 0 },
+    )
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn entries_are_readable_with_redis_cli() {
+    let env = TestEnv::start().await;
+    let id = env
+        .client
+        .enqueue(
+            pair::job(Pair(1, "x".into()))
+                .priority(Priority::High)
+                .max_attempts(7)
+                .timeout(Duration::from_secs(9)),
+        )
+        .await
+        .expect("enqueue");
+    let entries: Vec<(String, std::collections::HashMap<String, Value>)> = env
+        .raw
+        .xrange_values(env.stream("rt", "high"), "-", "+", None)
+        .await
+        .expect("xrange");
+    assert_eq!(entries.len(), 1);
+    let f = &entries[0].1;
+    let text = |k: &str| f.get(k).and_then(|v| v.as_string()).unwrap_or_default();
+    assert_eq!(text("id"), id.as_str());
+    assert_eq!(text("type"), "rt.pair");
+    assert_eq!(text("attempt"), "1");
+    assert_eq!(text("max_attempts"), "7");
+    assert_eq!(text("timeout"), "9000");
+    let enqueued_at: u64 = text("enqueued_at")
+        .parse()
+        .expect("enqueued_at is a number");
+    assert!(enqueued_at > 1_700_000_000_000);
+    let payload = f
+        .get("payload")
+        .and_then(|v| v.as_bytes())
+        .expect("payload bytes");
+    let decoded: Pair = rmp_serde::from_slice(payload).expect("payload is MessagePack");
+    assert_eq!(decoded, Pair(1, "x".into()));
+
+    // The queue is discoverable.
+    let queues: Vec<String> = env
+        .raw
+        .smembers(format!("{}:queues", env.prefix))
+        .await
+        .expect("smembers");
+    assert_eq!(queues, vec!["rt".to_string()]);
+}
+
+#[tokio::test]
+async fn handler_defaults_and_enqueue_options_reach_the_entry() {
+    #[job_handler(
+        name = "rt.defaults",
+        queue = "rt",
+        max_attempts = 4,
+        timeout = "1500ms",
+        priority = "low"
+    )]
+    async fn with_defaults(_p: Ping, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+    let env = TestEnv::start().await;
+    env.client
+        .enqueue(with_defaults::job(Ping))
+        .await
+        .expect("enqueue");
+    env.client
+        .enqueue(
+            with_defaults::job(Ping)
+                .priority(Priority::High)
+                .max_attempts(9)
+                .queue("other"),
+        )
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        env.xlen(&env.stream("rt", "low")).await,
+        1,
+        "handler's default priority applies"
+    );
+    assert_eq!(
+        env.xlen(&env.stream("other", "high")).await,
+        1,
+        "enqueue options win"
+    );
+    let entries: Vec<(String, std::collections::HashMap<String, Value>)> = env
+        .raw
+        .xrange_values(env.stream("rt", "low"), "-", "+", None)
+        .await
+        .expect("xrange");
+    assert_eq!(
+        entries[0]
+            .1
+            .get("max_attempts")
+            .and_then(Value::as_string)
+            .as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        entries[0]
+            .1
+            .get("timeout")
+            .and_then(Value::as_string)
+            .as_deref(),
+        None,
+        "the handler's timeout is not copied into each entry"
+    );
+}
+
+#[tokio::test]
+async fn enqueue_refuses_bad_input_and_writes_nothing() {
+    let env = TestEnv::start().await;
+    let small = env.client_with(|b| b.payload_limit(1024)).await;
+
+    let err = small
+        .enqueue(text::job("x".repeat(2000)))
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, Error::PayloadTooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
+
+    // One bad job in a bulk refuses the whole batch.
+    let batch = vec![
+        text::job("ok".into()),
+        text::job("y".repeat(5000)),
+        text::job("ok".into()),
+    ];
+    let err = small
+        .enqueue_bulk(batch)
+        .await
+        .expect_err("too large in bulk");
+    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err:?}");
+
+    let err = env
+        .client
+        .enqueue(text::job("x".into()).queue("bad queue"))
+        .await
+        .expect_err("bad queue");
+    assert!(
+        matches!(err, Error::InvalidName { kind: "queue", .. }),
+        "{err:?}"
+    );
+    let err = RawJob::new("{escape}", "rt", &1).expect_err("bad type");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidName {
+                kind: "job type",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = RawJob::new("ok.type", &"q".repeat(65), &1).expect_err("long queue");
+    assert!(
+        matches!(err, Error::InvalidName { kind: "queue", .. }),
+        "{err:?}"
+    );
+
+    assert_eq!(env.ready("rt").await, 0, "nothing was written");
+    let keys: Vec<String> = env
+        .raw
+        .custom(
+            fred::types::CustomCommand::new_static("KEYS", fred::types::ClusterHash::Random, false),
+            vec![format!("{}*", env.prefix)],
+        )
+        .await
+        .expect("keys");
+    assert!(keys.is_empty(), "refused jobs left keys behind: {keys:?}");
+}
+
+#[tokio::test]
+async fn raw_jobs_from_json_reach_typed_handlers() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(pair::handler())
+            .build()
+            .expect("worker"),
+    );
+    let json: serde_json::Value = serde_json::from_str(r#"[42, "from json"]"#).expect("json");
+    let id = env
+        .client
+        .enqueue(RawJob::new("rt.pair", "rt", &json).expect("raw job"))
+        .await
+        .expect("enqueue");
+    eventually(Duration::from_secs(10), "raw job ran", || async {
+        support::runs(id.as_str()) == 1
+    })
+    .await;
+    assert_eq!(
+        support::values::<Pair>(id.as_str()),
+        vec![Pair(42, "from json".into())]
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn connecting_fails_fast_with_a_clear_error() {
+    let err = Client::connect("redis://127.0.0.1:1")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(err.is_connection(), "{err:?}");
+    let err = Client::connect("nonsense://user:hunter2@host")
+        .await
+        .expect_err("bad url");
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(
+        !format!("{err} {err:?}").contains("hunter2"),
+        "password leaked: {err}"
+    );
+}

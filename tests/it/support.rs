@@ -1,0 +1,197 @@
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use stevedore::Worker;
+use stevedore_testcontainers::TestRedis;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One test's Redis, a client on it, and a raw connection for inspecting keys.
+pub(crate) struct TestEnv {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) client: stevedore::Client,
+    pub(crate) raw: fred::prelude::Client,
+    _redis: TestRedis,
+}
+
+impl TestEnv {
+    pub(crate) async fn start() -> TestEnv {
+        let redis = TestRedis::start().await.expect("a test redis");
+        let url = redis.url().to_string();
+        let prefix = format!("t{:08x}", rand::random::<u32>());
+        let client = stevedore::Client::builder(&url)
+            .prefix(&prefix)
+            .connect()
+            .await
+            .expect("client connects");
+        let raw = raw_client(&url).await;
+        TestEnv {
+            url,
+            prefix,
+            client,
+            raw,
+            _redis: redis,
+        }
+    }
+
+    /// A client with other settings on the same Redis and prefix.
+    pub(crate) async fn client_with(
+        &self,
+        f: impl FnOnce(stevedore::ClientBuilder) -> stevedore::ClientBuilder,
+    ) -> stevedore::Client {
+        f(stevedore::Client::builder(&self.url).prefix(&self.prefix))
+            .connect()
+            .await
+            .expect("client connects")
+    }
+
+    /// The key of a ready stream, spelled as the README documents it.
+    pub(crate) fn stream(&self, queue: &str, priority: &str) -> String {
+        format!("{}:{{{queue}}}:{priority}", self.prefix)
+    }
+
+    pub(crate) fn dlq(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:dlq", self.prefix)
+    }
+
+    pub(crate) async fn xlen(&self, key: &str) -> u64 {
+        self.raw.xlen(key).await.expect("XLEN")
+    }
+
+    /// Entries in the ready streams of `queue`, all priorities.
+    pub(crate) async fn ready(&self, queue: &str) -> u64 {
+        let mut n = 0;
+        for p in ["high", "normal", "low"] {
+            n += self.xlen(&self.stream(queue, p)).await;
+        }
+        n
+    }
+
+    /// Pending (delivered, unacknowledged) entries of `queue`, all priorities.
+    pub(crate) async fn pending(&self, queue: &str) -> u64 {
+        let mut n = 0;
+        for p in ["high", "normal", "low"] {
+            let summary: Value = self
+                .raw
+                .xpending(self.stream(queue, p), "stevedore", ())
+                .await
+                .unwrap_or(Value::Null);
+            if let Value::Array(parts) = summary {
+                n += parts.first().and_then(|v| v.as_u64()).unwrap_or(0);
+            }
+        }
+        n
+    }
+
+    /// The DLQ entries of `queue`, oldest first, with their fields as text (the payload
+    /// lossily).
+    pub(crate) async fn dead_letters(&self, queue: &str) -> Vec<HashMap<String, String>> {
+        let entries: Vec<(String, HashMap<String, Value>)> = self
+            .raw
+            .xrange_values(self.dlq(queue), "-", "+", None)
+            .await
+            .expect("XRANGE dlq");
+        entries
+            .into_iter()
+            .map(|(_, fields)| {
+                fields
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let text = v
+                            .as_bytes()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default();
+                        (k, text)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+pub(crate) async fn raw_client(url: &str) -> fred::prelude::Client {
+    let raw = Builder::from_config(Config::from_url(url).expect("url"))
+        .build()
+        .expect("raw client");
+    raw.init().await.expect("raw client connects");
+    raw
+}
+
+/// Polls `check` every 10 ms until it is true; panics with `what` after `timeout`.
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A worker running in the background, stopped by cancelling its token.
+pub(crate) struct Running {
+    pub(crate) stop: CancellationToken,
+    pub(crate) handle: JoinHandle<stevedore::Result<()>>,
+}
+
+impl Running {
+    pub(crate) async fn shutdown(self) -> stevedore::Result<()> {
+        self.stop.cancel();
+        self.handle.await.expect("worker task")
+    }
+}
+
+pub(crate) fn spawn(worker: Worker) -> Running {
+    let stop = CancellationToken::new();
+    let signal = stop.clone().cancelled_owned();
+    let handle = tokio::spawn(worker.run_until(signal));
+    Running { stop, handle }
+}
+
+/// What handlers saw, by job id: tests share one process, job ids keep them apart.
+type Seen = HashMap<String, Vec<Box<dyn Any + Send>>>;
+static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+
+fn seen() -> std::sync::MutexGuard<'static, Seen> {
+    SEEN.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records that job `id` ran with `value`.
+pub(crate) fn record<T: Any + Send>(id: &str, value: T) {
+    seen()
+        .entry(id.to_string())
+        .or_default()
+        .push(Box::new(value));
+}
+
+/// How many times job `id` ran.
+pub(crate) fn runs(id: &str) -> usize {
+    seen().get(id).map_or(0, Vec::len)
+}
+
+/// The values job `id` ran with.
+pub(crate) fn values<T: Any + Clone>(id: &str) -> Vec<T> {
+    seen()
+        .get(id)
+        .map(|v| {
+            v.iter()
+                .filter_map(|b| b.downcast_ref::<T>().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,16 @@
+use serde::{Deserialize, Serialize};
+use stevedore::{JobContext, JobError, job_handler};
+
+#[derive(Serialize, Deserialize)]
+struct SendEmail {
+    to: String,
+}
+
+#[job_handler]
+async fn send_email<T>(_job: T, _ctx: JobContext) -> Result<(), JobError> {
+    Ok(())
+}
+
+fn main() {
+    let _ = SendEmail { to: String::new() }.to;
+}

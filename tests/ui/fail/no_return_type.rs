@@ -1,0 +1,12 @@
+use serde::{Deserialize, Serialize};
+use stevedore::{JobContext, JobError, job_handler};
+
+#[derive(Serialize, Deserialize)]
+struct SendEmail {
+    to: String,
+}
+
+#[job_handler]
+async fn send_email(_job: SendEmail, _ctx: JobContext) {}
+
+fn main() {}

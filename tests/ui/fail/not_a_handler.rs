@@ -1,0 +1,7 @@
+struct Mailer;
+
+fn register<H: stevedore::JobHandler>(_handler: H) {}
+
+fn main() {
+    register(Mailer);
+}

@@ -1,0 +1,13 @@
+use stevedore::{JobContext, JobError, job_handler};
+
+struct SendEmail {
+    to: String,
+}
+
+#[job_handler]
+async fn send_email(job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
+    let _ = job.to;
+    Ok(())
+}
+
+fn main() {}
