@@ -79,3 +79,8 @@ pub mod __private {
         result.map_err(Into::into)
     }
 }
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

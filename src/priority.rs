@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn closed_priorities_give_their_share_to_the_open_ones() {
         let mut s = SlotSplitter::new(PriorityWeights::default());
-        assert_eq!(s.split(10, [false, true, true]), [0, 7, 3]);
+        assert_eq!(s.split(10, [false, true, true]), [0, 8, 2]);
         assert_eq!(s.split(5, [false, false, true]), [0, 0, 5]);
         assert_eq!(s.split(5, [false, false, false]), [0, 0, 0]);
     }
