@@ -9,7 +9,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, LitInt, LitStr, Path, ReturnType, Token};
@@ -152,8 +152,13 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
         ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        let span = match (sig.generics.params.first(), &sig.generics.where_clause) {
+            (Some(param), _) => param.span(),
+            (None, Some(w)) => w.where_token.span,
+            (None, None) => sig.generics.span(),
+        };
         push(syn::Error::new(
-            sig.generics.span(),
+            span,
             "a job handler cannot be generic: give the payload a concrete type",
         ));
     }
@@ -167,7 +172,7 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
     for arg in &sig.inputs {
         match arg {
             FnArg::Receiver(r) => push(syn::Error::new(
-                r.span(),
+                r.self_token.span,
                 "a job handler cannot take `self`",
             )),
             FnArg::Typed(pt) => typed.push(pt),
@@ -175,13 +180,10 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
     }
     if typed.len() != 2 {
         push(syn::Error::new(
-            sig.inputs
-                .span()
-                .join(sig.paren_token.span.join())
-                .unwrap_or(sig.ident.span()),
+            sig.paren_token.span.join(),
             format!(
                 "a job handler takes exactly two arguments, `(payload: T, ctx: JobContext)`, found {}",
-                sig.inputs.len()
+                typed.len()
             ),
         ));
     }
@@ -209,13 +211,27 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
             Ok(n) => options.extend(quote!(.max_attempts(#n))),
         }
     }
-    let krate: Path = match &args.krate {
+    let krate_path: Path = match &args.krate {
         Some(l) => l
             .parse()
-            .map_err(&mut push)
-            .unwrap_or_else(|_| syn::parse_quote!(::stevedore)),
+            .map_err(|_| {
+                push(syn::Error::new(
+                    l.span(),
+                    "`crate` must be a path to stevedore, like \"::stevedore\" or \"crate::reexport::stevedore\"",
+                ))
+            })
+            .unwrap_or_else(|()| syn::parse_quote!(::stevedore)),
         None => syn::parse_quote!(::stevedore),
     };
+    // The expansion names stevedore through one `use`, so a `crate` path that does not
+    // resolve is one error, on the string.
+    let alias_span = args
+        .krate
+        .as_ref()
+        .map_or_else(Span::call_site, |l| Span::call_site().located_at(l.span()));
+    let alias = syn::Ident::new("__stevedore", alias_span);
+    let use_krate = quote_spanned!(alias_span=> use #krate_path as #alias;);
+    let krate: Path = syn::parse_quote!(#alias);
     if let Some(l) = &args.timeout {
         match humantime::parse_duration(&l.value()) {
             Ok(d) if !d.is_zero() => {
@@ -259,16 +275,27 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
     let payload_check = quote_spanned! {payload_ty.span()=>
         type Payload = #payload_ty;
     };
+    // Checked where it is converted, so a wrong type gives one error, on the type.
     let ctx_check = quote_spanned! {ctx_ty.span()=>
-        const _: fn(#krate::JobContext) -> #ctx_ty = |ctx| ctx;
+        let to_ctx: fn(#krate::JobContext) -> #ctx_ty = |ctx| ctx;
     };
-    let ret_span = match &sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => sig.ident.span(),
+    // The call expression spans the return type, first token to last, so a return type
+    // that does not fit is reported on the whole of it.
+    let (ret_first, ret_last) = match &sig.output {
+        ReturnType::Type(_, ty) => {
+            let mut tokens = ty.to_token_stream().into_iter();
+            let first = tokens.next().map_or_else(|| ty.span(), |t| t.span());
+            let last = tokens.last().map_or(first, |t| t.span());
+            (first, last)
+        }
+        ReturnType::Default => (sig.ident.span(), sig.ident.span()),
     };
-    let call = quote_spanned! {ret_span=>
+    let mut callee = fn_ident.clone();
+    callee.set_span(ret_first);
+    let await_ = quote_spanned!(ret_last=> .await);
+    let call = quote_spanned! {ret_first=>
         #krate::__private::Box::pin(async move {
-            #krate::__private::into_job_error(#fn_ident(payload, ctx).await)
+            #krate::__private::into_job_error(#callee(payload, to_ctx(ctx)) #await_)
         })
     };
     let doc = format!(
@@ -283,7 +310,8 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
         #[derive(Clone, Copy, Debug, Default)]
         #vis struct #fn_ident {}
 
-        #ctx_check
+        const _: () = {
+        #use_krate
 
         impl #fn_ident {
             /// A typed job for this handler, ready to enqueue.
@@ -308,8 +336,10 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
                 payload: Self::Payload,
                 ctx: #krate::JobContext,
             ) -> #krate::__private::BoxFuture<'static, ::core::result::Result<(), #krate::JobError>> {
+                #ctx_check
                 #call
             }
         }
+        };
     })
 }

@@ -1,3 +1,5 @@
+// `priority` is one of "high", "normal", "low".
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

@@ -1,3 +1,5 @@
+// Queue names are checked at compile time, as the runtime would reject them.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

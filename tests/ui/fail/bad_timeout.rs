@@ -1,3 +1,5 @@
+// `timeout` must be a humantime duration.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

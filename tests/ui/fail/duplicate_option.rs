@@ -1,3 +1,5 @@
+// An option given twice is reported at the second one.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

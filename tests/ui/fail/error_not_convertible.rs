@@ -1,5 +1,7 @@
+// The error type must convert into `JobError` (any `std::error::Error` does).
+
 use serde::{Deserialize, Serialize};
-use stevedore::{JobContext, JobError, job_handler};
+use stevedore::{JobContext, job_handler};
 
 #[derive(Serialize, Deserialize)]
 struct SendEmail {

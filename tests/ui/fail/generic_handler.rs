@@ -1,3 +1,5 @@
+// A generic handler has no single payload type to decode into.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

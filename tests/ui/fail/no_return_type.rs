@@ -1,5 +1,7 @@
+// A handler must return `Result<(), E>` so the worker can retry on failure.
+
 use serde::{Deserialize, Serialize};
-use stevedore::{JobContext, JobError, job_handler};
+use stevedore::{JobContext, job_handler};
 
 #[derive(Serialize, Deserialize)]
 struct SendEmail {

@@ -1,3 +1,5 @@
+// A handler must be an `async fn`: the error points at `fn`.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

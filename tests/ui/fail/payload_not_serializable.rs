@@ -1,3 +1,6 @@
+// The payload goes over the wire, so it must be Serialize + Deserialize: the
+// error points at the payload type.
+
 use stevedore::{JobContext, JobError, job_handler};
 
 struct SendEmail {

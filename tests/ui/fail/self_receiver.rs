@@ -1,3 +1,5 @@
+// A method cannot be a handler: there is no `self` to call it on.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

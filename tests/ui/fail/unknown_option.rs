@@ -1,3 +1,5 @@
+// A misspelt option lists the valid ones.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

@@ -1,5 +1,7 @@
+// One argument instead of `(payload, ctx)`.
+
 use serde::{Deserialize, Serialize};
-use stevedore::{JobContext, JobError, job_handler};
+use stevedore::{JobError, job_handler};
 
 #[derive(Serialize, Deserialize)]
 struct SendEmail {

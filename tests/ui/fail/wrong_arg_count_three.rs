@@ -1,3 +1,5 @@
+// Three arguments instead of `(payload, ctx)`.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

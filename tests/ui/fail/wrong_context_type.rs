@@ -1,5 +1,7 @@
+// The second argument must be the `JobContext`.
+
 use serde::{Deserialize, Serialize};
-use stevedore::{JobContext, JobError, job_handler};
+use stevedore::{JobError, job_handler};
 
 #[derive(Serialize, Deserialize)]
 struct SendEmail {

@@ -1,3 +1,5 @@
+// The point of typed jobs: a payload of another handler's type does not compile.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

@@ -1,3 +1,5 @@
+// `max_attempts = 0` would dead-letter a job without running it.
+
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
 

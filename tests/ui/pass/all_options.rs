@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stevedore::{HandlerOptions, Job, JobContext, JobError, JobHandler, Priority, job_handler};
+use stevedore::{
+    HandlerOptions, IntoJob, Job, JobContext, JobError, JobHandler, Priority, job_handler,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SendEmail {
@@ -28,6 +30,8 @@ async fn send_email(job: SendEmail, ctx: JobContext) -> Result<(), JobError> {
 
 fn takes_handler(_handler: impl JobHandler) {}
 
+fn takes_job(_job: impl IntoJob) {}
+
 fn takes_worker_builder(builder: stevedore::WorkerBuilder) -> stevedore::WorkerBuilder {
     builder.handler(send_email::handler())
 }
@@ -38,7 +42,7 @@ fn main() {
         subject: "hi".into(),
     })
     .priority(Priority::High);
-    let _ = job;
+    takes_job(job);
 
     takes_handler(send_email::handler());
     let _ = takes_worker_builder;

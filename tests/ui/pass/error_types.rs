@@ -49,19 +49,21 @@ async fn charge(job: Charge, _ctx: JobContext) -> Result<(), BillingError> {
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let failed = runtime.block_on(
-        write_report::handler().handle(
-            Report {
-                path: String::new(),
-            },
-            JobContext::for_tests("report.write"),
-        ),
+    let failed = runtime.block_on(write_report::handler().handle(
+        Report {
+            path: String::new(),
+        },
+        JobContext::for_tests("report.write"),
+    ));
+    assert_eq!(
+        failed.map_err(|e| e.message().to_string()),
+        Err("no path".to_string())
     );
-    assert_eq!(failed.map_err(|e| e.message().to_string()), Err("no path".to_string()));
 
-    let failed = runtime.block_on(
-        charge::handler().handle(Charge { cents: 2_000_000 }, JobContext::for_tests("billing.charge")),
-    );
+    let failed = runtime.block_on(charge::handler().handle(
+        Charge { cents: 2_000_000 },
+        JobContext::for_tests("billing.charge"),
+    ));
     assert_eq!(
         failed.map_err(|e| e.message().to_string()),
         Err("card declined".to_string())

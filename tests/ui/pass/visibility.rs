@@ -24,6 +24,7 @@ fn main() {
         to: "ada@example.com".into(),
     });
     let _handler: jobs::send_email = jobs::send_email::handler();
+    let _callable = jobs::send_email;
     assert_eq!(<jobs::send_email as JobHandler>::NAME, "email.send");
 
     #[derive(serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,16 @@
+// `crate = "..."` must hold a path.
+
+use serde::{Deserialize, Serialize};
+use stevedore::{JobContext, JobError, job_handler};
+
+#[derive(Serialize, Deserialize)]
+struct SendEmail {
+    to: String,
+}
+
+#[job_handler(crate = "not a path")]
+async fn send_email(_job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
+    Ok(())
+}
+
+fn main() {}
