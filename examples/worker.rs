@@ -6,7 +6,8 @@
 //! `demo.noop`; `demo.sleep` `{"ms": u64}`; `demo.fail` (always errors); `demo.flaky`
 //! `{"p": f64}` (fails with probability p); `demo.panic`; `demo.count` `{"ms": u64}`
 //! (optional sleep, then `HINCRBY <prefix>-demo:executions <job id> 1`, so a run can be
-//! audited for lost and duplicated jobs).
+//! audited for lost and duplicated jobs); `demo.abort` (records its execution like
+//! `demo.count`, then aborts the whole process: a poison job).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -31,6 +32,12 @@ struct Args {
     /// Key prefix.
     #[arg(long, default_value = "stevedore")]
     prefix: String,
+    /// How long an unrenewed job stays leased before another worker takes it, e.g. "30s".
+    #[arg(long, default_value = "30s")]
+    lease: humantime::Duration,
+    /// Deliveries after which a job whose worker keeps dying is dead-lettered as poison.
+    #[arg(long, default_value_t = 3)]
+    max_deliveries: u32,
     /// How long shutdown waits for running jobs, e.g. "10s".
     #[arg(long, default_value = "30s")]
     drain_timeout: humantime::Duration,
@@ -99,6 +106,21 @@ async fn count(job: Sleep, ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+#[job_handler(name = "demo.abort", queue = "demo")]
+async fn abort(_job: Empty, ctx: JobContext) -> Result<(), JobError> {
+    let (redis, key) = AUDIT
+        .get()
+        .ok_or_else(|| JobError::retry("audit connection not ready"))?;
+    redis
+        .hincrby::<i64, _, _>(key.as_str(), ctx.id(), 1)
+        .await?;
+    eprintln!(
+        "demo.abort: aborting the worker process on purpose (job {})",
+        ctx.id()
+    );
+    std::process::abort();
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -124,12 +146,15 @@ async fn main() -> anyhow::Result<()> {
         .queues(args.queues)
         .concurrency(args.concurrency)
         .drain_timeout(args.drain_timeout.into())
+        .lease(args.lease.into())
+        .max_deliveries(args.max_deliveries)
         .handler(noop::handler())
         .handler(sleep::handler())
         .handler(fail::handler())
         .handler(flaky::handler())
         .handler(panic::handler())
         .handler(count::handler())
+        .handler(abort::handler())
         .build()?;
     eprintln!(
         "worker {} consuming {:?}",

@@ -1,12 +1,15 @@
--- Re-queues one pending entry as a new entry of the same stream with `attempt` raised by
--- one, and acknowledges and deletes the old entry, fenced: nothing happens unless
--- `consumer` still owns the entry.
+-- Schedules the next attempt of a failed job, fenced: nothing happens unless `consumer`
+-- still owns the entry. The job moves from its ready stream to the scheduled set, due
+-- after `delay` on Redis' clock, with `attempt` raised by one; the old entry is
+-- acknowledged and deleted; promoters are woken through the queue's wake channel.
 --
--- KEYS[1] ready stream
--- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id
+-- KEYS[1] ready stream    KEYS[2] scheduled sorted set
+-- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] delay (ms)
+-- ARGV[5] priority of the stream (high|normal|low)  ARGV[6] wake channel
 --
--- Returns the new entry id, or 0 when the entry is owned by another consumer, no longer
--- pending, or its data was deleted.
+-- The set member is MessagePack of {priority, field1, value1, field2, value2, ...}.
+-- Returns the due time (ms), or 0 when the entry is owned by another consumer or no longer
+-- pending (lost lease), or -1 when its data was deleted (it is acknowledged).
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #pending == 0 or pending[1][2] ~= ARGV[2] then
   return 0
@@ -14,15 +17,22 @@ end
 local entry = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
 if #entry == 0 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-  return 0
+  return -1
 end
 local fields = entry[1][2]
-for i = 1, #fields, 2 do
+local member = { ARGV[5] }
+for i = 1, math.min(#fields, 2000), 2 do
+  local value = fields[i + 1]
   if fields[i] == 'attempt' then
-    fields[i + 1] = tostring((tonumber(fields[i + 1]) or 0) + 1)
+    value = tostring((tonumber(value) or 0) + 1)
   end
+  member[#member + 1] = fields[i]
+  member[#member + 1] = value
 end
-local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+local now = redis.call('TIME')
+local due = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], due, cmsgpack.pack(member))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
-return id
+redis.call('PUBLISH', ARGV[6], tostring(due))
+return due

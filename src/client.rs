@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use fred::prelude::{Client as RedisClient, Pool};
 
-use crate::job::{DEFAULT_PAYLOAD_LIMIT, IntoJob, JobId, PreparedJob, validate_name};
+use std::time::UNIX_EPOCH;
+
+use crate::job::{DEFAULT_PAYLOAD_LIMIT, IntoJob, JobId, PreparedJob, Schedule, validate_name};
 use crate::redis::keys::{DEFAULT_PREFIX, Keys};
 use crate::redis::scripts::Scripts;
-use crate::redis::{self, Connector};
+use crate::redis::{self, Connector, Write};
 use crate::{Error, Result};
 
 /// Jobs sent per round trip by [`Client::enqueue_bulk`].
@@ -163,26 +165,42 @@ impl Client {
         }
         let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
         let mut ids = Vec::with_capacity(jobs.len());
-        let entries = jobs
+        let keys = &self.inner.keys;
+        let writes = jobs
             .into_iter()
             .map(|j| {
                 ids.push(JobId::from(j.envelope.id.clone()));
-                (
-                    self.inner.keys.stream(&j.queue, j.priority),
-                    j.envelope.to_fields(),
-                )
+                let fields = j.envelope.to_fields();
+                match j.schedule {
+                    None => Write::Ready {
+                        stream: keys.stream(&j.queue, j.priority),
+                        fields,
+                    },
+                    Some(when) => {
+                        let (mode, ms) = match when {
+                            Schedule::In(d) => ("in", d.as_millis() as u64),
+                            Schedule::At(t) => (
+                                "at",
+                                t.duration_since(UNIX_EPOCH)
+                                    .map(|d| d.as_millis() as u64)
+                                    .unwrap_or(0),
+                            ),
+                        };
+                        Write::Later {
+                            scheduled: keys.scheduled(&j.queue),
+                            wake: keys.wake(&j.queue),
+                            mode,
+                            ms,
+                            priority: j.priority.as_str(),
+                            fields,
+                        }
+                    }
+                }
             })
             .collect();
         let client = self.inner.pool.next();
-        let added = redis::add_entries(
-            client,
-            &self.inner.keys.queues(),
-            new_queues.clone(),
-            entries,
-        )
-        .await;
-        match added {
-            Ok(_) => Ok(ids),
+        match redis::write_jobs(client, &keys.queues(), new_queues.clone(), writes).await {
+            Ok(()) => Ok(ids),
             Err(e) => {
                 self.forget(&new_queues);
                 Err(e.into())

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::handler::JobHandler;
+use crate::retry::RetryPolicy;
 use crate::{Error, Priority, Result};
 
 /// The default payload limit: 1 MiB of encoded MessagePack.
@@ -92,16 +93,25 @@ pub struct HandlerOptions {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: Option<Priority>,
+    pub(crate) retry: Option<RetryPolicy>,
 }
 
 impl HandlerOptions {
-    /// No defaults of its own: the library's apply.
+    /// No defaults of its own: the library's (and the worker's) apply.
     pub const fn new() -> Self {
         HandlerOptions {
             max_attempts: None,
             timeout: None,
             priority: None,
+            retry: None,
         }
+    }
+
+    /// How long failed jobs wait before their next attempt (default: the worker's policy,
+    /// itself exponential from 1 s to 10 min with jitter unless set).
+    pub const fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
     }
 
     /// Attempts before a failing job is dead-lettered (at least 1).
@@ -140,6 +150,16 @@ pub(crate) struct JobOptions {
     pub(crate) priority: Option<Priority>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) schedule: Option<Schedule>,
+}
+
+/// When a delayed job becomes ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schedule {
+    /// This long after Redis receives it (measured on Redis' clock).
+    In(Duration),
+    /// At this wall-clock time.
+    At(SystemTime),
 }
 
 macro_rules! job_option_setters {
@@ -159,6 +179,18 @@ macro_rules! job_option_setters {
         /// How long one attempt may run before it is cancelled and counted as failed.
         pub fn timeout(mut self, timeout: Duration) -> Self {
             self.options.timeout = Some(timeout);
+            self
+        }
+
+        /// Runs the job no sooner than `delay` after Redis receives it (Redis' clock).
+        pub fn delay(mut self, delay: Duration) -> Self {
+            self.options.schedule = Some(Schedule::In(delay));
+            self
+        }
+
+        /// Runs the job no sooner than `at`. A time in the past means now.
+        pub fn run_at(mut self, at: SystemTime) -> Self {
+            self.options.schedule = Some(Schedule::At(at));
             self
         }
     };
@@ -254,6 +286,7 @@ impl RawJob {
 pub struct PreparedJob {
     pub(crate) queue: String,
     pub(crate) priority: Priority,
+    pub(crate) schedule: Option<Schedule>,
     pub(crate) envelope: Envelope,
 }
 
@@ -300,6 +333,7 @@ fn prepare(
     Ok(PreparedJob {
         queue,
         priority: options.priority.or(defaults.priority).unwrap_or_default(),
+        schedule: options.schedule,
         envelope: Envelope {
             id: JobId::generate().0,
             job_type: job_type.to_string(),

@@ -42,24 +42,32 @@
 //! - [`client`]: connecting and enqueueing;
 //! - [`handler`]: the handler trait, the job context, and the error that decides retries;
 //! - [`priority`]: priorities and how a worker splits its slots between them;
+//! - [`retry`]: how long a failed job waits before its next attempt;
 //! - [`worker`]: consuming, dispatching, acknowledging and shutting down;
+//! - [`dlq`]: listing, replaying and purging dead letters;
 //! - `redis` (internal): the only module that speaks Redis; key names and Lua scripts.
 
 extern crate self as stevedore;
 
 pub mod client;
+pub mod dlq;
 pub mod error;
 pub mod handler;
 pub mod job;
 pub mod priority;
 pub(crate) mod redis;
+pub mod retry;
 pub mod worker;
 
 pub use client::{Client, ClientBuilder};
+pub use dlq::{
+    DeadJob, DeadLetterFilter, DeadLetterPage, DeadLetterQuery, DeadLetters, DeadReason,
+};
 pub use error::{Error, Result};
 pub use handler::{JobContext, JobError, JobHandler, Retry};
 pub use job::{HandlerOptions, IntoJob, Job, JobId, RawJob};
 pub use priority::{Priority, PriorityWeights};
+pub use retry::{Backoff, RetryPolicy};
 pub use stevedore_macros::job_handler;
 pub use worker::shutdown::shutdown_signal;
 pub use worker::{Worker, WorkerBuilder};

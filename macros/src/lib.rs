@@ -20,6 +20,9 @@ mod kw {
     syn::custom_keyword!(max_attempts);
     syn::custom_keyword!(timeout);
     syn::custom_keyword!(priority);
+    syn::custom_keyword!(backoff);
+    syn::custom_keyword!(backoff_base);
+    syn::custom_keyword!(backoff_cap);
 }
 
 /// Turns `async fn name(payload: T, ctx: JobContext) -> Result<(), E>` into a job handler.
@@ -32,6 +35,9 @@ mod kw {
 /// - `max_attempts = 5`: attempts before the job is dead-lettered.
 /// - `timeout = "30s"`: how long one attempt may run (humantime: `"500ms"`, `"2m"`...).
 /// - `priority = "high"`: default priority (`"high"`, `"normal"`, `"low"`).
+/// - `backoff = "exponential"`: retry delays (`"exponential"`, `"linear"`, `"fixed"`), with
+///   `backoff_base = "1s"` (first delay, or the step) and `backoff_cap = "10m"` (longest
+///   delay). Unset: the worker's retry policy.
 /// - `crate = "path::to::stevedore"`: where the runtime crate is, when re-exported.
 #[proc_macro_attribute]
 pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -60,6 +66,9 @@ struct Args {
     max_attempts: Option<LitInt>,
     timeout: Option<LitStr>,
     priority: Option<LitStr>,
+    backoff: Option<LitStr>,
+    backoff_base: Option<LitStr>,
+    backoff_cap: Option<LitStr>,
     krate: Option<LitStr>,
 }
 
@@ -97,6 +106,23 @@ impl Parse for Args {
                 let k: kw::timeout = input.parse()?;
                 input.parse::<Token![=]>()?;
                 set(&mut args.timeout, input.parse()?, k.span, "timeout")?;
+            } else if look.peek(kw::backoff_base) {
+                let k: kw::backoff_base = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut args.backoff_base,
+                    input.parse()?,
+                    k.span,
+                    "backoff_base",
+                )?;
+            } else if look.peek(kw::backoff_cap) {
+                let k: kw::backoff_cap = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.backoff_cap, input.parse()?, k.span, "backoff_cap")?;
+            } else if look.peek(kw::backoff) {
+                let k: kw::backoff = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.backoff, input.parse()?, k.span, "backoff")?;
             } else if look.peek(kw::priority) {
                 let k: kw::priority = input.parse()?;
                 input.parse::<Token![=]>()?;
@@ -263,6 +289,50 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
         };
         if let Some(v) = variant {
             options.extend(quote!(.priority(#krate::Priority::#v)));
+        }
+    }
+    if args.backoff.is_some() || args.backoff_base.is_some() || args.backoff_cap.is_some() {
+        let mut duration = |lit: &Option<LitStr>, what: &str, default_ms: u64| -> u64 {
+            match lit {
+                None => default_ms,
+                Some(l) => match humantime::parse_duration(&l.value()) {
+                    Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    Err(e) => {
+                        push(syn::Error::new(
+                            l.span(),
+                            format!("invalid {what}: {e} (examples: \"1s\", \"250ms\", \"10m\")"),
+                        ));
+                        0
+                    }
+                },
+            }
+        };
+        let base = duration(&args.backoff_base, "backoff_base", 1_000);
+        let cap = duration(&args.backoff_cap, "backoff_cap", 600_000);
+        let d = |ms: u64| quote!(#krate::__private::Duration::from_millis(#ms));
+        let (b, c) = (d(base), d(cap));
+        let kind = args
+            .backoff
+            .as_ref()
+            .map_or_else(|| "exponential".to_string(), LitStr::value);
+        let policy = match kind.as_str() {
+            "exponential" => Some(quote!(#krate::RetryPolicy::exponential(#b, #c))),
+            "linear" => Some(quote!(#krate::RetryPolicy::linear(#b, #c))),
+            "fixed" => Some(quote!(#krate::RetryPolicy::fixed(#b))),
+            _ => {
+                let span = args
+                    .backoff
+                    .as_ref()
+                    .map_or_else(Span::call_site, LitStr::span);
+                push(syn::Error::new(
+                    span,
+                    "backoff must be \"exponential\", \"linear\" or \"fixed\"",
+                ));
+                None
+            }
+        };
+        if let Some(p) = policy {
+            options.extend(quote!(.retry(#p)));
         }
     }
     if let Some(e) = errors {

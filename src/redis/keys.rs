@@ -35,6 +35,16 @@ impl Keys {
         format!("{}:queues", self.prefix)
     }
 
+    /// `<prefix>:workers`: worker id → last heartbeat (Redis ms).
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// `<prefix>:worker:<id>`: one worker's details, expiring when it stops beating.
+    pub(crate) fn worker(&self, id: &str) -> String {
+        format!("{}:worker:{id}", self.prefix)
+    }
+
     /// `<prefix>:{<queue>}:<priority>`: ready jobs of one priority.
     pub(crate) fn stream(&self, queue: &str, priority: Priority) -> String {
         format!("{}:{{{queue}}}:{}", self.prefix, priority.as_str())
@@ -43,6 +53,17 @@ impl Keys {
     /// The three ready streams of a queue, most urgent first.
     pub(crate) fn streams(&self, queue: &str) -> [String; 3] {
         Priority::ALL.map(|p| self.stream(queue, p))
+    }
+
+    /// `<prefix>:{<queue>}:scheduled`: delayed jobs and retries, scored by due time (ms).
+    pub(crate) fn scheduled(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:scheduled", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:wake`: the pub/sub channel that tells promoters a job was
+    /// scheduled (the message is its due time in ms).
+    pub(crate) fn wake(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:wake", self.prefix)
     }
 
     /// `<prefix>:{<queue>}:dlq`: dead jobs with why they died.

@@ -81,6 +81,17 @@ impl Connector {
     }
 }
 
+impl Connector {
+    /// A pub/sub client that resubscribes by itself after a reconnect, connected.
+    pub(crate) async fn subscriber(&self) -> crate::Result<fred::clients::SubscriberClient> {
+        let client = self.builder().build_subscriber_client()?;
+        client.init().await?;
+        // Detached: resubscribes after every reconnect until the client is dropped.
+        drop(client.manage_subscriptions());
+        Ok(client)
+    }
+}
+
 /// True for the server's "no such consumer group" error (a restarted server without
 /// persistence, or `XGROUP DESTROY`).
 pub(crate) fn is_nogroup(e: &Error) -> bool {
@@ -169,35 +180,87 @@ pub(crate) async fn read_group_counts(
     Ok(out)
 }
 
-/// Adds entries, each `(stream, fields)`, in one round trip, and returns their entry ids.
-/// Queue names in `new_queues` are added to the discovery set `queues_key` in the same
-/// round trip.
-pub(crate) async fn add_entries(
+/// One job to write.
+pub(crate) enum Write {
+    /// Ready now: XADD to its stream.
+    Ready {
+        stream: String,
+        fields: Vec<(&'static str, Value)>,
+    },
+    /// Ready later: into the scheduled set through `lua/schedule.lua`.
+    Later {
+        scheduled: String,
+        wake: String,
+        /// `in` (ms from Redis' now) or `at` (ms since the epoch).
+        mode: &'static str,
+        ms: u64,
+        priority: &'static str,
+        fields: Vec<(&'static str, Value)>,
+    },
+}
+
+/// Writes jobs in one round trip. Queue names in `new_queues` are added to the discovery
+/// set `queues_key` in the same round trip.
+pub(crate) async fn write_jobs(
     client: &Client,
     queues_key: &str,
     new_queues: Vec<String>,
-    entries: Vec<(String, Vec<(&'static str, Value)>)>,
-) -> Result<Vec<String>, Error> {
-    if new_queues.is_empty() && entries.len() == 1 {
-        if let Some((stream, fields)) = entries.into_iter().next() {
-            let id: String = client.xadd(stream, false, None, "*", fields).await?;
-            return Ok(vec![id]);
-        }
-        return Ok(Vec::new());
+    writes: Vec<Write>,
+) -> Result<(), Error> {
+    if new_queues.is_empty()
+        && writes.len() == 1
+        && let Some(Write::Ready { stream, fields }) = writes.first()
+    {
+        let _: String = client
+            .xadd(stream.as_str(), false, None, "*", fields.clone())
+            .await?;
+        return Ok(());
     }
     let p = client.pipeline();
-    let register = !new_queues.is_empty();
-    if register {
+    if !new_queues.is_empty() {
         let _: () = p.sadd(queues_key, new_queues).await?;
     }
-    for (stream, fields) in entries {
-        let _: () = p.xadd(stream, false, None, "*", fields).await?;
+    for w in writes {
+        match w {
+            Write::Ready { stream, fields } => {
+                let _: () = p.xadd(stream, false, None, "*", fields).await?;
+            }
+            Write::Later {
+                scheduled,
+                wake,
+                mode,
+                ms,
+                priority,
+                fields,
+            } => {
+                // Pipelines have no typed EVAL; the slot is taken from the key (offset 2).
+                let mut args: Vec<Value> = Vec::with_capacity(7 + 2 * fields.len());
+                args.extend([
+                    Value::from(scripts::SCHEDULE_LUA),
+                    Value::from(1),
+                    Value::from(scheduled),
+                    Value::from(mode),
+                    Value::from(ms as i64),
+                    Value::from(priority),
+                    Value::from(wake),
+                ]);
+                for (k, v) in fields {
+                    args.push(Value::from(k));
+                    args.push(v);
+                }
+                let eval = fred::types::CustomCommand::new_static(
+                    "EVAL",
+                    fred::types::ClusterHash::Offset(2),
+                    false,
+                );
+                let _: () = p.custom(eval, args).await?;
+            }
+        }
     }
-    let mut replies = p.try_all::<Value>().await.into_iter();
-    if register {
-        replies.next().transpose()?;
+    for r in p.try_all::<Value>().await {
+        r?;
     }
-    replies.map(|r| r?.convert::<String>()).collect()
+    Ok(())
 }
 
 /// Acknowledges and deletes finished entries, grouped by stream, in one round trip.

@@ -9,17 +9,35 @@ use fred::types::scripts::Script;
 /// The scripts, hashed once per process.
 pub(crate) struct Scripts {
     pub(crate) dead_letter: Script,
+    pub(crate) replay: Script,
+    pub(crate) purge_older: Script,
     pub(crate) retry: Script,
+    pub(crate) promote: Script,
+    pub(crate) renew: Script,
+    pub(crate) reclaim: Script,
+    pub(crate) heartbeat: Script,
+    pub(crate) alive: Script,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
             dead_letter: Script::from_lua(include_str!("../../lua/dead_letter.lua")),
+            replay: Script::from_lua(include_str!("../../lua/replay.lua")),
+            purge_older: Script::from_lua(include_str!("../../lua/purge_older.lua")),
             retry: Script::from_lua(include_str!("../../lua/retry.lua")),
+            promote: Script::from_lua(include_str!("../../lua/promote.lua")),
+            renew: Script::from_lua(include_str!("../../lua/renew.lua")),
+            reclaim: Script::from_lua(include_str!("../../lua/reclaim.lua")),
+            heartbeat: Script::from_lua(include_str!("../../lua/heartbeat.lua")),
+            alive: Script::from_lua(include_str!("../../lua/alive.lua")),
         }
     }
 }
+
+/// The delayed-enqueue script, sent whole with EVAL: it is pipelined with plain XADDs, and
+/// a NOSCRIPT midway through a pipeline could not be retried without duplicating them.
+pub(crate) const SCHEDULE_LUA: &str = include_str!("../../lua/schedule.lua");
 
 /// Runs `script` by SHA, loading it first if the server does not know it.
 pub(crate) async fn run<R: FromValue>(

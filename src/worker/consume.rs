@@ -96,7 +96,25 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             }
         };
 
-        for (priority, stream, (entry_id, fields)) in batch {
+        // Every fetched entry is leased (renewed) from now on, started or not; an entry
+        // dropped at shutdown leaves the table and is reclaimed elsewhere.
+        let held: Vec<_> = batch
+            .into_iter()
+            .map(|(priority, stream, (entry_id, fields))| {
+                let token = rt.hard_stop.child_token();
+                let lease = rt.leases.hold(&stream, &entry_id, token.clone());
+                Delivery {
+                    queue: queue.clone(),
+                    priority,
+                    stream,
+                    entry_id,
+                    fields,
+                    token,
+                    _lease: lease,
+                }
+            })
+            .collect();
+        for delivery in held {
             let permit: OwnedSemaphorePermit = match first.take() {
                 Some(p) => p,
                 None => tokio::select! {
@@ -112,13 +130,6 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             if stop.is_cancelled() {
                 break 'fetch;
             }
-            let delivery = Delivery {
-                queue: queue.clone(),
-                priority,
-                stream,
-                entry_id,
-                fields,
-            };
             rt.tracker
                 .spawn(dispatch::run(rt.clone(), delivery, permit));
         }

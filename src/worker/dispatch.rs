@@ -15,9 +15,11 @@ use std::time::Duration;
 use fred::types::Value;
 use futures::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
 use super::ack::Ack;
+use super::lease::LeaseGuard;
 use crate::Priority;
 use crate::handler::{ContextFacts, JobContext, Retry, UndecodablePayload};
 use crate::job::Envelope;
@@ -55,6 +57,10 @@ pub(crate) struct Delivery {
     pub(crate) stream: String,
     pub(crate) entry_id: String,
     pub(crate) fields: Option<HashMap<String, Value>>,
+    /// Fires when the drain deadline passes or the lease is lost.
+    pub(crate) token: CancellationToken,
+    /// Keeps the entry's lease renewed until the delivery is settled.
+    pub(crate) _lease: LeaseGuard,
 }
 
 enum Outcome {
@@ -91,9 +97,17 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         }
     };
     let Some(handler) = rt.registry.get(&env.job_type).cloned() else {
+        // Retried like a failure, so a rolling deploy that adds a type loses nothing: a
+        // worker that knows the type picks it up on a later attempt.
         let why = format!("no handler for job type {:?} on this worker", env.job_type);
-        tracing::warn!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, "unknown job type");
-        dead_letter(&rt, &d, DeadReason::UnknownType, &why).await;
+        if env.attempt < env.max_attempts {
+            let delay = rt.retry_policy.delay(env.attempt);
+            tracing::info!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, ?delay, "unknown job type; retrying later");
+            retry_later(&rt, &d, delay).await;
+        } else {
+            tracing::warn!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, "unknown job type; dead-lettered");
+            dead_letter(&rt, &d, DeadReason::UnknownType, &why).await;
+        }
         return;
     };
     let timeout = env
@@ -109,7 +123,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
             max_attempts: env.max_attempts,
             enqueued_at: env.enqueued_at,
         },
-        rt.hard_stop.child_token(),
+        d.token.clone(),
     );
     let fut = match handler.call(&env.payload, ctx) {
         Ok(f) => f,
@@ -168,8 +182,16 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         } => {
             let attempts_left = env.attempt < env.max_attempts;
             if retry != Retry::No && attempts_left {
-                tracing::info!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, "attempt failed; retrying");
-                requeue(&rt, &d).await;
+                let delay = match retry {
+                    Retry::After(d) => d,
+                    _ => handler
+                        .options()
+                        .retry
+                        .unwrap_or(rt.retry_policy)
+                        .delay(env.attempt),
+                };
+                tracing::info!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, ?delay, "attempt failed; retrying");
+                retry_later(&rt, &d, delay).await;
             } else {
                 let reason = if timed_out {
                     DeadReason::Timeout
@@ -239,15 +261,18 @@ pub(crate) async fn dead_letter(rt: &Runtime, d: &Delivery, reason: DeadReason, 
     }
 }
 
-/// Re-queues the entry for another attempt, if this worker still owns it.
-async fn requeue(rt: &Runtime, d: &Delivery) {
-    let keys = vec![d.stream.clone()];
+/// Schedules the entry's next attempt `delay` from now, if this worker still owns it.
+async fn retry_later(rt: &Runtime, d: &Delivery, delay: Duration) {
+    let keys = vec![d.stream.clone(), rt.client.keys().scheduled(&d.queue)];
     let args: Vec<Value> = vec![
         GROUP.into(),
         rt.consumer.as_str().into(),
         d.entry_id.as_str().into(),
+        Value::from(delay.as_millis() as i64),
+        d.priority.as_str().into(),
+        rt.client.keys().wake(&d.queue).into(),
     ];
-    let r: Result<Value, _> = with_retries(|| {
+    let r: Result<i64, _> = with_retries(|| {
         scripts::run(
             rt.client.redis(),
             &rt.client.scripts().retry,
@@ -257,12 +282,12 @@ async fn requeue(rt: &Runtime, d: &Delivery) {
     })
     .await;
     match r {
-        Ok(Value::Integer(0)) => {
+        Ok(0) => {
             tracing::warn!(entry = %d.entry_id, "lease lost before retrying; another worker owns the entry now")
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::error!(entry = %d.entry_id, error = %e, "could not re-queue; the entry stays pending")
+            tracing::error!(entry = %d.entry_id, error = %e, "could not schedule the retry; the entry stays pending")
         }
     }
 }

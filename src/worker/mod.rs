@@ -1,14 +1,18 @@
 //! Workers: consume queues, run handlers, acknowledge, shut down gracefully.
 //!
 //! A [`Worker`] is one consumer in each of its queues' consumer groups. It runs one fetch
-//! loop per queue ([`consume`]), a task per delivery ([`dispatch`]) bounded by a shared
-//! concurrency limit, and one acker that batches acknowledgements ([`ack`]). Shutdown
-//! ([`shutdown`]) stops the fetch loops first, lets running jobs finish within a drain
-//! deadline, and leaves whatever did not finish unacknowledged, so it runs again.
+//! loop per queue (`consume`), a task per delivery (`dispatch`) bounded by a shared
+//! concurrency limit, and one acker that batches acknowledgements (`ack`). Shutdown
+//! (`shutdown`) stops the fetch loops first, lets running jobs finish within a drain
+//! deadline, and leaves whatever did not finish unacknowledged, so it runs again. A
+//! `promoter` moves delayed jobs and retries into the streams when they are due.
 
 pub(crate) mod ack;
 pub(crate) mod consume;
 pub(crate) mod dispatch;
+pub(crate) mod janitor;
+pub(crate) mod lease;
+pub(crate) mod promoter;
 pub(crate) mod shutdown;
 
 use std::fmt;
@@ -25,10 +29,15 @@ use tokio_util::task::TaskTracker;
 use crate::handler::{JobHandler, Registry};
 use crate::job::validate_name;
 use crate::priority::PriorityWeights;
+use crate::retry::RetryPolicy;
 use crate::{Client, Error, Result};
 
 /// Handlers run at once per worker unless set otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 10;
+/// How long an unrenewed entry stays leased unless set otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Deliveries before an unfinished entry is poison unless set otherwise.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 3;
 /// How long shutdown waits for running jobs unless set otherwise.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,6 +47,15 @@ pub(crate) struct Runtime {
     pub(crate) registry: Registry,
     pub(crate) consumer: String,
     pub(crate) weights: PriorityWeights,
+    /// Retry policy for handlers without their own, and for unknown job types.
+    pub(crate) retry_policy: RetryPolicy,
+    /// How long an entry may stay pending unrenewed before a janitor takes it back.
+    pub(crate) lease: Duration,
+    /// Deliveries after which an unfinished entry is poison.
+    pub(crate) max_deliveries: u32,
+    /// Entries this worker holds, renewed while held.
+    pub(crate) leases: Arc<lease::LeaseTable>,
+    pub(crate) janitor_counts: janitor::JanitorCounts,
     /// One permit per concurrency slot.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) acks: mpsc::Sender<ack::Ack>,
@@ -55,6 +73,9 @@ pub struct Worker {
     consumer: String,
     concurrency: usize,
     weights: PriorityWeights,
+    retry_policy: RetryPolicy,
+    lease: Duration,
+    max_deliveries: u32,
     drain_timeout: Duration,
 }
 
@@ -79,6 +100,9 @@ pub struct WorkerBuilder {
     consumer: Option<String>,
     concurrency: usize,
     weights: PriorityWeights,
+    retry_policy: RetryPolicy,
+    lease: Duration,
+    max_deliveries: u32,
     drain_timeout: Duration,
 }
 
@@ -125,6 +149,28 @@ impl WorkerBuilder {
         self
     }
 
+    /// Retry policy for handlers that do not set their own, and for job types this worker
+    /// does not know (default: exponential from 1 s to 10 min, with jitter).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
+    /// How long an entry may stay pending without its worker renewing it before a janitor
+    /// takes it back (default 30 s). Running jobs renew every lease/3, so this bounds how
+    /// long a crashed worker's jobs wait, not how long a job may run.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Deliveries after which an entry whose workers keep dying is dead-lettered as
+    /// `poison` (default 3). Separate from `max_attempts`, which counts handler failures.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
     /// How long shutdown waits for running jobs before leaving them pending (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
@@ -151,6 +197,14 @@ impl WorkerBuilder {
         if self.concurrency == 0 {
             return Err(Error::InvalidConfig(
                 "concurrency must be at least 1".into(),
+            ));
+        }
+        if self.lease < Duration::from_millis(30) {
+            return Err(Error::InvalidConfig("lease must be at least 30 ms".into()));
+        }
+        if self.max_deliveries == 0 {
+            return Err(Error::InvalidConfig(
+                "max_deliveries must be at least 1".into(),
             ));
         }
         if self.weights.all_zero() {
@@ -183,6 +237,9 @@ impl WorkerBuilder {
             consumer,
             concurrency: self.concurrency,
             weights: self.weights,
+            retry_policy: self.retry_policy,
+            lease: self.lease,
+            max_deliveries: self.max_deliveries,
             drain_timeout: self.drain_timeout,
         })
     }
@@ -213,6 +270,9 @@ impl Worker {
             consumer: None,
             concurrency: DEFAULT_CONCURRENCY,
             weights: PriorityWeights::default(),
+            retry_policy: RetryPolicy::default(),
+            lease: DEFAULT_LEASE,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
@@ -240,6 +300,11 @@ impl Worker {
             registry: self.registry,
             consumer: self.consumer,
             weights: self.weights,
+            retry_policy: self.retry_policy,
+            lease: self.lease,
+            max_deliveries: self.max_deliveries,
+            leases: Arc::default(),
+            janitor_counts: janitor::JanitorCounts::default(),
             slots: Arc::new(Semaphore::new(self.concurrency)),
             acks: tx,
             hard_stop: CancellationToken::new(),
@@ -252,6 +317,19 @@ impl Worker {
         for q in &self.queues {
             loops.spawn(consume::run(rt.clone(), q.clone(), stop.clone()));
         }
+        loops.spawn(promoter::run(rt.clone(), self.queues.clone(), stop.clone()));
+        loops.spawn(janitor::run(rt.clone(), self.queues.clone(), stop.clone()));
+        // Leases and the heartbeat outlive the fetch loops: running jobs keep their
+        // entries while the worker drains.
+        let keep_alive = CancellationToken::new();
+        let mut keepers = JoinSet::new();
+        keepers.spawn(lease::renew(rt.clone(), keep_alive.clone()));
+        keepers.spawn(lease::heartbeat(
+            rt.clone(),
+            self.queues.clone(),
+            self.concurrency,
+            keep_alive.clone(),
+        ));
         tokio::pin!(signal);
         tokio::select! {
             _ = &mut signal => {}
@@ -275,6 +353,8 @@ impl Worker {
             rt.tracker.wait().await;
             result = Err(Error::DrainTimeout(self.drain_timeout));
         }
+        keep_alive.cancel();
+        while keepers.join_next().await.is_some() {}
         let consumer = rt.consumer.clone();
         drop(rt);
         if let Err(e) = acker.await {

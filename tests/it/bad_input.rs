@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
-use stevedore::{JobContext, JobError, Worker, job_handler};
+use stevedore::{JobContext, JobError, RetryPolicy, Worker, job_handler};
 
 use crate::support::{self, TestEnv, eventually};
 
@@ -38,6 +38,7 @@ async fn malformed_entries_and_unknown_types_are_dead_lettered_while_good_jobs_f
     let running = support::spawn(
         Worker::builder(worker_client)
             .concurrency(4)
+            .retry_policy(RetryPolicy::fixed(Duration::from_millis(20)))
             .handler(order::handler())
             .build()
             .expect("worker"),
@@ -193,6 +194,7 @@ async fn a_hand_written_entry_cannot_spoof_dead_letter_fields() {
     let env = TestEnv::start().await;
     let running = support::spawn(
         Worker::builder(env.client.clone())
+            .retry_policy(RetryPolicy::fixed(Duration::from_millis(20)))
             .handler(order::handler())
             .build()
             .expect("worker"),

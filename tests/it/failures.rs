@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stevedore::{JobContext, JobError, Worker, job_handler};
+use stevedore::{JobContext, JobError, RetryPolicy, Worker, job_handler};
 
 use crate::support::{self, TestEnv, eventually};
 
@@ -73,6 +73,7 @@ async fn failed_attempts_retry_until_max_attempts_then_dead_letter_with_their_re
     let env = TestEnv::start().await;
     let worker = Worker::builder(env.client.clone())
         .concurrency(8)
+        .retry_policy(RetryPolicy::fixed(Duration::from_millis(20)))
         .handler(always_fails::handler())
         .handler(io_error::handler())
         .handler(permanent::handler())

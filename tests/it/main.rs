@@ -7,8 +7,15 @@ mod support;
 
 /// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
 mod bad_input;
+/// Delayed jobs, retry backoff, unknown types waiting for a worker that knows them.
+mod delays;
+/// Dead letters: count, list with filters and cursors, get, replay (racing too), purge.
+mod dlq;
 /// Handler errors, panics and timeouts: retries, then the DLQ with a reason.
 mod failures;
+/// Leases, the janitor and poison: long jobs keep their lease, dead workers' jobs run
+/// elsewhere, jobs that kill their worker end in the DLQ.
+mod leases;
 /// A lost consumer group or a restarted Redis is recovered without a restart of the worker.
 mod recovery;
 /// Payloads of many shapes survive enqueue → handler unchanged; enqueue refuses bad input.

@@ -1,13 +1,11 @@
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, RawJob, Worker, job_handler};
 
-use crate::support::{self, TestEnv, eventually};
+use crate::support::{self, TestEnv, WorkerProcess, eventually};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Tick {
@@ -70,69 +68,6 @@ async fn ten_thousand_jobs_over_four_workers_run_once_each() {
         .await
         .expect("xinfo consumers");
     assert_eq!(consumers.len(), 4, "{consumers:?}");
-}
-
-/// The `worker` example, built by `cargo test` next to the test binaries.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("examples").join(name);
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", name])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building example {name} failed");
-    }
-    bin
-}
-
-pub(crate) struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    pub(crate) fn start(env: &TestEnv, extra: &[&str]) -> WorkerProcess {
-        let child = Command::new(example_binary("worker"))
-            .args([
-                "--redis-url",
-                &env.url,
-                "--prefix",
-                &env.prefix,
-                "--queues",
-                "demo",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start worker process");
-        WorkerProcess(child)
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "worker {pid} did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -194,4 +196,80 @@ pub(crate) fn values<T: Any + Clone>(id: &str) -> Vec<T> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The `worker` example, built by `cargo test` next to the test binaries.
+fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("examples").join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building example {name} failed");
+    }
+    bin
+}
+
+pub(crate) struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    pub(crate) fn start(env: &TestEnv, extra: &[&str]) -> WorkerProcess {
+        let child = Command::new(example_binary("worker"))
+            .args([
+                "--redis-url",
+                &env.url,
+                "--prefix",
+                &env.prefix,
+                "--queues",
+                "demo",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start worker process");
+        WorkerProcess(child)
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker {pid} did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl WorkerProcess {
+    /// SIGKILL: the worker dies mid-job, acknowledging nothing.
+    pub(crate) fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// True once the process has exited (it aborted, or was killed).
+    pub(crate) fn exited(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,0 +1,31 @@
+-- Moves due jobs from the scheduled set into their ready streams. Atomic, so with many
+-- promoters each job is promoted exactly once.
+--
+-- KEYS[1] scheduled sorted set  KEYS[2] high stream  KEYS[3] normal stream
+-- KEYS[4] low stream            KEYS[5] dead-letter stream
+-- ARGV[1] most jobs to move in this call
+--
+-- A member that does not unpack (written by hand) goes to the dead-letter stream with
+-- reason bad_entry rather than blocking the set.
+-- Returns {moved, next due time in ms or -1 when the set is empty, Redis' now in ms}.
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local streams = { high = KEYS[2], normal = KEYS[3], low = KEYS[4] }
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do
+  local ok, parts = pcall(cmsgpack.unpack, member)
+  if ok and type(parts) == 'table' and streams[parts[1]] and #parts >= 3 and #parts % 2 == 1 then
+    redis.call('XADD', streams[parts[1]], '*', unpack(parts, 2))
+  else
+    redis.call('XADD', KEYS[5], '*', 'member', member, 'reason', 'bad_entry',
+      'error', 'scheduled member does not unpack', 'failed_at', tostring(now_ms),
+      'origin', KEYS[1])
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+local next_due = -1
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 2 then
+  next_due = tonumber(first[2])
+end
+return { #due, next_due, now_ms }

@@ -1,0 +1,63 @@
+-- One page of the janitor's scan of a ready stream: takes over entries whose lease expired
+-- and whose owner is no longer alive, and dead-letters those delivered too often (poison).
+--
+-- KEYS[1] ready stream  KEYS[2] dead-letter stream
+-- ARGV[1] group  ARGV[2] this janitor's consumer  ARGV[3] lease (ms)
+-- ARGV[4] max deliveries  ARGV[5] page size  ARGV[6] scan start ('-' or '(' .. last id)
+-- ARGV[7..] consumers that are alive (heartbeat younger than the lease, on Redis' clock,
+--           read by the caller from the workers set, which lives in another hash slot)
+--
+-- Entries of live owners are left alone even when their idle time passed the lease:
+-- after a Redis pause every lease looks expired at once, and live workers keep theirs. Returns {next start or '' when the scan is done, claimed, poisoned, deleted}:
+-- claimed is a list of {id, {field, value, ...}} now owned by ARGV[2] (delivery counted);
+-- poisoned and deleted are lists of ids (deleted = pending entries whose data is gone;
+-- they are acknowledged).
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local lease = tonumber(ARGV[3])
+local page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]))
+local claimed, poisoned, deleted = {}, {}, {}
+local alive = { [ARGV[2]] = true }
+for i = 7, #ARGV do
+  alive[ARGV[i]] = true
+end
+for _, p in ipairs(page) do
+  local id, owner, deliveries = p[1], p[2], tonumber(p[4])
+  if not alive[owner] then
+    local entry = redis.call('XRANGE', KEYS[1], id, id)
+    if #entry == 0 then
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      deleted[#deleted + 1] = id
+    elseif deliveries >= tonumber(ARGV[4]) then
+      local fields = {}
+      local original = entry[1][2]
+      local drop = { reason = true, error = true, failed_at = true, deliveries = true, origin = true }
+      for i = 1, math.min(#original, 2000), 2 do
+        if not drop[original[i]] then
+          fields[#fields + 1] = original[i]
+          fields[#fields + 1] = original[i + 1]
+        end
+      end
+      local extra = { 'reason', 'poison',
+        'error', 'delivered ' .. deliveries .. ' times without finishing (its worker crashed or was killed)',
+        'failed_at', tostring(now_ms), 'deliveries', tostring(deliveries), 'origin', KEYS[1] .. ' ' .. id }
+      for _, v in ipairs(extra) do
+        fields[#fields + 1] = v
+      end
+      redis.call('XADD', KEYS[2], '*', unpack(fields))
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XDEL', KEYS[1], id)
+      poisoned[#poisoned + 1] = id
+    else
+      local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, id)
+      if #got == 1 and got[1] ~= false then
+        claimed[#claimed + 1] = got[1]
+      end
+    end
+  end
+end
+local next_start = ''
+if #page == tonumber(ARGV[5]) then
+  next_start = '(' .. page[#page][1]
+end
+return { next_start, claimed, poisoned, deleted }

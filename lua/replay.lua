@@ -1,0 +1,70 @@
+-- Moves one dead letter back to a ready stream of its queue as a fresh job: a new entry
+-- with the job's own fields, `attempt` reset to 1 and `replayed_from` naming the dead
+-- letter, which is deleted in the same step.
+--
+-- KEYS[1] dead-letter stream
+-- KEYS[2] ready stream high    KEYS[3] ready stream normal    KEYS[4] ready stream low
+-- ARGV[1] dead-letter entry id
+--
+-- Returns {new entry id, job id or ''} when replayed, 0 when the dead letter no longer
+-- exists (already replayed or purged: replaying twice re-enqueues the job once).
+--
+-- The ready stream is the one of the priority the job died in, read from the suffix of the
+-- stream named in `origin` (`:high`, `:normal`, `:low`); `normal` when there is none.
+local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #entry == 0 then
+  return 0
+end
+local original = entry[1][2]
+
+-- Fields the dead-letter step added, or that describe an earlier replay: not the job's.
+local dropped = {
+  reason = true, error = true, failed_at = true, deliveries = true, origin = true,
+  truncated = true, replayed_from = true,
+}
+
+local target = KEYS[3]
+for i = 1, #original, 2 do
+  if original[i] == 'origin' then
+    local stream = string.match(original[i + 1] or '', '^(.*) [^ ]*$') or ''
+    if string.sub(stream, -5) == ':high' then
+      target = KEYS[2]
+    elseif string.sub(stream, -4) == ':low' then
+      target = KEYS[4]
+    end
+    break
+  end
+end
+
+-- At most 1000 fields are copied (unpack has a stack limit; a hand-written dead letter
+-- may have more). The first `attempt` and `id` win, as they would for a reader.
+local fields = {}
+local job_id = ''
+local has_attempt = false
+local last = math.min(#original, 2000)
+for i = 1, last, 2 do
+  local name = original[i]
+  if name == 'attempt' then
+    if not has_attempt then
+      has_attempt = true
+      fields[#fields + 1] = 'attempt'
+      fields[#fields + 1] = '1'
+    end
+  elseif not dropped[name] then
+    if name == 'id' and job_id == '' then
+      job_id = original[i + 1]
+    end
+    fields[#fields + 1] = name
+    fields[#fields + 1] = original[i + 1]
+  end
+end
+if not has_attempt then
+  fields[#fields + 1] = 'attempt'
+  fields[#fields + 1] = '1'
+end
+fields[#fields + 1] = 'replayed_from'
+fields[#fields + 1] = ARGV[1]
+
+local id = redis.call('XADD', target, '*', unpack(fields))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return { id, job_id }

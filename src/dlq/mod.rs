@@ -1,0 +1,326 @@
+//! Dead letters: listing, replaying and purging the jobs a queue gave up on.
+//!
+//! A dead letter keeps everything needed to run its job again, so the usual way out of an
+//! outage or a bug is to fix it and replay; purging is for what will never succeed. Each
+//! queue's dead letters are one stream whose entry ids are the times the jobs died, so
+//! newest-first listing, paging and time filters are plain id ranges, while job type and
+//! reason filters are applied here, chunk by chunk. A replay is one Lua script per entry
+//! that re-enqueues the job and deletes its dead letter together, so replays racing each
+//! other (or a crash midway) re-enqueue every job exactly once.
+
+mod commands;
+mod entry;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+pub use entry::{DeadJob, DeadReason};
+
+use crate::job::validate_name;
+use crate::{Client, Error, JobId, Result};
+use commands::RawEntry;
+use entry::{StreamId, ms_of};
+
+/// Entries a page holds when the query does not say.
+const DEFAULT_LIMIT: usize = 50;
+/// Most entries one page holds.
+const MAX_LIMIT: usize = 1000;
+/// Entries read per round trip while filtering, replaying or purging. Dead letters carry
+/// their payloads, so chunks stay small.
+const CHUNK: u64 = 100;
+
+impl Client {
+    /// The dead letters of `queue`: count, list, replay and purge them.
+    ///
+    /// Fails with [`Error::InvalidName`] when `queue` is not a valid queue name.
+    pub fn dead_letters(&self, queue: &str) -> Result<DeadLetters> {
+        validate_name("queue", queue)?;
+        let keys = self.keys();
+        let [high, normal, low] = keys.streams(queue);
+        Ok(DeadLetters {
+            client: self.clone(),
+            queue: queue.to_string(),
+            keys: [keys.dlq(queue), high, normal, low],
+        })
+    }
+}
+
+/// The dead letters of one queue. Cheap to clone; made by [`Client::dead_letters`].
+#[derive(Clone)]
+pub struct DeadLetters {
+    client: Client,
+    queue: String,
+    /// The dead-letter stream, then the ready streams high, normal, low (replay's KEYS).
+    keys: [String; 4],
+}
+
+impl fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("queue", &self.queue)
+            .field("stream", &self.keys[0])
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which dead letters an operation applies to. Every condition set must hold; the default
+/// matches them all.
+#[derive(Default, Clone, Debug)]
+pub struct DeadLetterFilter {
+    /// Only jobs of this type.
+    pub job_type: Option<String>,
+    /// Only jobs that died for this reason.
+    pub reason: Option<DeadReason>,
+    /// Only jobs dead-lettered at or after this time (millisecond precision, Redis' clock:
+    /// the time in the dead letter's entry id).
+    pub since: Option<SystemTime>,
+    /// Only jobs dead-lettered before this time (millisecond precision, Redis' clock).
+    pub until: Option<SystemTime>,
+}
+
+/// One page of a [`DeadLetters::list`] call.
+#[derive(Default, Clone, Debug)]
+pub struct DeadLetterQuery {
+    /// Which dead letters to list.
+    pub filter: DeadLetterFilter,
+    /// Most entries on the page: 0 means 50; more than 1000 means 1000.
+    pub limit: usize,
+    /// Page cursor: list only entries older than this entry id (a page's
+    /// [`next`](DeadLetterPage::next)). `None` starts at the newest.
+    pub before: Option<String>,
+}
+
+/// Dead letters, newest first, and where the next page starts.
+#[derive(Clone, Debug)]
+pub struct DeadLetterPage {
+    /// The matching dead letters, newest first.
+    pub jobs: Vec<DeadJob>,
+    /// The cursor for the next (older) page, to pass as [`DeadLetterQuery::before`];
+    /// `None` when no older entry matches.
+    pub next: Option<String>,
+}
+
+impl DeadLetterFilter {
+    /// The entry ids the time bounds allow, both ends included; `None` when none.
+    fn id_range(&self) -> Option<(StreamId, StreamId)> {
+        let start = self
+            .since
+            .map_or(StreamId::MIN, |t| StreamId::at_ms(ms_of(t)));
+        let end = match self.until {
+            Some(t) => StreamId::at_ms(ms_of(t)).prev()?,
+            None => StreamId::MAX,
+        };
+        (start <= end).then_some((start, end))
+    }
+
+    /// True when only the entry ids (not the fields) decide.
+    fn by_time_only(&self) -> bool {
+        self.job_type.is_none() && self.reason.is_none()
+    }
+
+    fn matches(&self, job: &DeadJob) -> bool {
+        self.job_type
+            .as_deref()
+            .is_none_or(|t| job.job_type.as_deref() == Some(t))
+            && self.reason.as_ref().is_none_or(|r| *r == job.reason)
+    }
+}
+
+/// What [`DeadLetters::apply`] does to each matching entry.
+#[derive(Clone, Copy)]
+enum Action {
+    Replay,
+    Purge,
+}
+
+impl DeadLetters {
+    /// The queue these dead letters belong to.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// How many dead letters the queue holds.
+    pub async fn count(&self) -> Result<u64> {
+        commands::len(self.client.redis(), self.dlq()).await
+    }
+
+    /// One page of dead letters, newest first, filtered.
+    ///
+    /// Scans as far back as it takes to fill the page, so matching entries separated by
+    /// many others are still found. Fails with [`Error::InvalidConfig`] when
+    /// [`before`](DeadLetterQuery::before) is not an entry id.
+    pub async fn list(&self, query: &DeadLetterQuery) -> Result<DeadLetterPage> {
+        let limit = match query.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        };
+        let mut page = DeadLetterPage {
+            jobs: Vec::new(),
+            next: None,
+        };
+        let Some((start, mut end)) = query.filter.id_range() else {
+            return Ok(page);
+        };
+        if let Some(cursor) = &query.before {
+            let cursor = StreamId::parse(cursor).ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "dead-letter page cursor {cursor:?} is not a stream entry id"
+                ))
+            })?;
+            match cursor.prev() {
+                Some(p) => end = end.min(p),
+                None => return Ok(page),
+            }
+        }
+        // One more than the page, to know whether another page follows.
+        let chunk = if query.filter.by_time_only() {
+            limit as u64 + 1
+        } else {
+            CHUNK.max(limit as u64 + 1)
+        };
+        let client = self.client.redis();
+        while start <= end {
+            let entries = commands::range(client, self.dlq(), start, end, chunk, true).await?;
+            let full = entries.len() as u64 == chunk;
+            let mut oldest = None;
+            for (id, fields) in entries {
+                oldest = StreamId::parse(&id);
+                let job = DeadJob::from_entry(&self.queue, id, fields);
+                if !query.filter.matches(&job) {
+                    continue;
+                }
+                if page.jobs.len() == limit {
+                    page.next = page.jobs.last().map(|j| j.entry_id.clone());
+                    return Ok(page);
+                }
+                page.jobs.push(job);
+            }
+            match oldest.and_then(StreamId::prev) {
+                Some(p) if full => end = p,
+                _ => break,
+            }
+        }
+        Ok(page)
+    }
+
+    /// One dead letter by entry id; `None` when there is none (or `entry_id` is not an
+    /// entry id).
+    pub async fn get(&self, entry_id: &str) -> Result<Option<DeadJob>> {
+        let Some(id) = StreamId::parse(entry_id) else {
+            return Ok(None);
+        };
+        let entry = commands::get(self.client.redis(), self.dlq(), id).await?;
+        Ok(entry.map(|(id, fields)| DeadJob::from_entry(&self.queue, id, fields)))
+    }
+
+    /// Puts one dead job back on its queue and deletes the dead letter, atomically.
+    ///
+    /// The job keeps its id, type, payload and options, returns to the priority it had,
+    /// and starts over at attempt 1 with a full attempt budget; its new entry carries
+    /// `replayed_from` with the dead letter's entry id. Returns the job id (empty for a
+    /// hand-written entry without one), or `None` when the dead letter no longer exists:
+    /// replaying twice, even concurrently, re-enqueues the job once.
+    pub async fn replay(&self, entry_id: &str) -> Result<Option<JobId>> {
+        let Some(id) = StreamId::parse(entry_id) else {
+            return Ok(None);
+        };
+        let replayed = self.replay_ids(&[id.to_string()]).await?;
+        Ok(replayed.into_iter().next().flatten().map(JobId::from))
+    }
+
+    /// Replays every dead letter, oldest first; returns how many were re-enqueued.
+    ///
+    /// Only entries present when the call starts are replayed, so jobs that die again
+    /// meanwhile stay dead. Entries replayed or purged concurrently by someone else are
+    /// skipped, not counted.
+    pub async fn replay_all(&self) -> Result<u64> {
+        self.apply(&DeadLetterFilter::default(), Action::Replay)
+            .await
+    }
+
+    /// Replays the matching dead letters, oldest first, like
+    /// [`replay_all`](Self::replay_all); returns how many were re-enqueued.
+    pub async fn replay_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        self.apply(filter, Action::Replay).await
+    }
+
+    /// Deletes one dead letter; `false` when it did not exist.
+    pub async fn purge(&self, entry_id: &str) -> Result<bool> {
+        let Some(id) = StreamId::parse(entry_id) else {
+            return Ok(false);
+        };
+        let deleted = commands::delete(self.client.redis(), self.dlq(), vec![id.to_string()]);
+        Ok(deleted.await? > 0)
+    }
+
+    /// Deletes every dead letter of the queue in one atomic step; returns how many.
+    pub async fn purge_all(&self) -> Result<u64> {
+        commands::delete_all(self.client.redis(), self.dlq()).await
+    }
+
+    /// Deletes the dead letters that died more than `age` ago, measured on Redis' clock
+    /// (never this machine's); returns how many.
+    pub async fn purge_older_than(&self, age: Duration) -> Result<u64> {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        let script = &self.client.scripts().purge_older;
+        commands::delete_older(self.client.redis(), script, self.dlq(), age_ms).await
+    }
+
+    /// Deletes the matching dead letters; returns how many.
+    ///
+    /// Only entries present when the call starts are considered.
+    pub async fn purge_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        self.apply(filter, Action::Purge).await
+    }
+
+    fn dlq(&self) -> &str {
+        &self.keys[0]
+    }
+
+    async fn replay_ids(&self, ids: &[String]) -> Result<Vec<Option<String>>> {
+        let script = &self.client.scripts().replay;
+        commands::replay(self.client.redis(), script, &self.keys, ids).await
+    }
+
+    /// Replays or purges the entries matching `filter`, oldest first, chunk by chunk, up
+    /// to the newest entry present at the start (so entries added meanwhile, such as
+    /// replayed jobs that died again, are left alone). Returns how many it changed.
+    async fn apply(&self, filter: &DeadLetterFilter, action: Action) -> Result<u64> {
+        let Some((mut start, end)) = filter.id_range() else {
+            return Ok(0);
+        };
+        let client = self.client.redis();
+        let Some(newest) = commands::newest(client, self.dlq()).await? else {
+            return Ok(0);
+        };
+        let end = end.min(newest);
+        let mut changed = 0;
+        while start <= end {
+            let entries = commands::range(client, self.dlq(), start, end, CHUNK, false).await?;
+            let full = entries.len() as u64 == CHUNK;
+            let last = entries.last().and_then(|(id, _)| StreamId::parse(id));
+            let ids = self.matching_ids(filter, entries);
+            changed += match action {
+                Action::Replay => self.replay_ids(&ids).await?.iter().flatten().count() as u64,
+                Action::Purge => commands::delete(client, self.dlq(), ids).await?,
+            };
+            match last.and_then(StreamId::next) {
+                Some(n) if full => start = n,
+                _ => break,
+            }
+        }
+        Ok(changed)
+    }
+
+    fn matching_ids(&self, filter: &DeadLetterFilter, entries: Vec<RawEntry>) -> Vec<String> {
+        if filter.by_time_only() {
+            return entries.into_iter().map(|(id, _)| id).collect();
+        }
+        entries
+            .into_iter()
+            .map(|(id, fields)| DeadJob::from_entry(&self.queue, id, fields))
+            .filter(|job| filter.matches(job))
+            .map(|job| job.entry_id)
+            .collect()
+    }
+}

@@ -1,0 +1,200 @@
+//! The janitor: takes back entries whose worker died, and dead-letters poison.
+//!
+//! Every worker runs one. Each lease/2 it scans the pending entries of its queues' streams
+//! idle for longer than the lease (`XPENDING ... IDLE`, paged until the scan is done) and,
+//! for each whose owner has no fresh heartbeat, either dead-letters it with reason
+//! `poison` when it was already delivered `max_deliveries` times, or claims it (a new
+//! delivery) and runs it here. Both happen inside one script per page, so many janitors can
+//! race safely. The scan uses XPENDING rather than XAUTOCLAIM because the owner and the
+//! delivery count must be checked before taking an entry, and XAUTOCLAIM reports neither.
+//! Entries deleted while pending are acknowledged, logged and counted, never dropped
+//! silently. With nothing pending, a round is one cheap call per stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::Runtime;
+use super::dispatch::{self, Delivery};
+use crate::Priority;
+use crate::redis::{keys::GROUP, scripts};
+
+/// Pending entries examined per script call.
+const PAGE: i64 = 100;
+
+/// Scans `queues` every lease/2 until `stop` fires.
+pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval((rt.lease / 2).max(Duration::from_millis(20)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sweep(&rt, &queues, &stop).await {
+            tracing::warn!(error = %e, "janitor round failed; retrying next round");
+        }
+    }
+}
+
+async fn sweep(
+    rt: &Arc<Runtime>,
+    queues: &[String],
+    stop: &CancellationToken,
+) -> Result<(), fred::error::Error> {
+    let keys = rt.client.keys();
+    let alive: Vec<String> = scripts::run(
+        rt.client.redis(),
+        &rt.client.scripts().alive,
+        vec![keys.workers()],
+        vec![Value::from(rt.lease.as_millis() as i64)],
+    )
+    .await?;
+    for queue in queues {
+        for priority in Priority::ALL {
+            let stream = keys.stream(queue, priority);
+            let mut start = "-".to_string();
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                let mut args: Vec<Value> = vec![
+                    GROUP.into(),
+                    rt.consumer.as_str().into(),
+                    Value::from(rt.lease.as_millis() as i64),
+                    Value::from(i64::from(rt.max_deliveries)),
+                    Value::from(PAGE),
+                    start.as_str().into(),
+                ];
+                args.extend(alive.iter().map(|a| Value::from(a.as_str())));
+                let reply: Value = scripts::run(
+                    rt.client.redis(),
+                    &rt.client.scripts().reclaim,
+                    vec![stream.clone(), keys.dlq(queue)],
+                    args,
+                )
+                .await?;
+                let page = Page::parse(reply);
+                for id in &page.poisoned {
+                    tracing::warn!(queue = %queue, stream = %stream, entry = %id, max_deliveries = rt.max_deliveries, "poison job dead-lettered");
+                }
+                for id in &page.deleted {
+                    tracing::warn!(queue = %queue, stream = %stream, entry = %id, "pending entry was deleted from its stream; acknowledged");
+                }
+                rt.janitor_counts
+                    .add(page.claimed.len(), page.poisoned.len(), page.deleted.len());
+                for (entry_id, fields) in page.claimed {
+                    tracing::info!(queue = %queue, entry = %entry_id, "reclaimed a job whose worker is gone; running it here");
+                    let token = rt.hard_stop.child_token();
+                    let lease = rt.leases.hold(&stream, &entry_id, token.clone());
+                    let permit = tokio::select! {
+                        biased;
+                        // Claimed but not started: stays pending under this worker, whose
+                        // heartbeat stops with it, so another janitor takes it.
+                        _ = stop.cancelled() => return Ok(()),
+                        p = rt.slots.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return Ok(()),
+                        },
+                    };
+                    let delivery = Delivery {
+                        queue: queue.clone(),
+                        priority,
+                        stream: stream.clone(),
+                        entry_id,
+                        fields: Some(fields),
+                        token,
+                        _lease: lease,
+                    };
+                    rt.tracker
+                        .spawn(dispatch::run(rt.clone(), delivery, permit));
+                }
+                match page.next {
+                    Some(next) => start = next,
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the janitor did, for logs now and metrics later.
+#[derive(Debug, Default)]
+pub(crate) struct JanitorCounts {
+    pub(crate) reclaimed: std::sync::atomic::AtomicU64,
+    pub(crate) poisoned: std::sync::atomic::AtomicU64,
+    pub(crate) deleted: std::sync::atomic::AtomicU64,
+}
+
+impl JanitorCounts {
+    fn add(&self, reclaimed: usize, poisoned: usize, deleted: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reclaimed.fetch_add(reclaimed as u64, Relaxed);
+        self.poisoned.fetch_add(poisoned as u64, Relaxed);
+        self.deleted.fetch_add(deleted as u64, Relaxed);
+    }
+}
+
+struct Page {
+    next: Option<String>,
+    claimed: Vec<(String, HashMap<String, Value>)>,
+    poisoned: Vec<String>,
+    deleted: Vec<String>,
+}
+
+impl Page {
+    fn parse(reply: Value) -> Page {
+        let mut parts = match reply {
+            Value::Array(a) => a.into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        let next = parts
+            .next()
+            .and_then(|v| v.as_string())
+            .filter(|s| !s.is_empty());
+        let claimed = match parts.next() {
+            Some(Value::Array(entries)) => entries.into_iter().filter_map(entry).collect(),
+            _ => Vec::new(),
+        };
+        let ids = |v: Option<Value>| match v {
+            Some(Value::Array(a)) => a.into_iter().filter_map(|v| v.as_string()).collect(),
+            _ => Vec::new(),
+        };
+        let poisoned = ids(parts.next());
+        let deleted = ids(parts.next());
+        Page {
+            next,
+            claimed,
+            poisoned,
+            deleted,
+        }
+    }
+}
+
+/// `[id, [field, value, ...]]` as XCLAIM returns it.
+fn entry(v: Value) -> Option<(String, HashMap<String, Value>)> {
+    let Value::Array(mut pair) = v else {
+        return None;
+    };
+    if pair.len() != 2 {
+        return None;
+    }
+    let fields = pair.pop()?;
+    let id = pair.pop()?.as_string()?;
+    let Value::Array(flat) = fields else {
+        return Some((id, HashMap::new()));
+    };
+    let mut map = HashMap::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        if let Some(k) = k.as_string() {
+            map.insert(k, v);
+        }
+    }
+    Some((id, map))
+}

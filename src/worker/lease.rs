@@ -1,0 +1,185 @@
+//! Leases: keeping the entries this worker holds, and telling others it is alive.
+//!
+//! Every entry a worker has fetched is in its lease table until it is settled or dropped.
+//! A renewer extends all of them every lease/3 through a fenced script (owner checked,
+//! idle time reset, no delivery counted), so a long job is never reclaimed while its worker
+//! lives; an entry found owned by someone else has its job's cancellation token fired. A
+//! heartbeat on Redis' clock marks the worker alive, so janitors leave its entries alone
+//! even when a Redis pause made every lease look expired.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::Runtime;
+use crate::redis::{keys::GROUP, scripts};
+
+type Key = (String, String);
+
+/// Entries this worker holds, by (stream, entry id), with their jobs' cancellation tokens.
+#[derive(Default)]
+pub(crate) struct LeaseTable {
+    held: Mutex<HashMap<Key, CancellationToken>>,
+}
+
+/// Removes its entry from the table when dropped.
+pub(crate) struct LeaseGuard {
+    table: Arc<LeaseTable>,
+    key: Key,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.table.lock().remove(&self.key);
+    }
+}
+
+impl std::fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LeaseGuard").field(&self.key.1).finish()
+    }
+}
+
+impl LeaseTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, CancellationToken>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts renewing `entry_id` of `stream`; `token` fires if its lease is lost.
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        stream: &str,
+        entry_id: &str,
+        token: CancellationToken,
+    ) -> LeaseGuard {
+        let key = (stream.to_string(), entry_id.to_string());
+        self.lock().insert(key.clone(), token);
+        LeaseGuard {
+            table: self.clone(),
+            key,
+        }
+    }
+
+    /// How many entries are held.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn by_stream(&self) -> HashMap<String, Vec<String>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for (stream, id) in self.lock().keys() {
+            out.entry(stream.clone()).or_default().push(id.clone());
+        }
+        out
+    }
+
+    fn lost(&self, stream: &str, id: &str) {
+        if let Some(token) = self.lock().get(&(stream.to_string(), id.to_string())) {
+            token.cancel();
+        }
+    }
+}
+
+/// How often leases are renewed and heartbeats sent: a third of the lease.
+pub(crate) fn renew_interval(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(10))
+}
+
+/// Renews every held lease each `lease / 3` until `stop` fires.
+pub(crate) async fn renew(rt: Arc<Runtime>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(renew_interval(rt.lease));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for (stream, ids) in rt.leases.by_stream() {
+            for chunk in ids.chunks(500) {
+                let mut args: Vec<Value> = vec![GROUP.into(), rt.consumer.as_str().into()];
+                args.extend(chunk.iter().map(|id| Value::from(id.as_str())));
+                let r: Result<Vec<String>, _> = scripts::run(
+                    rt.client.redis(),
+                    &rt.client.scripts().renew,
+                    vec![stream.clone()],
+                    args,
+                )
+                .await;
+                match r {
+                    Ok(lost) => {
+                        for id in lost {
+                            tracing::warn!(stream = %stream, entry = %id, "lease lost: another worker owns the entry now; cancelling the job");
+                            rt.leases.lost(&stream, &id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %stream, error = %e, "renewing leases failed; retrying next round")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends a heartbeat each `lease / 3` until `stop` fires, then withdraws it so janitors
+/// reclaim whatever this worker left pending without waiting.
+pub(crate) async fn heartbeat(
+    rt: Arc<Runtime>,
+    queues: Vec<String>,
+    concurrency: usize,
+    stop: CancellationToken,
+) {
+    let keys = rt.client.keys();
+    let interval = renew_interval(rt.lease).min(Duration::from_secs(5));
+    let forget_after = (rt.lease * 10).max(Duration::from_secs(300));
+    let details_ttl = (rt.lease * 3).max(Duration::from_secs(60));
+    let started_at = crate::job::now_ms();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let args: Vec<Value> = vec![
+            rt.consumer.as_str().into(),
+            Value::from(forget_after.as_millis() as i64),
+        ];
+        let beat: Result<i64, _> = scripts::run(
+            rt.client.redis(),
+            &rt.client.scripts().heartbeat,
+            vec![keys.workers()],
+            args,
+        )
+        .await;
+        match beat {
+            Ok(now_ms) => {
+                let details: Vec<(&str, Value)> = vec![
+                    ("queues", queues.join(",").into()),
+                    ("concurrency", Value::from(concurrency as i64)),
+                    ("in_flight", Value::from(rt.leases.len() as i64)),
+                    ("started_at", Value::from(started_at as i64)),
+                    ("last_heartbeat", Value::from(now_ms)),
+                    ("pid", Value::from(i64::from(std::process::id()))),
+                ];
+                let key = keys.worker(&rt.consumer);
+                let p = rt.client.redis().pipeline();
+                let _: Result<(), _> = p.hset(key.as_str(), details).await;
+                let _: Result<(), _> = p
+                    .pexpire(key.as_str(), details_ttl.as_millis() as i64, None)
+                    .await;
+                let _: Vec<Result<Value, _>> = p.try_all().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+        }
+    }
+    let p = rt.client.redis().pipeline();
+    let _: Result<(), _> = p.zrem(keys.workers(), rt.consumer.as_str()).await;
+    let _: Result<(), _> = p.del(keys.worker(&rt.consumer)).await;
+    let _: Vec<Result<Value, _>> = p.try_all().await;
+}

@@ -1,0 +1,233 @@
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use stevedore::{JobContext, JobError, RawJob, Worker, job_handler};
+
+use crate::support::{self, TestEnv, WorkerProcess, eventually};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Long {
+    ms: u64,
+}
+
+#[job_handler(name = "lease.long", queue = "long")]
+async fn long(job: Long, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), "started");
+    tokio::time::sleep(Duration::from_millis(job.ms)).await;
+    support::record(
+        ctx.id(),
+        if ctx.is_cancelled() {
+            "lost"
+        } else {
+            "finished"
+        },
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobs_running_three_leases_long_finish_once_without_reclaim() {
+    let env = TestEnv::start().await;
+    let lease = Duration::from_millis(300);
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            support::spawn(
+                Worker::builder(env.client.clone())
+                    .lease(lease)
+                    .handler(long::handler())
+                    .build()
+                    .expect("worker"),
+            )
+        })
+        .collect();
+    let ids = env
+        .client
+        .enqueue_bulk((0..4).map(|_| long::job(Long { ms: 1000 })))
+        .await
+        .expect("enqueue");
+    // Midway, every running entry is still on its first delivery: renewal never counts one.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pending: Vec<(String, String, u64, u64)> = env
+        .raw
+        .xpending(env.stream("long", "normal"), "stevedore", ("-", "+", 10))
+        .await
+        .expect("xpending");
+    assert_eq!(pending.len(), 4);
+    for (_, _, idle, deliveries) in &pending {
+        assert_eq!(*deliveries, 1, "renewal must not count deliveries");
+        assert!(*idle < 300, "idle {idle} ms: the lease was renewed");
+    }
+    eventually(Duration::from_secs(10), "all finished", || async {
+        ids.iter()
+            .all(|id| support::values::<&'static str>(id.as_str()).contains(&"finished"))
+    })
+    .await;
+    eventually(Duration::from_secs(5), "drained", || async {
+        env.ready("long").await == 0 && env.pending("long").await == 0
+    })
+    .await;
+    for w in workers {
+        w.shutdown().await.expect("clean shutdown");
+    }
+    for id in &ids {
+        assert_eq!(
+            support::values::<&'static str>(id.as_str()),
+            vec!["started", "finished"],
+            "ran once, lease never lost"
+        );
+    }
+}
+
+fn audit_key(env: &TestEnv) -> String {
+    format!("{}-demo:executions", env.prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_kills_its_worker_is_poison_after_exactly_max_deliveries() {
+    let env = TestEnv::start().await;
+    // One slot, so the poison job never takes other running jobs down with it.
+    let args = [
+        "--lease",
+        "500ms",
+        "--max-deliveries",
+        "3",
+        "--concurrency",
+        "1",
+    ];
+    let abort = env
+        .client
+        .enqueue(RawJob::new("demo.abort", "demo", &serde_json::json!({})).expect("job"))
+        .await
+        .expect("enqueue");
+    let counts = env
+        .client
+        .enqueue_bulk((0..50).map(|_| {
+            RawJob::new("demo.count", "demo", &serde_json::json!({"ms": 20})).expect("job")
+        }))
+        .await
+        .expect("enqueue");
+
+    // A supervisor: restart the worker whenever the poison job took it down.
+    let mut worker = WorkerProcess::start(&env, &args);
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.xlen(&env.dlq("demo")).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter after {restarts} restarts"
+        );
+        if worker.exited() {
+            restarts += 1;
+            worker = WorkerProcess::start(&env, &args);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit: HashMap<String, u64> = env.raw.hgetall(audit_key(&env)).await.expect("hgetall");
+    eventually(
+        Duration::from_secs(30),
+        "other jobs kept flowing",
+        || async {
+            let audit: HashMap<String, u64> =
+                env.raw.hgetall(audit_key(&env)).await.unwrap_or_default();
+            counts.iter().all(|id| audit.contains_key(id.as_str()))
+        },
+    )
+    .await;
+    assert!(worker.terminate().success());
+
+    assert_eq!(
+        audit.get(abort.as_str()),
+        Some(&3),
+        "the poison job ran exactly three times"
+    );
+    assert_eq!(restarts, 3, "it took its worker down three times");
+    let dead = env.dead_letters("demo").await;
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.get("id").map(String::as_str), Some(abort.as_str()));
+    assert_eq!(d.get("reason").map(String::as_str), Some("poison"));
+    assert_eq!(d.get("deliveries").map(String::as_str), Some("3"));
+    assert!(
+        d.get("error")
+            .is_some_and(|e| e.contains("delivered 3 times")),
+        "{d:?}"
+    );
+    assert_eq!(env.ready("demo").await + env.pending("demo").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_storm_loses_nothing() {
+    let env = TestEnv::start().await;
+    let args = ["--lease", "1s", "--concurrency", "16"];
+    let job = RawJob::new("demo.count", "demo", &serde_json::json!({"ms": 20})).expect("job");
+    let ids = env
+        .client
+        .enqueue_bulk(std::iter::repeat_n(job, 10_000))
+        .await
+        .expect("enqueue");
+    let audit = audit_key(&env);
+
+    let mut steady = WorkerProcess::start(&env, &args);
+    let mut victim = WorkerProcess::start(&env, &args);
+    let mut kills = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last_kill = Instant::now();
+    loop {
+        let done: u64 = env.raw.hlen(audit.as_str()).await.unwrap_or(0);
+        if done == 10_000 && env.ready("demo").await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of 10,000 jobs ran after {kills} kills"
+        );
+        if last_kill.elapsed() >= Duration::from_secs(2) {
+            victim.kill();
+            kills += 1;
+            victim = WorkerProcess::start(&env, &args);
+            last_kill = Instant::now();
+        }
+        assert!(!steady.exited(), "the steady worker must not crash");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "nothing pending or scheduled",
+        || async {
+            let scheduled: u64 = env
+                .raw
+                .zcard(format!("{}:{{demo}}:scheduled", env.prefix))
+                .await
+                .unwrap_or(1);
+            env.ready("demo").await == 0 && env.pending("demo").await == 0 && scheduled == 0
+        },
+    )
+    .await;
+    assert!(steady.terminate().success());
+    assert!(victim.terminate().success());
+
+    let counts: HashMap<String, u64> = env.raw.hgetall(audit.as_str()).await.expect("hgetall");
+    let missing = ids
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .count();
+    let duplicates: u64 = counts.values().map(|n| n - 1).sum();
+    eprintln!("kill storm: {kills} kills, {duplicates} duplicate executions, {missing} missing");
+    assert!(
+        kills >= 2,
+        "the storm should hit the run more than once ({kills} kills)"
+    );
+    assert_eq!(missing, 0, "every job ran at least once");
+    // Only what a killed worker held (in flight, at most its concurrency) can run twice.
+    assert!(
+        duplicates <= kills * 16,
+        "{duplicates} duplicates for {kills} kills"
+    );
+    assert_eq!(
+        env.xlen(&env.dlq("demo")).await,
+        0,
+        "no job was dead-lettered"
+    );
+}
