@@ -2,7 +2,9 @@
 -- nothing happens unless `consumer` still owns the entry.
 --
 -- KEYS[1] ready stream    KEYS[2] dead-letter stream
+-- KEYS[3] the job's status hash (any key of the same slot when the job id is unknown)
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] reason  ARGV[5] error text
+-- ARGV[6] status retention (ms; 0: no status)
 --
 -- Returns 1 when moved, 0 when the entry is owned by another consumer or no longer pending
 -- (lost lease: do nothing), -1 when the entry was pending but its data was deleted (it is
@@ -52,4 +54,9 @@ fields[#fields + 1] = KEYS[1] .. ' ' .. ARGV[3]
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
+if tonumber(ARGV[6]) > 0 then
+  redis.call('HSET', KEYS[3], 'state', 'dead', 'reason', ARGV[4], 'error', ARGV[5],
+    'finished_at', failed_at, 'updated_at', failed_at)
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[6]))
+end
 return 1

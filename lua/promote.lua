@@ -4,6 +4,8 @@
 -- KEYS[1] scheduled sorted set  KEYS[2] high stream  KEYS[3] normal stream
 -- KEYS[4] low stream            KEYS[5] dead-letter stream
 -- ARGV[1] most jobs to move in this call
+-- ARGV[2] the queue's status key prefix (`<prefix>:{<queue>}:job:`): an existing status
+--         hash of a promoted job is set back to `queued`
 --
 -- A member that does not unpack (written by hand) goes to the dead-letter stream with
 -- reason bad_entry rather than blocking the set.
@@ -16,6 +18,15 @@ for _, member in ipairs(due) do
   local ok, parts = pcall(cmsgpack.unpack, member)
   if ok and type(parts) == 'table' and streams[parts[1]] and #parts >= 3 and #parts % 2 == 1 then
     redis.call('XADD', streams[parts[1]], '*', unpack(parts, 2))
+    for i = 2, #parts - 1, 2 do
+      if parts[i] == 'id' then
+        local status = ARGV[2] .. parts[i + 1]
+        if redis.call('EXISTS', status) == 1 then
+          redis.call('HSET', status, 'state', 'queued', 'updated_at', tostring(now_ms))
+          redis.call('HDEL', status, 'next_at')
+        end
+      end
+    end
   else
     redis.call('XADD', KEYS[5], '*', 'member', member, 'reason', 'bad_entry',
       'error', 'scheduled member does not unpack', 'failed_at', tostring(now_ms),

@@ -4,7 +4,9 @@
 -- KEYS[1] ready stream  KEYS[2] dead-letter stream
 -- ARGV[1] group  ARGV[2] this janitor's consumer  ARGV[3] lease (ms)
 -- ARGV[4] max deliveries  ARGV[5] page size  ARGV[6] scan start ('-' or '(' .. last id)
--- ARGV[7..] consumers that are alive (heartbeat younger than the lease, on Redis' clock,
+-- ARGV[7] the queue's status key prefix (`<prefix>:{<queue>}:job:`): an existing status
+--         hash of a poison job is marked dead
+-- ARGV[8..] consumers that are alive (heartbeat younger than the lease, on Redis' clock,
 --           read by the caller from the workers set, which lives in another hash slot)
 --
 -- Entries of live owners are left alone even when their idle time passed the lease:
@@ -18,7 +20,7 @@ local lease = tonumber(ARGV[3])
 local page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]))
 local claimed, poisoned, deleted = {}, {}, {}
 local alive = { [ARGV[2]] = true }
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   alive[ARGV[i]] = true
 end
 for _, p in ipairs(page) do
@@ -45,6 +47,16 @@ for _, p in ipairs(page) do
         fields[#fields + 1] = v
       end
       redis.call('XADD', KEYS[2], '*', unpack(fields))
+      for i = 1, #original - 1, 2 do
+        if original[i] == 'id' then
+          local status = ARGV[7] .. original[i + 1]
+          if redis.call('EXISTS', status) == 1 then
+            redis.call('HSET', status, 'state', 'dead', 'reason', 'poison',
+              'error', 'delivered ' .. deliveries .. ' times without finishing',
+              'finished_at', tostring(now_ms), 'updated_at', tostring(now_ms))
+          end
+        end
+      end
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)
       poisoned[#poisoned + 1] = id

@@ -3,9 +3,10 @@
 -- after `delay` on Redis' clock, with `attempt` raised by one; the old entry is
 -- acknowledged and deleted; promoters are woken through the queue's wake channel.
 --
--- KEYS[1] ready stream    KEYS[2] scheduled sorted set
+-- KEYS[1] ready stream    KEYS[2] scheduled sorted set    KEYS[3] the job's status hash
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] delay (ms)
 -- ARGV[5] priority of the stream (high|normal|low)  ARGV[6] wake channel
+-- ARGV[7] status retention (ms; 0: no status)  ARGV[8] the error
 --
 -- The set member is MessagePack of {priority, field1, value1, field2, value2, ...}.
 -- Returns the due time (ms), or 0 when the entry is owned by another consumer or no longer
@@ -35,4 +36,9 @@ redis.call('ZADD', KEYS[2], due, cmsgpack.pack(member))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[6], tostring(due))
+if tonumber(ARGV[7]) > 0 then
+  redis.call('HSET', KEYS[3], 'state', 'retrying', 'error', ARGV[8], 'next_at', tostring(due),
+    'updated_at', tostring(due - tonumber(ARGV[4])))
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
+end
 return due

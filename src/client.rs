@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fred::prelude::{Client as RedisClient, Pool};
 
@@ -15,8 +16,11 @@ use std::time::UNIX_EPOCH;
 use crate::job::{DEFAULT_PAYLOAD_LIMIT, IntoJob, JobId, PreparedJob, Schedule, validate_name};
 use crate::redis::keys::{DEFAULT_PREFIX, Keys};
 use crate::redis::scripts::Scripts;
-use crate::redis::{self, Connector, Write};
+use crate::redis::{self, Connector, JobWrite};
 use crate::{Error, Result};
+
+/// How long a job's status is kept after its last change unless set otherwise.
+pub const DEFAULT_STATUS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Jobs sent per round trip by [`Client::enqueue_bulk`].
 const BULK_BATCH: usize = 1000;
@@ -32,6 +36,7 @@ struct Inner {
     connector: Connector,
     keys: Keys,
     payload_limit: usize,
+    job_status: Option<Duration>,
     scripts: Scripts,
     /// Queues this client already recorded in `<prefix>:queues`.
     registered: Mutex<HashSet<String>>,
@@ -54,6 +59,7 @@ pub struct ClientBuilder {
     prefix: String,
     pool_size: usize,
     payload_limit: usize,
+    job_status: Option<Duration>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -87,6 +93,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Job status by id: kept for `retention` after a job's last change (default 24 h);
+    /// `None` turns status tracking off (fewer writes per job; `status` then finds nothing).
+    pub fn job_status(mut self, retention: Option<Duration>) -> Self {
+        self.job_status = retention;
+        self
+    }
+
     /// Connects. Fails fast when the URL is invalid or the server does not answer; once
     /// connected, lost connections are re-established in the background.
     pub async fn connect(self) -> Result<Client> {
@@ -102,6 +115,7 @@ impl ClientBuilder {
                 connector,
                 keys: Keys::new(&self.prefix),
                 payload_limit: self.payload_limit,
+                job_status: self.job_status.filter(|d| !d.is_zero()),
                 scripts: Scripts::new(),
                 registered: Mutex::new(HashSet::new()),
             }),
@@ -122,10 +136,12 @@ impl Client {
             prefix: DEFAULT_PREFIX.to_string(),
             pool_size: 2,
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
+            job_status: Some(DEFAULT_STATUS_RETENTION),
         }
     }
 
-    /// Enqueues one job in one round trip and returns its id.
+    /// Enqueues one job in one round trip and returns its id; for a duplicate of a unique
+    /// job, the id of the job already enqueued (and nothing is written).
     ///
     /// Nothing is written when the job is refused (invalid name, payload too large).
     pub async fn enqueue(&self, job: impl IntoJob) -> Result<JobId> {
@@ -164,48 +180,46 @@ impl Client {
             });
         }
         let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
-        let mut ids = Vec::with_capacity(jobs.len());
         let keys = &self.inner.keys;
         let writes = jobs
             .into_iter()
             .map(|j| {
-                ids.push(JobId::from(j.envelope.id.clone()));
-                let fields = j.envelope.to_fields();
-                match j.schedule {
-                    None => Write::Ready {
-                        stream: keys.stream(&j.queue, j.priority),
-                        fields,
-                    },
-                    Some(when) => {
-                        let (mode, ms) = match when {
-                            Schedule::In(d) => ("in", d.as_millis() as u64),
-                            Schedule::At(t) => (
-                                "at",
-                                t.duration_since(UNIX_EPOCH)
-                                    .map(|d| d.as_millis() as u64)
-                                    .unwrap_or(0),
-                            ),
-                        };
-                        Write::Later {
-                            scheduled: keys.scheduled(&j.queue),
-                            wake: keys.wake(&j.queue),
-                            mode,
-                            ms,
-                            priority: j.priority.as_str(),
-                            fields,
-                        }
-                    }
+                let when = j.schedule.map(|when| match when {
+                    Schedule::In(d) => ("in", d.as_millis() as u64),
+                    Schedule::At(t) => ("at", t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)),
+                });
+                let target = match when {
+                    None => keys.stream(&j.queue, j.priority),
+                    Some(_) => keys.scheduled(&j.queue),
+                };
+                JobWrite {
+                    fields: j.envelope.to_fields(),
+                    target,
+                    when,
+                    wake: keys.wake(&j.queue),
+                    status_key: keys.job(&j.queue, &j.envelope.id),
+                    unique: j.unique.map(|(k, ttl)| (keys.unique(&j.queue, &k), (ttl.as_millis() as u64).max(1))),
+                    priority: j.priority.as_str(),
+                    max_attempts: j.envelope.max_attempts,
+                    job_type: j.envelope.job_type,
+                    job_id: j.envelope.id,
+                    queue: j.queue,
                 }
             })
             .collect();
         let client = self.inner.pool.next();
-        match redis::write_jobs(client, &keys.queues(), new_queues.clone(), writes).await {
-            Ok(()) => Ok(ids),
+        match redis::write_jobs(client, &keys.queues(), new_queues.clone(), writes, self.status_retention_ms()).await {
+            Ok(ids) => Ok(ids.into_iter().map(JobId::from).collect()),
             Err(e) => {
                 self.forget(&new_queues);
                 Err(e.into())
             }
         }
+    }
+
+    /// Status retention in ms; 0 when job status is off.
+    pub(crate) fn status_retention_ms(&self) -> u64 {
+        self.inner.job_status.map_or(0, |d| (d.as_millis() as u64).max(1))
     }
 
     /// The queues among `queues` this client has not recorded yet, marked as recorded.

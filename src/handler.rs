@@ -59,7 +59,12 @@ struct ContextInner {
     attempt: u32,
     max_attempts: u32,
     enqueued_at: u64,
+    /// What the handler chose to report, as JSON.
+    result: std::sync::Mutex<Option<String>>,
 }
+
+/// Largest result a handler may store with its job's status.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 impl fmt::Debug for JobContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,6 +101,7 @@ impl JobContext {
                 attempt: facts.attempt,
                 max_attempts: facts.max_attempts,
                 enqueued_at: facts.enqueued_at,
+                result: std::sync::Mutex::new(None),
             }),
             token,
         }
@@ -152,6 +158,24 @@ impl JobContext {
     /// When the job was enqueued.
     pub fn enqueued_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.inner.enqueued_at)
+    }
+
+    /// Stores a small result (as JSON, at most 64 KiB) with the job's status when this
+    /// attempt succeeds; read it back with `Client::status`. The last call wins.
+    pub fn set_result<T: Serialize + ?Sized>(&self, result: &T) -> Result<(), JobError> {
+        let json = serde_json::to_string(result).map_err(|e| JobError::permanent(format!("result does not encode as JSON: {e}")))?;
+        if json.len() > MAX_RESULT_BYTES {
+            return Err(JobError::permanent(format!(
+                "result of {} bytes exceeds {MAX_RESULT_BYTES} bytes: store large results elsewhere",
+                json.len()
+            )));
+        }
+        *self.inner.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(json);
+        Ok(())
+    }
+
+    pub(crate) fn take_result(&self) -> Option<String> {
+        self.inner.result.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// True once the worker wants this attempt to stop (shutdown deadline passed). A

@@ -151,7 +151,20 @@ pub(crate) struct JobOptions {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) schedule: Option<Schedule>,
+    pub(crate) unique: Option<(UniqueBy, Duration)>,
 }
+
+/// What makes two jobs duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UniqueBy {
+    /// A key the caller chose.
+    Key(String),
+    /// The job type and the encoded payload.
+    Payload,
+}
+
+/// Longest caller-chosen unique key.
+const MAX_UNIQUE_KEY: usize = 256;
 
 /// When a delayed job becomes ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +198,21 @@ macro_rules! job_option_setters {
         /// Runs the job no sooner than `delay` after Redis receives it (Redis' clock).
         pub fn delay(mut self, delay: Duration) -> Self {
             self.options.schedule = Some(Schedule::In(delay));
+            self
+        }
+
+        /// De-duplicates on `key` for `ttl`: while the key lives, enqueueing another job with
+        /// it enqueues nothing and returns the first job's id. The key is scoped to the
+        /// queue; at most 256 bytes.
+        pub fn unique(mut self, key: impl Into<String>, ttl: Duration) -> Self {
+            self.options.unique = Some((UniqueBy::Key(key.into()), ttl));
+            self
+        }
+
+        /// De-duplicates on the job type and payload for `ttl`, as [`unique`](Self::unique)
+        /// does with a key.
+        pub fn unique_by_payload(mut self, ttl: Duration) -> Self {
+            self.options.unique = Some((UniqueBy::Payload, ttl));
             self
         }
 
@@ -287,6 +315,8 @@ pub struct PreparedJob {
     pub(crate) queue: String,
     pub(crate) priority: Priority,
     pub(crate) schedule: Option<Schedule>,
+    /// The unique key (without prefix) and how long it holds.
+    pub(crate) unique: Option<(String, Duration)>,
     pub(crate) envelope: Envelope,
 }
 
@@ -330,6 +360,16 @@ fn prepare(
     let max_attempts = options
         .max_attempts
         .unwrap_or_else(|| defaults.effective_max_attempts());
+    let unique = match options.unique {
+        None => None,
+        Some((UniqueBy::Key(key), ttl)) => {
+            if key.is_empty() || key.len() > MAX_UNIQUE_KEY || key.chars().any(char::is_control) {
+                return Err(Error::InvalidName { kind: "unique key", name: key });
+            }
+            Some((key, ttl))
+        }
+        Some((UniqueBy::Payload, ttl)) => Some((payload_digest(job_type, &payload), ttl)),
+    };
     Ok(PreparedJob {
         queue,
         priority: options.priority.or(defaults.priority).unwrap_or_default(),
@@ -341,11 +381,23 @@ fn prepare(
             max_attempts,
             enqueued_at: now_ms(),
             timeout: options.timeout,
-            unique: None,
+            unique: unique.as_ref().map(|(k, _)| k.clone()),
             traceparent: None,
             payload: Bytes::from(payload),
         },
+        unique,
     })
+}
+
+/// `payload:<sha1 of type and payload>`: the unique key of `unique_by_payload`.
+fn payload_digest(job_type: &str, payload: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(job_type.as_bytes());
+    h.update([0u8]);
+    h.update(payload);
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("payload:{hex}")
 }
 
 /// Encodes a payload as named MessagePack.

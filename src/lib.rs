@@ -43,6 +43,7 @@
 //! - [`handler`]: the handler trait, the job context, and the error that decides retries;
 //! - [`priority`]: priorities and how a worker splits its slots between them;
 //! - [`retry`]: how long a failed job waits before its next attempt;
+//! - [`status`]: job status by id;
 //! - [`worker`]: consuming, dispatching, acknowledging and shutting down;
 //! - [`dlq`]: listing, replaying and purging dead letters;
 //! - `redis` (internal): the only module that speaks Redis; key names and Lua scripts.
@@ -57,6 +58,7 @@ pub mod job;
 pub mod priority;
 pub(crate) mod redis;
 pub mod retry;
+pub mod status;
 pub mod worker;
 
 pub use client::{Client, ClientBuilder};
@@ -68,6 +70,7 @@ pub use handler::{JobContext, JobError, JobHandler, Retry};
 pub use job::{HandlerOptions, IntoJob, Job, JobId, RawJob};
 pub use priority::{Priority, PriorityWeights};
 pub use retry::{Backoff, RetryPolicy};
+pub use status::{JobState, JobStatus};
 pub use stevedore_macros::job_handler;
 pub use worker::shutdown::shutdown_signal;
 pub use worker::{Worker, WorkerBuilder};

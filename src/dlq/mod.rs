@@ -78,7 +78,7 @@ pub struct DeadLetterFilter {
     pub until: Option<SystemTime>,
 }
 
-/// One page of a [`DeadLetters::list`] call.
+/// What a [`DeadLetters::list`] call asks for: a filter, a page size and a cursor.
 #[derive(Default, Clone, Debug)]
 pub struct DeadLetterQuery {
     /// Which dead letters to list.
@@ -158,15 +158,18 @@ impl DeadLetters {
             jobs: Vec::new(),
             next: None,
         };
+        let cursor = match &query.before {
+            Some(c) => Some(StreamId::parse(c).ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "dead-letter page cursor {c:?} is not a stream entry id"
+                ))
+            })?),
+            None => None,
+        };
         let Some((start, mut end)) = query.filter.id_range() else {
             return Ok(page);
         };
-        if let Some(cursor) = &query.before {
-            let cursor = StreamId::parse(cursor).ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "dead-letter page cursor {cursor:?} is not a stream entry id"
-                ))
-            })?;
+        if let Some(cursor) = cursor {
             match cursor.prev() {
                 Some(p) => end = end.min(p),
                 None => return Ok(page),

@@ -66,9 +66,31 @@ impl Keys {
         format!("{}:{{{queue}}}:wake", self.prefix)
     }
 
+    /// `<prefix>:{<queue>}:job:<id>`: one job's status, expiring after the retention time.
+    pub(crate) fn job(&self, queue: &str, id: &str) -> String {
+        format!("{}:{{{queue}}}:job:{id}", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:job:`: what [`job`](Self::job) puts before the id, for scripts
+    /// that learn job ids from entries.
+    pub(crate) fn job_prefix(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:job:", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:unique:<key>`: a de-duplication key, holding the job id.
+    pub(crate) fn unique(&self, queue: &str, key: &str) -> String {
+        format!("{}:{{{queue}}}:unique:{key}", self.prefix)
+    }
+
     /// `<prefix>:{<queue>}:dlq`: dead jobs with why they died.
     pub(crate) fn dlq(&self, queue: &str) -> String {
         format!("{}:{{{queue}}}:dlq", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:cron`: periodic schedule name → newest tick claimed (ms), and
+    /// `<name>:by` → the worker that claimed it and when (Redis ms).
+    pub(crate) fn cron(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:cron", self.prefix)
     }
 }
 

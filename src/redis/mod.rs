@@ -181,98 +181,141 @@ pub(crate) async fn read_group_counts(
 }
 
 /// One job to write.
-pub(crate) enum Write {
-    /// Ready now: XADD to its stream.
-    Ready {
-        stream: String,
-        fields: Vec<(&'static str, Value)>,
-    },
-    /// Ready later: into the scheduled set through `lua/schedule.lua`.
-    Later {
-        scheduled: String,
-        wake: String,
-        /// `in` (ms from Redis' now) or `at` (ms since the epoch).
-        mode: &'static str,
-        ms: u64,
-        priority: &'static str,
-        fields: Vec<(&'static str, Value)>,
-    },
+pub(crate) struct JobWrite {
+    pub(crate) job_id: String,
+    pub(crate) job_type: String,
+    pub(crate) queue: String,
+    pub(crate) priority: &'static str,
+    pub(crate) max_attempts: u32,
+    pub(crate) fields: Vec<(&'static str, Value)>,
+    /// The ready stream, or the scheduled set when `when` is set.
+    pub(crate) target: String,
+    /// `("in", delay ms)` or `("at", epoch ms)` for a delayed job.
+    pub(crate) when: Option<(&'static str, u64)>,
+    pub(crate) wake: String,
+    pub(crate) status_key: String,
+    /// `(key, ttl ms)` of a unique job.
+    pub(crate) unique: Option<(String, u64)>,
 }
 
-/// Writes jobs in one round trip. Queue names in `new_queues` are added to the discovery
-/// set `queues_key` in the same round trip.
+/// Writes jobs in one round trip and returns their ids: for a duplicate of a unique job,
+/// the id of the job already enqueued. A status hash is written for each when
+/// `retention_ms` is above 0. Queue names in `new_queues` are added to the discovery set
+/// `queues_key` in the same round trip.
 pub(crate) async fn write_jobs(
     client: &Client,
     queues_key: &str,
     new_queues: Vec<String>,
-    writes: Vec<Write>,
-) -> Result<(), Error> {
-    if new_queues.is_empty()
-        && writes.len() == 1
-        && let Some(Write::Ready { stream, fields }) = writes.first()
-    {
-        let _: String = client
-            .xadd(stream.as_str(), false, None, "*", fields.clone())
-            .await?;
-        return Ok(());
-    }
+    writes: Vec<JobWrite>,
+    retention_ms: u64,
+) -> Result<Vec<String>, Error> {
     let p = client.pipeline();
+    let mut n = 0;
     if !new_queues.is_empty() {
         let _: () = p.sadd(queues_key, new_queues).await?;
+        n += 1;
     }
+    // Which reply holds each job's outcome: an XADD id (plain) or the script's {id, created}.
+    let mut replies: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
     for w in writes {
-        match w {
-            Write::Ready { stream, fields } => {
-                let _: () = p.xadd(stream, false, None, "*", fields).await?;
+        if w.when.is_none() && w.unique.is_none() {
+            let _: () = p.xadd(w.target.as_str(), false, None, "*", w.fields).await?;
+            replies.push((n, false, w.job_id.clone()));
+            n += 1;
+            if retention_ms > 0 {
+                let status: Vec<(&str, Value)> = vec![
+                    ("state", "queued".into()),
+                    ("type", w.job_type.as_str().into()),
+                    ("queue", w.queue.as_str().into()),
+                    ("attempts", "0".into()),
+                    ("max_attempts", Value::from(i64::from(w.max_attempts))),
+                    ("enqueued_at", Value::from(crate::job::now_ms() as i64)),
+                    ("updated_at", Value::from(crate::job::now_ms() as i64)),
+                ];
+                let _: () = p.hset(w.status_key.as_str(), status).await?;
+                let _: () = p.pexpire(w.status_key.as_str(), retention_ms as i64, None).await?;
+                n += 2;
             }
-            Write::Later {
-                scheduled,
-                wake,
-                mode,
-                ms,
-                priority,
-                fields,
-            } => {
-                // Pipelines have no typed EVAL; the slot is taken from the key (offset 2).
-                let mut args: Vec<Value> = Vec::with_capacity(7 + 2 * fields.len());
-                args.extend([
-                    Value::from(scripts::SCHEDULE_LUA),
-                    Value::from(1),
-                    Value::from(scheduled),
-                    Value::from(mode),
-                    Value::from(ms as i64),
-                    Value::from(priority),
-                    Value::from(wake),
-                ]);
-                for (k, v) in fields {
-                    args.push(Value::from(k));
-                    args.push(v);
-                }
-                let eval = fred::types::CustomCommand::new_static(
-                    "EVAL",
-                    fred::types::ClusterHash::Offset(2),
-                    false,
-                );
-                let _: () = p.custom(eval, args).await?;
-            }
+            continue;
+        }
+        let (mode, ms) = w.when.unwrap_or(("ready", 0));
+        let (unique_key, unique_ttl) = w.unique.unwrap_or_default();
+        // Pipelines have no typed EVAL; the slot is taken from the first key (offset 2).
+        let mut args: Vec<Value> = Vec::with_capacity(16 + 2 * w.fields.len());
+        args.extend([
+            Value::from(scripts::ENQUEUE_LUA),
+            Value::from(3),
+            Value::from(w.target),
+            Value::from(w.status_key.as_str()),
+            // Not read when the job is not unique; a key of the same slot stands in.
+            Value::from(if unique_key.is_empty() { w.status_key } else { unique_key }),
+            Value::from(w.job_id.as_str()),
+            Value::from(mode),
+            Value::from(ms as i64),
+            Value::from(w.priority),
+            Value::from(w.wake),
+            Value::from(retention_ms as i64),
+            Value::from(unique_ttl as i64),
+            Value::from(w.job_type),
+            Value::from(w.queue),
+            Value::from(i64::from(w.max_attempts)),
+        ]);
+        for (k, v) in w.fields {
+            args.push(Value::from(k));
+            args.push(v);
+        }
+        let eval = fred::types::CustomCommand::new_static("EVAL", fred::types::ClusterHash::Offset(2), false);
+        let _: () = p.custom(eval, args).await?;
+        replies.push((n, true, w.job_id));
+        n += 1;
+    }
+    let results = p.try_all::<Value>().await;
+    let mut ids = Vec::with_capacity(replies.len());
+    for r in &results {
+        if let Err(e) = r {
+            return Err(e.clone());
         }
     }
-    for r in p.try_all::<Value>().await {
-        r?;
+    for (index, scripted, id) in replies {
+        if !scripted {
+            ids.push(id);
+            continue;
+        }
+        let existing = match results.get(index) {
+            Some(Ok(Value::Array(parts))) => parts.first().and_then(Value::as_string),
+            _ => None,
+        };
+        ids.push(existing.unwrap_or(id));
     }
-    Ok(())
+    Ok(ids)
 }
 
-/// Acknowledges and deletes finished entries, grouped by stream, in one round trip.
+/// Acknowledges and deletes finished entries, grouped by stream, and marks their jobs
+/// succeeded, in one round trip.
 pub(crate) async fn ack_and_delete(
     client: &Client,
     group: &str,
     by_stream: &HashMap<String, Vec<String>>,
+    statuses: &[(String, Option<String>)],
+    retention_ms: u64,
 ) -> Result<(), Error> {
     let p = client.pipeline();
     for (stream, ids) in by_stream {
         let _: () = p.xack(stream.as_str(), group, ids.clone()).await?;
         let _: () = p.xdel(stream.as_str(), ids.clone()).await?;
+    }
+    let now = crate::job::now_ms() as i64;
+    for (key, result) in statuses {
+        let mut fields: Vec<(&str, Value)> = vec![
+            ("state", "succeeded".into()),
+            ("finished_at", Value::from(now)),
+            ("updated_at", Value::from(now)),
+        ];
+        if let Some(r) = result {
+            fields.push(("result", r.as_str().into()));
+        }
+        let _: () = p.hset(key.as_str(), fields).await?;
+        let _: () = p.pexpire(key.as_str(), retention_ms as i64, None).await?;
     }
     for r in p.try_all::<Value>().await {
         r?;

@@ -17,6 +17,7 @@ pub(crate) struct Scripts {
     pub(crate) reclaim: Script,
     pub(crate) heartbeat: Script,
     pub(crate) alive: Script,
+    pub(crate) cron_claim: Script,
 }
 
 impl Scripts {
@@ -31,13 +32,15 @@ impl Scripts {
             reclaim: Script::from_lua(include_str!("../../lua/reclaim.lua")),
             heartbeat: Script::from_lua(include_str!("../../lua/heartbeat.lua")),
             alive: Script::from_lua(include_str!("../../lua/alive.lua")),
+            cron_claim: Script::from_lua(include_str!("../../lua/cron_claim.lua")),
         }
     }
 }
 
-/// The delayed-enqueue script, sent whole with EVAL: it is pipelined with plain XADDs, and
-/// a NOSCRIPT midway through a pipeline could not be retried without duplicating them.
-pub(crate) const SCHEDULE_LUA: &str = include_str!("../../lua/schedule.lua");
+/// The enqueue script for delayed and unique jobs, sent whole with EVAL: it is pipelined
+/// with plain XADDs, and a NOSCRIPT midway through a pipeline could not be retried without
+/// duplicating them.
+pub(crate) const ENQUEUE_LUA: &str = include_str!("../../lua/enqueue.lua");
 
 /// Runs `script` by SHA, loading it first if the server does not know it.
 pub(crate) async fn run<R: FromValue>(

@@ -25,6 +25,8 @@ const MAX_TRIES: u32 = 10;
 pub(crate) struct Ack {
     pub(crate) stream: String,
     pub(crate) entry_id: String,
+    /// The job's status key and the handler's result, when status is tracked.
+    pub(crate) status: Option<(String, Option<String>)>,
 }
 
 /// Starts the acker; it ends once every sender is dropped and the last batch is sent.
@@ -33,18 +35,21 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
         let mut buf = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
             let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
+            let mut statuses = Vec::new();
             for ack in buf.drain(..) {
                 by_stream.entry(ack.stream).or_default().push(ack.entry_id);
+                statuses.extend(ack.status);
             }
-            send(&client, &by_stream).await;
+            send(&client, &by_stream, &statuses).await;
         }
     })
 }
 
-async fn send(client: &Client, by_stream: &HashMap<String, Vec<String>>) {
+async fn send(client: &Client, by_stream: &HashMap<String, Vec<String>>, statuses: &[(String, Option<String>)]) {
     let mut delay = Duration::from_millis(50);
+    let retention = client.status_retention_ms();
     for attempt in 1..=MAX_TRIES {
-        match redis::ack_and_delete(client.redis(), GROUP, by_stream).await {
+        match redis::ack_and_delete(client.redis(), GROUP, by_stream, statuses, retention).await {
             Ok(()) => return,
             Err(e) if attempt < MAX_TRIES => {
                 tracing::warn!(error = %e, attempt, "acknowledging finished jobs failed; retrying");

@@ -84,6 +84,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
             .send(Ack {
                 stream: d.stream.clone(),
                 entry_id: d.entry_id.clone(),
+                status: None,
             })
             .await;
         return;
@@ -92,7 +93,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         Ok(env) => env,
         Err(why) => {
             tracing::warn!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
-            dead_letter(&rt, &d, DeadReason::BadEntry, &why).await;
+            dead_letter(&rt, &d, None, DeadReason::BadEntry, &why).await;
             return;
         }
     };
@@ -103,10 +104,10 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         if env.attempt < env.max_attempts {
             let delay = rt.retry_policy.delay(env.attempt);
             tracing::info!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, ?delay, "unknown job type; retrying later");
-            retry_later(&rt, &d, delay).await;
+            retry_later(&rt, &d, &env.id, delay, &why).await;
         } else {
             tracing::warn!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, "unknown job type; dead-lettered");
-            dead_letter(&rt, &d, DeadReason::UnknownType, &why).await;
+            dead_letter(&rt, &d, Some(&env.id), DeadReason::UnknownType, &why).await;
         }
         return;
     };
@@ -125,12 +126,27 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         },
         d.token.clone(),
     );
-    let fut = match handler.call(&env.payload, ctx) {
+    let retention = rt.client.status_retention_ms();
+    if retention > 0 {
+        // Awaited, so a later `retrying`, `dead` or `succeeded` can never be overwritten.
+        let now = crate::job::now_ms() as i64;
+        let running: Vec<(&str, Value)> = vec![
+            ("state", "running".into()),
+            ("attempts", Value::from(i64::from(env.attempt))),
+            ("started_at", Value::from(now)),
+            ("updated_at", Value::from(now)),
+        ];
+        let key = rt.client.keys().job(&d.queue, &env.id);
+        if let Err(e) = fred::prelude::HashesInterface::hset::<(), _, _>(rt.client.redis(), key.as_str(), running).await {
+            tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
+        }
+    }
+    let fut = match handler.call(&env.payload, ctx.clone()) {
         Ok(f) => f,
         Err(UndecodablePayload(why)) => {
             let why = format!("payload does not decode for {:?}: {why}", env.job_type);
             tracing::warn!(queue = %d.queue, job_id = %env.id, error = %why, "undecodable payload");
-            dead_letter(&rt, &d, DeadReason::BadEntry, &why).await;
+            dead_letter(&rt, &d, Some(&env.id), DeadReason::BadEntry, &why).await;
             return;
         }
     };
@@ -167,11 +183,13 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
     match outcome {
         Outcome::Succeeded => {
             tracing::debug!(job_id = %env.id, job_type = %env.job_type, "job succeeded");
+            let status = (retention > 0).then(|| (rt.client.keys().job(&d.queue, &env.id), ctx.take_result()));
             let _ = rt
                 .acks
                 .send(Ack {
                     stream: d.stream.clone(),
                     entry_id: d.entry_id.clone(),
+                    status,
                 })
                 .await;
         }
@@ -191,7 +209,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                         .delay(env.attempt),
                 };
                 tracing::info!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, ?delay, "attempt failed; retrying");
-                retry_later(&rt, &d, delay).await;
+                retry_later(&rt, &d, &env.id, delay, &error).await;
             } else {
                 let reason = if timed_out {
                     DeadReason::Timeout
@@ -199,7 +217,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                     DeadReason::Failed
                 };
                 tracing::warn!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, reason = reason.as_str(), "job dead-lettered");
-                dead_letter(&rt, &d, reason, &error).await;
+                dead_letter(&rt, &d, Some(&env.id), reason, &error).await;
             }
         }
         Outcome::Abandoned => {
@@ -232,14 +250,27 @@ fn truncate(s: &str) -> &str {
 }
 
 /// Moves the entry to the queue's dead-letter stream, if this worker still owns it.
-pub(crate) async fn dead_letter(rt: &Runtime, d: &Delivery, reason: DeadReason, error: &str) {
-    let keys = vec![d.stream.clone(), rt.client.keys().dlq(&d.queue)];
+pub(crate) async fn dead_letter(
+    rt: &Runtime,
+    d: &Delivery,
+    job_id: Option<&str>,
+    reason: DeadReason,
+    error: &str,
+) {
+    let keys = rt.client.keys();
+    // Without a job id there is no status to mark; the DLQ key stands in (same slot).
+    let (status, retention) = match job_id {
+        Some(id) => (keys.job(&d.queue, id), rt.client.status_retention_ms()),
+        None => (keys.dlq(&d.queue), 0),
+    };
+    let keys = vec![d.stream.clone(), keys.dlq(&d.queue), status];
     let args: Vec<Value> = vec![
         GROUP.into(),
         rt.consumer.as_str().into(),
         d.entry_id.as_str().into(),
         reason.as_str().into(),
         truncate(error).into(),
+        Value::from(retention as i64),
     ];
     let r: Result<i64, _> = with_retries(|| {
         scripts::run(
@@ -262,8 +293,12 @@ pub(crate) async fn dead_letter(rt: &Runtime, d: &Delivery, reason: DeadReason, 
 }
 
 /// Schedules the entry's next attempt `delay` from now, if this worker still owns it.
-async fn retry_later(rt: &Runtime, d: &Delivery, delay: Duration) {
-    let keys = vec![d.stream.clone(), rt.client.keys().scheduled(&d.queue)];
+async fn retry_later(rt: &Runtime, d: &Delivery, job_id: &str, delay: Duration, error: &str) {
+    let keys = vec![
+        d.stream.clone(),
+        rt.client.keys().scheduled(&d.queue),
+        rt.client.keys().job(&d.queue, job_id),
+    ];
     let args: Vec<Value> = vec![
         GROUP.into(),
         rt.consumer.as_str().into(),
@@ -271,6 +306,8 @@ async fn retry_later(rt: &Runtime, d: &Delivery, delay: Duration) {
         Value::from(delay.as_millis() as i64),
         d.priority.as_str().into(),
         rt.client.keys().wake(&d.queue).into(),
+        Value::from(rt.client.status_retention_ms() as i64),
+        truncate(error).into(),
     ];
     let r: Result<i64, _> = with_retries(|| {
         scripts::run(

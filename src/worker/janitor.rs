@@ -69,6 +69,7 @@ async fn sweep(
                     Value::from(i64::from(rt.max_deliveries)),
                     Value::from(PAGE),
                     start.as_str().into(),
+                    keys.job_prefix(queue).into(),
                 ];
                 args.extend(alive.iter().map(|a| Value::from(a.as_str())));
                 let reply: Value = scripts::run(

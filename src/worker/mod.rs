@@ -12,6 +12,7 @@ pub(crate) mod consume;
 pub(crate) mod dispatch;
 pub(crate) mod janitor;
 pub(crate) mod lease;
+pub(crate) mod periodic;
 pub(crate) mod promoter;
 pub(crate) mod shutdown;
 
@@ -77,6 +78,8 @@ pub struct Worker {
     lease: Duration,
     max_deliveries: u32,
     drain_timeout: Duration,
+    /// Cron schedules this worker runs (see `periodic`).
+    periodic: Vec<periodic::CronSchedule>,
 }
 
 impl fmt::Debug for Worker {
@@ -104,6 +107,8 @@ pub struct WorkerBuilder {
     lease: Duration,
     max_deliveries: u32,
     drain_timeout: Duration,
+    /// Cron schedules this worker runs (see `periodic`).
+    periodic: Vec<periodic::CronSchedule>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -241,6 +246,7 @@ impl WorkerBuilder {
             lease: self.lease,
             max_deliveries: self.max_deliveries,
             drain_timeout: self.drain_timeout,
+            periodic: self.periodic,
         })
     }
 }
@@ -274,6 +280,7 @@ impl Worker {
             lease: DEFAULT_LEASE,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            periodic: Vec::new(),
         }
     }
 
@@ -319,6 +326,9 @@ impl Worker {
         }
         loops.spawn(promoter::run(rt.clone(), self.queues.clone(), stop.clone()));
         loops.spawn(janitor::run(rt.clone(), self.queues.clone(), stop.clone()));
+        if !self.periodic.is_empty() {
+            loops.spawn(periodic::run(rt.clone(), self.periodic, stop.clone()));
+        }
         // Leases and the heartbeat outlive the fetch loops: running jobs keep their
         // entries while the worker drains.
         let keep_alive = CancellationToken::new();

@@ -134,7 +134,7 @@ async fn promote(rt: &Runtime, queue: &str) -> Result<Promoted, fred::error::Err
         rt.client.redis(),
         &rt.client.scripts().promote,
         script_keys,
-        vec![Value::from(BATCH)],
+        vec![Value::from(BATCH), keys.job_prefix(queue).into()],
     )
     .await?;
     if moved > 0 {

@@ -455,9 +455,11 @@ async fn a_replayed_job_runs_again_from_attempt_one_with_the_same_id() {
         .enqueue(flaky::job(Parcel { n: 42 }).priority(Priority::High))
         .await
         .expect("enqueue");
-    eventually(Duration::from_secs(10), "the job is dead-lettered", || async {
-        dl.count().await.expect("count") == 1
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the job is dead-lettered",
+        || async { dl.count().await.expect("count") == 1 },
+    )
     .await;
 
     let page = dl.list(&DeadLetterQuery::default()).await.expect("list");
@@ -505,11 +507,23 @@ async fn replay_copies_the_job_to_its_priority_without_the_dead_letter_fields() 
     f.push(("replayed_from".into(), "1-0".into()));
     f.push(("truncated".into(), "3".into()));
     let high = add(&env, q, "*", f).await;
-    let low = add(&env, q, "*", dead(&env, q, "job-low", "t.copy", "failed", "low")).await;
+    let low = add(
+        &env,
+        q,
+        "*",
+        dead(&env, q, "job-low", "t.copy", "failed", "low"),
+    )
+    .await;
     let mut f = dead(&env, q, "job-nowhere", "t.copy", "failed", "normal");
     f.retain(|(k, _)| k != "origin" && k != "attempt");
     let nowhere = add(&env, q, "*", f).await;
-    let anonymous = add(&env, q, "*", vec![("hello".to_string(), Value::from("world"))]).await;
+    let anonymous = add(
+        &env,
+        q,
+        "*",
+        vec![("hello".to_string(), Value::from("world"))],
+    )
+    .await;
 
     let replay = |id: String| {
         let dl = dl.clone();
@@ -517,8 +531,15 @@ async fn replay_copies_the_job_to_its_priority_without_the_dead_letter_fields() 
     };
     assert_eq!(replay(high.clone()).await.as_deref(), Some("job-high"));
     assert_eq!(replay(low.clone()).await.as_deref(), Some("job-low"));
-    assert_eq!(replay(nowhere.clone()).await.as_deref(), Some("job-nowhere"));
-    assert_eq!(replay(anonymous.clone()).await.as_deref(), Some(""), "no id field");
+    assert_eq!(
+        replay(nowhere.clone()).await.as_deref(),
+        Some("job-nowhere")
+    );
+    assert_eq!(
+        replay(anonymous.clone()).await.as_deref(),
+        Some(""),
+        "no id field"
+    );
     assert_eq!(dl.count().await.expect("count"), 0);
 
     let high_entries = ready_entries(&env, q, "high").await;
@@ -537,7 +558,14 @@ async fn replay_copies_the_job_to_its_priority_without_the_dead_letter_fields() 
     for (k, v) in expect {
         assert_eq!(e.get(k).map(String::as_str), Some(v), "{k}: {e:?}");
     }
-    for gone in ["reason", "error", "failed_at", "deliveries", "origin", "truncated"] {
+    for gone in [
+        "reason",
+        "error",
+        "failed_at",
+        "deliveries",
+        "origin",
+        "truncated",
+    ] {
         assert!(!e.contains_key(gone), "{gone} dropped: {e:?}");
     }
     // The payload's bytes are copied unchanged.
@@ -548,7 +576,10 @@ async fn replay_copies_the_job_to_its_priority_without_the_dead_letter_fields() 
         .expect("XRANGE");
     let payload = raw[0].1.get("payload").cloned().expect("payload");
     let payload: Vec<u8> = payload.convert().expect("bytes");
-    assert_eq!(payload, rmp_serde::to_vec_named(&Parcel { n: 7 }).unwrap_or_default());
+    assert_eq!(
+        payload,
+        rmp_serde::to_vec_named(&Parcel { n: 7 }).unwrap_or_default()
+    );
 
     let low_entries = ready_entries(&env, q, "low").await;
     assert_eq!(low_entries.len(), 1);
@@ -556,7 +587,11 @@ async fn replay_copies_the_job_to_its_priority_without_the_dead_letter_fields() 
     let normal = ready_entries(&env, q, "normal").await;
     assert_eq!(normal.len(), 2, "unknown origin goes to normal: {normal:?}");
     assert_eq!(normal[0].get("id").map(String::as_str), Some("job-nowhere"));
-    assert_eq!(normal[0].get("attempt").map(String::as_str), Some("1"), "added when missing");
+    assert_eq!(
+        normal[0].get("attempt").map(String::as_str),
+        Some("1"),
+        "added when missing"
+    );
     assert_eq!(normal[1].get("hello").map(String::as_str), Some("world"));
     assert_eq!(normal[1].get("replayed_from"), Some(&anonymous));
 }

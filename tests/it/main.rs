@@ -26,3 +26,5 @@ mod scale;
 mod scheduling;
 /// Graceful shutdown: in-flight jobs finish, fetched-but-unstarted ones stay pending.
 mod shutdown;
+/// Job status by id through every state, retention, and unique jobs.
+mod status;

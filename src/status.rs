@@ -1,0 +1,193 @@
+//! Job status by id: where a job is in its life, kept for a while after it ends.
+//!
+//! Each job has a hash `<prefix>:{<queue>}:job:<id>` written in the same round trips (or
+//! scripts) as the job's own moves: `queued` or `scheduled` at enqueue, `running` when an
+//! attempt starts, `retrying` with the error and the next due time, then `succeeded` (with
+//! the handler's optional result) or `dead` (with the reason). It expires after the
+//! client's retention (24 h by default) counted from the last change.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::*;
+
+use crate::job::validate_name;
+use crate::{Client, Error, Result};
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobState {
+    /// In a ready stream, waiting for a worker.
+    Queued,
+    /// Waiting for its run-at time.
+    Scheduled,
+    /// An attempt is running.
+    Running,
+    /// An attempt failed; the next one waits for its backoff.
+    Retrying,
+    /// Finished successfully.
+    Succeeded,
+    /// In the dead-letter stream.
+    Dead,
+}
+
+impl JobState {
+    /// The name stored in Redis.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// True for states a job never leaves: succeeded and dead (a dead job can still be
+    /// replayed, which starts it over).
+    pub const fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Dead)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "queued" => JobState::Queued,
+            "scheduled" => JobState::Scheduled,
+            "running" => JobState::Running,
+            "retrying" => JobState::Retrying,
+            "succeeded" => JobState::Succeeded,
+            "dead" => JobState::Dead,
+            other => return Err(Error::Decode(format!("unknown job state {other:?}"))),
+        })
+    }
+}
+
+/// A job's status.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// The job's id.
+    pub id: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Its job type.
+    pub job_type: String,
+    /// Its queue.
+    pub queue: String,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts it gets.
+    pub max_attempts: u32,
+    /// When it was enqueued.
+    pub enqueued_at: Option<SystemTime>,
+    /// When its latest attempt started.
+    pub started_at: Option<SystemTime>,
+    /// When it succeeded or died.
+    pub finished_at: Option<SystemTime>,
+    /// When it is due next (scheduled or retrying).
+    pub next_at: Option<SystemTime>,
+    /// The last error, if an attempt failed.
+    pub error: Option<String>,
+    /// Why it died (`failed`, `poison`, `timeout`, `unknown_type`, `bad_entry`).
+    pub reason: Option<String>,
+    /// What the handler stored with `JobContext::set_result`, as JSON.
+    pub result: Option<String>,
+}
+
+impl JobStatus {
+    fn from_hash(id: &str, h: HashMap<String, String>) -> Result<JobStatus> {
+        let time = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let num = |k: &str| h.get(k).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+        let state = h.get("state").ok_or_else(|| Error::Decode(format!("status of job {id} has no state")))?.parse()?;
+        Ok(JobStatus {
+            id: id.to_string(),
+            state,
+            job_type: h.get("type").cloned().unwrap_or_default(),
+            queue: h.get("queue").cloned().unwrap_or_default(),
+            attempts: num("attempts"),
+            max_attempts: num("max_attempts"),
+            enqueued_at: time("enqueued_at"),
+            started_at: time("started_at"),
+            finished_at: time("finished_at"),
+            next_at: time("next_at"),
+            error: h.get("error").cloned(),
+            reason: h.get("reason").cloned(),
+            result: h.get("result").cloned(),
+        })
+    }
+
+    /// The handler's result decoded into `T`, if it stored one.
+    pub fn result_as<T: serde::de::DeserializeOwned>(&self) -> Option<Result<T>> {
+        self.result.as_deref().map(|r| serde_json::from_str(r).map_err(|e| Error::Decode(e.to_string())))
+    }
+}
+
+impl Client {
+    /// The status of job `id` on `queue` (one round trip), or `None` when it is unknown:
+    /// never enqueued here, expired after the retention time, or status tracking is off.
+    pub async fn status_in(&self, queue: &str, id: &str) -> Result<Option<JobStatus>> {
+        validate_name("queue", queue)?;
+        let h: HashMap<String, String> = self.redis().hgetall(self.keys().job(queue, id)).await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        JobStatus::from_hash(id, h).map(Some)
+    }
+
+    /// The status of job `id`, looked up in every known queue (two round trips).
+    pub async fn status(&self, id: &str) -> Result<Option<JobStatus>> {
+        let queues: Vec<String> = self.redis().smembers(self.keys().queues()).await?;
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let p = self.redis().pipeline();
+        for q in &queues {
+            let _: () = p.hgetall(self.keys().job(q, id)).await?;
+        }
+        let hashes: Vec<HashMap<String, String>> = p.all().await?;
+        match hashes.into_iter().find(|h| !h.is_empty()) {
+            Some(h) => JobStatus::from_hash(id, h).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits until job `id` succeeds or dies, or `timeout` passes, and returns its last
+    /// known status (`None` if it is unknown).
+    pub async fn wait_for(&self, id: &str, timeout: Duration) -> Result<Option<JobStatus>> {
+        let deadline = Instant::now() + timeout;
+        let mut poll = Duration::from_millis(10);
+        let mut queue: Option<String> = None;
+        loop {
+            let status = match &queue {
+                Some(q) => self.status_in(q, id).await?,
+                None => self.status(id).await?,
+            };
+            if let Some(s) = &status {
+                queue = Some(s.queue.clone());
+                if s.state.is_final() {
+                    return Ok(status);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(status);
+            }
+            tokio::time::sleep(poll.min(deadline - now)).await;
+            poll = (poll * 2).min(Duration::from_millis(250));
+        }
+    }
+}

@@ -1,0 +1,313 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stevedore::{Client, JobContext, JobError, JobState, RetryPolicy, Worker, job_handler};
+
+use crate::support::{self, TestEnv, eventually};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Step {
+    hold_ms: u64,
+    fail_first: bool,
+    permanent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Report {
+    pages: u32,
+}
+
+#[job_handler(name = "status.step", queue = "st", max_attempts = 3)]
+async fn step(s: Step, ctx: JobContext) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(s.hold_ms)).await;
+    if s.permanent {
+        return Err(JobError::permanent("the report was withdrawn"));
+    }
+    if s.fail_first && ctx.attempt() == 1 {
+        return Err(JobError::retry("printer jammed"));
+    }
+    ctx.set_result(&Report { pages: 12 })?;
+    Ok(())
+}
+
+/// Polls the status every few ms and returns the distinct states seen, in order, once the
+/// job reaches a final state.
+async fn watch(client: &Client, id: &str) -> Vec<JobState> {
+    let mut seen: Vec<JobState> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = client.status_in("st", id).await.expect("status") {
+            if seen.last() != Some(&s.state) {
+                seen.push(s.state);
+            }
+            if s.state.is_final() {
+                return seen;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job never finished; saw {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn status_follows_a_job_through_every_state() {
+    let env = TestEnv::start().await;
+    // Queued: enqueued, no worker yet.
+    let queued = env
+        .client
+        .enqueue(step::job(Step {
+            hold_ms: 0,
+            fail_first: false,
+            permanent: false,
+        }))
+        .await
+        .expect("enqueue");
+    let s = env
+        .client
+        .status(queued.as_str())
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(
+        (
+            s.state,
+            s.attempts,
+            s.max_attempts,
+            s.queue.as_str(),
+            s.job_type.as_str()
+        ),
+        (JobState::Queued, 0, 3, "st", "status.step")
+    );
+    assert!(s.enqueued_at.is_some());
+
+    // Scheduled → running → retrying → running → succeeded, with a result.
+    let id = env
+        .client
+        .enqueue(
+            step::job(Step {
+                hold_ms: 300,
+                fail_first: true,
+                permanent: false,
+            })
+            .delay(Duration::from_millis(400)),
+        )
+        .await
+        .expect("enqueue");
+    let s = env
+        .client
+        .status_in("st", id.as_str())
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(s.state, JobState::Scheduled);
+    assert!(s.next_at.is_some());
+
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .retry_policy(RetryPolicy::fixed(Duration::from_millis(400)))
+            .handler(step::handler())
+            .build()
+            .expect("worker"),
+    );
+    let seen = watch(&env.client, id.as_str()).await;
+    let core: Vec<JobState> = seen
+        .iter()
+        .copied()
+        .filter(|s| *s != JobState::Queued)
+        .collect();
+    assert_eq!(
+        core,
+        vec![
+            JobState::Scheduled,
+            JobState::Running,
+            JobState::Retrying,
+            JobState::Running,
+            JobState::Succeeded
+        ],
+        "seen {seen:?}"
+    );
+    let s = env
+        .client
+        .status(id.as_str())
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(s.attempts, 2);
+    assert_eq!(
+        s.error.as_deref(),
+        Some("printer jammed"),
+        "the last error is kept"
+    );
+    assert_eq!(
+        s.result_as::<Report>().map(|r| r.ok()),
+        Some(Some(Report { pages: 12 }))
+    );
+    assert!(s.finished_at.is_some() && s.started_at.is_some());
+
+    // Dead, with its reason; wait_for returns at the final state.
+    let dead = env
+        .client
+        .enqueue(step::job(Step {
+            hold_ms: 0,
+            fail_first: false,
+            permanent: true,
+        }))
+        .await
+        .expect("enqueue");
+    let s = env
+        .client
+        .wait_for(dead.as_str(), Duration::from_secs(10))
+        .await
+        .expect("wait")
+        .expect("known");
+    assert_eq!(
+        (s.state, s.reason.as_deref(), s.error.as_deref()),
+        (
+            JobState::Dead,
+            Some("failed"),
+            Some("the report was withdrawn")
+        )
+    );
+    running.shutdown().await.expect("clean shutdown");
+
+    assert_eq!(
+        env.client.status("no-such-job").await.expect("status"),
+        None
+    );
+    let waited = env
+        .client
+        .wait_for("no-such-job", Duration::from_millis(50))
+        .await
+        .expect("wait");
+    assert_eq!(waited, None);
+}
+
+#[tokio::test]
+async fn status_expires_after_the_retention_and_can_be_turned_off() {
+    let env = TestEnv::start().await;
+    let short = env
+        .client_with(|b| b.job_status(Some(Duration::from_millis(300))))
+        .await;
+    let id = short
+        .enqueue(step::job(Step {
+            hold_ms: 0,
+            fail_first: false,
+            permanent: false,
+        }))
+        .await
+        .expect("enqueue");
+    assert!(short.status(id.as_str()).await.expect("status").is_some());
+    eventually(Duration::from_secs(5), "status expired", || async {
+        short.status(id.as_str()).await.ok().flatten().is_none()
+    })
+    .await;
+
+    let off = env.client_with(|b| b.job_status(None)).await;
+    let id = off
+        .enqueue(step::job(Step {
+            hold_ms: 0,
+            fail_first: false,
+            permanent: false,
+        }))
+        .await
+        .expect("enqueue");
+    let running = support::spawn(
+        Worker::builder(off.clone())
+            .handler(step::handler())
+            .build()
+            .expect("worker"),
+    );
+    eventually(Duration::from_secs(10), "job ran", || async {
+        env.ready("st").await == 0 && env.pending("st").await == 0
+    })
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        off.status(id.as_str()).await.expect("status"),
+        None,
+        "no status written when off"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_producers_of_a_unique_job_create_one() {
+    let env = TestEnv::start().await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let client = env.client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .enqueue(
+                    step::job(Step {
+                        hold_ms: 0,
+                        fail_first: false,
+                        permanent: false,
+                    })
+                    .unique("report-2026-11", Duration::from_secs(60)),
+                )
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.expect("task").expect("enqueue"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every producer got the same job id");
+    assert_eq!(env.ready("st").await, 1, "one job enqueued");
+
+    // By payload: equal payloads collapse, different ones do not; delayed jobs too.
+    let a = Step {
+        hold_ms: 1,
+        fail_first: false,
+        permanent: false,
+    };
+    let b = Step {
+        hold_ms: 2,
+        fail_first: false,
+        permanent: false,
+    };
+    let ttl = Duration::from_secs(60);
+    let ids = env
+        .client
+        .enqueue_bulk([
+            step::job(a.clone()).unique_by_payload(ttl),
+            step::job(a.clone()).unique_by_payload(ttl),
+            step::job(b.clone())
+                .unique_by_payload(ttl)
+                .delay(Duration::from_secs(30)),
+            step::job(b)
+                .unique_by_payload(ttl)
+                .delay(Duration::from_secs(30)),
+        ])
+        .await
+        .expect("bulk");
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[2], ids[3]);
+    assert_ne!(ids[0], ids[2]);
+    assert_eq!(env.ready("st").await, 2);
+    // The unique key lives for its ttl, readable with redis-cli.
+    let key = format!("{}:{{st}}:unique:report-2026-11", env.prefix);
+    let ttl_ms: i64 = fred::prelude::KeysInterface::pttl(&env.raw, key.as_str())
+        .await
+        .expect("pttl");
+    assert!(ttl_ms > 50_000 && ttl_ms <= 60_000, "ttl {ttl_ms}");
+    let err = env
+        .client
+        .enqueue(step::job(a).unique("", ttl))
+        .await
+        .expect_err("empty key");
+    assert!(
+        matches!(
+            err,
+            stevedore::Error::InvalidName {
+                kind: "unique key",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
