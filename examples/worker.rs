@@ -136,9 +136,15 @@ async fn main() -> anyhow::Result<()> {
         .connect()
         .await?;
 
-    let audit =
-        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&args.redis_url)?)
-            .build()?;
+    // The audit connection must ride out Redis restarts like the worker's own.
+    let mut audit =
+        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&args.redis_url)?);
+    audit
+        .set_policy(fred::prelude::ReconnectPolicy::new_exponential(
+            0, 100, 2_000, 2,
+        ))
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(10));
+    let audit = audit.build()?;
     audit.init().await?;
     let _ = AUDIT.set((audit, format!("{}-demo:executions", args.prefix)));
 

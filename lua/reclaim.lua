@@ -6,11 +6,14 @@
 -- ARGV[4] max deliveries  ARGV[5] page size  ARGV[6] scan start ('-' or '(' .. last id)
 -- ARGV[7] the queue's status key prefix (`<prefix>:{<queue>}:job:`): an existing status
 --         hash of a poison job is marked dead
--- ARGV[8..] consumers that are alive (heartbeat younger than the lease, on Redis' clock,
---           read by the caller from the workers set, which lives in another hash slot)
+-- ARGV[8..] other consumers that are alive (heartbeat younger than the lease, on Redis'
+--           clock, read by the caller from the workers set, which lives in another slot)
 --
--- Entries of live owners are left alone even when their idle time passed the lease:
--- after a Redis pause every lease looks expired at once, and live workers keep theirs. Returns {next start or '' when the scan is done, claimed, poisoned, deleted}:
+-- Entries of live owners are left alone even when their idle time passed the lease: they
+-- renew what they hold, and after a Redis pause every lease looks expired at once. The
+-- janitor's own entries idle past the lease are taken (a delivery whose reply was lost
+-- when Redis went down is pending under a live consumer that never saw it); the caller
+-- skips any it is in fact running. Returns {next start or '' when the scan is done, claimed, poisoned, deleted}:
 -- claimed is a list of {id, {field, value, ...}} now owned by ARGV[2] (delivery counted);
 -- poisoned and deleted are lists of ids (deleted = pending entries whose data is gone;
 -- they are acknowledged).
@@ -19,7 +22,7 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local lease = tonumber(ARGV[3])
 local page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]))
 local claimed, poisoned, deleted = {}, {}, {}
-local alive = { [ARGV[2]] = true }
+local alive = {}
 for i = 8, #ARGV do
   alive[ARGV[i]] = true
 end

@@ -186,7 +186,12 @@ impl Client {
             .map(|j| {
                 let when = j.schedule.map(|when| match when {
                     Schedule::In(d) => ("in", d.as_millis() as u64),
-                    Schedule::At(t) => ("at", t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)),
+                    Schedule::At(t) => (
+                        "at",
+                        t.duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0),
+                    ),
                 });
                 let target = match when {
                     None => keys.stream(&j.queue, j.priority),
@@ -198,7 +203,9 @@ impl Client {
                     when,
                     wake: keys.wake(&j.queue),
                     status_key: keys.job(&j.queue, &j.envelope.id),
-                    unique: j.unique.map(|(k, ttl)| (keys.unique(&j.queue, &k), (ttl.as_millis() as u64).max(1))),
+                    unique: j.unique.map(|(k, ttl)| {
+                        (keys.unique(&j.queue, &k), (ttl.as_millis() as u64).max(1))
+                    }),
                     priority: j.priority.as_str(),
                     max_attempts: j.envelope.max_attempts,
                     job_type: j.envelope.job_type,
@@ -208,7 +215,15 @@ impl Client {
             })
             .collect();
         let client = self.inner.pool.next();
-        match redis::write_jobs(client, &keys.queues(), new_queues.clone(), writes, self.status_retention_ms()).await {
+        match redis::write_jobs(
+            client,
+            &keys.queues(),
+            new_queues.clone(),
+            writes,
+            self.status_retention_ms(),
+        )
+        .await
+        {
             Ok(ids) => Ok(ids.into_iter().map(JobId::from).collect()),
             Err(e) => {
                 self.forget(&new_queues);
@@ -219,7 +234,9 @@ impl Client {
 
     /// Status retention in ms; 0 when job status is off.
     pub(crate) fn status_retention_ms(&self) -> u64 {
-        self.inner.job_status.map_or(0, |d| (d.as_millis() as u64).max(1))
+        self.inner
+            .job_status
+            .map_or(0, |d| (d.as_millis() as u64).max(1))
     }
 
     /// The queues among `queues` this client has not recorded yet, marked as recorded.

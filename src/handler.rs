@@ -163,7 +163,8 @@ impl JobContext {
     /// Stores a small result (as JSON, at most 64 KiB) with the job's status when this
     /// attempt succeeds; read it back with `Client::status`. The last call wins.
     pub fn set_result<T: Serialize + ?Sized>(&self, result: &T) -> Result<(), JobError> {
-        let json = serde_json::to_string(result).map_err(|e| JobError::permanent(format!("result does not encode as JSON: {e}")))?;
+        let json = serde_json::to_string(result)
+            .map_err(|e| JobError::permanent(format!("result does not encode as JSON: {e}")))?;
         if json.len() > MAX_RESULT_BYTES {
             return Err(JobError::permanent(format!(
                 "result of {} bytes exceeds {MAX_RESULT_BYTES} bytes: store large results elsewhere",
@@ -175,7 +176,11 @@ impl JobContext {
     }
 
     pub(crate) fn take_result(&self) -> Option<String> {
-        self.inner.result.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.inner
+            .result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// True once the worker wants this attempt to stop (shutdown deadline passed). A

@@ -245,6 +245,19 @@ impl<H: JobHandler> fmt::Debug for Job<H> {
     }
 }
 
+impl<H: JobHandler> Clone for Job<H>
+where
+    H::Payload: Clone,
+{
+    fn clone(&self) -> Self {
+        Job {
+            payload: self.payload.clone(),
+            options: self.options.clone(),
+            _handler: PhantomData,
+        }
+    }
+}
+
 impl<H: JobHandler> Job<H> {
     /// A job for `H` with this payload and the handler's default options.
     pub fn new(payload: H::Payload) -> Self {
@@ -364,7 +377,10 @@ fn prepare(
         None => None,
         Some((UniqueBy::Key(key), ttl)) => {
             if key.is_empty() || key.len() > MAX_UNIQUE_KEY || key.chars().any(char::is_control) {
-                return Err(Error::InvalidName { kind: "unique key", name: key });
+                return Err(Error::InvalidName {
+                    kind: "unique key",
+                    name: key,
+                });
             }
             Some((key, ttl))
         }

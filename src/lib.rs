@@ -72,6 +72,7 @@ pub use priority::{Priority, PriorityWeights};
 pub use retry::{Backoff, RetryPolicy};
 pub use status::{JobState, JobStatus};
 pub use stevedore_macros::job_handler;
+pub use worker::periodic::Periodic;
 pub use worker::shutdown::shutdown_signal;
 pub use worker::{Worker, WorkerBuilder};
 

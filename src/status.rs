@@ -110,9 +110,16 @@ pub struct JobStatus {
 
 impl JobStatus {
     fn from_hash(id: &str, h: HashMap<String, String>) -> Result<JobStatus> {
-        let time = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let time = |k: &str| {
+            h.get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+        };
         let num = |k: &str| h.get(k).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
-        let state = h.get("state").ok_or_else(|| Error::Decode(format!("status of job {id} has no state")))?.parse()?;
+        let state = h
+            .get("state")
+            .ok_or_else(|| Error::Decode(format!("status of job {id} has no state")))?
+            .parse()?;
         Ok(JobStatus {
             id: id.to_string(),
             state,
@@ -132,7 +139,9 @@ impl JobStatus {
 
     /// The handler's result decoded into `T`, if it stored one.
     pub fn result_as<T: serde::de::DeserializeOwned>(&self) -> Option<Result<T>> {
-        self.result.as_deref().map(|r| serde_json::from_str(r).map_err(|e| Error::Decode(e.to_string())))
+        self.result
+            .as_deref()
+            .map(|r| serde_json::from_str(r).map_err(|e| Error::Decode(e.to_string())))
     }
 }
 

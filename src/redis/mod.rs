@@ -219,7 +219,9 @@ pub(crate) async fn write_jobs(
     let mut replies: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
     for w in writes {
         if w.when.is_none() && w.unique.is_none() {
-            let _: () = p.xadd(w.target.as_str(), false, None, "*", w.fields).await?;
+            let _: () = p
+                .xadd(w.target.as_str(), false, None, "*", w.fields)
+                .await?;
             replies.push((n, false, w.job_id.clone()));
             n += 1;
             if retention_ms > 0 {
@@ -233,7 +235,9 @@ pub(crate) async fn write_jobs(
                     ("updated_at", Value::from(crate::job::now_ms() as i64)),
                 ];
                 let _: () = p.hset(w.status_key.as_str(), status).await?;
-                let _: () = p.pexpire(w.status_key.as_str(), retention_ms as i64, None).await?;
+                let _: () = p
+                    .pexpire(w.status_key.as_str(), retention_ms as i64, None)
+                    .await?;
                 n += 2;
             }
             continue;
@@ -248,7 +252,11 @@ pub(crate) async fn write_jobs(
             Value::from(w.target),
             Value::from(w.status_key.as_str()),
             // Not read when the job is not unique; a key of the same slot stands in.
-            Value::from(if unique_key.is_empty() { w.status_key } else { unique_key }),
+            Value::from(if unique_key.is_empty() {
+                w.status_key
+            } else {
+                unique_key
+            }),
             Value::from(w.job_id.as_str()),
             Value::from(mode),
             Value::from(ms as i64),
@@ -264,7 +272,11 @@ pub(crate) async fn write_jobs(
             args.push(Value::from(k));
             args.push(v);
         }
-        let eval = fred::types::CustomCommand::new_static("EVAL", fred::types::ClusterHash::Offset(2), false);
+        let eval = fred::types::CustomCommand::new_static(
+            "EVAL",
+            fred::types::ClusterHash::Offset(2),
+            false,
+        );
         let _: () = p.custom(eval, args).await?;
         replies.push((n, true, w.job_id));
         n += 1;

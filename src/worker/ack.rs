@@ -45,7 +45,11 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
     })
 }
 
-async fn send(client: &Client, by_stream: &HashMap<String, Vec<String>>, statuses: &[(String, Option<String>)]) {
+async fn send(
+    client: &Client,
+    by_stream: &HashMap<String, Vec<String>>,
+    statuses: &[(String, Option<String>)],
+) {
     let mut delay = Duration::from_millis(50);
     let retention = client.status_retention_ms();
     for attempt in 1..=MAX_TRIES {

@@ -137,7 +137,13 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
             ("updated_at", Value::from(now)),
         ];
         let key = rt.client.keys().job(&d.queue, &env.id);
-        if let Err(e) = fred::prelude::HashesInterface::hset::<(), _, _>(rt.client.redis(), key.as_str(), running).await {
+        if let Err(e) = fred::prelude::HashesInterface::hset::<(), _, _>(
+            rt.client.redis(),
+            key.as_str(),
+            running,
+        )
+        .await
+        {
             tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
         }
     }
@@ -183,7 +189,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
     match outcome {
         Outcome::Succeeded => {
             tracing::debug!(job_id = %env.id, job_type = %env.job_type, "job succeeded");
-            let status = (retention > 0).then(|| (rt.client.keys().job(&d.queue, &env.id), ctx.take_result()));
+            let status = (retention > 0)
+                .then(|| (rt.client.keys().job(&d.queue, &env.id), ctx.take_result()));
             let _ = rt
                 .acks
                 .send(Ack {

@@ -54,6 +54,13 @@ async fn sweep(
         vec![Value::from(rt.lease.as_millis() as i64)],
     )
     .await?;
+    if !alive.iter().any(|a| a == &rt.consumer) {
+        // Our own heartbeat is stale: Redis (or this process) was paused, and every other
+        // heartbeat looks stale too. Wait for a round after fresh heartbeats.
+        tracing::debug!("janitor skips a round: this worker's heartbeat is not fresh yet");
+        return Ok(());
+    }
+    let others: Vec<&String> = alive.iter().filter(|a| *a != &rt.consumer).collect();
     for queue in queues {
         for priority in Priority::ALL {
             let stream = keys.stream(queue, priority);
@@ -71,7 +78,7 @@ async fn sweep(
                     start.as_str().into(),
                     keys.job_prefix(queue).into(),
                 ];
-                args.extend(alive.iter().map(|a| Value::from(a.as_str())));
+                args.extend(others.iter().map(|a| Value::from(a.as_str())));
                 let reply: Value = scripts::run(
                     rt.client.redis(),
                     &rt.client.scripts().reclaim,
@@ -89,6 +96,10 @@ async fn sweep(
                 rt.janitor_counts
                     .add(page.claimed.len(), page.poisoned.len(), page.deleted.len());
                 for (entry_id, fields) in page.claimed {
+                    if rt.leases.holds(&stream, &entry_id) {
+                        // Our own entry, already running here; its renewal was just late.
+                        continue;
+                    }
                     tracing::info!(queue = %queue, entry = %entry_id, "reclaimed a job whose worker is gone; running it here");
                     let token = rt.hard_stop.child_token();
                     let lease = rt.leases.hold(&stream, &entry_id, token.clone());

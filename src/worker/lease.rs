@@ -63,6 +63,12 @@ impl LeaseTable {
         }
     }
 
+    /// True while `entry_id` of `stream` is held.
+    pub(crate) fn holds(&self, stream: &str, entry_id: &str) -> bool {
+        self.lock()
+            .contains_key(&(stream.to_string(), entry_id.to_string()))
+    }
+
     /// How many entries are held.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()

@@ -5,7 +5,8 @@
 //! concurrency limit, and one acker that batches acknowledgements (`ack`). Shutdown
 //! (`shutdown`) stops the fetch loops first, lets running jobs finish within a drain
 //! deadline, and leaves whatever did not finish unacknowledged, so it runs again. A
-//! `promoter` moves delayed jobs and retries into the streams when they are due.
+//! `promoter` moves delayed jobs and retries into the streams when they are due, and a
+//! `periodic` task enqueues the ticks of cron schedules ([`Periodic`](crate::Periodic)).
 
 pub(crate) mod ack;
 pub(crate) mod consume;

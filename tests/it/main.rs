@@ -11,11 +11,15 @@ mod bad_input;
 mod delays;
 /// Dead letters: count, list with filters and cursors, get, replay (racing too), purge.
 mod dlq;
+/// Redis killed mid-run: with AOF nothing is lost; without, the audit shows the loss.
+mod durability;
 /// Handler errors, panics and timeouts: retries, then the DLQ with a reason.
 mod failures;
 /// Leases, the janitor and poison: long jobs keep their lease, dead workers' jobs run
 /// elsewhere, jobs that kill their worker end in the DLQ.
 mod leases;
+/// Periodic (cron) jobs: each tick once across workers, one catch-up after an outage.
+mod periodic;
 /// A lost consumer group or a restarted Redis is recovered without a restart of the worker.
 mod recovery;
 /// Payloads of many shapes survive enqueue → handler unchanged; enqueue refuses bad input.

@@ -117,9 +117,13 @@ impl TestEnv {
 }
 
 pub(crate) async fn raw_client(url: &str) -> fred::prelude::Client {
-    let raw = Builder::from_config(Config::from_url(url).expect("url"))
-        .build()
-        .expect("raw client");
+    let mut builder = Builder::from_config(Config::from_url(url).expect("url"));
+    // Reconnects on its own (the durability tests restart Redis under it), and never waits
+    // on a dead connection for long.
+    builder
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5));
+    let raw = builder.build().expect("raw client");
     raw.init().await.expect("raw client connects");
     raw
 }
@@ -218,19 +222,26 @@ pub(crate) struct WorkerProcess(Child);
 
 impl WorkerProcess {
     pub(crate) fn start(env: &TestEnv, extra: &[&str]) -> WorkerProcess {
+        WorkerProcess::start_on(&env.url, &env.prefix, extra, None)
+    }
+
+    /// A worker process on any Redis; its stderr goes to `log` when given.
+    pub(crate) fn start_on(
+        url: &str,
+        prefix: &str,
+        extra: &[&str],
+        log: Option<&std::path::Path>,
+    ) -> WorkerProcess {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("worker log file")),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(example_binary("worker"))
-            .args([
-                "--redis-url",
-                &env.url,
-                "--prefix",
-                &env.prefix,
-                "--queues",
-                "demo",
-            ])
+            .args(["--redis-url", url, "--prefix", prefix, "--queues", "demo"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start worker process");
         WorkerProcess(child)
