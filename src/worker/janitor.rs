@@ -62,6 +62,22 @@ async fn sweep(
     }
     let others: Vec<&String> = alive.iter().filter(|a| *a != &rt.consumer).collect();
     for queue in queues {
+        if let Some(retention) = rt.dlq_retention {
+            match rt.client.dead_letters(queue) {
+                Ok(dlq) => match dlq.purge_older_than(retention).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(queue = %queue, purged = n, "dead letters past their retention purged")
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = %queue, error = %e, "purging old dead letters failed")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(queue = %queue, error = %e, "purging old dead letters failed")
+                }
+            }
+        }
         for priority in Priority::ALL {
             let stream = keys.stream(queue, priority);
             let mut start = "-".to_string();

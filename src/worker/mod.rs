@@ -55,6 +55,8 @@ pub(crate) struct Runtime {
     pub(crate) lease: Duration,
     /// Deliveries after which an unfinished entry is poison.
     pub(crate) max_deliveries: u32,
+    /// Dead letters older than this are purged by the janitor.
+    pub(crate) dlq_retention: Option<Duration>,
     /// Entries this worker holds, renewed while held.
     pub(crate) leases: Arc<lease::LeaseTable>,
     pub(crate) janitor_counts: janitor::JanitorCounts,
@@ -78,6 +80,7 @@ pub struct Worker {
     retry_policy: RetryPolicy,
     lease: Duration,
     max_deliveries: u32,
+    dlq_retention: Option<Duration>,
     drain_timeout: Duration,
     /// Cron schedules this worker runs (see `periodic`).
     periodic: Vec<periodic::CronSchedule>,
@@ -107,6 +110,7 @@ pub struct WorkerBuilder {
     retry_policy: RetryPolicy,
     lease: Duration,
     max_deliveries: u32,
+    dlq_retention: Option<Duration>,
     drain_timeout: Duration,
     /// Cron schedules this worker runs (see `periodic`).
     periodic: Vec<periodic::CronSchedule>,
@@ -167,6 +171,14 @@ impl WorkerBuilder {
     /// long a crashed worker's jobs wait, not how long a job may run.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// Keeps dead letters of this worker's queues for `retention` (by failure time, on
+    /// Redis' clock); the janitor purges older ones. Unset by default: dead letters stay
+    /// until replayed or purged.
+    pub fn dlq_retention(mut self, retention: Duration) -> Self {
+        self.dlq_retention = Some(retention);
         self
     }
 
@@ -246,6 +258,7 @@ impl WorkerBuilder {
             retry_policy: self.retry_policy,
             lease: self.lease,
             max_deliveries: self.max_deliveries,
+            dlq_retention: self.dlq_retention,
             drain_timeout: self.drain_timeout,
             periodic: self.periodic,
         })
@@ -280,6 +293,7 @@ impl Worker {
             retry_policy: RetryPolicy::default(),
             lease: DEFAULT_LEASE,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
+            dlq_retention: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             periodic: Vec::new(),
         }
@@ -311,6 +325,7 @@ impl Worker {
             retry_policy: self.retry_policy,
             lease: self.lease,
             max_deliveries: self.max_deliveries,
+            dlq_retention: self.dlq_retention,
             leases: Arc::default(),
             janitor_counts: janitor::JanitorCounts::default(),
             slots: Arc::new(Semaphore::new(self.concurrency)),

@@ -301,3 +301,94 @@ async fn an_unknown_type_waits_for_a_worker_that_knows_it() {
         "nothing lost to the DLQ"
     );
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Coin {
+    p: f64,
+}
+
+#[job_handler(
+    name = "delay.coin",
+    queue = "coins",
+    max_attempts = 5,
+    backoff = "exponential",
+    backoff_base = "10ms",
+    backoff_cap = "80ms"
+)]
+async fn coin(c: Coin, ctx: JobContext) -> Result<(), JobError> {
+    if let Ok(mut m) = ATTEMPTS.lock() {
+        m.get_or_insert_default()
+            .entry(ctx.id().to_string())
+            .or_default()
+            .push(Instant::now());
+    }
+    if rand::random::<f64>() < c.p {
+        return Err(JobError::retry("tails"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_flaky_jobs_all_end_succeeded_or_dead_within_the_policy() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .concurrency(32)
+            .handler(coin::handler())
+            .build()
+            .expect("worker"),
+    );
+    let ids = env
+        .client
+        .enqueue_bulk((0..1_000).map(|_| coin::job(Coin { p: 0.5 })))
+        .await
+        .expect("enqueue");
+    let mut finals = Vec::new();
+    for id in &ids {
+        let s = env
+            .client
+            .wait_for(id.as_str(), Duration::from_secs(60))
+            .await
+            .expect("status")
+            .expect("known");
+        assert!(s.state.is_final(), "job {id} ended {:?}", s.state);
+        finals.push(s);
+    }
+    running.shutdown().await.expect("clean shutdown");
+    let dead: Vec<_> = finals
+        .iter()
+        .filter(|s| s.state == stevedore::JobState::Dead)
+        .collect();
+    let succeeded = finals.len() - dead.len();
+    eprintln!(
+        "flaky p=0.5: {succeeded} succeeded, {} dead after 5 attempts",
+        dead.len()
+    );
+    for s in &dead {
+        assert_eq!((s.attempts, s.reason.as_deref()), (5, Some("failed")));
+    }
+    for s in &finals {
+        assert!((1..=5).contains(&s.attempts));
+    }
+    assert_eq!(
+        env.xlen(&env.dlq("coins")).await,
+        dead.len() as u64,
+        "every dead job is in the DLQ"
+    );
+    // Expected dead: 1000 × 0.5^5 ≈ 31; far outside that means the attempt count is off.
+    assert!((5..=80).contains(&dead.len()), "{} dead", dead.len());
+    // Each wait before attempt n+1 is at least half the nominal 10 ms × 2^(n−1) (capped at
+    // 80 ms): equal jitter never goes lower.
+    let policy =
+        stevedore::RetryPolicy::exponential(Duration::from_millis(10), Duration::from_millis(80));
+    for id in &ids {
+        for (n, gap) in gaps(id).into_iter().enumerate() {
+            let floor = policy.nominal_delay(n as u32 + 1) / 2;
+            assert!(
+                gap + Duration::from_millis(2) >= floor,
+                "job {id}: wait {gap:?} before attempt {} < {floor:?}",
+                n + 2
+            );
+        }
+    }
+}

@@ -809,3 +809,45 @@ async fn invalid_queue_names_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_worker_with_dlq_retention_purges_old_dead_letters() {
+    let env = TestEnv::start().await;
+    let now = redis_now_ms(&env).await;
+    let two_hours_ago = format!("{}-0", now - 2 * 3600 * 1000);
+    add(
+        &env,
+        "dlq-mixed",
+        &two_hours_ago,
+        dead(&env, "dlq-mixed", "old", "dlq.refuse", "failed", "normal"),
+    )
+    .await;
+    add(
+        &env,
+        "dlq-mixed",
+        "*",
+        dead(&env, "dlq-mixed", "new", "dlq.refuse", "failed", "normal"),
+    )
+    .await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .lease(Duration::from_millis(100))
+            .dlq_retention(Duration::from_secs(3600))
+            .handler(refuse::handler())
+            .build()
+            .expect("worker"),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the old dead letter was purged",
+        || async { env.xlen(&env.dlq("dlq-mixed")).await == 1 },
+    )
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+    let left = env.dead_letters("dlq-mixed").await;
+    assert_eq!(
+        left[0].get("id").map(String::as_str),
+        Some("new"),
+        "the recent one is kept"
+    );
+}

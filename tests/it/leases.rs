@@ -231,3 +231,66 @@ async fn kill_storm_loses_nothing() {
         "no job was dead-lettered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
+    let env = TestEnv::start().await;
+    let args = [
+        "--lease",
+        "1s",
+        "--concurrency",
+        "16",
+        "--drain-timeout",
+        "20s",
+    ];
+    let job = RawJob::new("demo.count", "demo", &serde_json::json!({"ms": 10})).expect("job");
+    let ids = env
+        .client
+        .enqueue_bulk(std::iter::repeat_n(job, 4_000))
+        .await
+        .expect("enqueue");
+    let audit = audit_key(&env);
+    let progress = |n: u64| {
+        let raw = env.raw.clone();
+        let audit = audit.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while raw.hlen::<u64, _>(audit.as_str()).await.unwrap_or(0) < n {
+                assert!(Instant::now() < deadline, "stalled below {n}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let a = WorkerProcess::start(&env, &args);
+    let b = WorkerProcess::start(&env, &args);
+    progress(800).await;
+    // Replace a, then b, each with a graceful stop while jobs are running.
+    assert!(a.terminate().success(), "a drains and exits cleanly");
+    let a2 = WorkerProcess::start(&env, &args);
+    progress(2_000).await;
+    assert!(b.terminate().success(), "b drains and exits cleanly");
+    let b2 = WorkerProcess::start(&env, &args);
+    eventually(
+        Duration::from_secs(120),
+        "all jobs ran and the streams drained",
+        || async {
+            env.raw.hlen::<u64, _>(audit.as_str()).await.unwrap_or(0) == 4_000
+                && env.ready("demo").await == 0
+                && env.pending("demo").await == 0
+        },
+    )
+    .await;
+    assert!(a2.terminate().success());
+    assert!(b2.terminate().success());
+    let counts: HashMap<String, u64> = env.raw.hgetall(audit.as_str()).await.expect("hgetall");
+    let missing = ids
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .count();
+    let repeated = counts.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        (missing, repeated),
+        (0, 0),
+        "a graceful restart neither loses nor repeats a job"
+    );
+}
