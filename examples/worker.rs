@@ -92,11 +92,9 @@ async fn panic(_job: Empty, _ctx: JobContext) -> Result<(), JobError> {
     panic!("demo.panic panics on purpose");
 }
 
-#[job_handler(name = "demo.count", queue = "demo")]
-async fn count(job: Sleep, ctx: JobContext) -> Result<(), JobError> {
-    if job.ms > 0 {
-        tokio::time::sleep(Duration::from_millis(job.ms)).await;
-    }
+/// `HINCRBY <prefix>-demo:executions <job id> 1`: the audit trail of `demo.count` and
+/// `demo.abort`.
+async fn record_execution(ctx: &JobContext) -> Result<(), JobError> {
     let (redis, key) = AUDIT
         .get()
         .ok_or_else(|| JobError::retry("audit connection not ready"))?;
@@ -106,14 +104,18 @@ async fn count(job: Sleep, ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+#[job_handler(name = "demo.count", queue = "demo")]
+async fn count(job: Sleep, ctx: JobContext) -> Result<(), JobError> {
+    if job.ms > 0 {
+        tokio::time::sleep(Duration::from_millis(job.ms)).await;
+    }
+    record_execution(&ctx).await?;
+    Ok(())
+}
+
 #[job_handler(name = "demo.abort", queue = "demo")]
 async fn abort(_job: Empty, ctx: JobContext) -> Result<(), JobError> {
-    let (redis, key) = AUDIT
-        .get()
-        .ok_or_else(|| JobError::retry("audit connection not ready"))?;
-    redis
-        .hincrby::<i64, _, _>(key.as_str(), ctx.id(), 1)
-        .await?;
+    record_execution(&ctx).await?;
     eprintln!(
         "demo.abort: aborting the worker process on purpose (job {})",
         ctx.id()

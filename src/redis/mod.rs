@@ -73,9 +73,13 @@ impl Connector {
     }
 
     /// A client of its own for one blocking read loop, connected. Blocking reads must never
-    /// share a connection: every other command on it would wait for the read.
+    /// share a connection: every other command on it would wait for the read. A command
+    /// sent while its read is blocked (the QUIT at shutdown) first unblocks the read with
+    /// `CLIENT UNBLOCK`, so no entry is delivered to a loop that stopped listening.
     pub(crate) async fn dedicated(&self) -> crate::Result<Client> {
-        let client = self.builder().build()?;
+        let mut builder = self.builder();
+        builder.with_config(|c| c.blocking = Blocking::Interrupt);
+        let client = builder.build()?;
         client.init().await?;
         Ok(client)
     }

@@ -134,10 +134,19 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                 .spawn(dispatch::run(rt.clone(), delivery, permit));
         }
     }
-    // The connection may still be inside a blocking read; let it finish on its own.
-    tokio::spawn(async move {
+    // The connection may still be inside a blocking read: interrupt it (fred sends CLIENT
+    // UNBLOCK for a command on a blocked client; a PING does, QUIT does not), so an entry
+    // arriving now stays undelivered for the workers still running.
+    let close = async {
+        let _: Result<(), _> = fred::prelude::ClientLike::ping(&conn, None).await;
         let _ = fred::prelude::ClientLike::quit(&conn).await;
-    });
+    };
+    if tokio::time::timeout(Duration::from_secs(2), close)
+        .await
+        .is_err()
+    {
+        tracing::debug!(queue, "closing the read connection timed out");
+    }
     tracing::debug!(queue, "stopped consuming");
 }
 

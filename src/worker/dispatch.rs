@@ -21,33 +21,10 @@ use super::Runtime;
 use super::ack::Ack;
 use super::lease::LeaseGuard;
 use crate::Priority;
+use crate::dlq::DeadReason;
 use crate::handler::{ContextFacts, JobContext, Retry, UndecodablePayload};
 use crate::job::Envelope;
 use crate::redis::{keys::GROUP, scripts};
-
-/// Why a job was dead-lettered, as written in the dead letter's `reason` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeadReason {
-    /// The handler failed on its last attempt, or said the failure is permanent.
-    Failed,
-    /// The last attempt ran past its timeout.
-    Timeout,
-    /// No handler on this worker knows the job type.
-    UnknownType,
-    /// The entry or its payload could not be decoded.
-    BadEntry,
-}
-
-impl DeadReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DeadReason::Failed => "failed",
-            DeadReason::Timeout => "timeout",
-            DeadReason::UnknownType => "unknown_type",
-            DeadReason::BadEntry => "bad_entry",
-        }
-    }
-}
 
 /// One entry handed to this worker.
 #[derive(Debug)]

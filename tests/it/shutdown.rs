@@ -188,3 +188,45 @@ async fn drain_deadline_cancels_running_jobs_and_leaves_them_pending() {
     );
     assert_eq!(env.xlen(&env.dlq("naps")).await, 0, "not dead-lettered");
 }
+
+#[tokio::test]
+async fn after_shutdown_no_read_is_left_blocked_to_swallow_new_jobs() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(nap::handler())
+            .build()
+            .expect("worker"),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "worker blocked in its read",
+        || async { blocked_readers(&env).await == 1 },
+    )
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+    assert_eq!(blocked_readers(&env).await, 0, "no read left blocked");
+    // Interrupted with CLIENT UNBLOCK rather than waited out.
+    let stats: String = env
+        .raw
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Random, false),
+            vec!["commandstats"],
+        )
+        .await
+        .expect("info");
+    assert!(
+        stats.contains("cmdstat_client|unblock:calls="),
+        "no CLIENT UNBLOCK seen:\n{stats}"
+    );
+    env.client
+        .enqueue(nap::job(Nap { ms: 1 }))
+        .await
+        .expect("enqueue");
+    assert_eq!(env.ready("naps").await, 1);
+    assert_eq!(
+        env.pending("naps").await,
+        0,
+        "nobody took the job after the worker stopped"
+    );
+}
