@@ -17,6 +17,7 @@ pub(crate) struct Scripts {
     pub(crate) reclaim: Script,
     pub(crate) heartbeat: Script,
     pub(crate) alive: Script,
+    pub(crate) prune_consumers: Script,
     pub(crate) cron_claim: Script,
 }
 
@@ -32,6 +33,7 @@ impl Scripts {
             reclaim: Script::from_lua(include_str!("../../lua/reclaim.lua")),
             heartbeat: Script::from_lua(include_str!("../../lua/heartbeat.lua")),
             alive: Script::from_lua(include_str!("../../lua/alive.lua")),
+            prune_consumers: Script::from_lua(include_str!("../../lua/prune_consumers.lua")),
             cron_claim: Script::from_lua(include_str!("../../lua/cron_claim.lua")),
         }
     }

@@ -22,6 +22,9 @@ use super::dispatch::{self, Delivery};
 use crate::Priority;
 use crate::redis::{keys::GROUP, scripts};
 
+/// Janitor rounds (lease/2 each) between prunings of idle consumers.
+const PRUNE_EVERY: u64 = 20;
+
 /// Pending entries examined per script call.
 const PAGE: i64 = 100;
 
@@ -29,13 +32,17 @@ const PAGE: i64 = 100;
 pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: CancellationToken) {
     let mut tick = tokio::time::interval((rt.lease / 2).max(Duration::from_millis(20)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u64 = 0;
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = sweep(&rt, &queues, &stop).await {
+        round += 1;
+        // Every tenth lease, forget consumers of past worker runs.
+        let prune = round.is_multiple_of(PRUNE_EVERY);
+        if let Err(e) = sweep(&rt, &queues, &stop, prune).await {
             tracing::warn!(error = %e, "janitor round failed; retrying next round");
         }
     }
@@ -45,6 +52,7 @@ async fn sweep(
     rt: &Arc<Runtime>,
     queues: &[String],
     stop: &CancellationToken,
+    prune: bool,
 ) -> Result<(), fred::error::Error> {
     let keys = rt.client.keys();
     let alive: Vec<String> = scripts::run(
@@ -80,6 +88,9 @@ async fn sweep(
         }
         for priority in Priority::ALL {
             let stream = keys.stream(queue, priority);
+            if prune {
+                prune_consumers(rt, &stream, &alive).await;
+            }
             let mut start = "-".to_string();
             loop {
                 if stop.is_cancelled() {
@@ -149,6 +160,29 @@ async fn sweep(
         }
     }
     Ok(())
+}
+
+/// Removes consumers of `stream` that own nothing, idle for ten leases, of no live worker.
+async fn prune_consumers(rt: &Runtime, stream: &str, alive: &[String]) {
+    let mut args: Vec<Value> = vec![
+        GROUP.into(),
+        Value::from((rt.lease * 10).as_millis() as i64),
+    ];
+    args.extend(alive.iter().map(|a| Value::from(a.as_str())));
+    let removed: Result<Vec<String>, _> = scripts::run(
+        rt.client.redis(),
+        &rt.client.scripts().prune_consumers,
+        vec![stream.to_string()],
+        args,
+    )
+    .await;
+    match removed {
+        Ok(names) if !names.is_empty() => {
+            tracing::info!(stream, removed = ?names, "forgot idle consumers of past worker runs")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(stream, error = %e, "pruning idle consumers failed"),
+    }
 }
 
 /// What the janitor did, for logs now and metrics later.

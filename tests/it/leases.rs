@@ -294,3 +294,146 @@ async fn a_rolling_restart_under_load_loses_and_repeats_nothing() {
         "a graceful restart neither loses nor repeats a job"
     );
 }
+
+#[tokio::test]
+async fn the_prune_script_never_removes_a_consumer_that_owns_entries() {
+    let env = TestEnv::start().await;
+    let stream = env.stream("long", "low");
+    let _: () = env
+        .raw
+        .xgroup_create(stream.as_str(), "stevedore", "0", true)
+        .await
+        .expect("group");
+    for _ in 0..2 {
+        let _: String = env
+            .raw
+            .xadd(stream.as_str(), false, None, "*", vec![("x", "1")])
+            .await
+            .expect("xadd");
+    }
+    for name in ["holder", "empty"] {
+        let got: Value = env
+            .raw
+            .xreadgroup(
+                "stevedore",
+                name,
+                Some(1),
+                None,
+                false,
+                stream.as_str(),
+                ">",
+            )
+            .await
+            .expect("xreadgroup");
+        if name == "empty" {
+            let id = format!("{got:?}");
+            let pending: Vec<(String, String, u64, u64)> = env
+                .raw
+                .xpending(stream.as_str(), "stevedore", ("-", "+", 10, "empty"))
+                .await
+                .expect("xpending");
+            let _: u64 = env
+                .raw
+                .xack(stream.as_str(), "stevedore", pending[0].0.as_str())
+                .await
+                .expect(&id);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let removed: Vec<String> = env
+        .raw
+        .eval(
+            include_str!("../../lua/prune_consumers.lua"),
+            vec![stream.clone()],
+            vec!["stevedore", "5"],
+        )
+        .await
+        .expect("prune");
+    assert_eq!(
+        removed,
+        vec!["empty".to_string()],
+        "only the consumer owning nothing goes"
+    );
+}
+
+#[tokio::test]
+async fn consumers_of_past_worker_runs_are_forgotten() {
+    let env = TestEnv::start().await;
+    let stream = env.stream("long", "normal");
+    let _: () = env
+        .raw
+        .xgroup_create(stream.as_str(), "stevedore", "0", true)
+        .await
+        .expect("group");
+    // A consumer left by a past run, owning nothing: it read an entry and acknowledged it
+    // (consumers exist only once they have read something).
+    let id: String = env
+        .raw
+        .xadd(stream.as_str(), false, None, "*", vec![("x", "1")])
+        .await
+        .expect("xadd");
+    let _: Value = env
+        .raw
+        .xreadgroup(
+            "stevedore",
+            "past-run",
+            Some(1),
+            None,
+            false,
+            stream.as_str(),
+            ">",
+        )
+        .await
+        .expect("xreadgroup");
+    let _: u64 = env
+        .raw
+        .xack(stream.as_str(), "stevedore", id.as_str())
+        .await
+        .expect("xack");
+    let _: u64 = env
+        .raw
+        .xdel(stream.as_str(), id.as_str())
+        .await
+        .expect("xdel");
+    let worker = Worker::builder(env.client.clone())
+        .lease(Duration::from_millis(50))
+        .handler(long::handler())
+        .build()
+        .expect("worker");
+    let me = worker.consumer_name().to_string();
+    let running = support::spawn(worker);
+    let job = env
+        .client
+        .enqueue(long::job(Long { ms: 1 }))
+        .await
+        .expect("enqueue");
+    eventually(
+        Duration::from_secs(10),
+        "the live worker ran a job",
+        || async { support::runs(job.as_str()) == 2 },
+    )
+    .await;
+    let names = || async {
+        let consumers: Vec<HashMap<String, Value>> = env
+            .raw
+            .xinfo_consumers(env.stream("long", "normal"), "stevedore")
+            .await
+            .expect("xinfo consumers");
+        consumers
+            .iter()
+            .filter_map(|c| c.get("name").and_then(Value::as_string))
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the past run's consumer is gone",
+        || async { !names().await.contains(&"past-run".to_string()) },
+    )
+    .await;
+    let left = names().await;
+    assert!(
+        left.contains(&me),
+        "the live worker's consumer stays: {left:?}, {me}"
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
