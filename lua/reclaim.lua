@@ -11,24 +11,28 @@
 --
 -- Entries of live owners are left alone even when their idle time passed the lease: they
 -- renew what they hold, and after a Redis pause every lease looks expired at once. The
--- janitor's own entries idle past the lease are taken (a delivery whose reply was lost
--- when Redis went down is pending under a live consumer that never saw it); the caller
--- skips any it is in fact running. Returns {next start or '' when the scan is done, claimed, poisoned, deleted}:
+-- janitor's own entries idle past the lease are only listed (`mine`): the caller takes
+-- back those it does not hold (a delivery whose reply was lost when Redis went down sits
+-- pending under a live consumer that never saw it) and leaves the ones it is running.
+--
+-- Returns {next start or '' when the scan is done, claimed, poisoned, deleted, mine}:
 -- claimed is a list of {id, {field, value, ...}} now owned by ARGV[2] (delivery counted);
--- poisoned and deleted are lists of ids (deleted = pending entries whose data is gone;
--- they are acknowledged).
+-- poisoned, deleted and mine are lists of ids (deleted = pending entries whose data is
+-- gone; they are acknowledged).
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local lease = tonumber(ARGV[3])
 local page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]))
-local claimed, poisoned, deleted = {}, {}, {}
+local claimed, poisoned, deleted, mine = {}, {}, {}, {}
 local alive = {}
 for i = 8, #ARGV do
   alive[ARGV[i]] = true
 end
 for _, p in ipairs(page) do
   local id, owner, deliveries = p[1], p[2], tonumber(p[4])
-  if not alive[owner] then
+  if owner == ARGV[2] then
+    mine[#mine + 1] = id
+  elseif not alive[owner] then
     local entry = redis.call('XRANGE', KEYS[1], id, id)
     if #entry == 0 then
       redis.call('XACK', KEYS[1], ARGV[1], id)
@@ -75,4 +79,4 @@ local next_start = ''
 if #page == tonumber(ARGV[5]) then
   next_start = '(' .. page[#page][1]
 end
-return { next_start, claimed, poisoned, deleted }
+return { next_start, claimed, poisoned, deleted, mine }

@@ -223,20 +223,18 @@ pub(crate) async fn write_jobs(
     let mut replies: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
     for w in writes {
         if w.when.is_none() && w.unique.is_none() {
-            let _: () = p
-                .xadd(w.target.as_str(), false, None, "*", w.fields)
-                .await?;
-            replies.push((n, false, w.job_id.clone()));
-            n += 1;
+            // The status goes first: a worker may take the entry the moment it exists, and
+            // its `running` must not be overwritten by this `queued`.
             if retention_ms > 0 {
+                let now = crate::job::now_ms() as i64;
                 let status: Vec<(&str, Value)> = vec![
                     ("state", "queued".into()),
                     ("type", w.job_type.as_str().into()),
                     ("queue", w.queue.as_str().into()),
                     ("attempts", "0".into()),
                     ("max_attempts", Value::from(i64::from(w.max_attempts))),
-                    ("enqueued_at", Value::from(crate::job::now_ms() as i64)),
-                    ("updated_at", Value::from(crate::job::now_ms() as i64)),
+                    ("enqueued_at", Value::from(now)),
+                    ("updated_at", Value::from(now)),
                 ];
                 let _: () = p.hset(w.status_key.as_str(), status).await?;
                 let _: () = p
@@ -244,6 +242,11 @@ pub(crate) async fn write_jobs(
                     .await?;
                 n += 2;
             }
+            let _: () = p
+                .xadd(w.target.as_str(), false, None, "*", w.fields)
+                .await?;
+            replies.push((n, false, w.job_id.clone()));
+            n += 1;
             continue;
         }
         let (mode, ms) = w.when.unwrap_or(("ready", 0));

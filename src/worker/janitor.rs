@@ -120,13 +120,20 @@ async fn sweep(
                 for id in &page.deleted {
                     tracing::warn!(queue = %queue, stream = %stream, entry = %id, "pending entry was deleted from its stream; acknowledged");
                 }
+                let mut claimed = page.claimed;
+                // Our own entries past the lease that we do not hold: deliveries whose reply
+                // was lost. Entries we are running merely had a late renewal: left alone.
+                let lost: Vec<String> = page
+                    .mine
+                    .into_iter()
+                    .filter(|id| !rt.leases.holds(&stream, id))
+                    .collect();
+                if !lost.is_empty() {
+                    claimed.extend(take_back(rt, &stream, lost).await?);
+                }
                 rt.janitor_counts
-                    .add(page.claimed.len(), page.poisoned.len(), page.deleted.len());
-                for (entry_id, fields) in page.claimed {
-                    if rt.leases.holds(&stream, &entry_id) {
-                        // Our own entry, already running here; its renewal was just late.
-                        continue;
-                    }
+                    .add(claimed.len(), page.poisoned.len(), page.deleted.len());
+                for (entry_id, fields) in claimed {
                     tracing::info!(queue = %queue, entry = %entry_id, "reclaimed a job whose worker is gone; running it here");
                     let token = rt.hard_stop.child_token();
                     let lease = rt.leases.hold(&stream, &entry_id, token.clone());
@@ -160,6 +167,35 @@ async fn sweep(
         }
     }
     Ok(())
+}
+
+/// Claims this worker's own entries `ids` again (a new delivery), with their fields.
+async fn take_back(
+    rt: &Runtime,
+    stream: &str,
+    ids: Vec<String>,
+) -> Result<Vec<(String, HashMap<String, Value>)>, fred::error::Error> {
+    let lease_ms = rt.lease.as_millis() as u64;
+    let entries: Vec<(String, Option<HashMap<String, Value>>)> = rt
+        .client
+        .redis()
+        .xclaim(
+            stream,
+            GROUP,
+            rt.consumer.as_str(),
+            lease_ms,
+            ids,
+            None,
+            None,
+            None,
+            false,
+            false,
+        )
+        .await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(id, fields)| fields.map(|f| (id, f)))
+        .collect())
 }
 
 /// Removes consumers of `stream` that own nothing, idle for ten leases, of no live worker.
@@ -207,6 +243,7 @@ struct Page {
     claimed: Vec<(String, HashMap<String, Value>)>,
     poisoned: Vec<String>,
     deleted: Vec<String>,
+    mine: Vec<String>,
 }
 
 impl Page {
@@ -229,11 +266,13 @@ impl Page {
         };
         let poisoned = ids(parts.next());
         let deleted = ids(parts.next());
+        let mine = ids(parts.next());
         Page {
             next,
             claimed,
             poisoned,
             deleted,
+            mine,
         }
     }
 }
