@@ -2,21 +2,19 @@
 //! workers run the schedule.
 //!
 //! Every worker that registers a schedule runs it, so a schedule keeps going as long as any
-//! one of those workers lives, with no leader to elect. What keeps a tick from being
-//! enqueued once per worker is a claim in Redis: the queue's hash `<prefix>:{<queue>}:cron`
-//! maps each schedule's name to the newest tick claimed, and a worker enqueues a tick only
-//! after `lua/cron_claim.lua` has moved that field forward to it. The script does so
-//! atomically and only once the tick is due on Redis' clock, so workers whose clocks
-//! disagree still agree on which tick is due, and a late worker can never claim a tick older
-//! than one already claimed (a per-tick `SET NX` key could be claimed again once it
-//! expired). The same field gives catch-up: a worker that starts after an outage finds the
-//! newest claimed tick older than the latest due one, and claims that latest tick only, so
-//! an outage costs at most one late run per schedule rather than a burst of them.
+//! one of those workers lives, with no leader to elect. When a tick is due, each worker
+//! enqueues its job with a unique key for that schedule and tick
+//! (`cron:<name>:<tick ms>`, kept 10 minutes) and `run_at` the tick, so however many
+//! workers (or retries) enqueue it, one job exists, and a worker whose clock runs ahead
+//! only schedules it for the tick on Redis' clock. Then it records progress in the queue's
+//! hash `<prefix>:{<queue>}:cron` (schedule name → newest tick claimed) through
+//! `lua/cron_claim.lua`, which moves that field forward atomically and only once the tick
+//! is due on Redis' clock. A worker dying between the two steps loses nothing: the next
+//! one enqueues the same tick again and gets the same job.
 //!
-//! The claim comes first and the enqueue is the ordinary [`Client::enqueue`] (so unique
-//! keys, status and delays apply as to any job), retried on connection errors. A worker that
-//! dies in the round trip between the two loses that one tick: at most once per tick rather
-//! than at least once, as running a tick twice is the worse surprise for periodic work.
+//! The same field gives catch-up: a worker that starts after an outage finds the newest
+//! claimed tick older than the latest due one and enqueues that latest tick only, so an
+//! outage costs at most one late run per schedule rather than a burst of them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,7 +43,7 @@ const MAX_NAME_LEN: usize = 100;
 
 /// Enqueues the job of one tick, given the client and the tick's scheduled time.
 type EnqueueTick =
-    Arc<dyn Fn(Client, SystemTime) -> BoxFuture<'static, Result<JobId>> + Send + Sync>;
+    Arc<dyn Fn(Client, SystemTime, String) -> BoxFuture<'static, Result<JobId>> + Send + Sync>;
 /// Prepares the job of a tick without sending it: at build time, to check it and learn its
 /// queue and job type.
 type PrepareTick = Box<dyn Fn(SystemTime) -> Result<PreparedJob> + Send + Sync>;
@@ -158,8 +156,12 @@ impl Periodic {
             let make = make.clone();
             Box::new(move |tick| make(tick).prepare())
         };
-        let enqueue: EnqueueTick = Arc::new(move |client: Client, tick| {
-            let job = make(tick);
+        let enqueue: EnqueueTick = Arc::new(move |client: Client, tick, key: String| {
+            let job = TickJob {
+                job: make(tick),
+                key,
+                at: tick,
+            };
             Box::pin(async move { client.enqueue(job).await })
         });
         let (zone_label, in_zone) = in_zone(Utc);
@@ -582,6 +584,13 @@ async fn run_one(rt: Arc<Runtime>, s: CronSchedule, stop: CancellationToken) {
             }
             continue;
         }
+        // Enqueue first, claim second: the tick's unique key makes the enqueue idempotent
+        // across workers and retries, so a worker dying between the two steps loses
+        // nothing, and the claim only records progress (for catch-up).
+        if next.late {
+            tracing::info!(schedule = %s.name, tick = %show(next.at), "catching up: enqueueing the latest missed tick only");
+        }
+        enqueue(&rt, &s, next.at, &stop).await;
         let reply = match call_claim(&rt, &s, Some(next.at)).await {
             Ok(r) => r,
             Err(e) => {
@@ -595,13 +604,7 @@ async fn run_one(rt: Arc<Runtime>, s: CronSchedule, stop: CancellationToken) {
         pause = RETRY_FIRST;
         clock = Clock::new(reply.now);
         match reply.claim {
-            Claim::Claimed => {
-                if next.late {
-                    tracing::info!(schedule = %s.name, tick = %show(next.at), "catching up: enqueueing the latest missed tick only");
-                }
-                enqueue(&rt, &s, next.at, &stop).await;
-                settled = next.at;
-            }
+            Claim::Claimed => settled = next.at,
             Claim::Taken => {
                 // Another worker has it (or a newer one): move on past both.
                 settled = next.at.max(reply.last.unwrap_or(next.at).min(reply.now));
@@ -612,13 +615,38 @@ async fn run_one(rt: Arc<Runtime>, s: CronSchedule, stop: CancellationToken) {
     }
 }
 
-/// Enqueues a claimed tick's job, retrying Redis errors for a while.
+/// How long a tick's unique key keeps other workers (and retries) from enqueueing it again.
+const TICK_UNIQUE_TTL: Duration = Duration::from_secs(600);
+
+/// A tick's job, made idempotent: unique per schedule and tick, and not ready before the
+/// tick on Redis' clock (a worker whose clock runs ahead schedules it instead).
+struct TickJob<J> {
+    job: J,
+    key: String,
+    at: SystemTime,
+}
+
+impl<J: IntoJob> IntoJob for TickJob<J> {
+    fn prepare(self) -> Result<PreparedJob> {
+        let mut prepared = self.job.prepare()?;
+        prepared.envelope.unique = Some(self.key.clone());
+        prepared.unique = Some((self.key, TICK_UNIQUE_TTL));
+        if prepared.schedule.is_none() {
+            prepared.schedule = Some(crate::job::Schedule::At(self.at));
+        }
+        Ok(prepared)
+    }
+}
+
+/// Enqueues a tick's job, retrying Redis errors for a while. Safe to repeat: the tick's
+/// unique key makes every enqueue after the first return the same job.
 async fn enqueue(rt: &Runtime, s: &CronSchedule, tick: i64, stop: &CancellationToken) {
     let tick_time = UNIX_EPOCH + Duration::from_millis(tick.max(0) as u64);
     let give_up = Instant::now() + ENQUEUE_PATIENCE;
     let mut pause = RETRY_FIRST;
     loop {
-        let e = match (s.enqueue)(rt.client.clone(), tick_time).await {
+        let key = format!("cron:{}:{tick}", s.name);
+        let e = match (s.enqueue)(rt.client.clone(), tick_time, key).await {
             Ok(id) => {
                 tracing::debug!(schedule = %s.name, tick = %show(tick), job_id = %id, "periodic job enqueued");
                 return;
