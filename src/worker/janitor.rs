@@ -17,8 +17,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::Runtime;
 use super::dispatch::{self, Delivery};
+use super::{Runtime, Ticker};
 use crate::Priority;
 use crate::redis::{keys::GROUP, scripts};
 
@@ -30,15 +30,9 @@ const PAGE: i64 = 100;
 
 /// Scans `queues` every lease/2 until `stop` fires.
 pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval((rt.lease / 2).max(Duration::from_millis(20)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new((rt.lease / 2).max(Duration::from_millis(20)), stop.clone());
     let mut round: u64 = 0;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    while ticker.tick().await {
         round += 1;
         // Every tenth lease, forget consumers of past worker runs.
         let prune = round.is_multiple_of(PRUNE_EVERY);

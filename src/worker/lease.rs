@@ -14,7 +14,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::Runtime;
+use super::{Runtime, Ticker};
 use crate::redis::{keys::GROUP, scripts};
 
 type Key = (String, String);
@@ -96,14 +96,8 @@ pub(crate) fn renew_interval(lease: Duration) -> Duration {
 
 /// Renews every held lease each `lease / 3` until `stop` fires.
 pub(crate) async fn renew(rt: Arc<Runtime>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(renew_interval(rt.lease));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    let mut ticker = Ticker::new(renew_interval(rt.lease), stop.clone());
+    while ticker.tick().await {
         for (stream, ids) in rt.leases.by_stream() {
             for chunk in ids.chunks(500) {
                 let mut args: Vec<Value> = vec![GROUP.into(), rt.consumer.as_str().into()];
@@ -144,14 +138,8 @@ pub(crate) async fn heartbeat(
     let forget_after = (rt.lease * 10).max(Duration::from_secs(300));
     let details_ttl = (rt.lease * 3).max(Duration::from_secs(60));
     let started_at = crate::job::now_ms();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    let mut ticker = Ticker::new(interval, stop.clone());
+    while ticker.tick().await {
         let args: Vec<Value> = vec![
             rt.consumer.as_str().into(),
             Value::from(forget_after.as_millis() as i64),

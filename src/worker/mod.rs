@@ -43,6 +43,30 @@ pub const DEFAULT_MAX_DELIVERIES: u32 = 3;
 /// How long shutdown waits for running jobs unless set otherwise.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The periodic wake-up of a worker's background tasks (renewer, heartbeat, janitor):
+/// missed ticks are delayed rather than bunched, and the ticker ends when `stop` fires.
+pub(crate) struct Ticker {
+    interval: tokio::time::Interval,
+    stop: CancellationToken,
+}
+
+impl Ticker {
+    pub(crate) fn new(period: Duration, stop: CancellationToken) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticker { interval, stop }
+    }
+
+    /// Waits for the next tick; false once `stop` fired.
+    pub(crate) async fn tick(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => false,
+            _ = self.interval.tick() => true,
+        }
+    }
+}
+
 /// What every task of one running worker shares.
 pub(crate) struct Runtime {
     pub(crate) client: Client,

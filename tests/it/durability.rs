@@ -5,7 +5,7 @@ use fred::prelude::*;
 use stevedore::{Client, RawJob};
 use stevedore_testcontainers::RedisServer;
 
-use crate::support::{self, WorkerProcess, eventually};
+use crate::support::{TestEnv, WorkerProcess, eventually};
 
 const JOBS: usize = 20_000;
 
@@ -17,18 +17,22 @@ async fn enqueue_counted(client: &Client) -> Vec<stevedore::JobId> {
         .expect("enqueue")
 }
 
-async fn executed(raw: &fred::prelude::Client) -> u64 {
-    raw.hlen("dur-demo:executions").await.unwrap_or(0)
+fn audit(env: &TestEnv) -> String {
+    format!("{}-demo:executions", env.prefix)
+}
+
+async fn executed(env: &TestEnv) -> u64 {
+    env.raw.hlen(audit(env)).await.unwrap_or(0)
 }
 
 /// SIGKILLs Redis three times while three workers drain 20,000 jobs, restarting it on the
 /// same directory each time.
-async fn storm(server: &mut RedisServer, raw: &fred::prelude::Client) {
+async fn storm(server: &mut RedisServer, env: &TestEnv) {
     let mut last = 0;
     for round in 1..=3 {
         let target = last + 2_000;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while executed(raw).await < target {
+        while executed(env).await < target {
             assert!(
                 Instant::now() < deadline,
                 "round {round}: progress stalled below {target}"
@@ -38,7 +42,7 @@ async fn storm(server: &mut RedisServer, raw: &fred::prelude::Client) {
         server.kill().expect("kill redis");
         tokio::time::sleep(Duration::from_millis(200)).await;
         server.restart().await.expect("restart redis");
-        last = executed(raw).await;
+        last = executed(env).await;
         eprintln!("redis restart {round}: {last} jobs executed so far");
     }
 }
@@ -50,53 +54,30 @@ async fn redis_killed_three_times_with_aof_loses_no_job() {
         .start()
         .await
         .expect("redis-server with AOF");
-    let url = server.url();
-    let client = Client::builder(&url)
-        .prefix("dur")
-        .connect()
-        .await
-        .expect("client");
-    let raw = support::raw_client(&url).await;
-    let ids = enqueue_counted(&client).await;
+    let env = TestEnv::on(&server.url()).await;
+    let ids = enqueue_counted(&env.client).await;
+    let args = ["--lease", "1s", "--concurrency", "16"];
     let workers: Vec<_> = (0..3)
-        .map(|_| {
-            WorkerProcess::start_on(&url, "dur", &["--lease", "1s", "--concurrency", "16"], None)
-        })
+        .map(|_| WorkerProcess::start_on(&env.url, &env.prefix, &args, None))
         .collect();
 
-    storm(&mut server, &raw).await;
+    storm(&mut server, &env).await;
 
-    let env_ready = |raw: fred::prelude::Client| async move {
-        let mut n = 0u64;
-        for p in ["high", "normal", "low"] {
-            n += raw
-                .xlen::<u64, _>(format!("dur:{{demo}}:{p}"))
-                .await
-                .unwrap_or(1);
-        }
-        n
-    };
     eventually(
         Duration::from_secs(120),
         "every job executed and the streams drained",
-        || {
-            let raw = raw.clone();
-            async move { executed(&raw).await as usize == JOBS && env_ready(raw).await == 0 }
-        },
+        || async { executed(&env).await as usize == JOBS && env.ready("demo").await == 0 },
     )
     .await;
     // The group survived every restart, and nothing is left pending.
-    let groups: Vec<HashMap<String, Value>> = raw
-        .xinfo_groups("dur:{demo}:normal")
+    let groups: Vec<HashMap<String, Value>> = env
+        .raw
+        .xinfo_groups(env.stream("demo", "normal"))
         .await
         .expect("xinfo groups");
     assert_eq!(groups.len(), 1);
-    eventually(Duration::from_secs(30), "nothing pending", || {
-        let raw = raw.clone();
-        async move {
-            let summary: Value = raw.xpending("dur:{demo}:normal", "stevedore", ()).await.unwrap_or(Value::Null);
-            matches!(summary, Value::Array(ref parts) if parts.first().and_then(Value::as_u64) == Some(0))
-        }
+    eventually(Duration::from_secs(30), "nothing pending", || async {
+        env.pending("demo").await == 0
     })
     .await;
     for w in workers {
@@ -105,7 +86,7 @@ async fn redis_killed_three_times_with_aof_loses_no_job() {
             "workers rode out the restarts and exit cleanly"
         );
     }
-    let counts: HashMap<String, u64> = raw.hgetall("dur-demo:executions").await.expect("audit");
+    let counts: HashMap<String, u64> = env.raw.hgetall(audit(&env)).await.expect("audit");
     let missing = ids
         .iter()
         .filter(|id| !counts.contains_key(id.as_str()))
@@ -122,32 +103,23 @@ async fn without_aof_the_audit_reports_losses_and_the_worker_warns() {
     let mut server = RedisServer::start()
         .await
         .expect("redis-server without persistence");
-    let url = server.url();
-    let client = Client::builder(&url)
-        .prefix("dur")
-        .connect()
-        .await
-        .expect("client");
-    let raw = support::raw_client(&url).await;
-    let ids = enqueue_counted(&client).await;
+    let env = TestEnv::on(&server.url()).await;
+    let ids = enqueue_counted(&env.client).await;
     let log = tempfile::NamedTempFile::new().expect("log file");
-    let worker = WorkerProcess::start_on(
-        &url,
-        "dur",
-        &["--lease", "1s", "--concurrency", "16"],
-        Some(log.path()),
-    );
+    let args = ["--lease", "1s", "--concurrency", "16"];
+    let worker = WorkerProcess::start_on(&env.url, &env.prefix, &args, Some(log.path()));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while executed(&raw).await < 2_000 {
+    while executed(&env).await < 2_000 {
         assert!(Instant::now() < deadline, "no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.kill().expect("kill redis");
     server.restart().await.expect("restart redis");
-    // Whatever the worker still finds runs; the rest is gone with the restart.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(worker.terminate().success());
-    let counts: HashMap<String, u64> = raw.hgetall("dur-demo:executions").await.unwrap_or_default();
+    assert!(
+        worker.terminate().success(),
+        "the worker rides out the restart and exits cleanly"
+    );
+    let counts: HashMap<String, u64> = env.raw.hgetall(audit(&env)).await.unwrap_or_default();
     let missing = ids
         .iter()
         .filter(|id| !counts.contains_key(id.as_str()))
