@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use fred::prelude::{ClientLike, HashesInterface};
 use serde::{Deserialize, Serialize};
-use stevedore::{Client, JobContext, JobError, Worker, job_handler, shutdown_signal};
+use stevedore::{Client, JobContext, JobError, Metrics, Worker, job_handler, shutdown_signal};
 
 #[derive(Parser, Debug)]
 #[command(about = "Runs a stevedore worker with the demo job types")]
@@ -41,6 +41,9 @@ struct Args {
     /// How long shutdown waits for running jobs, e.g. "10s".
     #[arg(long, default_value = "30s")]
     drain_timeout: humantime::Duration,
+    /// Serve /metrics, /healthz and /readyz on this address, e.g. "127.0.0.1:9464".
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where `demo.count` records executions.
@@ -133,8 +136,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let metrics = Metrics::new();
     let client = Client::builder(&args.redis_url)
         .prefix(&args.prefix)
+        .metrics(&metrics)
         .connect()
         .await?;
 
@@ -169,6 +174,16 @@ async fn main() -> anyhow::Result<()> {
         worker.consumer_name(),
         worker.queues()
     );
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+        let ops = stevedore::http::router(metrics.clone(), worker.health());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, ops).await {
+                eprintln!("metrics server stopped: {e}");
+            }
+        });
+    }
     worker.run_until(shutdown_signal()).await?;
     Ok(())
 }

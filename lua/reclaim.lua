@@ -17,8 +17,9 @@
 --
 -- Returns {next start or '' when the scan is done, claimed, poisoned, deleted, mine}:
 -- claimed is a list of {id, {field, value, ...}} now owned by ARGV[2] (delivery counted);
--- poisoned, deleted and mine are lists of ids (deleted = pending entries whose data is
--- gone; they are acknowledged).
+-- poisoned is a list of {id, job id, job type} ('' when the entry had none); deleted and
+-- mine are lists of ids (deleted = pending entries whose data is gone; they are
+-- acknowledged).
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local lease = tonumber(ARGV[3])
@@ -54,8 +55,11 @@ for _, p in ipairs(page) do
         fields[#fields + 1] = v
       end
       redis.call('XADD', KEYS[2], '*', unpack(fields))
+      local job_id, job_type = '', ''
       for i = 1, #original - 1, 2 do
+        if original[i] == 'type' then job_type = original[i + 1] end
         if original[i] == 'id' then
+          job_id = original[i + 1]
           local status = ARGV[7] .. original[i + 1]
           if redis.call('EXISTS', status) == 1 then
             redis.call('HSET', status, 'state', 'dead', 'reason', 'poison',
@@ -66,7 +70,7 @@ for _, p in ipairs(page) do
       end
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)
-      poisoned[#poisoned + 1] = id
+      poisoned[#poisoned + 1] = { id, job_id, job_type }
     else
       local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, id)
       if #got == 1 and got[1] ~= false then

@@ -14,6 +14,8 @@ use fred::prelude::{Client as RedisClient, Pool};
 use std::time::UNIX_EPOCH;
 
 use crate::job::{DEFAULT_PAYLOAD_LIMIT, IntoJob, JobId, PreparedJob, Schedule, validate_name};
+use crate::metrics::Metrics;
+use crate::observe::{EnqueuedEvent, Observer, Observers};
 use crate::redis::keys::{DEFAULT_PREFIX, Keys};
 use crate::redis::scripts::Scripts;
 use crate::redis::{self, Connector, JobWrite};
@@ -40,6 +42,9 @@ struct Inner {
     scripts: Scripts,
     /// Queues this client already recorded in `<prefix>:queues`.
     registered: Mutex<HashSet<String>>,
+    /// Told about every job event of this client and of the workers built on it.
+    observers: Observers,
+    metrics: Option<Metrics>,
 }
 
 impl fmt::Debug for Client {
@@ -60,6 +65,8 @@ pub struct ClientBuilder {
     pool_size: usize,
     payload_limit: usize,
     job_status: Option<Duration>,
+    observers: Vec<Arc<dyn Observer>>,
+    metrics: Option<Metrics>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -69,6 +76,8 @@ impl fmt::Debug for ClientBuilder {
             .field("prefix", &self.prefix)
             .field("pool_size", &self.pool_size)
             .field("payload_limit", &self.payload_limit)
+            .field("observers", &self.observers.len())
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -100,6 +109,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Reports every job event of this client (enqueues) and of the workers built on it to
+    /// `observer`, after those added before. See [`observe`](crate::observe).
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Counts enqueues in `metrics`, and every job event of the workers built on this
+    /// client (see [`Metrics`]).
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
     /// Connects. Fails fast when the URL is invalid or the server does not answer; once
     /// connected, lost connections are re-established in the background.
     pub async fn connect(self) -> Result<Client> {
@@ -118,6 +141,14 @@ impl ClientBuilder {
                 job_status: self.job_status.filter(|d| !d.is_zero()),
                 scripts: Scripts::new(),
                 registered: Mutex::new(HashSet::new()),
+                observers: Observers::new(
+                    self.metrics
+                        .iter()
+                        .map(|m| Arc::new(m.clone()) as Arc<dyn Observer>)
+                        .chain(self.observers)
+                        .collect(),
+                ),
+                metrics: self.metrics,
             }),
         })
     }
@@ -137,6 +168,8 @@ impl Client {
             pool_size: 2,
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
             job_status: Some(DEFAULT_STATUS_RETENTION),
+            observers: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -180,6 +213,22 @@ impl Client {
             });
         }
         let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
+        let events: Vec<(String, String, String, crate::Priority, bool)> =
+            if self.inner.observers.is_empty() {
+                Vec::new()
+            } else {
+                jobs.iter()
+                    .map(|j| {
+                        (
+                            j.envelope.id.clone(),
+                            j.envelope.job_type.clone(),
+                            j.queue.clone(),
+                            j.priority,
+                            j.schedule.is_some(),
+                        )
+                    })
+                    .collect()
+            };
         let keys = &self.inner.keys;
         let writes = jobs
             .into_iter()
@@ -224,7 +273,22 @@ impl Client {
         )
         .await
         {
-            Ok(ids) => Ok(ids.into_iter().map(JobId::from).collect()),
+            Ok(ids) => {
+                // Duplicates of unique jobs come back with the existing job's id: not new.
+                for ((id, job_type, queue, priority, scheduled), got) in events.iter().zip(&ids) {
+                    if id == got {
+                        let e = EnqueuedEvent {
+                            job_id: id,
+                            job_type,
+                            queue,
+                            priority: *priority,
+                            scheduled: *scheduled,
+                        };
+                        self.inner.observers.each(|o| o.enqueued(&e));
+                    }
+                }
+                Ok(ids.into_iter().map(JobId::from).collect())
+            }
             Err(e) => {
                 self.forget(&new_queues);
                 Err(e.into())
@@ -265,6 +329,14 @@ impl Client {
         for q in queues {
             known.remove(q);
         }
+    }
+
+    pub(crate) fn observers(&self) -> &Observers {
+        &self.inner.observers
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.inner.metrics.as_ref()
     }
 
     pub(crate) fn redis(&self) -> &RedisClient {

@@ -152,6 +152,7 @@ pub(crate) struct JobOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) schedule: Option<Schedule>,
     pub(crate) unique: Option<(UniqueBy, Duration)>,
+    pub(crate) traceparent: Option<String>,
 }
 
 /// What makes two jobs duplicates.
@@ -213,6 +214,15 @@ macro_rules! job_option_setters {
         /// does with a key.
         pub fn unique_by_payload(mut self, ttl: Duration) -> Self {
             self.options.unique = Some((UniqueBy::Payload, ttl));
+            self
+        }
+
+        /// Carries this W3C `traceparent` (`00-<trace id>-<span id>-<flags>`) so the job's
+        /// span continues that trace, e.g. one received in an HTTP request. Without it, the
+        /// current span's context is used when the `opentelemetry` feature is on. A malformed
+        /// value is refused at enqueue.
+        pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+            self.options.traceparent = Some(traceparent.into());
             self
         }
 
@@ -373,6 +383,15 @@ fn prepare(
     let max_attempts = options
         .max_attempts
         .unwrap_or_else(|| defaults.effective_max_attempts());
+    let traceparent = match options.traceparent {
+        Some(tp) if !crate::trace_context::is_valid(&tp) => {
+            return Err(Error::InvalidConfig(format!(
+                "traceparent {tp:?} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
+            )));
+        }
+        Some(tp) => Some(tp),
+        None => crate::trace_context::current(),
+    };
     let unique = match options.unique {
         None => None,
         Some((UniqueBy::Key(key), ttl)) => {
@@ -398,7 +417,7 @@ fn prepare(
             enqueued_at: now_ms(),
             timeout: options.timeout,
             unique: unique.as_ref().map(|(k, _)| k.clone()),
-            traceparent: None,
+            traceparent,
             payload: Bytes::from(payload),
         },
         unique,

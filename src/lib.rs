@@ -46,6 +46,9 @@
 //! - [`status`]: job status by id;
 //! - [`worker`]: consuming, dispatching, acknowledging and shutting down;
 //! - [`dlq`]: listing, replaying and purging dead letters;
+//! - [`observe`]: job lifecycle events and observers that react to them;
+//! - [`metrics`]: Prometheus metrics, fed by those events and sampled from Redis;
+//! - [`health`] and [`http`] (feature `http`): `/metrics`, `/healthz` and `/readyz`;
 //! - `redis` (internal): the only module that speaks Redis; key names and Lua scripts.
 
 extern crate self as stevedore;
@@ -54,11 +57,17 @@ pub mod client;
 pub mod dlq;
 pub mod error;
 pub mod handler;
+pub mod health;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod job;
+pub mod metrics;
+pub mod observe;
 pub mod priority;
 pub(crate) mod redis;
 pub mod retry;
 pub mod status;
+pub(crate) mod trace_context;
 pub mod worker;
 
 pub use client::{Client, ClientBuilder};
@@ -67,10 +76,13 @@ pub use dlq::{
 };
 pub use error::{Error, Result};
 pub use handler::{JobContext, JobError, JobHandler, Retry};
+pub use health::Health;
 pub use job::{HandlerOptions, IntoJob, Job, JobId, RawJob};
+pub use metrics::Metrics;
+pub use observe::Observer;
 pub use priority::{Priority, PriorityWeights};
 pub use retry::{Backoff, RetryPolicy};
-pub use status::{JobState, JobStatus};
+pub use status::{ByPriority, JobState, JobStatus, QueueStats};
 pub use stevedore_macros::job_handler;
 pub use worker::periodic::Periodic;
 pub use worker::shutdown::shutdown_signal;

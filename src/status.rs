@@ -200,3 +200,78 @@ impl Client {
         }
     }
 }
+
+/// Counts by priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ByPriority {
+    /// In the `high` stream.
+    pub high: u64,
+    /// In the `normal` stream.
+    pub normal: u64,
+    /// In the `low` stream.
+    pub low: u64,
+}
+
+impl ByPriority {
+    /// The sum over the three priorities.
+    pub fn total(&self) -> u64 {
+        self.high + self.normal + self.low
+    }
+
+    /// The count for `priority`.
+    pub fn get(&self, priority: crate::Priority) -> u64 {
+        match priority {
+            crate::Priority::High => self.high,
+            crate::Priority::Normal => self.normal,
+            crate::Priority::Low => self.low,
+        }
+    }
+
+    fn from_array(a: [u64; 3]) -> Self {
+        ByPriority {
+            high: a[0],
+            normal: a[1],
+            low: a[2],
+        }
+    }
+}
+
+/// Where one queue's jobs are at one moment ([`Client::queue_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// Entries waiting in the streams, not yet delivered to a worker.
+    pub ready: ByPriority,
+    /// Entries delivered to a worker and not yet acknowledged (running, or their worker
+    /// died and the janitor has not taken them back yet).
+    pub pending: ByPriority,
+    /// Delayed jobs and retries waiting for their time.
+    pub scheduled: u64,
+    /// Entries in the dead-letter stream.
+    pub dead: u64,
+    /// Age of the oldest job that could run now and has not started (the first undelivered
+    /// entry of a stream, or a scheduled job already due); zero when none waits.
+    pub oldest_waiting: Duration,
+}
+
+impl Client {
+    /// Counts `queue`'s jobs by where they wait, in one script call (atomic: the counts
+    /// belong to one moment). Ready counts stay exact after a Redis restart, when Redis 7.0
+    /// no longer knows its consumer group's lag.
+    pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
+        validate_name("queue", queue)?;
+        let c = crate::redis::stats::queue_counts(self.redis(), self.keys(), self.scripts(), queue)
+            .await?;
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            ready: ByPriority::from_array(c.ready),
+            pending: ByPriority::from_array(c.pending),
+            scheduled: c.scheduled,
+            dead: c.dead,
+            oldest_waiting: Duration::from_millis(c.oldest_waiting_ms),
+        })
+    }
+}

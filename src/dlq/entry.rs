@@ -37,6 +37,15 @@ pub enum DeadReason {
 }
 
 impl DeadReason {
+    /// The reasons stevedore writes itself.
+    pub(crate) const ALL: [DeadReason; 5] = [
+        DeadReason::Failed,
+        DeadReason::Poison,
+        DeadReason::UnknownType,
+        DeadReason::BadEntry,
+        DeadReason::Timeout,
+    ];
+
     /// The name written in the `reason` field.
     pub fn as_str(&self) -> &str {
         match self {

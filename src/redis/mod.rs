@@ -6,6 +6,7 @@
 
 pub(crate) mod keys;
 pub(crate) mod scripts;
+pub(crate) mod stats;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -19,6 +19,7 @@ pub(crate) struct Scripts {
     pub(crate) alive: Script,
     pub(crate) prune_consumers: Script,
     pub(crate) cron_claim: Script,
+    pub(crate) queue_stats: Script,
 }
 
 impl Scripts {
@@ -35,6 +36,7 @@ impl Scripts {
             alive: Script::from_lua(include_str!("../../lua/alive.lua")),
             prune_consumers: Script::from_lua(include_str!("../../lua/prune_consumers.lua")),
             cron_claim: Script::from_lua(include_str!("../../lua/cron_claim.lua")),
+            queue_stats: Script::from_lua(include_str!("../../lua/queue_stats.lua")),
         }
     }
 }

@@ -47,6 +47,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
         }
     };
     tracing::debug!(queue, consumer = %rt.consumer, "consuming");
+    rt.consume_state.set_consuming(&queue, true);
     let mut splitter = SlotSplitter::new(rt.weights);
 
     'fetch: loop {
@@ -70,6 +71,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
         let batch = match fetched {
             Ok(b) => {
                 backoff.reset();
+                rt.consume_state.set_consuming(&queue, true);
                 b
             }
             Err(e) if redis::is_nogroup(&e) => {
@@ -87,6 +89,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                 continue;
             }
             Err(e) => {
+                rt.consume_state.set_consuming(&queue, false);
                 tracing::warn!(queue, error = %e, "reading jobs failed; retrying");
                 drop(first);
                 if !backoff.wait(&stop).await {
@@ -147,6 +150,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     {
         tracing::debug!(queue, "closing the read connection timed out");
     }
+    rt.consume_state.set_consuming(&queue, false);
     tracing::debug!(queue, "stopped consuming");
 }
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::types::Value;
 use futures::FutureExt;
@@ -24,6 +24,7 @@ use crate::Priority;
 use crate::dlq::DeadReason;
 use crate::handler::{ContextFacts, JobContext, Retry, UndecodablePayload};
 use crate::job::Envelope;
+use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
 use crate::redis::{keys::GROUP, scripts};
 
 /// One entry handed to this worker.
@@ -45,7 +46,7 @@ enum Outcome {
     Failed {
         error: String,
         retry: Retry,
-        timed_out: bool,
+        kind: FailureKind,
     },
     /// The worker gave up waiting (drain deadline): leave the entry pending.
     Abandoned,
@@ -69,22 +70,56 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
     let env = match Envelope::from_fields(fields, rt.client.payload_limit()) {
         Ok(env) => env,
         Err(why) => {
-            tracing::warn!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
-            dead_letter(&rt, &d, None, DeadReason::BadEntry, &why).await;
+            tracing::debug!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
+            if dead_letter(&rt, &d, None, DeadReason::BadEntry, &why).await {
+                let event = DeadJobEvent {
+                    job_id: None,
+                    job_type: None,
+                    known_type: false,
+                    queue: &d.queue,
+                    priority: d.priority,
+                    reason: DeadReason::BadEntry,
+                    error: &why,
+                    attempt: None,
+                };
+                rt.observers.each(|o| o.dead(&event));
+            }
             return;
         }
     };
-    let Some(handler) = rt.registry.get(&env.job_type).cloned() else {
+    let handler = rt.registry.get(&env.job_type).cloned();
+    let job = JobEvent {
+        job_id: &env.id,
+        job_type: &env.job_type,
+        known_type: handler.is_some(),
+        queue: &d.queue,
+        priority: d.priority,
+        attempt: env.attempt,
+        max_attempts: env.max_attempts,
+        waited: waited_since(&d.entry_id),
+    };
+    let span = tracing::info_span!(
+        "job",
+        job_id = %env.id,
+        job_type = %env.job_type,
+        queue = %d.queue,
+        attempt = env.attempt,
+        traceparent = env.traceparent.as_deref(),
+    );
+    crate::trace_context::continue_in(&span, env.traceparent.as_deref());
+    let Some(handler) = handler else {
         // Retried like a failure, so a rolling deploy that adds a type loses nothing: a
         // worker that knows the type picks it up on a later attempt.
         let why = format!("no handler for job type {:?} on this worker", env.job_type);
+        let _entered = span.enter();
         if env.attempt < env.max_attempts {
             let delay = rt.retry_policy.delay(env.attempt);
-            tracing::info!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, ?delay, "unknown job type; retrying later");
-            retry_later(&rt, &d, &env.id, delay, &why).await;
-        } else {
-            tracing::warn!(queue = %d.queue, job_id = %env.id, job_type = %env.job_type, "unknown job type; dead-lettered");
-            dead_letter(&rt, &d, Some(&env.id), DeadReason::UnknownType, &why).await;
+            if retry_later(&rt, &d, &env.id, delay, &why).await {
+                rt.observers.each(|o| o.retried(&job, delay, &why));
+            }
+        } else if dead_letter(&rt, &d, Some(&env.id), DeadReason::UnknownType, &why).await {
+            let event = dead_event(&job, DeadReason::UnknownType, &why);
+            rt.observers.each(|o| o.dead(&event));
         }
         return;
     };
@@ -103,6 +138,18 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         },
         d.token.clone(),
     );
+    let fut = match handler.call(&env.payload, ctx.clone()) {
+        Ok(f) => f,
+        Err(UndecodablePayload(why)) => {
+            let why = format!("payload does not decode for {:?}: {why}", env.job_type);
+            let _entered = span.enter();
+            if dead_letter(&rt, &d, Some(&env.id), DeadReason::BadEntry, &why).await {
+                let event = dead_event(&job, DeadReason::BadEntry, &why);
+                rt.observers.each(|o| o.dead(&event));
+            }
+            return;
+        }
+    };
     let retention = rt.client.status_retention_ms();
     if retention > 0 {
         // Awaited, so a later `retrying`, `dead` or `succeeded` can never be overwritten.
@@ -124,48 +171,42 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
             tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
         }
     }
-    let fut = match handler.call(&env.payload, ctx.clone()) {
-        Ok(f) => f,
-        Err(UndecodablePayload(why)) => {
-            let why = format!("payload does not decode for {:?}: {why}", env.job_type);
-            tracing::warn!(queue = %d.queue, job_id = %env.id, error = %why, "undecodable payload");
-            dead_letter(&rt, &d, Some(&env.id), DeadReason::BadEntry, &why).await;
-            return;
-        }
-    };
-    let span = tracing::info_span!("job", job_id = %env.id, job_type = %env.job_type, queue = %d.queue, attempt = env.attempt);
+    span.in_scope(|| rt.observers.each(|o| o.started(&job)));
+    let started = Instant::now();
     let attempt = async {
         match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
             Err(_) => Outcome::Failed {
                 error: format!("timed out after {}", humantime::format_duration(timeout)),
                 retry: Retry::Yes,
-                timed_out: true,
+                kind: FailureKind::Timeout,
             },
             Ok(Err(panic)) => Outcome::Failed {
                 error: panic_message(&panic),
                 retry: Retry::Yes,
-                timed_out: false,
+                kind: FailureKind::Panic,
             },
             Ok(Ok(Ok(()))) => Outcome::Succeeded,
             Ok(Ok(Err(e))) => Outcome::Failed {
                 error: e.message().to_string(),
                 retry: e.retry_decision(),
-                timed_out: false,
+                kind: FailureKind::Error,
             },
         }
     };
     let mut outcome = tokio::select! {
         biased;
-        o = tracing::Instrument::instrument(attempt, span) => o,
+        o = tracing::Instrument::instrument(attempt, span.clone()) => o,
         _ = rt.hard_stop.cancelled() => Outcome::Abandoned,
     };
+    let took = started.elapsed();
     if rt.hard_stop.is_cancelled() && matches!(outcome, Outcome::Failed { .. }) {
         // A handler that gave up because the worker is stopping did not really fail.
         outcome = Outcome::Abandoned;
     }
+    let _entered = span.enter();
     match outcome {
         Outcome::Succeeded => {
-            tracing::debug!(job_id = %env.id, job_type = %env.job_type, "job succeeded");
+            rt.observers.each(|o| o.succeeded(&job, took));
             let status = (retention > 0)
                 .then(|| (rt.client.keys().job(&d.queue, &env.id), ctx.take_result()));
             let _ = rt
@@ -177,11 +218,13 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                 })
                 .await;
         }
-        Outcome::Failed {
-            error,
-            retry,
-            timed_out,
-        } => {
+        Outcome::Failed { error, retry, kind } => {
+            let failure = Failure {
+                error: &error,
+                kind,
+                took,
+            };
+            rt.observers.each(|o| o.failed(&job, &failure));
             let attempts_left = env.attempt < env.max_attempts;
             if retry != Retry::No && attempts_left {
                 let delay = match retry {
@@ -192,22 +235,49 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                         .unwrap_or(rt.retry_policy)
                         .delay(env.attempt),
                 };
-                tracing::info!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, ?delay, "attempt failed; retrying");
-                retry_later(&rt, &d, &env.id, delay, &error).await;
+                if retry_later(&rt, &d, &env.id, delay, &error).await {
+                    rt.observers.each(|o| o.retried(&job, delay, &error));
+                }
             } else {
-                let reason = if timed_out {
+                let reason = if kind == FailureKind::Timeout {
                     DeadReason::Timeout
                 } else {
                     DeadReason::Failed
                 };
-                tracing::warn!(job_id = %env.id, job_type = %env.job_type, attempt = env.attempt, error = %error, reason = reason.as_str(), "job dead-lettered");
-                dead_letter(&rt, &d, Some(&env.id), reason, &error).await;
+                if dead_letter(&rt, &d, Some(&env.id), reason.clone(), &error).await {
+                    let event = dead_event(&job, reason, &error);
+                    rt.observers.each(|o| o.dead(&event));
+                }
             }
         }
         Outcome::Abandoned => {
-            tracing::warn!(job_id = %env.id, job_type = %env.job_type, "drain deadline passed; job left pending to run again");
+            rt.observers.each(|o| o.abandoned(&job));
         }
     }
+}
+
+fn dead_event<'a>(job: &JobEvent<'a>, reason: DeadReason, error: &'a str) -> DeadJobEvent<'a> {
+    DeadJobEvent {
+        job_id: Some(job.job_id),
+        job_type: Some(job.job_type),
+        known_type: job.known_type,
+        queue: job.queue,
+        priority: job.priority,
+        reason,
+        error,
+        attempt: Some(job.attempt),
+    }
+}
+
+/// Time since the entry was added to its stream (its id's milliseconds): since it was
+/// enqueued, or since its delay or retry backoff ended and it was moved into the stream.
+fn waited_since(entry_id: &str) -> Duration {
+    let added = entry_id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+        .unwrap_or(0);
+    let now = crate::job::now_ms();
+    Duration::from_millis(now.saturating_sub(added).min(now))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -240,7 +310,7 @@ pub(crate) async fn dead_letter(
     job_id: Option<&str>,
     reason: DeadReason,
     error: &str,
-) {
+) -> bool {
     let keys = rt.client.keys();
     // Without a job id there is no status to mark; the DLQ key stands in (same slot).
     let (status, retention) = match job_id {
@@ -266,18 +336,27 @@ pub(crate) async fn dead_letter(
     })
     .await;
     match r {
-        Ok(1) | Ok(-1) => {}
+        Ok(1) | Ok(-1) => true,
         Ok(_) => {
-            tracing::warn!(entry = %d.entry_id, "lease lost before dead-lettering; another worker owns the entry now")
+            tracing::warn!(entry = %d.entry_id, "lease lost before dead-lettering; another worker owns the entry now");
+            false
         }
         Err(e) => {
-            tracing::error!(entry = %d.entry_id, error = %e, "could not dead-letter; the entry stays pending")
+            tracing::error!(entry = %d.entry_id, error = %e, "could not dead-letter; the entry stays pending");
+            false
         }
     }
 }
 
-/// Schedules the entry's next attempt `delay` from now, if this worker still owns it.
-async fn retry_later(rt: &Runtime, d: &Delivery, job_id: &str, delay: Duration, error: &str) {
+/// Schedules the entry's next attempt `delay` from now, if this worker still owns it
+/// (true when it did).
+async fn retry_later(
+    rt: &Runtime,
+    d: &Delivery,
+    job_id: &str,
+    delay: Duration,
+    error: &str,
+) -> bool {
     let keys = vec![
         d.stream.clone(),
         rt.client.keys().scheduled(&d.queue),
@@ -304,11 +383,13 @@ async fn retry_later(rt: &Runtime, d: &Delivery, job_id: &str, delay: Duration, 
     .await;
     match r {
         Ok(0) => {
-            tracing::warn!(entry = %d.entry_id, "lease lost before retrying; another worker owns the entry now")
+            tracing::warn!(entry = %d.entry_id, "lease lost before retrying; another worker owns the entry now");
+            false
         }
-        Ok(_) => {}
+        Ok(_) => true,
         Err(e) => {
-            tracing::error!(entry = %d.entry_id, error = %e, "could not schedule the retry; the entry stays pending")
+            tracing::error!(entry = %d.entry_id, error = %e, "could not schedule the retry; the entry stays pending");
+            false
         }
     }
 }

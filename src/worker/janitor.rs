@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::{self, Delivery};
 use super::{Runtime, Ticker};
 use crate::Priority;
+use crate::dlq::DeadReason;
+use crate::observe::DeadJobEvent;
 use crate::redis::{keys::GROUP, scripts};
 
 /// Janitor rounds (lease/2 each) between prunings of idle consumers.
@@ -108,8 +110,21 @@ async fn sweep(
                 )
                 .await?;
                 let page = Page::parse(reply);
-                for id in &page.poisoned {
-                    tracing::warn!(queue = %queue, stream = %stream, entry = %id, max_deliveries = rt.max_deliveries, "poison job dead-lettered");
+                for (entry, job_id, job_type) in &page.poisoned {
+                    let known = rt.registry.get(job_type).is_some();
+                    let error = format!("delivered {} times without finishing", rt.max_deliveries);
+                    let event = DeadJobEvent {
+                        job_id: Some(job_id.as_str()).filter(|s| !s.is_empty()),
+                        job_type: Some(job_type.as_str()).filter(|s| !s.is_empty()),
+                        known_type: known,
+                        queue,
+                        priority,
+                        reason: DeadReason::Poison,
+                        error: &error,
+                        attempt: None,
+                    };
+                    tracing::debug!(stream = %stream, entry = %entry, "poison entry");
+                    rt.observers.each(|o| o.dead(&event));
                 }
                 for id in &page.deleted {
                     tracing::warn!(queue = %queue, stream = %stream, entry = %id, "pending entry was deleted from its stream; acknowledged");
@@ -125,10 +140,11 @@ async fn sweep(
                 if !lost.is_empty() {
                     claimed.extend(take_back(rt, &stream, lost).await?);
                 }
-                rt.janitor_counts
-                    .add(claimed.len(), page.poisoned.len(), page.deleted.len());
+                if !claimed.is_empty() {
+                    let n = claimed.len() as u64;
+                    rt.observers.each(|o| o.reclaimed(queue, n));
+                }
                 for (entry_id, fields) in claimed {
-                    tracing::info!(queue = %queue, entry = %entry_id, "reclaimed a job whose worker is gone; running it here");
                     let token = rt.hard_stop.child_token();
                     let lease = rt.leases.hold(&stream, &entry_id, token.clone());
                     let permit = tokio::select! {
@@ -215,27 +231,11 @@ async fn prune_consumers(rt: &Runtime, stream: &str, alive: &[String]) {
     }
 }
 
-/// What the janitor did, for logs now and metrics later.
-#[derive(Debug, Default)]
-pub(crate) struct JanitorCounts {
-    pub(crate) reclaimed: std::sync::atomic::AtomicU64,
-    pub(crate) poisoned: std::sync::atomic::AtomicU64,
-    pub(crate) deleted: std::sync::atomic::AtomicU64,
-}
-
-impl JanitorCounts {
-    fn add(&self, reclaimed: usize, poisoned: usize, deleted: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.reclaimed.fetch_add(reclaimed as u64, Relaxed);
-        self.poisoned.fetch_add(poisoned as u64, Relaxed);
-        self.deleted.fetch_add(deleted as u64, Relaxed);
-    }
-}
-
 struct Page {
     next: Option<String>,
     claimed: Vec<(String, HashMap<String, Value>)>,
-    poisoned: Vec<String>,
+    /// Entry id, job id and job type of each poison entry ('' when missing).
+    poisoned: Vec<(String, String, String)>,
     deleted: Vec<String>,
     mine: Vec<String>,
 }
@@ -258,7 +258,23 @@ impl Page {
             Some(Value::Array(a)) => a.into_iter().filter_map(|v| v.as_string()).collect(),
             _ => Vec::new(),
         };
-        let poisoned = ids(parts.next());
+        let poisoned = match parts.next() {
+            Some(Value::Array(a)) => a
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::Array(t) => {
+                        let mut t = t.into_iter().map(|v| v.as_string().unwrap_or_default());
+                        Some((
+                            t.next()?,
+                            t.next().unwrap_or_default(),
+                            t.next().unwrap_or_default(),
+                        ))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let deleted = ids(parts.next());
         let mine = ids(parts.next());
         Page {

@@ -29,7 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::{JobHandler, Registry};
+use crate::health::{ConsumeState, Health};
 use crate::job::validate_name;
+use crate::metrics::Metrics;
+use crate::observe::{LogEvents, Observer, Observers};
 use crate::priority::PriorityWeights;
 use crate::retry::RetryPolicy;
 use crate::{Client, Error, Result};
@@ -83,7 +86,10 @@ pub(crate) struct Runtime {
     pub(crate) dlq_retention: Option<Duration>,
     /// Entries this worker holds, renewed while held.
     pub(crate) leases: Arc<lease::LeaseTable>,
-    pub(crate) janitor_counts: janitor::JanitorCounts,
+    /// Told about every job event of this worker.
+    pub(crate) observers: Observers,
+    /// Which consume loops are reading (for readiness).
+    pub(crate) consume_state: Arc<ConsumeState>,
     /// One permit per concurrency slot.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) acks: mpsc::Sender<ack::Ack>,
@@ -108,6 +114,9 @@ pub struct Worker {
     drain_timeout: Duration,
     /// Cron schedules this worker runs (see `periodic`).
     periodic: Vec<periodic::CronSchedule>,
+    observers: Vec<Arc<dyn Observer>>,
+    metrics: Option<Metrics>,
+    consume_state: Arc<ConsumeState>,
 }
 
 impl fmt::Debug for Worker {
@@ -138,6 +147,8 @@ pub struct WorkerBuilder {
     drain_timeout: Duration,
     /// Cron schedules this worker runs (see `periodic`).
     periodic: Vec<periodic::CronSchedule>,
+    observers: Vec<Arc<dyn Observer>>,
+    metrics: Option<Metrics>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -226,6 +237,21 @@ impl WorkerBuilder {
         self
     }
 
+    /// Reports this worker's job events to `observer` too, after the client's observers.
+    /// See [`observe`](crate::observe).
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Records this worker in `metrics`: its job events (unless the client already reports
+    /// to the same `metrics`), its concurrency and in-flight gauges, and its queues' depths,
+    /// sampled from Redis while it runs. See [`Metrics`].
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
     /// Checks the settings.
     pub fn build(self) -> Result<Worker> {
         if let Some(e) = self.errors.into_iter().next() {
@@ -275,7 +301,6 @@ impl WorkerBuilder {
         Ok(Worker {
             client: self.client,
             registry: self.registry,
-            queues,
             consumer,
             concurrency: self.concurrency,
             weights: self.weights,
@@ -285,6 +310,10 @@ impl WorkerBuilder {
             dlq_retention: self.dlq_retention,
             drain_timeout: self.drain_timeout,
             periodic: self.periodic,
+            observers: self.observers,
+            metrics: self.metrics,
+            consume_state: Arc::new(ConsumeState::new(&queues)),
+            queues,
         })
     }
 }
@@ -320,7 +349,15 @@ impl Worker {
             dlq_retention: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             periodic: Vec::new(),
+            observers: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// A health handle for this worker: `/readyz` is ready while it runs and every queue's
+    /// consume loop reads. Take it before [`run_until`](Self::run_until).
+    pub fn health(&self) -> Health {
+        Health::for_worker(self.client.clone(), self.consume_state.clone())
     }
 
     /// This worker's consumer name in its queues' groups.
@@ -339,6 +376,26 @@ impl Worker {
     /// [`Error::DrainTimeout`] if jobs were still running at the deadline.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<()> {
         warn_about_durability(&self.client).await;
+        // Metrics come from the worker's own setting, else the client's; events go to the
+        // log first, then the client's observers, then the worker's.
+        let client_metrics = self.client.metrics().cloned();
+        let metrics = self.metrics.clone().or_else(|| client_metrics.clone());
+        let mut extra: Vec<Arc<dyn Observer>> = self.observers;
+        if let Some(m) = &self.metrics
+            && !client_metrics.as_ref().is_some_and(|c| c.same_as(m))
+        {
+            extra.push(Arc::new(m.clone()));
+        }
+        let observers = Observers::new(vec![Arc::new(LogEvents)])
+            .with(self.client.observers().iter())
+            .with(extra);
+        let _sampling = metrics.as_ref().map(|m| {
+            let types: Vec<&str> = self.registry.names().collect();
+            m.prepare(&self.queues, &types);
+            m.add_concurrency(self.concurrency as i64);
+            (m.clone(), m.watch(&self.client, &self.queues))
+        });
+        self.consume_state.set_running(true);
         let (tx, rx) = mpsc::channel(4096);
         let acker = ack::spawn(self.client.clone(), rx);
         let rt = Arc::new(Runtime {
@@ -351,7 +408,8 @@ impl Worker {
             max_deliveries: self.max_deliveries,
             dlq_retention: self.dlq_retention,
             leases: Arc::default(),
-            janitor_counts: janitor::JanitorCounts::default(),
+            observers,
+            consume_state: self.consume_state.clone(),
             slots: Arc::new(Semaphore::new(self.concurrency)),
             acks: tx,
             hard_stop: CancellationToken::new(),
@@ -406,7 +464,11 @@ impl Worker {
         keep_alive.cancel();
         while keepers.join_next().await.is_some() {}
         let consumer = rt.consumer.clone();
+        rt.consume_state.set_running(false);
         drop(rt);
+        if let Some((m, _)) = &_sampling {
+            m.add_concurrency(-(self.concurrency as i64));
+        }
         if let Err(e) = acker.await {
             tracing::error!(error = %e, "the acknowledging task failed");
         }

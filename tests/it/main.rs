@@ -18,6 +18,8 @@ mod failures;
 /// Leases, the janitor and poison: long jobs keep their lease, dead workers' jobs run
 /// elsewhere, jobs that kill their worker end in the DLQ.
 mod leases;
+/// Metrics, job event observers, sampled queue gauges, and the health endpoints.
+mod observability;
 /// Periodic (cron) jobs: each tick once across workers, one catch-up after an outage.
 mod periodic;
 /// A lost consumer group or a restarted Redis is recovered without a restart of the worker.
@@ -32,3 +34,5 @@ mod scheduling;
 mod shutdown;
 /// Job status by id through every state, retention, and unique jobs.
 mod status;
+/// The job span continues the producer's OpenTelemetry trace through `traceparent`.
+mod traces;

@@ -1,0 +1,155 @@
+//! Liveness and readiness: is Redis reachable, and is the worker consuming.
+//!
+//! A [`Health`] comes from a worker ([`Worker::health`](crate::Worker::health)), taken
+//! before it runs, or from a client alone ([`Health::for_client`]) for processes that only
+//! produce or administer. The [`http`](crate::http) router serves it as `/healthz` and
+//! `/readyz`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fred::prelude::ClientLike as _;
+use serde::Serialize;
+
+use crate::{Client, Error, Result};
+
+/// How long a health check waits for Redis to answer.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A handle for health checks. Cheap to clone.
+#[derive(Clone)]
+pub struct Health {
+    client: Client,
+    state: Option<Arc<ConsumeState>>,
+}
+
+impl fmt::Debug for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Health")
+            .field("consume_loops", &self.consuming())
+            .finish()
+    }
+}
+
+/// Which of a worker's consume loops are running.
+#[derive(Debug)]
+pub(crate) struct ConsumeState {
+    running: AtomicBool,
+    queues: Vec<(String, AtomicBool)>,
+}
+
+impl ConsumeState {
+    pub(crate) fn new(queues: &[String]) -> Self {
+        ConsumeState {
+            running: AtomicBool::new(false),
+            queues: queues
+                .iter()
+                .map(|q| (q.clone(), AtomicBool::new(false)))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Release);
+        if !running {
+            for (_, c) in &self.queues {
+                c.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Records whether `queue`'s loop is reading (false while it retries a failed read).
+    pub(crate) fn set_consuming(&self, queue: &str, consuming: bool) {
+        if let Some((_, c)) = self.queues.iter().find(|(q, _)| q == queue) {
+            c.store(consuming, Ordering::Release);
+        }
+    }
+}
+
+/// A worker's readiness, as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// True when the worker runs, every queue's consume loop is reading, and Redis answers.
+    pub ready: bool,
+    /// Whether Redis answered a PING within [`PING_TIMEOUT`].
+    pub redis: bool,
+    /// Whether the worker runs (started and not stopping). Always true for a client-only
+    /// health handle.
+    pub running: bool,
+    /// The queues whose consume loop is not reading right now.
+    pub not_consuming: Vec<String>,
+}
+
+impl Health {
+    /// Health for a process without a worker: ready whenever Redis answers.
+    pub fn for_client(client: Client) -> Self {
+        Health {
+            client,
+            state: None,
+        }
+    }
+
+    pub(crate) fn for_worker(client: Client, state: Arc<ConsumeState>) -> Self {
+        Health {
+            client,
+            state: Some(state),
+        }
+    }
+
+    /// Pings Redis within [`PING_TIMEOUT`] and returns the round-trip time.
+    pub async fn ping(&self) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        match tokio::time::timeout(PING_TIMEOUT, self.client.redis().ping::<String>(None)).await {
+            Ok(Ok(_)) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(Error::from(e)),
+            Err(_) => Err(Error::Connection(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                format!(
+                    "redis did not answer PING within {}",
+                    humantime::format_duration(PING_TIMEOUT)
+                ),
+            ))),
+        }
+    }
+
+    /// Whether the worker runs, its consume loops all read, and Redis answers (a
+    /// client-only handle only checks Redis). A lost connection can stay invisible to a
+    /// loop blocked in a read for a while; the PING makes it visible at once.
+    pub async fn readiness(&self) -> Readiness {
+        let redis = self.ping().await.is_ok();
+        let mut r = self.consuming();
+        r.redis = redis;
+        r.ready &= redis;
+        r
+    }
+
+    /// The consume loops' part of [`readiness`](Self::readiness), without asking Redis.
+    fn consuming(&self) -> Readiness {
+        match &self.state {
+            None => Readiness {
+                ready: true,
+                redis: true,
+                running: true,
+                not_consuming: Vec::new(),
+            },
+            Some(s) => {
+                let running = s.running.load(Ordering::Acquire);
+                let not_consuming: Vec<String> = s
+                    .queues
+                    .iter()
+                    .filter(|(_, c)| !c.load(Ordering::Acquire))
+                    .map(|(q, _)| q.clone())
+                    .collect();
+                Readiness {
+                    ready: running && not_consuming.is_empty(),
+                    redis: true,
+                    running,
+                    not_consuming,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The queue sampler: one task per [`Metrics`] value (so one per process) refreshes the
+//! queue gauges from Redis on an interval, whatever the number of scrapes or workers.
+//!
+//! Workers register their queues while they run ([`Metrics::watch`]); the task starts with
+//! the first registration and ends when the last is dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{Metrics, QueueLabel, QueuePriority};
+use crate::redis::stats::{self, LIVE_WORKER_WINDOW_MS};
+use crate::{Client, Priority};
+
+pub(crate) struct Sampler {
+    interval: Mutex<Duration>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// (key prefix, queue) -> the client to ask and how many registrations hold it.
+    watched: BTreeMap<(String, String), (Client, usize)>,
+    running: bool,
+}
+
+/// Keeps a set of queues sampled while it lives.
+#[must_use = "the queues are sampled while the guard lives"]
+pub(crate) struct WatchGuard {
+    metrics: Metrics,
+    keys: Vec<(String, String)>,
+}
+
+impl Sampler {
+    pub(super) fn new(interval: Duration) -> Self {
+        Sampler {
+            interval: Mutex::new(interval),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub(super) fn set_interval(&self, interval: Duration) {
+        *self.interval.lock().unwrap_or_else(|p| p.into_inner()) = interval;
+    }
+
+    fn interval(&self) -> Duration {
+        *self.interval.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Metrics {
+    /// Samples `queues` (through `client`) until the guard is dropped. Must be called inside
+    /// a Tokio runtime.
+    pub(crate) fn watch(&self, client: &Client, queues: &[String]) -> WatchGuard {
+        let prefix = client.keys().prefix().to_string();
+        let keys: Vec<(String, String)> =
+            queues.iter().map(|q| (prefix.clone(), q.clone())).collect();
+        let start = {
+            let mut st = self.sampler().state();
+            for k in &keys {
+                st.watched
+                    .entry(k.clone())
+                    .or_insert_with(|| (client.clone(), 0))
+                    .1 += 1;
+            }
+            !std::mem::replace(&mut st.running, true)
+        };
+        if start {
+            tokio::spawn(run(self.clone()));
+        }
+        WatchGuard {
+            metrics: self.clone(),
+            keys,
+        }
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut st = self.metrics.sampler().state();
+        for k in &self.keys {
+            if let Some(w) = st.watched.get_mut(k) {
+                w.1 -= 1;
+                if w.1 == 0 {
+                    st.watched.remove(k);
+                }
+            }
+        }
+    }
+}
+
+async fn run(metrics: Metrics) {
+    loop {
+        let watched: Vec<(String, String, Client)> = {
+            let mut st = metrics.sampler().state();
+            if st.watched.is_empty() {
+                st.running = false;
+                return;
+            }
+            st.watched
+                .iter()
+                .map(|((prefix, queue), (client, _))| {
+                    (prefix.clone(), queue.clone(), client.clone())
+                })
+                .collect()
+        };
+        sample(&metrics, &watched).await;
+        tokio::time::sleep(metrics.sampler().interval()).await;
+    }
+}
+
+/// One round: every watched queue's counts, and the live workers of each key prefix.
+async fn sample(metrics: &Metrics, watched: &[(String, String, Client)]) {
+    let f = metrics.families();
+    let mut by_prefix: HashMap<&str, (&Client, Vec<&str>)> = HashMap::new();
+    for (prefix, queue, client) in watched {
+        by_prefix
+            .entry(prefix.as_str())
+            .or_insert_with(|| (client, Vec::new()))
+            .1
+            .push(queue.as_str());
+        match stats::queue_counts(client.redis(), client.keys(), client.scripts(), queue).await {
+            Ok(c) => {
+                for p in Priority::ALL {
+                    let qp = QueuePriority::new(queue, p);
+                    f.ready.get_or_create(&qp).set(c.ready[p.index()] as i64);
+                    f.pending
+                        .get_or_create(&qp)
+                        .set(c.pending[p.index()] as i64);
+                }
+                let ql = QueueLabel::new(queue);
+                f.scheduled.get_or_create(&ql).set(c.scheduled as i64);
+                f.dead_depth.get_or_create(&ql).set(c.dead as i64);
+                f.oldest_waiting
+                    .get_or_create(&ql)
+                    .set(c.oldest_waiting_ms as f64 / 1000.0);
+            }
+            // The gauges keep their last values; the next round tries again.
+            Err(e) => tracing::debug!(queue = %queue, error = %e, "sampling queue depths failed"),
+        }
+    }
+    for (client, queues) in by_prefix.values() {
+        let live = match stats::live_workers(
+            client.redis(),
+            client.keys(),
+            client.scripts(),
+            LIVE_WORKER_WINDOW_MS,
+        )
+        .await
+        {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::debug!(error = %e, "sampling live workers failed");
+                continue;
+            }
+        };
+        for queue in queues {
+            let n = live
+                .iter()
+                .filter(|(_, details)| {
+                    details
+                        .get("queues")
+                        .is_some_and(|qs| qs.split(',').any(|q| q == *queue))
+                })
+                .count();
+            f.workers
+                .get_or_create(&QueueLabel::new(queue))
+                .set(n as i64);
+        }
+    }
+}
