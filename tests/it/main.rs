@@ -7,6 +7,9 @@ mod support;
 
 /// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
 mod bad_input;
+/// The Grafana dashboard and the alert rules against the exporter: every metric they name
+/// is exported, and every dashboard query returns data from a real Prometheus.
+mod dashboard;
 /// Delayed jobs, retry backoff, unknown types waiting for a worker that knows them.
 mod delays;
 /// Dead letters: count, list with filters and cursors, get, replay (racing too), purge.
