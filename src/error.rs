@@ -69,6 +69,16 @@ pub enum Error {
     #[error("data in redis could not be decoded: {0}")]
     Decode(String),
 
+    /// A value given by a user (a JSON job, a duration, a priority, a filter) was refused;
+    /// the message names the field and what it accepts. Nothing was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// No queue of this name is known under this prefix: no job was ever enqueued to it
+    /// and no worker consumed it. Check the name and the prefix.
+    #[error("unknown queue {0:?}")]
+    UnknownQueue(String),
+
     /// The worker did not finish its in-flight jobs within the drain deadline; the
     /// unfinished ones were left unacknowledged and will run again.
     #[error("shutdown deadline of {0:?} passed with jobs still running")]

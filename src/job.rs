@@ -52,7 +52,8 @@ pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
 }
 
 /// A job's id: a UUIDv7 as text, so ids sort by creation time.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct JobId(String);
 
 impl JobId {
@@ -355,6 +356,20 @@ impl<H: JobHandler> IntoJob for Job<H> {
     fn prepare(self) -> Result<PreparedJob> {
         let payload = encode_payload(&self.payload)?;
         prepare(H::NAME, H::QUEUE, payload, self.options, &H::OPTIONS)
+    }
+}
+
+impl IntoJob for PreparedJob {
+    fn prepare(self) -> Result<PreparedJob> {
+        Ok(self)
+    }
+}
+
+impl PreparedJob {
+    /// The id this job gets when it is enqueued (a duplicate of a unique job gets the
+    /// existing job's id instead).
+    pub fn id(&self) -> &str {
+        &self.envelope.id
     }
 }
 

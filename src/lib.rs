@@ -53,6 +53,7 @@
 
 extern crate self as stevedore;
 
+pub mod admin;
 pub mod client;
 pub mod dlq;
 pub mod error;
@@ -70,6 +71,7 @@ pub mod status;
 pub(crate) mod trace_context;
 pub mod worker;
 
+pub use admin::Admin;
 pub use client::{Client, ClientBuilder};
 pub use dlq::{
     DeadJob, DeadLetterFilter, DeadLetterPage, DeadLetterQuery, DeadLetters, DeadReason,

@@ -253,8 +253,14 @@ pub struct QueueStats {
     /// Entries in the dead-letter stream.
     pub dead: u64,
     /// Age of the oldest job that could run now and has not started (the first undelivered
-    /// entry of a stream, or a scheduled job already due); zero when none waits.
+    /// entry of a stream, or a scheduled job already due); zero when none waits. In JSON:
+    /// `oldest_waiting_ms`.
+    #[serde(rename = "oldest_waiting_ms", serialize_with = "as_millis")]
     pub oldest_waiting: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 impl Client {

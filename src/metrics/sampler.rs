@@ -21,6 +21,8 @@ pub(crate) struct Sampler {
 struct State {
     /// (key prefix, queue) -> the client to ask and how many registrations hold it.
     watched: BTreeMap<(String, String), (Client, usize)>,
+    /// Clients whose every known queue is sampled (admin servers), by key prefix.
+    everything: BTreeMap<String, Client>,
     running: bool,
 }
 
@@ -75,6 +77,23 @@ impl Metrics {
         WatchGuard {
             metrics: self.clone(),
             keys,
+        }
+    }
+}
+
+impl Metrics {
+    /// Samples every known queue of `client`'s prefix (as listed in `<prefix>:queues`,
+    /// read again each round) for as long as these metrics live. Must be called inside a
+    /// Tokio runtime.
+    pub fn watch_all_queues(&self, client: &Client) {
+        let start = {
+            let mut st = self.sampler().state();
+            st.everything
+                .insert(client.keys().prefix().to_string(), client.clone());
+            !std::mem::replace(&mut st.running, true)
+        };
+        if start {
+            tokio::spawn(run(self.clone()));
         }
     }
 }

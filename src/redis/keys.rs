@@ -87,6 +87,17 @@ impl Keys {
         format!("{}:{{{queue}}}:dlq", self.prefix)
     }
 
+    /// `<prefix>:paused`: the set of paused queues (workers do not fetch from them).
+    pub(crate) fn paused(&self) -> String {
+        format!("{}:paused", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:totals`: lifetime counts (`succeeded`, `failed`, `retried`,
+    /// `dead`, `reclaimed`), added to by workers about once a second.
+    pub(crate) fn totals(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:totals", self.prefix)
+    }
+
     /// `<prefix>:{<queue>}:cron`: periodic schedule name → newest tick claimed (ms), and
     /// `<name>:by` → the worker that claimed it and when (Redis ms).
     pub(crate) fn cron(&self, queue: &str) -> String {

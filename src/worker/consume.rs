@@ -49,8 +49,20 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     tracing::debug!(queue, consumer = %rt.consumer, "consuming");
     rt.consume_state.set_consuming(&queue, true);
     let mut splitter = SlotSplitter::new(rt.weights);
+    let mut paused = rt.pause.subscribe(&queue);
 
     'fetch: loop {
+        if let Some(p) = paused.as_mut()
+            && *p.borrow_and_update()
+        {
+            // Paused: fetch nothing until resumed (or stopped).
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = p.wait_for(|paused| !*paused) => if r.is_err() { break },
+            }
+            continue;
+        }
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => break,

@@ -10,6 +10,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod consume;
+pub(crate) mod control;
 pub(crate) mod dispatch;
 pub(crate) mod janitor;
 pub(crate) mod lease;
@@ -90,6 +91,10 @@ pub(crate) struct Runtime {
     pub(crate) observers: Observers,
     /// Which consume loops are reading (for readiness).
     pub(crate) consume_state: Arc<ConsumeState>,
+    /// Which queues are paused (read from Redis by the control loop).
+    pub(crate) pause: control::PauseFlags,
+    /// Finished jobs not yet added to the queues' lifetime totals.
+    pub(crate) totals: Arc<control::TotalsCounter>,
     /// One permit per concurrency slot.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) acks: mpsc::Sender<ack::Ack>,
@@ -386,7 +391,8 @@ impl Worker {
         {
             extra.push(Arc::new(m.clone()));
         }
-        let observers = Observers::new(vec![Arc::new(LogEvents)])
+        let totals = Arc::new(control::TotalsCounter::default());
+        let observers = Observers::new(vec![Arc::new(LogEvents), Arc::new(totals.clone())])
             .with(self.client.observers().iter())
             .with(extra);
         let _sampling = metrics.as_ref().map(|m| {
@@ -410,6 +416,8 @@ impl Worker {
             leases: Arc::default(),
             observers,
             consume_state: self.consume_state.clone(),
+            pause: control::PauseFlags::new(&self.queues),
+            totals,
             slots: Arc::new(Semaphore::new(self.concurrency)),
             acks: tx,
             hard_stop: CancellationToken::new(),
@@ -432,6 +440,11 @@ impl Worker {
         let keep_alive = CancellationToken::new();
         let mut keepers = JoinSet::new();
         keepers.spawn(lease::renew(rt.clone(), keep_alive.clone()));
+        keepers.spawn(control::run(
+            rt.clone(),
+            self.queues.clone(),
+            keep_alive.clone(),
+        ));
         keepers.spawn(lease::heartbeat(
             rt.clone(),
             self.queues.clone(),

@@ -1,0 +1,580 @@
+//! The HTTP API and the web dashboard, as one axum router (cargo feature `admin`).
+//!
+//! Reads are open; every mutating request (`POST`, `DELETE`) needs
+//! `Authorization: Bearer <token>` when a token is configured. Errors are JSON
+//! `{"error": "<kind>", "message": "..."}` with a status that says what to do: 400 (body is
+//! not JSON), 401 (token), 404 (unknown job, queue or dead letter), 409 (duplicate unique
+//! job), 413 (body or payload too large), 422 (valid JSON, invalid values), 503 (Redis
+//! unreachable or refusing). A submit answers 2xx only once Redis acknowledged the write.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Admin, JsonJob};
+use crate::dlq::{DeadLetterFilter, DeadLetterQuery};
+use crate::{DeadJob, Error, Health, JobStatus, Metrics};
+
+/// Request bodies larger than this are refused with 413 unless set otherwise.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// A request that takes longer than this is answered 408 unless set otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that does not finish sending its request headers within this is disconnected.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
+
+/// Settings of the admin router.
+#[derive(Clone)]
+#[must_use]
+pub struct AdminConfig {
+    token: Option<Arc<str>>,
+    body_limit: usize,
+    request_timeout: Duration,
+    metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("body_limit", &self.body_limit)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            metrics: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Requires `Authorization: Bearer <token>` on mutating requests. An empty token
+    /// counts as none.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        let t: String = token.into();
+        self.token = (!t.is_empty()).then(|| Arc::from(t));
+        self
+    }
+
+    /// Largest request body (default 1 MiB).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// How long one request may take (default 30 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Serves these metrics at `/metrics` (default: metrics of its own that sample every
+    /// known queue).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Whether a token is configured.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    admin: Admin,
+    token: Option<Arc<str>>,
+}
+
+/// The HTTP API under `/api/v1`, the web dashboard at `/`, the OpenAPI document at
+/// `/api/v1/openapi.json`, and `/metrics`, `/healthz`, `/readyz`.
+///
+/// Must be called inside a Tokio runtime: without [`AdminConfig::metrics`], the router's
+/// own metrics sample every known queue in the background.
+pub fn router(admin: Admin, config: AdminConfig) -> Router {
+    let metrics = match config.metrics.clone() {
+        Some(m) => m,
+        None => {
+            let m = Metrics::new();
+            m.watch_all_queues(admin.client());
+            m
+        }
+    };
+    let state = AppState {
+        admin: admin.clone(),
+        token: config.token.clone(),
+    };
+    let api = Router::new()
+        .route("/jobs", post(submit_job))
+        .route("/jobs/{id}", get(job_status))
+        .route("/stats", get(stats))
+        .route("/queues", get(queues))
+        .route("/queues/{queue}", get(queue))
+        .route("/queues/{queue}/pause", post(pause))
+        .route("/queues/{queue}/resume", post(resume))
+        .route("/queues/{queue}/dlq", get(dlq_list))
+        .route("/queues/{queue}/dlq/replay", post(dlq_replay))
+        .route("/queues/{queue}/dlq/purge", post(dlq_purge))
+        .route(
+            "/queues/{queue}/dlq/{entry}",
+            get(dlq_show).delete(dlq_delete),
+        )
+        .route("/queues/{queue}/dlq/{entry}/replay", post(dlq_replay_one))
+        .route("/workers", get(workers))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state);
+    Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .nest("/api/v1", api)
+        .merge(crate::http::router(
+            metrics,
+            Health::for_client(admin.client().clone()),
+        ))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, with a header-read timeout
+/// ([`HEADER_READ_TIMEOUT`]) against clients that never finish their request.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// An API error: a status and a JSON body.
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    extra: Option<(&'static str, Value)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    fn not_found(what: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let (status, kind) = match &e {
+            Error::InvalidName { .. } | Error::InvalidInput(_) | Error::Encode(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            }
+            Error::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::UnknownQueue(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Connection(_) | Error::Redis(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            tracing::warn!(error = %message, "admin API request failed");
+        }
+        ApiError::new(status, kind, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.kind, "message": self.message });
+        if let (Some((k, v)), Some(map)) = (self.extra, body.as_object_mut()) {
+            map.insert(k.to_string(), v);
+        }
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED
+            && let Ok(v) = header::HeaderValue::from_str("Bearer")
+        {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(value: Value) -> ApiResult {
+    Ok(axum::Json(value).into_response())
+}
+
+async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let (Some(token), false) = (&st.token, reads) {
+        let given = bearer(req.headers());
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this request changes data: send Authorization: Bearer <token>",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
+}
+
+/// Parses a JSON body whatever its content type (curl's `-d` sends a form type): 400 when
+/// it is not JSON, 422 when it is JSON of the wrong shape.
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request needs a JSON body",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body is not JSON: {e}"),
+            )
+        }
+    })
+}
+
+async fn submit_job(State(st): State<AppState>, body: Bytes) -> ApiResult {
+    let job: JsonJob = json_body(&body)?;
+    let done = st.admin.enqueue_json(job).await?;
+    if done.duplicate {
+        let mut e = ApiError::new(
+            StatusCode::CONFLICT,
+            "duplicate",
+            "a job with this unique key exists; nothing was enqueued",
+        );
+        e.extra = Some(("id", json!(done.id.as_str())));
+        return Err(e);
+    }
+    Ok((StatusCode::CREATED, axum::Json(json!({ "id": done.id }))).into_response())
+}
+
+async fn job_status(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    match st.admin.client().status(&id).await? {
+        Some(s) => ok(status_json(&s)),
+        None => Err(ApiError::not_found(&format!(
+            "no job {id:?} (never enqueued here, or its status expired)"
+        ))),
+    }
+}
+
+async fn stats(State(st): State<AppState>) -> ApiResult {
+    ok(json!(st.admin.stats().await?))
+}
+
+async fn queues(State(st): State<AppState>) -> ApiResult {
+    ok(json!(st.admin.queues().await?))
+}
+
+async fn queue(State(st): State<AppState>, Path(queue): Path<String>) -> ApiResult {
+    ok(json!(st.admin.queue(&queue).await?))
+}
+
+async fn workers(State(st): State<AppState>) -> ApiResult {
+    ok(json!(st.admin.workers().await?))
+}
+
+async fn pause(State(st): State<AppState>, Path(queue): Path<String>) -> ApiResult {
+    let changed = st.admin.pause(&queue).await?;
+    ok(json!({ "queue": queue, "paused": true, "changed": changed }))
+}
+
+async fn resume(State(st): State<AppState>, Path(queue): Path<String>) -> ApiResult {
+    let changed = st.admin.resume(&queue).await?;
+    ok(json!({ "queue": queue, "paused": false, "changed": changed }))
+}
+
+/// Dead-letter filters, from the query string or a JSON body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterParams {
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    reason: Option<String>,
+    /// Unix ms.
+    since: Option<u64>,
+    /// Unix ms.
+    until: Option<u64>,
+    limit: Option<usize>,
+    before: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl FilterParams {
+    fn filter(&self) -> DeadLetterFilter {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        DeadLetterFilter {
+            job_type: self.job_type.clone(),
+            reason: self
+                .reason
+                .as_deref()
+                .map(|r| r.parse().unwrap_or_else(|e| match e {})),
+            since: self.since.map(at),
+            until: self.until.map(at),
+        }
+    }
+}
+
+async fn dlq_list(
+    State(st): State<AppState>,
+    Path(queue): Path<String>,
+    params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(params) = params
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.body_text()))?;
+    let dlq = st.admin.client().dead_letters(&queue)?;
+    let page = dlq
+        .list(&DeadLetterQuery {
+            filter: params.filter(),
+            limit: params.limit.unwrap_or(0),
+            before: params.before.clone(),
+        })
+        .await?;
+    let jobs: Vec<Value> = page.jobs.iter().map(dead_json).collect();
+    ok(json!({ "queue": queue, "total": dlq.count().await?, "jobs": jobs, "next": page.next }))
+}
+
+async fn dlq_show(
+    State(st): State<AppState>,
+    Path((queue, entry)): Path<(String, String)>,
+) -> ApiResult {
+    match st.admin.client().dead_letters(&queue)?.get(&entry).await? {
+        Some(j) => ok(dead_json(&j)),
+        None => Err(ApiError::not_found(&format!(
+            "no dead letter {entry:?} in queue {queue:?}"
+        ))),
+    }
+}
+
+async fn dlq_delete(
+    State(st): State<AppState>,
+    Path((queue, entry)): Path<(String, String)>,
+) -> ApiResult {
+    if st
+        .admin
+        .client()
+        .dead_letters(&queue)?
+        .purge(&entry)
+        .await?
+    {
+        ok(json!({ "purged": 1 }))
+    } else {
+        Err(ApiError::not_found(&format!(
+            "no dead letter {entry:?} in queue {queue:?}"
+        )))
+    }
+}
+
+async fn dlq_replay_one(
+    State(st): State<AppState>,
+    Path((queue, entry)): Path<(String, String)>,
+) -> ApiResult {
+    match st
+        .admin
+        .client()
+        .dead_letters(&queue)?
+        .replay(&entry)
+        .await?
+    {
+        Some(id) => ok(json!({ "replayed": 1, "id": id })),
+        None => Err(ApiError::not_found(&format!(
+            "no dead letter {entry:?} in queue {queue:?}"
+        ))),
+    }
+}
+
+async fn dlq_replay(
+    State(st): State<AppState>,
+    Path(queue): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    bulk(&st, &queue, &body, true).await
+}
+
+async fn dlq_purge(
+    State(st): State<AppState>,
+    Path(queue): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    bulk(&st, &queue, &body, false).await
+}
+
+/// Replays or purges the dead letters matching the body's filter (`{}` for all); with
+/// `"dry_run": true`, only counts them.
+async fn bulk(st: &AppState, queue: &str, body: &Bytes, replay: bool) -> ApiResult {
+    let params: FilterParams = if body.is_empty() {
+        FilterParams::default()
+    } else {
+        json_body(body)?
+    };
+    if params.limit.is_some() || params.before.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "limit and before apply to listing only",
+        ));
+    }
+    let dlq = st.admin.client().dead_letters(queue)?;
+    let filter = params.filter();
+    let verb = if replay { "replayed" } else { "purged" };
+    if params.dry_run {
+        let n = st.admin.count_dead(queue, &filter).await?;
+        return ok(json!({ "dry_run": true, "matching": n }));
+    }
+    let n = if replay {
+        dlq.replay_matching(&filter).await?
+    } else {
+        dlq.purge_matching(&filter).await?
+    };
+    let mut out = serde_json::Map::new();
+    out.insert(verb.to_string(), json!(n));
+    ok(Value::Object(out))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+fn ms(t: Option<SystemTime>) -> Value {
+    match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+        Some(d) => json!(d.as_millis() as u64),
+        None => Value::Null,
+    }
+}
+
+/// A job status as the API shows it (times in Unix ms).
+pub(crate) fn status_json(s: &JobStatus) -> Value {
+    json!({
+        "id": s.id,
+        "state": s.state.as_str(),
+        "type": s.job_type,
+        "queue": s.queue,
+        "attempts": s.attempts,
+        "max_attempts": s.max_attempts,
+        "enqueued_at_ms": ms(s.enqueued_at),
+        "started_at_ms": ms(s.started_at),
+        "finished_at_ms": ms(s.finished_at),
+        "next_at_ms": ms(s.next_at),
+        "error": s.error,
+        "reason": s.reason,
+        "result": s.result,
+    })
+}
+
+/// A dead letter as the API shows it: the payload as JSON when it decodes, else its size.
+pub(crate) fn dead_json(j: &DeadJob) -> Value {
+    json!({
+        "entry_id": j.entry_id,
+        "job_id": j.job_id,
+        "type": j.job_type,
+        "queue": j.queue,
+        "priority": j.priority.map(|p| p.as_str()),
+        "reason": j.reason.as_str(),
+        "error": j.error,
+        "attempts": j.attempts,
+        "max_attempts": j.max_attempts,
+        "deliveries": j.deliveries,
+        "failed_at_ms": ms(j.failed_at),
+        "enqueued_at_ms": ms(j.enqueued_at),
+        "origin": j.origin,
+        "replayed_from": j.replayed_from,
+        "payload": j.payload_json(),
+        "payload_bytes": j.payload.len(),
+    })
+}

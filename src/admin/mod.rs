@@ -1,0 +1,475 @@
+//! Operating queues: what the HTTP API, the web dashboard and the `stevedore` CLI all use,
+//! so the three never disagree.
+//!
+//! [`Admin`] (from [`Client::admin`]) lists queues with their counts, pause state and
+//! lifetime totals, lists live workers, enqueues jobs given as JSON, and pauses and resumes
+//! queues. Job status is [`Client::status`], dead letters are [`Client::dead_letters`].
+//! With the cargo feature `admin`, [`router`](crate::admin::router) serves all of it over
+//! HTTP along with the web dashboard.
+//!
+//! ```no_run
+//! # async fn run() -> stevedore::Result<()> {
+//! let client = stevedore::Client::connect("redis://127.0.0.1:6379").await?;
+//! let admin = client.admin();
+//! for q in admin.queues().await? {
+//!     println!("{}: {} ready, {} dead, paused: {}", q.name, q.stats.ready.total(), q.stats.dead, q.paused);
+//! }
+//! admin.pause("emails").await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#[cfg(feature = "admin")]
+mod api;
+#[cfg(feature = "admin")]
+mod openapi;
+
+#[cfg(feature = "admin")]
+pub use api::{
+    AdminConfig, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, router, serve,
+};
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fred::prelude::*;
+use serde::Serialize;
+
+use crate::dlq::{DeadLetterFilter, DeadLetterQuery};
+use crate::job::validate_name;
+use crate::redis::stats::{self, LIVE_WORKER_WINDOW_MS};
+use crate::status::QueueStats;
+use crate::worker::control::TOTALS;
+use crate::{Client, Error, IntoJob, JobId, Priority, RawJob, Result};
+
+impl Client {
+    /// Queue and worker administration: see [`Admin`].
+    pub fn admin(&self) -> Admin {
+        Admin {
+            client: self.clone(),
+        }
+    }
+}
+
+/// Queue and worker administration on one client's Redis and prefix. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+/// Lifetime counts of one queue, kept in Redis by its workers (flushed about once a
+/// second, so a worker that crashes loses at most its last second of counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed (error, panic, timeout).
+    pub failed: u64,
+    /// Failed attempts scheduled to run again.
+    pub retried: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+    /// Entries the janitor took back from workers that were gone.
+    pub reclaimed: u64,
+}
+
+impl Totals {
+    fn from_hash(h: &HashMap<String, u64>) -> Self {
+        let get = |k: &str| h.get(k).copied().unwrap_or(0);
+        Totals {
+            succeeded: get(TOTALS[0]),
+            failed: get(TOTALS[1]),
+            retried: get(TOTALS[2]),
+            dead: get(TOTALS[3]),
+            reclaimed: get(TOTALS[4]),
+        }
+    }
+
+    fn add(&mut self, o: &Totals) {
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        self.retried += o.retried;
+        self.dead += o.dead;
+        self.reclaimed += o.reclaimed;
+    }
+}
+
+/// One queue, as [`Admin::queues`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct QueueInfo {
+    /// The queue's name.
+    pub name: String,
+    /// Whether workers stop fetching from it (enqueueing still works).
+    pub paused: bool,
+    /// Where its jobs are now.
+    pub stats: QueueStats,
+    /// Lifetime counts.
+    pub totals: Totals,
+    /// Live workers consuming it.
+    pub workers: u64,
+}
+
+/// One live worker, as [`Admin::workers`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// Its consumer name.
+    pub id: String,
+    /// The queues it consumes.
+    pub queues: Vec<String>,
+    /// Handlers it runs at once at most.
+    pub concurrency: u64,
+    /// Entries it holds now (running, or fetched and about to run).
+    pub in_flight: u64,
+    /// When it started (Unix ms).
+    pub started_at_ms: u64,
+    /// Its last heartbeat (Unix ms, Redis' clock).
+    pub last_heartbeat_ms: u64,
+    /// Its process id.
+    pub pid: u64,
+}
+
+/// Everything at a glance, as [`Admin::stats`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Overview {
+    /// Known queues.
+    pub queues: u64,
+    /// Paused queues.
+    pub paused: u64,
+    /// Ready jobs over all queues.
+    pub ready: u64,
+    /// Pending (delivered, unacknowledged) entries over all queues.
+    pub pending: u64,
+    /// Scheduled jobs over all queues.
+    pub scheduled: u64,
+    /// Dead letters over all queues.
+    pub dead: u64,
+    /// Live workers.
+    pub workers: u64,
+    /// Entries the live workers hold now.
+    pub in_flight: u64,
+    /// Summed concurrency of the live workers.
+    pub concurrency: u64,
+    /// Lifetime counts over all queues.
+    pub totals: Totals,
+}
+
+/// A job given as JSON, for [`Admin::enqueue_json`]: what `POST /api/v1/jobs` and
+/// `stevedore enqueue` take.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct JsonJob {
+    /// The job type (the handler's name).
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// The queue (default `default`).
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// The payload, converted to the MessagePack the handler decodes.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// `high`, `normal` or `low` (default `normal`).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Run no sooner than this long from now: `"30s"`, `"5m"`, `"1h 30m"`.
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// Attempts before the DLQ (default 5).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// A unique key: a second job with the same key within `unique_ttl` is not enqueued.
+    #[serde(default)]
+    pub unique: Option<String>,
+    /// How long the unique key holds (default 1 h).
+    #[serde(default)]
+    pub unique_ttl: Option<String>,
+    /// A W3C trace context the job's span continues.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+fn default_queue() -> String {
+    "default".to_string()
+}
+
+impl JsonJob {
+    /// A job of `job_type` on `queue` with `payload` and default options.
+    pub fn new(job_type: &str, queue: &str, payload: serde_json::Value) -> Self {
+        JsonJob {
+            job_type: job_type.to_string(),
+            queue: queue.to_string(),
+            payload,
+            priority: None,
+            delay: None,
+            max_attempts: None,
+            unique: None,
+            unique_ttl: None,
+            traceparent: None,
+        }
+    }
+
+    /// Checks the options and builds the job. Fails with [`Error::InvalidInput`] naming the
+    /// field, or [`Error::InvalidName`].
+    pub fn into_raw(self) -> Result<RawJob> {
+        let mut job = RawJob::new(&self.job_type, &self.queue, &self.payload)?;
+        if let Some(p) = &self.priority {
+            let p: Priority = p.parse().map_err(|_| {
+                Error::InvalidInput(format!("priority {p:?}: use high, normal or low"))
+            })?;
+            job = job.priority(p);
+        }
+        if let Some(d) = &self.delay {
+            job = job.delay(parse_duration("delay", d)?);
+        }
+        if let Some(n) = self.max_attempts {
+            if n == 0 {
+                return Err(Error::InvalidInput(
+                    "max_attempts must be at least 1".into(),
+                ));
+            }
+            job = job.max_attempts(n);
+        }
+        if let Some(key) = self.unique {
+            let ttl = match &self.unique_ttl {
+                Some(t) => parse_duration("unique_ttl", t)?,
+                None => Duration::from_secs(3600),
+            };
+            job = job.unique(key, ttl);
+        } else if self.unique_ttl.is_some() {
+            return Err(Error::InvalidInput("unique_ttl needs unique".into()));
+        }
+        if let Some(tp) = self.traceparent {
+            job = job.traceparent(tp);
+        }
+        Ok(job)
+    }
+}
+
+fn parse_duration(field: &str, s: &str) -> Result<Duration> {
+    humantime::parse_duration(s)
+        .map_err(|e| Error::InvalidInput(format!("{field} {s:?}: {e} (e.g. \"30s\", \"5m\")")))
+}
+
+/// What [`Admin::enqueue_json`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Enqueued {
+    /// The job's id (for a duplicate, the id of the job already enqueued).
+    pub id: JobId,
+    /// True when a job with the same unique key existed and nothing was written.
+    pub duplicate: bool,
+}
+
+impl Admin {
+    /// The client this admin handle uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The known queues' names (every queue a job was enqueued to, or a worker consumed),
+    /// sorted.
+    pub async fn queue_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .client
+            .redis()
+            .smembers(self.client.keys().queues())
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every known queue with its counts, pause state, lifetime totals and live workers.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        let names = self.queue_names().await?;
+        let live = self.live().await?;
+        let paused = self.paused_set().await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.info(&name, &live, &paused).await?);
+        }
+        Ok(out)
+    }
+
+    /// One queue; [`Error::UnknownQueue`] when no job was ever enqueued to it and no worker
+    /// consumed it.
+    pub async fn queue(&self, name: &str) -> Result<QueueInfo> {
+        validate_name("queue", name)?;
+        self.ensure_known(name).await?;
+        let live = self.live().await?;
+        let paused = self.paused_set().await?;
+        self.info(name, &live, &paused).await
+    }
+
+    async fn info(&self, name: &str, live: &[WorkerInfo], paused: &[String]) -> Result<QueueInfo> {
+        let stats = self.client.queue_stats(name).await?;
+        let h: HashMap<String, u64> = self
+            .client
+            .redis()
+            .hgetall(self.client.keys().totals(name))
+            .await?;
+        Ok(QueueInfo {
+            name: name.to_string(),
+            paused: paused.iter().any(|p| p == name),
+            stats,
+            totals: Totals::from_hash(&h),
+            workers: live
+                .iter()
+                .filter(|w| w.queues.iter().any(|q| q == name))
+                .count() as u64,
+        })
+    }
+
+    /// The live workers (a heartbeat in the last 15 s), sorted by id.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.live().await
+    }
+
+    async fn live(&self) -> Result<Vec<WorkerInfo>> {
+        let c = &self.client;
+        let raw =
+            stats::live_workers(c.redis(), c.keys(), c.scripts(), LIVE_WORKER_WINDOW_MS).await?;
+        let mut out: Vec<WorkerInfo> = raw
+            .into_iter()
+            .map(|(id, d)| {
+                let n = |k: &str| d.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+                WorkerInfo {
+                    queues: d
+                        .get("queues")
+                        .map(|q| {
+                            q.split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(String::from)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    concurrency: n("concurrency"),
+                    in_flight: n("in_flight"),
+                    started_at_ms: n("started_at"),
+                    last_heartbeat_ms: n("last_heartbeat"),
+                    pid: n("pid"),
+                    id,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Totals over every queue and worker.
+    pub async fn stats(&self) -> Result<Overview> {
+        let queues = self.queues().await?;
+        let workers = self.live().await?;
+        let mut o = Overview {
+            queues: queues.len() as u64,
+            paused: queues.iter().filter(|q| q.paused).count() as u64,
+            ready: 0,
+            pending: 0,
+            scheduled: 0,
+            dead: 0,
+            workers: workers.len() as u64,
+            in_flight: workers.iter().map(|w| w.in_flight).sum(),
+            concurrency: workers.iter().map(|w| w.concurrency).sum(),
+            totals: Totals::default(),
+        };
+        for q in &queues {
+            o.ready += q.stats.ready.total();
+            o.pending += q.stats.pending.total();
+            o.scheduled += q.stats.scheduled;
+            o.dead += q.stats.dead;
+            o.totals.add(&q.totals);
+        }
+        Ok(o)
+    }
+
+    /// Pauses `queue`: workers stop fetching from it within about three seconds (jobs
+    /// already running finish); enqueueing still works. Survives restarts of workers and of
+    /// Redis (with persistence). Returns false when it was already paused.
+    pub async fn pause(&self, queue: &str) -> Result<bool> {
+        validate_name("queue", queue)?;
+        self.ensure_known(queue).await?;
+        let added: i64 = self
+            .client
+            .redis()
+            .sadd(self.client.keys().paused(), queue)
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// Resumes a paused `queue`. Returns false when it was not paused.
+    pub async fn resume(&self, queue: &str) -> Result<bool> {
+        validate_name("queue", queue)?;
+        self.ensure_known(queue).await?;
+        let removed: i64 = self
+            .client
+            .redis()
+            .srem(self.client.keys().paused(), queue)
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Whether `queue` is paused.
+    pub async fn is_paused(&self, queue: &str) -> Result<bool> {
+        validate_name("queue", queue)?;
+        Ok(self
+            .client
+            .redis()
+            .sismember(self.client.keys().paused(), queue)
+            .await?)
+    }
+
+    async fn paused_set(&self) -> Result<Vec<String>> {
+        Ok(self
+            .client
+            .redis()
+            .smembers(self.client.keys().paused())
+            .await?)
+    }
+
+    async fn ensure_known(&self, queue: &str) -> Result<()> {
+        let known: bool = self
+            .client
+            .redis()
+            .sismember(self.client.keys().queues(), queue)
+            .await?;
+        if known {
+            Ok(())
+        } else {
+            Err(Error::UnknownQueue(queue.to_string()))
+        }
+    }
+
+    /// How many dead letters of `queue` match `filter` (what a replay or purge with it
+    /// would touch).
+    pub async fn count_dead(&self, queue: &str, filter: &DeadLetterFilter) -> Result<u64> {
+        let dlq = self.client.dead_letters(queue)?;
+        let mut query = DeadLetterQuery {
+            filter: filter.clone(),
+            limit: 1000,
+            before: None,
+        };
+        let mut n = 0u64;
+        loop {
+            let page = dlq.list(&query).await?;
+            n += page.jobs.len() as u64;
+            match page.next {
+                Some(next) => query.before = Some(next),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// Enqueues a job given as JSON; its payload becomes the MessagePack the handler
+    /// decodes, so a handler taking `struct SendEmail { to: String }` accepts
+    /// `{"to": "ada@example.com"}`.
+    pub async fn enqueue_json(&self, job: JsonJob) -> Result<Enqueued> {
+        let prepared = job.into_raw()?.prepare()?;
+        let generated = prepared.id().to_string();
+        let id = self.client.enqueue(prepared).await?;
+        let duplicate = id.as_str() != generated;
+        Ok(Enqueued { id, duplicate })
+    }
+}

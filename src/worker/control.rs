@@ -1,0 +1,165 @@
+//! The worker's control loop: once a second it reads which queues are paused (so consume
+//! loops stop and resume fetching) and adds the jobs it finished since the last round to
+//! each queue's lifetime totals.
+//!
+//! Totals are counted in memory by an observer and flushed in one pipeline per round, so
+//! the success path carries no extra Redis command; a worker that crashes loses at most its
+//! last second of counts (they are statistics, not records: each job's own status and the
+//! DLQ stay exact).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{Runtime, Ticker};
+use crate::observe::{DeadJobEvent, Failure, JobEvent, Observer};
+
+/// How often pause flags are read and totals flushed.
+pub(crate) const CONTROL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Names of the lifetime totals, in the order [`Counts`] keeps them.
+pub(crate) const TOTALS: [&str; 5] = ["succeeded", "failed", "retried", "dead", "reclaimed"];
+
+type Counts = [u64; 5];
+
+/// Counts finished jobs per queue until the next flush.
+#[derive(Debug, Default)]
+pub(crate) struct TotalsCounter {
+    pending: Mutex<HashMap<String, Counts>>,
+}
+
+impl TotalsCounter {
+    fn add(&self, queue: &str, which: usize, n: u64) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(queue) {
+            Some(c) => c[which] += n,
+            None => {
+                let mut c = Counts::default();
+                c[which] = n;
+                map.insert(queue.to_string(), c);
+            }
+        }
+    }
+
+    fn take(&self) -> HashMap<String, Counts> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts counts that could not be flushed back, to go with the next round.
+    fn restore(&self, counts: HashMap<String, Counts>) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (q, c) in counts {
+            let e = map.entry(q).or_default();
+            for (a, b) in e.iter_mut().zip(c) {
+                *a += b;
+            }
+        }
+    }
+}
+
+impl Observer for Arc<TotalsCounter> {
+    fn succeeded(&self, job: &JobEvent<'_>, _took: Duration) {
+        self.add(job.queue, 0, 1);
+    }
+    fn failed(&self, job: &JobEvent<'_>, _failure: &Failure<'_>) {
+        self.add(job.queue, 1, 1);
+    }
+    fn retried(&self, job: &JobEvent<'_>, _delay: Duration, _error: &str) {
+        self.add(job.queue, 2, 1);
+    }
+    fn dead(&self, job: &DeadJobEvent<'_>) {
+        self.add(job.queue, 3, 1);
+    }
+    fn reclaimed(&self, queue: &str, entries: u64) {
+        self.add(queue, 4, entries);
+    }
+}
+
+/// Per queue, whether it is paused; consume loops wait while it is.
+#[derive(Debug)]
+pub(crate) struct PauseFlags {
+    flags: HashMap<String, watch::Sender<bool>>,
+}
+
+impl PauseFlags {
+    pub(crate) fn new(queues: &[String]) -> Self {
+        PauseFlags {
+            flags: queues
+                .iter()
+                .map(|q| (q.clone(), watch::Sender::new(false)))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn subscribe(&self, queue: &str) -> Option<watch::Receiver<bool>> {
+        self.flags.get(queue).map(watch::Sender::subscribe)
+    }
+
+    fn set(&self, paused: &[String]) {
+        for (q, tx) in &self.flags {
+            let now = paused.iter().any(|p| p == q);
+            tx.send_if_modified(|v| {
+                let changed = *v != now;
+                *v = now;
+                changed
+            });
+        }
+    }
+}
+
+/// Runs until `stop` fires, then flushes the last totals.
+pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: CancellationToken) {
+    let keys = rt.client.keys();
+    // A worker's queues are known queues, even before their first job.
+    let _: Result<(), _> = rt.client.redis().sadd(keys.queues(), queues.clone()).await;
+    let mut ticker = Ticker::new(CONTROL_INTERVAL, stop);
+    while ticker.tick().await {
+        match rt
+            .client
+            .redis()
+            .smembers::<Vec<String>, _>(keys.paused())
+            .await
+        {
+            Ok(paused) => {
+                for q in &queues {
+                    let was = rt.pause.subscribe(q).is_some_and(|r| *r.borrow());
+                    let is = paused.contains(q);
+                    if was != is {
+                        tracing::info!(queue = %q, paused = is, "queue {}", if is { "paused" } else { "resumed" });
+                    }
+                }
+                rt.pause.set(&paused);
+            }
+            Err(e) => tracing::debug!(error = %e, "reading paused queues failed"),
+        }
+        flush(&rt).await;
+    }
+    flush(&rt).await;
+}
+
+async fn flush(rt: &Runtime) {
+    let counts = rt.totals.take();
+    if counts.is_empty() {
+        return;
+    }
+    let keys = rt.client.keys();
+    let p = rt.client.redis().pipeline();
+    for (queue, c) in &counts {
+        let key = keys.totals(queue);
+        for (name, n) in TOTALS.iter().zip(c) {
+            if *n > 0 {
+                let _: Result<(), _> = p.hincrby(key.as_str(), *name, *n as i64).await;
+            }
+        }
+    }
+    let results: Vec<Result<Value, Error>> = p.try_all().await;
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        tracing::debug!(error = %e, "flushing job totals failed; retrying next round");
+        rt.totals.restore(counts);
+    }
+}
