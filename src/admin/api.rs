@@ -32,6 +32,10 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that does not finish sending its request headers within this is disconnected.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// An API request whose Redis calls take longer than this is answered 503: Redis is down
+/// or stalled. (A submit answered so may still have been written: retry it with a unique
+/// key to be safe.)
+pub const REDIS_DEADLINE: Duration = Duration::from_secs(5);
 
 const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 
@@ -143,6 +147,7 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
         .route("/workers", get(workers))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
+        .layer(middleware::from_fn(redis_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     Router::new()
@@ -283,6 +288,21 @@ async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> 
         }
     }
     next.run(req).await
+}
+
+async fn redis_deadline(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REDIS_DEADLINE, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis_unavailable",
+            format!(
+                "redis did not answer within {}",
+                humantime::format_duration(REDIS_DEADLINE)
+            ),
+        )
+        .into_response(),
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

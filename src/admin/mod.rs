@@ -26,7 +26,8 @@ mod openapi;
 
 #[cfg(feature = "admin")]
 pub use api::{
-    AdminConfig, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, router, serve,
+    AdminConfig, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, REDIS_DEADLINE,
+    router, serve,
 };
 
 use std::collections::HashMap;

@@ -5,6 +5,9 @@
 /// Shared setup: a Redis per test, raw inspection, waiting with a deadline.
 mod support;
 
+/// The admin HTTP API over a socket: enqueue, status, queues, workers, pause, dead letters,
+/// and a clear error for every bad request.
+mod admin;
 /// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
 mod bad_input;
 /// The Grafana dashboard and the alert rules against the exporter: every metric they name

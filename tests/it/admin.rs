@@ -1,0 +1,481 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use stevedore::admin::AdminConfig;
+use stevedore::{Client, JobContext, JobError, Worker, job_handler};
+use stevedore_testcontainers::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, TestEnv, eventually};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Mail {
+    to: String,
+}
+
+#[job_handler(name = "adm.mail", queue = "mail")]
+async fn mail(m: Mail, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), m.to);
+    Ok(())
+}
+
+#[job_handler(name = "adm.broken", queue = "mail", max_attempts = 1)]
+async fn broken(_m: Mail, _ctx: JobContext) -> Result<(), JobError> {
+    Err(JobError::permanent("mailbox gone"))
+}
+
+const TOKEN: &str = "s3cret";
+
+/// What a bad request is: a name, its token, its body, the status and error kind it gets.
+type BadCase = (
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
+/// The admin API served on a free loopback port until dropped.
+struct Api {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(client: &Client, config: AdminConfig) -> Api {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let router = stevedore::admin::router(client.admin(), config);
+    tokio::spawn(stevedore::admin::serve(
+        listener,
+        router,
+        stop.clone().cancelled_owned(),
+    ));
+    Api { addr, stop }
+}
+
+/// One HTTP/1.1 request over a fresh connection: status and body (JSON when it parses).
+async fn call(
+    api: &Api,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(api.addr)
+        .await
+        .expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).await.expect("write head");
+    // A server may answer (413) and close before reading a large body.
+    let _ = s.write_all(body).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let (head, raw) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let raw = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(raw)
+    } else {
+        raw.to_string()
+    };
+    let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+    (code, value)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+async fn post(api: &Api, path: &str, body: Value) -> (u16, Value) {
+    let bytes = serde_json::to_vec(&body).expect("json");
+    call(api, "POST", path, Some(TOKEN), Some(&bytes)).await
+}
+
+async fn get(api: &Api, path: &str) -> (u16, Value) {
+    call(api, "GET", path, None, None).await
+}
+
+#[tokio::test]
+async fn the_api_enqueues_reports_pauses_and_replays() {
+    let env = TestEnv::start().await;
+    let api = serve(&env.client, AdminConfig::default().token(TOKEN)).await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(mail::handler())
+            .handler(broken::handler())
+            .build()
+            .expect("worker"),
+    );
+
+    let (code, body) = post(
+        &api,
+        "/api/v1/jobs",
+        json!({"type": "adm.mail", "queue": "mail", "payload": {"to": "ada@example.com"}, "priority": "high"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    eventually(
+        Duration::from_secs(10),
+        "the submitted job succeeds",
+        || async { get(&api, &format!("/api/v1/jobs/{id}")).await.1["state"] == "succeeded" },
+    )
+    .await;
+    assert_eq!(support::values::<String>(&id), ["ada@example.com"]);
+    let (_, status) = get(&api, &format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(status["type"], "adm.mail");
+    assert_eq!(status["attempts"], 1);
+
+    // A job that dies, then its dead letter: listed, shown, replayed.
+    let (code, body) = post(
+        &api,
+        "/api/v1/jobs",
+        json!({"type": "adm.broken", "queue": "mail", "payload": {"to": "bob@example.com"}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "the broken job is dead",
+        || async { get(&api, "/api/v1/queues/mail/dlq").await.1["total"] == 1 },
+    )
+    .await;
+    let (_, page) = get(
+        &api,
+        "/api/v1/queues/mail/dlq?reason=failed&type=adm.broken",
+    )
+    .await;
+    let dead = &page["jobs"][0];
+    assert_eq!(dead["error"], "mailbox gone");
+    assert_eq!(dead["payload"], json!({"to": "bob@example.com"}));
+    let entry = dead["entry_id"].as_str().expect("entry id").to_string();
+    let (code, shown) = get(&api, &format!("/api/v1/queues/mail/dlq/{entry}")).await;
+    assert_eq!((code, &shown["reason"]), (200, &json!("failed")));
+    let (code, dry) = post(
+        &api,
+        "/api/v1/queues/mail/dlq/replay",
+        json!({"dry_run": true}),
+    )
+    .await;
+    assert_eq!((code, &dry["matching"]), (200, &json!(1)), "{dry}");
+    assert_eq!(
+        get(&api, "/api/v1/queues/mail/dlq").await.1["total"],
+        1,
+        "a dry run changes nothing"
+    );
+    let (code, replayed) = post(
+        &api,
+        "/api/v1/queues/mail/dlq/replay",
+        json!({"type": "adm.broken"}),
+    )
+    .await;
+    assert_eq!(
+        (code, &replayed["replayed"]),
+        (200, &json!(1)),
+        "{replayed}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the replayed job dies again",
+        || async { get(&api, "/api/v1/queues/mail/dlq").await.1["total"] == 1 },
+    )
+    .await;
+    let (code, purged) = post(&api, "/api/v1/queues/mail/dlq/purge", json!({})).await;
+    assert_eq!((code, &purged["purged"]), (200, &json!(1)), "{purged}");
+
+    // Queue views and lifetime totals (flushed by the worker about once a second).
+    eventually(
+        Duration::from_secs(10),
+        "totals reach the queue view",
+        || async {
+            let (_, q) = get(&api, "/api/v1/queues/mail").await;
+            q["totals"]["succeeded"] == 1 && q["totals"]["dead"] == 2 && q["workers"] == 1
+        },
+    )
+    .await;
+    let (code, queues) = get(&api, "/api/v1/queues").await;
+    assert_eq!(code, 200);
+    assert_eq!(queues[0]["name"], "mail");
+    let (_, stats) = get(&api, "/api/v1/stats").await;
+    assert_eq!(
+        (stats["queues"].clone(), stats["workers"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(stats["totals"]["succeeded"], 1);
+    let (_, workers) = get(&api, "/api/v1/workers").await;
+    assert_eq!(workers[0]["queues"], json!(["mail"]));
+    assert_eq!(workers[0]["concurrency"], 10);
+
+    // Pause: enqueue still works, nothing runs, and the state is visible; resume drains.
+    let (code, p) = post(&api, "/api/v1/queues/mail/pause", json!({})).await;
+    assert_eq!((code, &p["changed"]), (200, &json!(true)), "{p}");
+    // Workers pick the pause up within a control round plus one blocking read.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, body) = post(
+        &api,
+        "/api/v1/jobs",
+        json!({"type": "adm.mail", "queue": "mail", "payload": {"to": "paused@example.com"}}),
+    )
+    .await;
+    let held = body["id"].as_str().expect("id").to_string();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, q) = get(&api, "/api/v1/queues/mail").await;
+    assert_eq!(
+        (q["paused"].clone(), q["stats"]["ready"]["normal"].clone()),
+        (json!(true), json!(1)),
+        "{q}"
+    );
+    assert_eq!(support::runs(&held), 0, "a paused queue runs nothing");
+    let (code, r) = post(&api, "/api/v1/queues/mail/resume", json!({})).await;
+    assert_eq!((code, &r["paused"]), (200, &json!(false)));
+    eventually(
+        Duration::from_secs(10),
+        "the held job runs after resume",
+        || async { support::runs(&held) == 1 },
+    )
+    .await;
+
+    // The OpenAPI document is served and names every route used here.
+    let (code, doc) = get(&api, "/api/v1/openapi.json").await;
+    assert_eq!(code, 200);
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/queues/{queue}/dlq/{entry}/replay",
+        "/api/v1/queues/{queue}/pause",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    running.shutdown().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let env = TestEnv::start().await;
+    let api = serve(&env.client, AdminConfig::default()).await;
+    let doc: Value = serde_json::from_str(include_str!("../../assets/openapi.json")).expect("doc");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{id}", "0000")
+            .replace("{queue}", "nosuchqueue")
+            .replace("{entry}", "1-0");
+        for method in ops.as_object().expect("operations").keys() {
+            let (code, body) =
+                call(&api, &method.to_uppercase(), &concrete, None, Some(b"{}")).await;
+            let fallback = body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no such endpoint"));
+            assert!(
+                !fallback && code != 405,
+                "{method} {path} is documented but not served: {code} {body}"
+            );
+        }
+    }
+    let (code, body) = get(&api, "/api/v1/nothing").await;
+    assert_eq!((code, &body["error"]), (404, &json!("not_found")));
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let env = TestEnv::start().await;
+    let api = serve(&env.client, AdminConfig::default().token(TOKEN)).await;
+    let job = json!({"type": "adm.mail", "queue": "mail", "payload": {"to": "x"}});
+    let bytes = serde_json::to_vec(&job).expect("json");
+
+    let cases: Vec<BadCase> = vec![
+        ("no token", None, bytes.clone(), 401, "unauthorized"),
+        (
+            "wrong token",
+            Some("nope"),
+            bytes.clone(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "not JSON",
+            Some(TOKEN),
+            b"{to: x".to_vec(),
+            400,
+            "bad_request",
+        ),
+        ("empty body", Some(TOKEN), Vec::new(), 400, "bad_request"),
+        (
+            "unknown field",
+            Some(TOKEN),
+            br#"{"type": "adm.mail", "colour": 1}"#.to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            "missing type",
+            Some(TOKEN),
+            br#"{"queue": "mail"}"#.to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            "bad type name",
+            Some(TOKEN),
+            br#"{"type": "a b"}"#.to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            "bad priority",
+            Some(TOKEN),
+            br#"{"type": "adm.mail", "priority": "urgent"}"#.to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            "bad delay",
+            Some(TOKEN),
+            br#"{"type": "adm.mail", "delay": "soon"}"#.to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            "zero attempts",
+            Some(TOKEN),
+            br#"{"type": "adm.mail", "max_attempts": 0}"#.to_vec(),
+            422,
+            "invalid",
+        ),
+        (
+            "bad traceparent",
+            Some(TOKEN),
+            br#"{"type": "adm.mail", "traceparent": "00-x"}"#.to_vec(),
+            422,
+            "invalid",
+        ),
+    ];
+    for (what, token, body, want, kind) in cases {
+        let (code, reply) = call(&api, "POST", "/api/v1/jobs", token, Some(&body)).await;
+        assert_eq!(
+            (code, reply["error"].as_str()),
+            (want, Some(kind)),
+            "{what}: {reply}"
+        );
+        assert!(
+            reply["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {reply}"
+        );
+    }
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let (code, _) = call(&api, "POST", "/api/v1/jobs", Some(TOKEN), Some(&huge)).await;
+    assert_eq!(code, 413, "a body over the limit");
+
+    let (code, reply) = get(&api, "/api/v1/jobs/0190a000-0000-7000-8000-000000000000").await;
+    assert_eq!((code, reply["error"].as_str()), (404, Some("not_found")));
+    let (code, _) = get(&api, "/api/v1/queues/mail").await;
+    assert_eq!(code, 404, "unknown queue");
+    let (code, _) = post(&api, "/api/v1/queues/mail/pause", json!({})).await;
+    assert_eq!(code, 404, "pausing an unknown queue");
+    let (code, _) = get(&api, "/api/v1/queues/bad%20name").await;
+    assert_eq!(code, 422, "invalid queue name");
+    let (code, _) = call(&api, "POST", "/api/v1/queues/mail/dlq/purge", None, None).await;
+    assert_eq!(code, 401, "purging needs the token");
+
+    // Nothing above wrote anything.
+    assert!(
+        env.client
+            .admin()
+            .queue_names()
+            .await
+            .expect("names")
+            .is_empty()
+    );
+    let keys: Vec<String> = fred::prelude::ClientLike::custom(
+        &env.raw,
+        fred::cmd!("KEYS"),
+        vec![format!("{}*", env.prefix)],
+    )
+    .await
+    .expect("keys");
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // A unique job: the second submit is a 409 naming the first job.
+    let unique =
+        json!({"type": "adm.mail", "queue": "mail", "payload": {"to": "u"}, "unique": "u-1"});
+    let (code, first) = post(&api, "/api/v1/jobs", unique.clone()).await;
+    assert_eq!(code, 201);
+    let (code, dup) = post(&api, "/api/v1/jobs", unique).await;
+    assert_eq!(
+        (code, &dup["error"], &dup["id"]),
+        (409, &json!("duplicate"), &first["id"])
+    );
+}
+
+#[tokio::test]
+async fn redis_down_is_a_503_not_a_hang_or_a_500() {
+    let mut server = RedisServer::start().await.expect("redis-server");
+    let env = TestEnv::on(&server.url()).await;
+    let api = serve(&env.client, AdminConfig::default().token(TOKEN)).await;
+    assert_eq!(get(&api, "/api/v1/stats").await.0, 200);
+    server.kill().expect("kill");
+    let started = std::time::Instant::now();
+    let (code, body) = get(&api, "/api/v1/stats").await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (503, Some("redis_unavailable")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    let (code, _) = post(
+        &api,
+        "/api/v1/jobs",
+        json!({"type": "adm.mail", "queue": "mail"}),
+    )
+    .await;
+    assert_eq!(code, 503, "a submit is never acknowledged without Redis");
+    assert_eq!(get(&api, "/healthz").await.0, 503);
+    server.restart().await.expect("restart");
+    eventually(Duration::from_secs(20), "the API recovers", || async {
+        get(&api, "/api/v1/stats").await.0 == 200
+    })
+    .await;
+}
