@@ -4,7 +4,7 @@
 //! [`Admin`] (from [`Client::admin`]) lists queues with their counts, pause state and
 //! lifetime totals, lists live workers, enqueues jobs given as JSON, and pauses and resumes
 //! queues. Job status is [`Client::status`], dead letters are [`Client::dead_letters`].
-//! With the cargo feature `admin`, [`router`](crate::admin::router) serves all of it over
+//! With the cargo feature `admin`, `stevedore::admin::router` serves all of it over
 //! HTTP along with the web dashboard.
 //!
 //! ```no_run
