@@ -26,6 +26,9 @@
 //!
 //! One line on stderr says which path was taken (and, after a fallback, why), e.g.
 //! `stevedore-testcontainers: redis from container redis:7 at redis://127.0.0.1:40123 (...)`.
+//! The first such line for each path in a process is written straight to the process'
+//! stderr, past the output capture of `cargo test`, so the output of every test binary
+//! shows which path it used even when all its tests pass.
 //!
 //! # Environment variables
 //!
@@ -63,8 +66,10 @@ mod process;
 mod resp;
 
 use std::fmt;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use testcontainers_modules::redis::Redis;
@@ -271,9 +276,12 @@ impl TestRedis {
     }
 
     fn from_env_url(url: String, why: &str) -> TestRedis {
-        eprintln!(
-            "{LOG_PREFIX} redis from env {URL_ENV} at {} ({why})",
-            redact(&url)
+        announce(
+            RedisSource::Env,
+            &format!(
+                "{LOG_PREFIX} redis from env {URL_ENV} at {} ({why})",
+                redact(&url)
+            ),
         );
         TestRedis {
             url,
@@ -288,10 +296,13 @@ impl TestRedis {
         took: Duration,
         why: &str,
     ) -> TestRedis {
-        eprintln!(
-            "{LOG_PREFIX} redis from container {image} at {} (started in {} ms; {why})",
-            c.url,
-            took.as_millis()
+        announce(
+            RedisSource::Container,
+            &format!(
+                "{LOG_PREFIX} redis from container {image} at {} (started in {} ms; {why})",
+                c.url,
+                took.as_millis()
+            ),
         );
         TestRedis {
             url: c.url,
@@ -311,11 +322,14 @@ impl TestRedis {
         } else {
             format!("; {why}")
         };
-        eprintln!(
-            "{LOG_PREFIX} redis from process {} at {} (started in {} ms{why})",
-            program.display(),
-            server.url(),
-            took.as_millis()
+        announce(
+            RedisSource::Process,
+            &format!(
+                "{LOG_PREFIX} redis from process {} at {} (started in {} ms{why})",
+                program.display(),
+                server.url(),
+                took.as_millis()
+            ),
         );
         TestRedis {
             url: server.url(),
@@ -391,6 +405,29 @@ impl Settings {
     fn process_builder(&self) -> RedisServerBuilder {
         RedisServer::builder().program(self.program.clone())
     }
+}
+
+/// Logs which path a [`TestRedis`] took. The first line for each source in a process goes
+/// straight to the process' stderr, past the output capture of the test harness, so a test
+/// binary whose tests all pass still shows it; the others are printed like any test output
+/// (shown for failing tests, or with `--nocapture`).
+fn announce(source: RedisSource, line: &str) {
+    static ANNOUNCED: AtomicU8 = AtomicU8::new(0);
+    let bit = match source {
+        RedisSource::Env => 1,
+        RedisSource::Container => 2,
+        RedisSource::Process => 4,
+    };
+    if ANNOUNCED.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        eprintln!("{line}");
+        return;
+    }
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    // `eprintln!` would be captured by libtest; a direct write is not.
+    let _ = writeln!(std::io::stderr(), "{line} [first {source} redis of {exe}]");
 }
 
 /// The log note for a forced source.
