@@ -1,5 +1,64 @@
-//! A throwaway Redis for stevedore's tests: from an env URL, a container, or a local
-//! `redis-server` process, whichever this machine offers.
+//! A throwaway Redis for stevedore's tests, from an env URL, a container, or a local
+//! `redis-server` process, whichever this machine offers; and a [`Harness`] that runs an
+//! application's job handlers against it end to end.
+//!
+//! # Testing your handlers
+//!
+//! A [`Harness`] starts a Redis (see below), runs the handlers you register in workers
+//! inside the test's process, under a key prefix of its own, and gives the test what it
+//! needs to drive them: enqueue typed jobs, wait for a job's final status with a deadline,
+//! read dead letters, and crash a worker mid-job to see another take its jobs over.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use serde::{Deserialize, Serialize};
+//! use stevedore::{DeadReason, JobContext, JobError, JobState, job_handler};
+//! use stevedore_testcontainers::Harness;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Invoice {
+//!     customer: String,
+//!     cents: i64,
+//! }
+//!
+//! #[job_handler(name = "invoice.send", queue = "billing", max_attempts = 3)]
+//! async fn send_invoice(invoice: Invoice, ctx: JobContext) -> Result<(), JobError> {
+//!     if invoice.cents < 0 {
+//!         return Err(JobError::permanent("negative amount"));
+//!     }
+//!     ctx.set_result(&format!("sent to {}", invoice.customer))?;
+//!     Ok(())
+//! }
+//!
+//! // In your crate: #[tokio::test] async fn invoices() -> Result<(), Box<dyn Error>> { .. }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let h = Harness::builder().handler(send_invoice::handler()).start().await?;
+//!
+//! let id = h.enqueue(send_invoice::job(Invoice { customer: "ada".into(), cents: 1200 })).await?;
+//! let status = h.wait_for(&id, Duration::from_secs(10)).await?;
+//! assert_eq!(status.state, JobState::Succeeded);
+//! assert_eq!(status.result_as::<String>().transpose()?.as_deref(), Some("sent to ada"));
+//!
+//! let id = h.enqueue(send_invoice::job(Invoice { customer: "bob".into(), cents: -1 })).await?;
+//! assert_eq!(h.wait_for(&id, Duration::from_secs(10)).await?.state, JobState::Dead);
+//! let dead = h.dead_letter(&id).await?.expect("a dead letter");
+//! assert_eq!(dead.reason, DeadReason::Failed);
+//! assert_eq!(dead.error, "negative amount");
+//!
+//! h.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To see a crash: `h.wait_for_state(&id, JobState::Running, ..)`, then
+//! [`h.crash_worker()`](Harness::crash_worker) drops the worker with its running handler
+//! and acknowledges nothing, so the job stays pending
+//! ([`h.pending(queue)`](Harness::pending)); [`h.start_worker()`](Harness::start_worker)
+//! starts another, which takes the job over once the lease (1 s in a harness) expires.
+//! `testcontainers/tests/app_test.rs` in stevedore's repository is a complete test file
+//! that does all three.
 //!
 //! # Why
 //!
@@ -62,6 +121,7 @@
 
 mod container;
 mod error;
+mod harness;
 mod process;
 mod resp;
 
@@ -76,6 +136,9 @@ use testcontainers_modules::redis::Redis;
 use testcontainers_modules::testcontainers::ContainerAsync;
 
 pub use crate::error::KitError;
+pub use crate::harness::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_LEASE, DEFAULT_RETRY_POLICY, Harness, HarnessBuilder,
+};
 pub use crate::process::{RedisServer, RedisServerBuilder};
 
 use crate::container::{ContainerFailure, ImageRef};
