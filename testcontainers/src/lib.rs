@@ -489,8 +489,10 @@ fn announce(source: RedisSource, line: &str) {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    // `eprintln!` would be captured by libtest; a direct write is not.
-    let _ = writeln!(std::io::stderr(), "{line} [first {source} redis of {exe}]");
+    // `eprintln!` would be captured by libtest; a direct write is not. One write call, so
+    // the line is not split by other output.
+    let line = format!("{line} [first {source} redis of {exe}]\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The log note for a forced source.

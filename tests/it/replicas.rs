@@ -26,7 +26,7 @@ const KILL_AFTER: u64 = 1000;
 
 /// Writes past libtest's output capture, so CI logs show it for a passing test too.
 fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "replicas: {line}");
+    let _ = std::io::stderr().write_all(format!("replicas: {line}\n").as_bytes());
 }
 
 /// One worker container; removed when dropped.
