@@ -1,11 +1,14 @@
 //! Horizontal scale through a container engine: replicas of the worker image share a batch,
 //! one is killed mid-run, and no job is lost.
 //!
-//! Runs only when `STEVEDORE_TEST_WORKER_IMAGE` names a worker image
-//! (`deploy/build-local-images.sh` builds one; CI sets it), and says so on stderr when it
-//! skips. `STEVEDORE_TEST_ENGINE` is the engine's CLI (default `docker`; CI uses `podman`).
-//! The replicas use the host's network to reach the test's Redis, so this needs a Linux
-//! engine that runs containers on this host.
+//! Runs only when `STEVEDORE_TEST_WORKER_IMAGE` names a worker image, and says so on
+//! stderr when it skips. With Docker and a registry:
+//! `docker build --target worker -t stevedore-worker:dev .`, then
+//! `STEVEDORE_TEST_WORKER_IMAGE=stevedore-worker:dev cargo test --test it replicas`; without
+//! a registry `deploy/build-local-images.sh` builds the image (CI does, and sets
+//! `STEVEDORE_TEST_ENGINE=podman`: the engine's CLI, default `docker`). The replicas use the
+//! host's network to reach the test's Redis, so the engine must run containers on this
+//! (Linux) host.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
