@@ -6,8 +6,9 @@
 //! `demo.noop`; `demo.sleep` `{"ms": u64}`; `demo.fail` (always errors); `demo.flaky`
 //! `{"p": f64}` (fails with probability p); `demo.panic`; `demo.count` `{"ms": u64}`
 //! (optional sleep, then `HINCRBY <prefix>-demo:executions <job id> 1`, so a run can be
-//! audited for lost and duplicated jobs); `demo.abort` (records its execution like
-//! `demo.count`, then aborts the whole process: a poison job).
+//! audited for lost and duplicated jobs, and `HINCRBY <prefix>-demo:executions-by-worker
+//! <consumer name> 1`, so it shows how the work was shared); `demo.abort` (records its
+//! execution like `demo.count`, then aborts the whole process: a poison job).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -46,8 +47,18 @@ struct Args {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
-/// Where `demo.count` records executions.
-static AUDIT: OnceLock<(fred::prelude::Client, String)> = OnceLock::new();
+/// Where `demo.count` and `demo.abort` record executions.
+struct Audit {
+    redis: fred::prelude::Client,
+    /// `<prefix>-demo:executions`: job id → executions.
+    by_job: String,
+    /// `<prefix>-demo:executions-by-worker`: consumer name → executions.
+    by_worker: String,
+    /// This worker's consumer name.
+    worker: String,
+}
+
+static AUDIT: OnceLock<Audit> = OnceLock::new();
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Empty {}
@@ -95,15 +106,19 @@ async fn panic(_job: Empty, _ctx: JobContext) -> Result<(), JobError> {
     panic!("demo.panic panics on purpose");
 }
 
-/// `HINCRBY <prefix>-demo:executions <job id> 1`: the audit trail of `demo.count` and
+/// `HINCRBY <prefix>-demo:executions <job id> 1` and `HINCRBY
+/// <prefix>-demo:executions-by-worker <consumer> 1`: the audit trail of `demo.count` and
 /// `demo.abort`.
 async fn record_execution(ctx: &JobContext) -> Result<(), JobError> {
-    let (redis, key) = AUDIT
+    let audit = AUDIT
         .get()
         .ok_or_else(|| JobError::retry("audit connection not ready"))?;
-    redis
-        .hincrby::<i64, _, _>(key.as_str(), ctx.id(), 1)
+    let p = audit.redis.pipeline();
+    let _: () = p.hincrby(audit.by_job.as_str(), ctx.id(), 1).await?;
+    let _: () = p
+        .hincrby(audit.by_worker.as_str(), audit.worker.as_str(), 1)
         .await?;
+    let _: Vec<i64> = p.all().await?;
     Ok(())
 }
 
@@ -153,7 +168,6 @@ async fn main() -> anyhow::Result<()> {
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(10));
     let audit = audit.build()?;
     audit.init().await?;
-    let _ = AUDIT.set((audit, format!("{}-demo:executions", args.prefix)));
 
     let worker = Worker::builder(client)
         .queues(args.queues)
@@ -169,6 +183,12 @@ async fn main() -> anyhow::Result<()> {
         .handler(count::handler())
         .handler(abort::handler())
         .build()?;
+    let _ = AUDIT.set(Audit {
+        redis: audit,
+        by_job: format!("{}-demo:executions", args.prefix),
+        by_worker: format!("{}-demo:executions-by-worker", args.prefix),
+        worker: worker.consumer_name().to_owned(),
+    });
     eprintln!(
         "worker {} consuming {:?}",
         worker.consumer_name(),

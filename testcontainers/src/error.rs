@@ -1,10 +1,12 @@
 //! The one error type of the kit.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-/// Everything that can go wrong while getting a Redis for a test.
+/// Everything that can go wrong while getting a Redis for a test or driving a
+/// [`Harness`](crate::Harness).
 ///
 /// Each variant says what to do about it.
 #[non_exhaustive]
@@ -112,9 +114,112 @@ pub enum KitError {
         last_error: String,
     },
 
-    /// An I/O error around the server: creating its temp dir, picking a port, killing it.
+    /// An I/O error around the server: creating its temp dir, picking a port, killing it;
+    /// or creating the runtime of a harness worker.
     ///
     /// What to do: check free disk space in the temp dir (`TMPDIR`) and the process limits.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+
+    /// A stevedore call the harness made failed: connecting, enqueueing, reading a status or
+    /// dead letters.
+    ///
+    /// What to do: read the inner error; an invalid payload or queue name is the test's to
+    /// fix, a connection error means the test's Redis went away.
+    #[error(transparent)]
+    Stevedore(#[from] stevedore::Error),
+
+    /// A harness worker could not be built (no handler, an invalid setting), or its run ended
+    /// with an error or a panic.
+    ///
+    /// What to do: read the inner error; a worker needs at least one handler
+    /// ([`HarnessBuilder::handler`](crate::HarnessBuilder::handler)).
+    #[error("harness worker {name}: {source}")]
+    Worker {
+        /// The worker's consumer name.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The harness has no running worker to crash or stop.
+    ///
+    /// What to do: start one with [`Harness::start_worker`](crate::Harness::start_worker).
+    #[error("no harness worker is running; start one with Harness::start_worker")]
+    NoWorkerRunning,
+
+    /// A job did not reach the awaited state before the deadline.
+    ///
+    /// What to do: read `last` (its last status, if any) and `workers`. A job still `queued`
+    /// with no worker running needs [`Harness::start_worker`](crate::Harness::start_worker);
+    /// one `retrying` may be waiting out a backoff its handler sets itself; one never seen
+    /// was not enqueued through this harness's prefix.
+    #[error("job {id} was not {awaited} within {waited:?}: {}", Seen { last: last.as_deref(), workers: *workers })]
+    JobTimeout {
+        /// The job's id.
+        id: String,
+        /// What was awaited: `final` (succeeded or dead) or a state name.
+        awaited: String,
+        /// How long the harness waited.
+        waited: Duration,
+        /// The job's last status, `None` if no status was ever found.
+        last: Option<Box<stevedore::JobStatus>>,
+        /// How many harness workers were running when the wait gave up.
+        workers: usize,
+    },
+
+    /// While waiting for a job to reach one state, it ended in another it never leaves
+    /// (e.g. it was awaited `running` but had already succeeded).
+    ///
+    /// What to do: wait for the final state instead, or make the handler hold the job in
+    /// the awaited state (e.g. until the test lets it go) so the test can observe it.
+    #[error("job {} ended {} while it was awaited {awaited}{}", status.id, status.state, ended_why(status))]
+    JobEnded {
+        /// The state that was awaited.
+        awaited: String,
+        /// The job's final status.
+        status: Box<stevedore::JobStatus>,
+    },
+}
+
+/// The end of a [`KitError::JobTimeout`] message: what the job was last seen doing.
+struct Seen<'a> {
+    last: Option<&'a stevedore::JobStatus>,
+    workers: usize,
+}
+
+impl fmt::Display for Seen<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.last {
+            None => {
+                f.write_str("no status was ever found (was it enqueued through this harness?)")?
+            }
+            Some(s) => {
+                write!(
+                    f,
+                    "last seen {}, attempt {} of {}",
+                    s.state, s.attempts, s.max_attempts
+                )?;
+                if let Some(e) = &s.error {
+                    write!(f, ", last error {e:?}")?;
+                }
+            }
+        }
+        match self.workers {
+            0 => f.write_str("; no harness worker is running"),
+            1 => f.write_str("; 1 harness worker running"),
+            n => write!(f, "; {n} harness workers running"),
+        }
+    }
+}
+
+/// `" (reason: error)"` for a dead job, empty otherwise.
+fn ended_why(status: &stevedore::JobStatus) -> String {
+    match (&status.reason, &status.error) {
+        (Some(r), Some(e)) => format!(" ({r}: {e})"),
+        (Some(r), None) => format!(" ({r})"),
+        (None, Some(e)) => format!(" (last error: {e})"),
+        (None, None) => String::new(),
+    }
 }

@@ -1,5 +1,64 @@
-//! A throwaway Redis for stevedore's tests: from an env URL, a container, or a local
-//! `redis-server` process, whichever this machine offers.
+//! A throwaway Redis for stevedore's tests, from an env URL, a container, or a local
+//! `redis-server` process, whichever this machine offers; and a [`Harness`] that runs an
+//! application's job handlers against it end to end.
+//!
+//! # Testing your handlers
+//!
+//! A [`Harness`] starts a Redis (see below), runs the handlers you register in workers
+//! inside the test's process, under a key prefix of its own, and gives the test what it
+//! needs to drive them: enqueue typed jobs, wait for a job's final status with a deadline,
+//! read dead letters, and crash a worker mid-job to see another take its jobs over.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use serde::{Deserialize, Serialize};
+//! use stevedore::{DeadReason, JobContext, JobError, JobState, job_handler};
+//! use stevedore_testcontainers::Harness;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Invoice {
+//!     customer: String,
+//!     cents: i64,
+//! }
+//!
+//! #[job_handler(name = "invoice.send", queue = "billing", max_attempts = 3)]
+//! async fn send_invoice(invoice: Invoice, ctx: JobContext) -> Result<(), JobError> {
+//!     if invoice.cents < 0 {
+//!         return Err(JobError::permanent("negative amount"));
+//!     }
+//!     ctx.set_result(&format!("sent to {}", invoice.customer))?;
+//!     Ok(())
+//! }
+//!
+//! // In your crate: #[tokio::test] async fn invoices() -> Result<(), Box<dyn Error>> { .. }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let h = Harness::builder().handler(send_invoice::handler()).start().await?;
+//!
+//! let id = h.enqueue(send_invoice::job(Invoice { customer: "ada".into(), cents: 1200 })).await?;
+//! let status = h.wait_for(&id, Duration::from_secs(10)).await?;
+//! assert_eq!(status.state, JobState::Succeeded);
+//! assert_eq!(status.result_as::<String>().transpose()?.as_deref(), Some("sent to ada"));
+//!
+//! let id = h.enqueue(send_invoice::job(Invoice { customer: "bob".into(), cents: -1 })).await?;
+//! assert_eq!(h.wait_for(&id, Duration::from_secs(10)).await?.state, JobState::Dead);
+//! let dead = h.dead_letter(&id).await?.expect("a dead letter");
+//! assert_eq!(dead.reason, DeadReason::Failed);
+//! assert_eq!(dead.error, "negative amount");
+//!
+//! h.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To see a crash: `h.wait_for_state(&id, JobState::Running, ..)`, then
+//! [`h.crash_worker()`](Harness::crash_worker) drops the worker with its running handler
+//! and acknowledges nothing, so the job stays pending
+//! ([`h.pending(queue)`](Harness::pending)); [`h.start_worker()`](Harness::start_worker)
+//! starts another, which takes the job over once the lease (1 s in a harness) expires.
+//! `testcontainers/tests/app_test.rs` in stevedore's repository is a complete test file
+//! that does all three.
 //!
 //! # Why
 //!
@@ -26,6 +85,9 @@
 //!
 //! One line on stderr says which path was taken (and, after a fallback, why), e.g.
 //! `stevedore-testcontainers: redis from container redis:7 at redis://127.0.0.1:40123 (...)`.
+//! The first such line for each path in a process is written straight to the process'
+//! stderr, past the output capture of `cargo test`, so the output of every test binary
+//! shows which path it used even when all its tests pass.
 //!
 //! # Environment variables
 //!
@@ -59,18 +121,24 @@
 
 mod container;
 mod error;
+mod harness;
 mod process;
 mod resp;
 
 use std::fmt;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use testcontainers_modules::redis::Redis;
 use testcontainers_modules::testcontainers::ContainerAsync;
 
 pub use crate::error::KitError;
+pub use crate::harness::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_LEASE, DEFAULT_RETRY_POLICY, Harness, HarnessBuilder,
+};
 pub use crate::process::{RedisServer, RedisServerBuilder};
 
 use crate::container::{ContainerFailure, ImageRef};
@@ -271,9 +339,12 @@ impl TestRedis {
     }
 
     fn from_env_url(url: String, why: &str) -> TestRedis {
-        eprintln!(
-            "{LOG_PREFIX} redis from env {URL_ENV} at {} ({why})",
-            redact(&url)
+        announce(
+            RedisSource::Env,
+            &format!(
+                "{LOG_PREFIX} redis from env {URL_ENV} at {} ({why})",
+                redact(&url)
+            ),
         );
         TestRedis {
             url,
@@ -288,10 +359,13 @@ impl TestRedis {
         took: Duration,
         why: &str,
     ) -> TestRedis {
-        eprintln!(
-            "{LOG_PREFIX} redis from container {image} at {} (started in {} ms; {why})",
-            c.url,
-            took.as_millis()
+        announce(
+            RedisSource::Container,
+            &format!(
+                "{LOG_PREFIX} redis from container {image} at {} (started in {} ms; {why})",
+                c.url,
+                took.as_millis()
+            ),
         );
         TestRedis {
             url: c.url,
@@ -311,11 +385,14 @@ impl TestRedis {
         } else {
             format!("; {why}")
         };
-        eprintln!(
-            "{LOG_PREFIX} redis from process {} at {} (started in {} ms{why})",
-            program.display(),
-            server.url(),
-            took.as_millis()
+        announce(
+            RedisSource::Process,
+            &format!(
+                "{LOG_PREFIX} redis from process {} at {} (started in {} ms{why})",
+                program.display(),
+                server.url(),
+                took.as_millis()
+            ),
         );
         TestRedis {
             url: server.url(),
@@ -391,6 +468,31 @@ impl Settings {
     fn process_builder(&self) -> RedisServerBuilder {
         RedisServer::builder().program(self.program.clone())
     }
+}
+
+/// Logs which path a [`TestRedis`] took. The first line for each source in a process goes
+/// straight to the process' stderr, past the output capture of the test harness, so a test
+/// binary whose tests all pass still shows it; the others are printed like any test output
+/// (shown for failing tests, or with `--nocapture`).
+fn announce(source: RedisSource, line: &str) {
+    static ANNOUNCED: AtomicU8 = AtomicU8::new(0);
+    let bit = match source {
+        RedisSource::Env => 1,
+        RedisSource::Container => 2,
+        RedisSource::Process => 4,
+    };
+    if ANNOUNCED.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        eprintln!("{line}");
+        return;
+    }
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    // `eprintln!` would be captured by libtest; a direct write is not. One write call, so
+    // the line is not split by other output.
+    let line = format!("{line} [first {source} redis of {exe}]\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The log note for a forced source.

@@ -30,6 +30,9 @@ mod observability;
 mod periodic;
 /// A lost consumer group or a restarted Redis is recovered without a restart of the worker.
 mod recovery;
+/// Worker replicas as containers share a batch; one killed mid-run loses nothing (runs
+/// when `STEVEDORE_TEST_WORKER_IMAGE` names a worker image).
+mod replicas;
 /// Payloads of many shapes survive enqueue → handler unchanged; enqueue refuses bad input.
 mod roundtrip;
 /// Thousands of jobs across several workers and processes: each runs once, all acknowledged.
