@@ -5,6 +5,7 @@
 -- KEYS[1] dead-letter stream
 -- KEYS[2] ready stream high    KEYS[3] ready stream normal    KEYS[4] ready stream low
 -- ARGV[1] dead-letter entry id
+-- ARGV[2] prefix of job status keys (`<prefix>:{q}:job:`)  ARGV[3] status retention (ms, 0 = off)
 --
 -- Returns {new entry id, job id or ''} when replayed, 0 when the dead letter no longer
 -- exists (already replayed or purged: replaying twice re-enqueues the job once).
@@ -67,4 +68,14 @@ fields[#fields + 1] = ARGV[1]
 
 local id = redis.call('XADD', target, '*', unpack(fields))
 redis.call('XDEL', KEYS[1], ARGV[1])
+-- The job's status starts over: queued, no error, attempts counted again from 0.
+local retention = tonumber(ARGV[3] or '0') or 0
+if job_id ~= '' and retention > 0 then
+  local status = (ARGV[2] or '') .. job_id
+  local t = redis.call('TIME')
+  local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('HDEL', status, 'error', 'reason', 'finished_at', 'next_at', 'started_at', 'result')
+  redis.call('HSET', status, 'state', 'queued', 'attempts', '0', 'updated_at', now)
+  redis.call('PEXPIRE', status, retention)
+end
 return { id, job_id }

@@ -84,7 +84,8 @@ pub(super) async fn delete_older(
 }
 
 /// Replays the dead letters `ids` (lua/replay.lua, once per entry); `keys` are the dlq
-/// stream and the ready streams high, normal, low. Returns, per id, the job id when it
+/// stream and the ready streams high, normal, low; `status` the job status key prefix and
+/// retention (the replayed job's status starts over as `queued`). Returns, per id, the job id when it
 /// was replayed and `None` when the entry was already gone.
 ///
 /// The first call runs alone (it loads the script if the server lacks it); the rest are
@@ -93,10 +94,21 @@ pub(super) async fn replay(
     client: &RedisClient,
     script: &Script,
     keys: &[String; 4],
+    status: (&str, u64),
     ids: &[String],
 ) -> Result<Vec<Option<String>>> {
+    let (status_prefix, retention_ms) = status;
     let call = |id: &String| {
-        scripts::run::<Value>(client, script, keys.to_vec(), vec![id.as_str().into()])
+        scripts::run::<Value>(
+            client,
+            script,
+            keys.to_vec(),
+            vec![
+                id.as_str().into(),
+                status_prefix.into(),
+                Value::from(retention_ms as i64),
+            ],
+        )
     };
     let Some((first, rest)) = ids.split_first() else {
         return Ok(Vec::new());

@@ -282,7 +282,9 @@ impl DeadLetters {
 
     async fn replay_ids(&self, ids: &[String]) -> Result<Vec<Option<String>>> {
         let script = &self.client.scripts().replay;
-        commands::replay(self.client.redis(), script, &self.keys, ids).await
+        let status_prefix = self.client.keys().job_prefix(&self.queue);
+        let status = (status_prefix.as_str(), self.client.status_retention_ms());
+        commands::replay(self.client.redis(), script, &self.keys, status, ids).await
     }
 
     /// Replays or purges the entries matching `filter`, oldest first, chunk by chunk, up

@@ -494,6 +494,22 @@ async fn a_replayed_job_runs_again_from_attempt_one_with_the_same_id() {
         vec![1, 1],
         "a fresh attempt budget"
     );
+    // Its status started over at the replay: no trace of the death it came back from.
+    let status = env
+        .client
+        .status(job_id.as_str())
+        .await
+        .expect("status")
+        .expect("known job");
+    assert_eq!(status.state, stevedore::JobState::Succeeded);
+    assert_eq!(
+        (
+            status.attempts,
+            status.error.as_deref(),
+            status.reason.as_deref()
+        ),
+        (1, None, None)
+    );
     assert_eq!(dl.count().await.expect("count"), 0);
 }
 
