@@ -1,0 +1,351 @@
+//! Every subcommand and option, as clap parses them.
+//!
+//! Values that can be checked without Redis (JSON, priorities, durations, times) are
+//! parsed here, so a bad one is a usage error (exit 2) before anything is sent.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use stevedore::DeadReason;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stevedore",
+    version,
+    about = "Inspect and operate stevedore queues, dead letters and workers",
+    long_about = "Inspect and operate stevedore queues, dead letters and workers, and serve \
+        the admin HTTP API with the web dashboard.\n\n\
+        Output is a table by default, or one JSON document on stdout with --json. A failure \
+        prints one `error: ...` line on stderr and exits 1 when something went wrong out \
+        there (Redis unreachable, no such queue, job or dead letter), 2 when the command line \
+        was wrong.",
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Debug)]
+pub(crate) struct Global {
+    /// Redis to connect to: redis://[user:password@]host:port[/db]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) redis_url: String,
+    /// Prefix of every key, as the workers and producers use it.
+    #[arg(
+        long,
+        env = "STEVEDORE_PREFIX",
+        default_value = "stevedore",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) prefix: String,
+    /// Print one JSON document on stdout instead of a table.
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Totals over every queue and live worker.
+    Stats,
+    /// Every known queue: counts by state, pause state, live workers, lifetime totals.
+    Queues,
+    /// The live workers (a heartbeat in the last 15 s).
+    Workers,
+    /// Enqueue a job of any type (or --count of them), its payload given as JSON.
+    Enqueue(EnqueueArgs),
+    /// A job's status by id.
+    Job {
+        /// The job id enqueue printed.
+        id: String,
+    },
+    /// The dead letters of a queue: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Stop workers fetching from a queue (running jobs finish; enqueueing still works).
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Let workers fetch from a paused queue again.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
+    /// Serve the admin HTTP API (/api/v1) and the web dashboard (/).
+    #[command(long_about = SERVE_ABOUT)]
+    Serve(ServeArgs),
+}
+
+const SERVE_ABOUT: &str = "Serve the admin HTTP API (/api/v1), the web dashboard (/), and \
+    /metrics, /healthz, /readyz, until Ctrl-C or SIGTERM.\n\n\
+    Reads are open to whoever reaches the address; requests that change data (enqueue, \
+    pause, resume, replay, purge) need `Authorization: Bearer <token>` when a token is set. \
+    So the server binds 127.0.0.1:8080 by default, and refuses to bind any address other \
+    than a loopback one without --token (or STEVEDORE_TOKEN): anyone on the network could \
+    otherwise replay or purge dead letters. --allow-no-token binds anyway, for a network you \
+    trust or a proxy that authenticates, and logs a warning at every start.";
+
+#[derive(Args, Debug)]
+pub(crate) struct EnqueueArgs {
+    /// The job type (the handler's name), e.g. email.send.
+    #[arg(value_name = "TYPE")]
+    pub(crate) job_type: String,
+    /// The queue.
+    #[arg(long, short, default_value = "default")]
+    pub(crate) queue: String,
+    /// The payload as JSON; the worker receives it as the MessagePack its handler decodes.
+    #[arg(long, short, value_name = "JSON", default_value = "{}", value_parser = json)]
+    pub(crate) payload: serde_json::Value,
+    /// The priority stream it goes to.
+    #[arg(long, value_enum)]
+    pub(crate) priority: Option<PriorityArg>,
+    /// Run no sooner than this long from now, e.g. 30s, 5m, 1h30m.
+    #[arg(long, value_name = "DURATION", value_parser = duration_text)]
+    pub(crate) delay: Option<String>,
+    /// Attempts before the job is dead-lettered (default 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_attempts: Option<u32>,
+    /// A unique key: another job with this key on the queue is not enqueued while the key
+    /// lives, and its id is the first job's.
+    #[arg(long, value_name = "KEY", conflicts_with = "count")]
+    pub(crate) unique: Option<String>,
+    /// How long the unique key holds.
+    #[arg(long, value_name = "DURATION", requires = "unique", value_parser = duration_text)]
+    pub(crate) unique_ttl: Option<String>,
+    /// How many jobs to enqueue (a thousand per round trip).
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: u64,
+}
+
+impl EnqueueArgs {
+    /// The job as the admin layer takes it; refuses what it would refuse.
+    pub(crate) fn job(&self) -> anyhow::Result<stevedore::admin::JsonJob> {
+        let mut job =
+            stevedore::admin::JsonJob::new(&self.job_type, &self.queue, self.payload.clone());
+        job.priority = self.priority.map(|p| p.as_str().to_string());
+        job.delay.clone_from(&self.delay);
+        job.max_attempts = self.max_attempts;
+        job.unique.clone_from(&self.unique);
+        job.unique_ttl.clone_from(&self.unique_ttl);
+        // Checks names and options here, so nothing connects for a job that is refused.
+        let _checked = job.clone().into_raw()?;
+        Ok(job)
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum PriorityArg {
+    High,
+    Normal,
+    Low,
+}
+
+impl PriorityArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            PriorityArg::High => "high",
+            PriorityArg::Normal => "normal",
+            PriorityArg::Low => "low",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DlqCommand {
+    /// List dead letters, newest first, a page at a time.
+    List {
+        /// The queue.
+        queue: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Most entries to show (at most 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// Show entries older than this entry id (the cursor the previous page printed).
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<String>,
+    },
+    /// Show one dead letter with its payload.
+    Show {
+        /// The queue.
+        queue: String,
+        /// The dead letter's entry id (from dlq list).
+        entry_id: String,
+    },
+    /// Put dead jobs back on their queue: one by entry id, or every one matching the
+    /// filters (all without filters). A job keeps its id and starts over at attempt 1.
+    Replay {
+        /// The queue.
+        queue: String,
+        /// Replay only this dead letter.
+        #[arg(conflicts_with = "FilterArgs")]
+        entry_id: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only say how many would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead letters: one by entry id, those matching the filters, or --all.
+    Purge {
+        /// The queue.
+        queue: String,
+        /// Delete only this dead letter.
+        #[arg(conflicts_with_all = ["FilterArgs", "older_than", "all"])]
+        entry_id: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only those that died more than this long ago, e.g. 7d.
+        #[arg(long, value_name = "DURATION", value_parser = duration, conflicts_with = "until")]
+        older_than: Option<Duration>,
+        /// Every dead letter of the queue (needed when no entry id or filter is given).
+        #[arg(long, conflicts_with_all = ["FilterArgs", "older_than"])]
+        all: bool,
+        /// Only say how many would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Which dead letters a command applies to; every filter given must match.
+#[derive(Args, Debug, Default, Clone)]
+pub(crate) struct FilterArgs {
+    /// Only jobs of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) job_type: Option<String>,
+    /// Only jobs that died for this reason.
+    #[arg(long, value_enum)]
+    pub(crate) reason: Option<ReasonArg>,
+    /// Only jobs that died at or after this time: RFC 3339 (2026-05-01T12:00:00Z) or a
+    /// duration ago (1h).
+    #[arg(long, value_name = "WHEN", value_parser = when)]
+    pub(crate) since: Option<SystemTime>,
+    /// Only jobs that died before this time: RFC 3339 or a duration ago.
+    #[arg(long, value_name = "WHEN", value_parser = when)]
+    pub(crate) until: Option<SystemTime>,
+}
+
+impl FilterArgs {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.job_type.is_none()
+            && self.reason.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+
+    pub(crate) fn to_filter(&self) -> stevedore::DeadLetterFilter {
+        stevedore::DeadLetterFilter {
+            job_type: self.job_type.clone(),
+            reason: self.reason.map(ReasonArg::reason),
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
+/// The reasons a job is dead-lettered for.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum ReasonArg {
+    Failed,
+    Timeout,
+    Poison,
+    #[value(name = "unknown_type")]
+    UnknownType,
+    #[value(name = "bad_entry")]
+    BadEntry,
+}
+
+impl ReasonArg {
+    fn reason(self) -> DeadReason {
+        match self {
+            ReasonArg::Failed => DeadReason::Failed,
+            ReasonArg::Timeout => DeadReason::Timeout,
+            ReasonArg::Poison => DeadReason::Poison,
+            ReasonArg::UnknownType => DeadReason::UnknownType,
+            ReasonArg::BadEntry => DeadReason::BadEntry,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) addr: SocketAddr,
+    /// Require `Authorization: Bearer <TOKEN>` on requests that change data.
+    #[arg(long, env = "STEVEDORE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Bind a non-loopback address without a token (anyone who reaches it can enqueue,
+    /// pause, replay and purge).
+    #[arg(long)]
+    pub(crate) allow_no_token: bool,
+}
+
+fn json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 5m, 1h30m, 7d)"))
+}
+
+/// A duration checked here and handed on as written (the admin layer's JSON job takes
+/// durations as text).
+fn duration_text(s: &str) -> Result<String, String> {
+    duration(s).map(|_| s.to_string())
+}
+
+/// An RFC 3339 time, or a duration before now (this machine's clock).
+fn when(s: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(s) {
+        return SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{s} ago is before any time this machine can represent"));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(SystemTime::from)
+        .map_err(|_| {
+            "use an RFC 3339 time (2026-05-01T12:00:00Z) or a duration ago (1h, 30m, 7d)"
+                .to_string()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_a_duration_ago() {
+        let t = when("2026-05-01T12:00:00+02:00").expect("rfc3339");
+        assert_eq!(
+            t,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_777_629_600)
+        );
+        let hour_ago = when("1h").expect("duration");
+        let age = SystemTime::now()
+            .duration_since(hour_ago)
+            .expect("in the past");
+        assert!(age >= Duration::from_secs(3600) && age < Duration::from_secs(3660));
+        assert!(when("yesterday").is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! `stats`, `queues`, `workers`, `job`, `pause` and `resume`: one admin call each.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use stevedore::{Client, JobStatus};
+
+use crate::args::Global;
+use crate::failure::NotFound;
+use crate::output::{self, Align, Table};
+
+pub(crate) async fn stats(client: &Client, g: &Global) -> anyhow::Result<()> {
+    let o = client.admin().stats().await?;
+    if g.json {
+        return output::print_json(&o);
+    }
+    let t = &o.totals;
+    output::print(&output::fields(&[
+        ("queues", format!("{} ({} paused)", o.queues, o.paused)),
+        (
+            "workers",
+            format!(
+                "{} (running {} of {} slots)",
+                o.workers, o.in_flight, o.concurrency
+            ),
+        ),
+        ("ready", o.ready.to_string()),
+        ("pending", o.pending.to_string()),
+        ("scheduled", o.scheduled.to_string()),
+        ("dead", o.dead.to_string()),
+        ("succeeded (total)", t.succeeded.to_string()),
+        ("failed (total)", t.failed.to_string()),
+        ("retried (total)", t.retried.to_string()),
+        ("dead-lettered (total)", t.dead.to_string()),
+        ("reclaimed (total)", t.reclaimed.to_string()),
+    ]))
+}
+
+pub(crate) async fn queues(client: &Client, g: &Global) -> anyhow::Result<()> {
+    let queues = client.admin().queues().await?;
+    if g.json {
+        return output::print_json(&queues);
+    }
+    if queues.is_empty() {
+        return output::print(&format!("no queues under prefix {:?}\n", g.prefix));
+    }
+    let mut t = Table::new(&[
+        ("QUEUE", Align::Left),
+        ("STATE", Align::Left),
+        ("READY", Align::Right),
+        ("PENDING", Align::Right),
+        ("SCHEDULED", Align::Right),
+        ("DEAD", Align::Right),
+        ("WORKERS", Align::Right),
+        ("OLDEST WAITING", Align::Right),
+        ("SUCCEEDED", Align::Right),
+        ("FAILED", Align::Right),
+    ]);
+    for q in &queues {
+        let s = &q.stats;
+        t.row(vec![
+            q.name.clone(),
+            if q.paused { "paused" } else { "active" }.to_string(),
+            s.ready.total().to_string(),
+            s.pending.total().to_string(),
+            s.scheduled.to_string(),
+            s.dead.to_string(),
+            q.workers.to_string(),
+            if s.oldest_waiting.is_zero() {
+                "-".to_string()
+            } else {
+                output::age(s.oldest_waiting)
+            },
+            q.totals.succeeded.to_string(),
+            q.totals.failed.to_string(),
+        ]);
+    }
+    output::print(&t.render())
+}
+
+pub(crate) async fn workers(client: &Client, g: &Global) -> anyhow::Result<()> {
+    let workers = client.admin().workers().await?;
+    if g.json {
+        return output::print_json(&workers);
+    }
+    if workers.is_empty() {
+        return output::print(&format!("no live workers under prefix {:?}\n", g.prefix));
+    }
+    let mut t = Table::new(&[
+        ("WORKER", Align::Left),
+        ("QUEUES", Align::Left),
+        ("BUSY", Align::Right),
+        ("STARTED", Align::Right),
+        ("HEARTBEAT", Align::Right),
+        ("PID", Align::Right),
+    ]);
+    for w in &workers {
+        t.row(vec![
+            w.id.clone(),
+            w.queues.join(","),
+            format!("{}/{}", w.in_flight, w.concurrency),
+            output::ago_ms(w.started_at_ms),
+            output::ago_ms(w.last_heartbeat_ms),
+            w.pid.to_string(),
+        ]);
+    }
+    output::print(&t.render())
+}
+
+pub(crate) async fn job(client: &Client, g: &Global, id: &str) -> anyhow::Result<()> {
+    let Some(s) = client.status(id).await? else {
+        return Err(NotFound(format!(
+            "no job {id:?} under prefix {:?} (never enqueued there, or its status expired)",
+            g.prefix
+        ))
+        .into());
+    };
+    if g.json {
+        return output::print_json(&status_json(&s));
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    output::print(&output::fields(&[
+        ("id", s.id.clone()),
+        ("state", s.state.to_string()),
+        ("type", s.job_type.clone()),
+        ("queue", s.queue.clone()),
+        ("attempts", format!("{} of {}", s.attempts, s.max_attempts)),
+        ("enqueued at", output::time(s.enqueued_at)),
+        ("started at", output::time(s.started_at)),
+        ("finished at", output::time(s.finished_at)),
+        ("next at", output::time(s.next_at)),
+        ("error", opt(&s.error)),
+        ("reason", opt(&s.reason)),
+        ("result", opt(&s.result)),
+    ]))
+}
+
+/// Pauses (or resumes) `queue`; fails with the library's unknown-queue error for a queue
+/// it never saw.
+pub(crate) async fn pause(
+    client: &Client,
+    g: &Global,
+    queue: &str,
+    paused: bool,
+) -> anyhow::Result<()> {
+    let admin = client.admin();
+    let changed = if paused {
+        admin.pause(queue).await?
+    } else {
+        admin.resume(queue).await?
+    };
+    if g.json {
+        return output::print_json(
+            &json!({ "queue": queue, "paused": paused, "changed": changed }),
+        );
+    }
+    let state = if paused { "paused" } else { "resumed" };
+    output::print(&if changed {
+        format!("{queue}: {state}\n")
+    } else {
+        format!("{queue}: already {state}\n")
+    })
+}
+
+/// Unix ms, or null.
+pub(crate) fn ms(t: Option<SystemTime>) -> Value {
+    match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+        Some(d) => json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => Value::Null,
+    }
+}
+
+/// A job status in the shape `GET /api/v1/jobs/{id}` answers with.
+fn status_json(s: &JobStatus) -> Value {
+    json!({
+        "id": s.id,
+        "state": s.state.as_str(),
+        "type": s.job_type,
+        "queue": s.queue,
+        "attempts": s.attempts,
+        "max_attempts": s.max_attempts,
+        "enqueued_at_ms": ms(s.enqueued_at),
+        "started_at_ms": ms(s.started_at),
+        "finished_at_ms": ms(s.finished_at),
+        "next_at_ms": ms(s.next_at),
+        "error": s.error,
+        "reason": s.reason,
+        "result": s.result,
+    })
+}
