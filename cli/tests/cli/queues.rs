@@ -1,0 +1,150 @@
+use serde_json::Value;
+
+use crate::support::{Env, queue_info};
+
+#[tokio::test]
+async fn enqueued_jobs_show_in_queues_stats_and_job_status() {
+    let env = Env::start().await;
+    let urgent = env
+        .ok(&[
+            "enqueue",
+            "mail.send",
+            "-q",
+            "mail",
+            "--payload",
+            r#"{"to":"ada"}"#,
+            "--priority",
+            "high",
+        ])
+        .await;
+    let urgent = urgent.trim();
+    assert_eq!(urgent.len(), 36, "one job id: {urgent:?}");
+    let later = env
+        .json(&[
+            "enqueue",
+            "mail.send",
+            "-q",
+            "mail",
+            "--delay",
+            "1h",
+            "--max-attempts",
+            "2",
+        ])
+        .await;
+    assert_eq!(later["duplicate"], false);
+    let later = later["id"].as_str().expect("id").to_string();
+
+    let bulk = env
+        .ok(&[
+            "enqueue",
+            "mail.digest",
+            "-q",
+            "mail",
+            "--count",
+            "500",
+            "--priority",
+            "low",
+        ])
+        .await;
+    assert!(
+        bulk.starts_with("enqueued 500 mail.digest jobs on mail: first "),
+        "{bulk}"
+    );
+    let bulk = env
+        .json(&["enqueue", "mail.digest", "-q", "mail", "-n", "1500"])
+        .await;
+    assert_eq!(bulk["count"], 1500, "two round trips");
+    assert_ne!(bulk["first"], bulk["last"]);
+
+    let queues = env.json(&["queues"]).await;
+    let mail = queue_info(&queues, "mail");
+    assert_eq!(mail["paused"], false);
+    assert_eq!(mail["stats"]["ready"]["high"], 1);
+    assert_eq!(mail["stats"]["ready"]["low"], 500);
+    assert_eq!(mail["stats"]["ready"]["normal"], 1500);
+    assert_eq!(mail["stats"]["scheduled"], 1);
+    let table = env.ok(&["queues"]).await;
+    let header = table.lines().next().expect("a header");
+    assert!(
+        header.starts_with("QUEUE") && header.contains("READY"),
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..6],
+        ["mail", "active", "2001", "0", "1", "0"],
+        "{table}"
+    );
+
+    let stats = env.json(&["stats"]).await;
+    assert_eq!(stats["queues"], 1);
+    assert_eq!(stats["ready"], 2001);
+    assert_eq!(stats["scheduled"], 1);
+    let human = env.ok(&["stats"]).await;
+    assert!(
+        human
+            .lines()
+            .any(|l| l.split_whitespace().eq(["ready", "2001"])),
+        "{human}"
+    );
+
+    let status = env.json(&["job", urgent]).await;
+    assert_eq!(status["state"], "queued");
+    assert_eq!(status["type"], "mail.send");
+    assert_eq!(status["queue"], "mail");
+    let status = env.json(&["job", &later]).await;
+    assert_eq!(status["state"], "scheduled");
+    assert_eq!(status["max_attempts"], 2);
+    let human = env.ok(&["job", &later]).await;
+    assert!(human.contains("state        scheduled"), "{human}");
+}
+
+#[tokio::test]
+async fn a_unique_key_admits_one_job() {
+    let env = Env::start().await;
+    let args = [
+        "enqueue",
+        "report.build",
+        "-q",
+        "reports",
+        "--unique",
+        "r-11",
+        "--unique-ttl",
+        "1h",
+    ];
+    let first = env.json(&args).await;
+    let again = env.json(&args).await;
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(first["id"], again["id"]);
+    let queues = env.json(&["queues"]).await;
+    assert_eq!(
+        queue_info(&queues, "reports")["stats"]["ready"]["normal"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn pause_and_resume_show_in_queues() {
+    let env = Env::start().await;
+    env.ok(&["enqueue", "x.y", "-q", "work"]).await;
+    let paused = |v: Value| queue_info(&v, "work")["paused"].clone();
+    assert_eq!(paused(env.json(&["queues"]).await), false);
+
+    assert_eq!(env.ok(&["pause", "work"]).await, "work: paused\n");
+    assert_eq!(paused(env.json(&["queues"]).await), true);
+    assert!(env.ok(&["queues"]).await.contains("paused"));
+    let again = env.json(&["pause", "work"]).await;
+    assert_eq!(again["changed"], false);
+    assert_eq!(env.json(&["stats"]).await["paused"], 1);
+
+    assert_eq!(env.ok(&["resume", "work"]).await, "work: resumed\n");
+    assert_eq!(paused(env.json(&["queues"]).await), false);
+    env.fails(&["pause", "nowhere"], 1, "unknown queue \"nowhere\"")
+        .await;
+}
