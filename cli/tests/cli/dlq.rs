@@ -185,6 +185,9 @@ async fn dead_letters_are_listed_shown_replayed_and_purged_and_dry_runs_change_n
         1,
         "back on its queue"
     );
+    let status = env.json(&["job", &job_id]).await;
+    assert_eq!(status["state"], "queued", "{status}");
+    assert_eq!(status["reason"], Value::Null, "{status}");
     env.fails(&["dlq", "replay", "cli-dead", &entry], 1, "no dead letter")
         .await;
     env.fails(&["dlq", "show", "cli-dead", &entry], 1, "no dead letter")
