@@ -3,6 +3,7 @@
 # Images for stevedore, built from source. Needs access to Docker Hub (rust, debian).
 #
 #   docker build --target worker -t stevedore-worker:dev .
+#   docker build --target cli -t stevedore-cli:dev .
 #   docker compose up --scale worker=3        (builds it too; see docker-compose.yml)
 #
 # Without a registry, deploy/build-local-images.sh builds the same worker image from a
@@ -17,11 +18,9 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --example worker \
- && install -D target/release/examples/worker /out/stevedore-worker
-# The `stevedore` CLI (commands and the admin server, `stevedore serve`) is built here
-# once the cli/ crate exists:
-#   && cargo build --release --locked -p stevedore-cli \
-#   && install -D target/release/stevedore /out/stevedore
+ && cargo build --release --locked -p stevedore-cli \
+ && install -D target/release/examples/worker /out/stevedore-worker \
+ && install -D target/release/stevedore /out/stevedore
 
 # ---- runtime: what every image shares ----------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -43,7 +42,9 @@ EXPOSE 9464
 ENTRYPOINT ["/usr/local/bin/stevedore-worker"]
 
 # ---- cli: `stevedore` commands and `stevedore serve` (admin API and dashboard) ----------
-# FROM runtime AS cli
-# COPY --from=build /out/stevedore /usr/local/bin/stevedore
-# EXPOSE 8080
-# ENTRYPOINT ["/usr/local/bin/stevedore"]
+#   docker build --target cli -t stevedore-cli:dev .
+#   docker run --rm stevedore-cli:dev --redis-url redis://host:6379 queues
+FROM runtime AS cli
+COPY --from=build /out/stevedore /usr/local/bin/stevedore
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/stevedore"]
