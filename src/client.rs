@@ -65,6 +65,7 @@ pub struct ClientBuilder {
     pool_size: usize,
     payload_limit: usize,
     job_status: Option<Duration>,
+    command_timeout: Option<Duration>,
     observers: Vec<Arc<dyn Observer>>,
     metrics: Option<Metrics>,
 }
@@ -109,6 +110,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Fails a command of this client (enqueue, status, admin calls) with
+    /// [`Error::Connection`] when Redis has not answered it within `timeout` (default: no
+    /// deadline; commands wait for a reconnect). Workers' blocking reads are not affected.
+    /// A timed-out enqueue may still have been written.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = Some(timeout);
+        self
+    }
+
     /// Reports every job event of this client (enqueues) and of the workers built on it to
     /// `observer`, after those added before. See [`observe`](crate::observe).
     pub fn observer(mut self, observer: impl Observer) -> Self {
@@ -130,7 +140,10 @@ impl ClientBuilder {
         if self.pool_size == 0 {
             return Err(Error::InvalidConfig("pool_size must be at least 1".into()));
         }
-        let connector = Connector::from_url(&self.url)?;
+        let mut connector = Connector::from_url(&self.url)?;
+        if let Some(t) = self.command_timeout {
+            connector = connector.with_command_timeout(t);
+        }
         let pool = connector.pool(self.pool_size).await?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -168,6 +181,7 @@ impl Client {
             pool_size: 2,
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
             job_status: Some(DEFAULT_STATUS_RETENTION),
+            command_timeout: None,
             observers: Vec::new(),
             metrics: None,
         }

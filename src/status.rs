@@ -108,6 +108,35 @@ pub struct JobStatus {
     pub result: Option<String>,
 }
 
+/// Unix milliseconds of `t`, for JSON.
+pub(crate) fn unix_ms(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// As JSON (the shape `GET /api/v1/jobs/{id}` answers with): times become Unix ms fields
+/// (`enqueued_at_ms`, ...), the type is `type`.
+impl serde::Serialize for JobStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("JobStatus", 13)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("state", self.state.as_str())?;
+        st.serialize_field("type", &self.job_type)?;
+        st.serialize_field("queue", &self.queue)?;
+        st.serialize_field("attempts", &self.attempts)?;
+        st.serialize_field("max_attempts", &self.max_attempts)?;
+        st.serialize_field("enqueued_at_ms", &unix_ms(self.enqueued_at))?;
+        st.serialize_field("started_at_ms", &unix_ms(self.started_at))?;
+        st.serialize_field("finished_at_ms", &unix_ms(self.finished_at))?;
+        st.serialize_field("next_at_ms", &unix_ms(self.next_at))?;
+        st.serialize_field("error", &self.error)?;
+        st.serialize_field("reason", &self.reason)?;
+        st.serialize_field("result", &self.result)?;
+        st.end()
+    }
+}
+
 impl JobStatus {
     fn from_hash(id: &str, h: HashMap<String, String>) -> Result<JobStatus> {
         let time = |k: &str| {

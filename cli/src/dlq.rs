@@ -8,13 +8,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use stevedore::{Client, DeadJob, DeadLetterFilter, DeadLetterQuery, DeadLetters};
 
 use crate::args::{DlqCommand, FilterArgs, Global};
 use crate::failure::{NotFound, Usage};
 use crate::output::{self, Align, Table};
-use crate::overview::ms;
 
 /// What one `dlq` command does, settled before connecting.
 pub(crate) struct Plan {
@@ -155,7 +154,7 @@ async fn list(
         .await?;
     let total = dlq.count().await?;
     if g.json {
-        let jobs: Vec<Value> = page.jobs.iter().map(dead_json).collect();
+        let jobs = &page.jobs;
         return output::print_json(&json!({
             "queue": dlq.queue(),
             "total": total,
@@ -207,7 +206,7 @@ async fn show(dlq: &DeadLetters, g: &Global, entry: &str) -> anyhow::Result<()> 
         return Err(missing(dlq, entry));
     };
     if g.json {
-        return output::print_json(&dead_json(&j));
+        return output::print_json(&serde_json::json!(j));
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     let mut pairs = vec![
@@ -333,26 +332,4 @@ fn attempts(j: &DeadJob) -> String {
         (Some(a), None) => a.to_string(),
         _ => "-".to_string(),
     }
-}
-
-/// A dead letter in the shape `GET /api/v1/queues/{queue}/dlq/{entry}` answers with.
-fn dead_json(j: &DeadJob) -> Value {
-    json!({
-        "entry_id": j.entry_id,
-        "job_id": j.job_id,
-        "type": j.job_type,
-        "queue": j.queue,
-        "priority": j.priority.map(|p| p.as_str()),
-        "reason": j.reason.as_str(),
-        "error": j.error,
-        "attempts": j.attempts,
-        "max_attempts": j.max_attempts,
-        "deliveries": j.deliveries,
-        "failed_at_ms": ms(j.failed_at),
-        "enqueued_at_ms": ms(j.enqueued_at),
-        "origin": j.origin,
-        "replayed_from": j.replayed_from,
-        "payload": j.payload_json(),
-        "payload_bytes": j.payload.len(),
-    })
 }

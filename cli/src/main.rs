@@ -39,6 +39,8 @@ use args::{Cli, Command, Global};
 
 /// How long connecting to Redis may take before the command gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one Redis command may take once connected before the command fails.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -89,6 +91,7 @@ async fn connect(g: &Global, pool: usize) -> anyhow::Result<Client> {
     let connecting = Client::builder(&g.redis_url)
         .prefix(&g.prefix)
         .pool_size(pool)
+        .command_timeout(COMMAND_TIMEOUT)
         .connect();
     let client = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await

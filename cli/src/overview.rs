@@ -1,9 +1,7 @@
 //! `stats`, `queues`, `workers`, `job`, `pause` and `resume`: one admin call each.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use serde_json::{Value, json};
-use stevedore::{Client, JobStatus};
+use serde_json::json;
+use stevedore::Client;
 
 use crate::args::Global;
 use crate::failure::NotFound;
@@ -116,7 +114,7 @@ pub(crate) async fn job(client: &Client, g: &Global, id: &str) -> anyhow::Result
         .into());
     };
     if g.json {
-        return output::print_json(&status_json(&s));
+        return output::print_json(&serde_json::json!(s));
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     output::print(&output::fields(&[
@@ -159,32 +157,5 @@ pub(crate) async fn pause(
         format!("{queue}: {state}\n")
     } else {
         format!("{queue}: already {state}\n")
-    })
-}
-
-/// Unix ms, or null.
-pub(crate) fn ms(t: Option<SystemTime>) -> Value {
-    match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-        Some(d) => json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        None => Value::Null,
-    }
-}
-
-/// A job status in the shape `GET /api/v1/jobs/{id}` answers with.
-fn status_json(s: &JobStatus) -> Value {
-    json!({
-        "id": s.id,
-        "state": s.state.as_str(),
-        "type": s.job_type,
-        "queue": s.queue,
-        "attempts": s.attempts,
-        "max_attempts": s.max_attempts,
-        "enqueued_at_ms": ms(s.enqueued_at),
-        "started_at_ms": ms(s.started_at),
-        "finished_at_ms": ms(s.finished_at),
-        "next_at_ms": ms(s.next_at),
-        "error": s.error,
-        "reason": s.reason,
-        "result": s.result,
     })
 }

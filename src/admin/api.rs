@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::{Admin, JsonJob};
 use crate::dlq::{DeadLetterFilter, DeadLetterQuery};
-use crate::{DeadJob, Error, Health, JobStatus, Metrics};
+use crate::{Error, Health, Metrics};
 
 /// Request bodies larger than this are refused with 413 unless set otherwise.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -362,7 +362,7 @@ async fn submit_job(State(st): State<AppState>, body: Bytes) -> ApiResult {
 
 async fn job_status(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     match st.admin.client().status(&id).await? {
-        Some(s) => ok(status_json(&s)),
+        Some(s) => ok(json!(s)),
         None => Err(ApiError::not_found(&format!(
             "no job {id:?} (never enqueued here, or its status expired)"
         ))),
@@ -434,6 +434,7 @@ async fn dlq_list(
 ) -> ApiResult {
     let Query(params) = params
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.body_text()))?;
+    known(&st, &queue).await?;
     let dlq = st.admin.client().dead_letters(&queue)?;
     let page = dlq
         .list(&DeadLetterQuery {
@@ -442,7 +443,7 @@ async fn dlq_list(
             before: params.before.clone(),
         })
         .await?;
-    let jobs: Vec<Value> = page.jobs.iter().map(dead_json).collect();
+    let jobs = &page.jobs;
     ok(json!({ "queue": queue, "total": dlq.count().await?, "jobs": jobs, "next": page.next }))
 }
 
@@ -450,8 +451,9 @@ async fn dlq_show(
     State(st): State<AppState>,
     Path((queue, entry)): Path<(String, String)>,
 ) -> ApiResult {
+    known(&st, &queue).await?;
     match st.admin.client().dead_letters(&queue)?.get(&entry).await? {
-        Some(j) => ok(dead_json(&j)),
+        Some(j) => ok(json!(j)),
         None => Err(ApiError::not_found(&format!(
             "no dead letter {entry:?} in queue {queue:?}"
         ))),
@@ -526,6 +528,7 @@ async fn bulk(st: &AppState, queue: &str, body: &Bytes, replay: bool) -> ApiResu
             "limit and before apply to listing only",
         ));
     }
+    known(st, queue).await?;
     let dlq = st.admin.client().dead_letters(queue)?;
     let filter = params.filter();
     let verb = if replay { "replayed" } else { "purged" };
@@ -543,58 +546,19 @@ async fn bulk(st: &AppState, queue: &str, body: &Bytes, replay: bool) -> ApiResu
     ok(Value::Object(out))
 }
 
+/// 404 unless `queue` is known (so a typo is not an empty dead-letter list).
+async fn known(st: &AppState, queue: &str) -> Result<(), ApiError> {
+    if st.admin.queue_exists(queue).await? {
+        Ok(())
+    } else {
+        Err(Error::UnknownQueue(queue.to_string()).into())
+    }
+}
+
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         super::openapi::DOCUMENT,
     )
         .into_response()
-}
-
-fn ms(t: Option<SystemTime>) -> Value {
-    match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-        Some(d) => json!(d.as_millis() as u64),
-        None => Value::Null,
-    }
-}
-
-/// A job status as the API shows it (times in Unix ms).
-pub(crate) fn status_json(s: &JobStatus) -> Value {
-    json!({
-        "id": s.id,
-        "state": s.state.as_str(),
-        "type": s.job_type,
-        "queue": s.queue,
-        "attempts": s.attempts,
-        "max_attempts": s.max_attempts,
-        "enqueued_at_ms": ms(s.enqueued_at),
-        "started_at_ms": ms(s.started_at),
-        "finished_at_ms": ms(s.finished_at),
-        "next_at_ms": ms(s.next_at),
-        "error": s.error,
-        "reason": s.reason,
-        "result": s.result,
-    })
-}
-
-/// A dead letter as the API shows it: the payload as JSON when it decodes, else its size.
-pub(crate) fn dead_json(j: &DeadJob) -> Value {
-    json!({
-        "entry_id": j.entry_id,
-        "job_id": j.job_id,
-        "type": j.job_type,
-        "queue": j.queue,
-        "priority": j.priority.map(|p| p.as_str()),
-        "reason": j.reason.as_str(),
-        "error": j.error,
-        "attempts": j.attempts,
-        "max_attempts": j.max_attempts,
-        "deliveries": j.deliveries,
-        "failed_at_ms": ms(j.failed_at),
-        "enqueued_at_ms": ms(j.enqueued_at),
-        "origin": j.origin,
-        "replayed_from": j.replayed_from,
-        "payload": j.payload_json(),
-        "payload_bytes": j.payload.len(),
-    })
 }

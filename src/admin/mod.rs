@@ -430,6 +430,16 @@ impl Admin {
             .await?)
     }
 
+    /// Whether `queue` is known: a job was enqueued to it or a worker consumed it.
+    pub async fn queue_exists(&self, queue: &str) -> Result<bool> {
+        validate_name("queue", queue)?;
+        Ok(self
+            .client
+            .redis()
+            .sismember(self.client.keys().queues(), queue)
+            .await?)
+    }
+
     async fn ensure_known(&self, queue: &str) -> Result<()> {
         let known: bool = self
             .client

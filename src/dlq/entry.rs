@@ -38,7 +38,7 @@ pub enum DeadReason {
 
 impl DeadReason {
     /// The reasons stevedore writes itself.
-    pub(crate) const ALL: [DeadReason; 5] = [
+    pub const ALL: [DeadReason; 5] = [
         DeadReason::Failed,
         DeadReason::Poison,
         DeadReason::UnknownType,
@@ -145,6 +145,34 @@ impl fmt::Debug for DeadJob {
             .field("payload_bytes", &self.payload.len())
             .field("fields", &self.fields)
             .finish()
+    }
+}
+
+/// As JSON (the shape `GET /api/v1/queues/{queue}/dlq/{entry}` answers with): times become
+/// Unix ms fields, the payload is decoded to JSON (`null` when it is not MessagePack) and
+/// its size given as `payload_bytes`; the other raw fields are left out.
+impl serde::Serialize for DeadJob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let ms = crate::status::unix_ms;
+        let mut st = s.serialize_struct("DeadJob", 16)?;
+        st.serialize_field("entry_id", &self.entry_id)?;
+        st.serialize_field("job_id", &self.job_id)?;
+        st.serialize_field("type", &self.job_type)?;
+        st.serialize_field("queue", &self.queue)?;
+        st.serialize_field("priority", &self.priority.map(Priority::as_str))?;
+        st.serialize_field("reason", self.reason.as_str())?;
+        st.serialize_field("error", &self.error)?;
+        st.serialize_field("attempts", &self.attempts)?;
+        st.serialize_field("max_attempts", &self.max_attempts)?;
+        st.serialize_field("deliveries", &self.deliveries)?;
+        st.serialize_field("failed_at_ms", &ms(self.failed_at))?;
+        st.serialize_field("enqueued_at_ms", &ms(self.enqueued_at))?;
+        st.serialize_field("origin", &self.origin)?;
+        st.serialize_field("replayed_from", &self.replayed_from)?;
+        st.serialize_field("payload", &self.payload_json())?;
+        st.serialize_field("payload_bytes", &self.payload.len())?;
+        st.end()
     }
 }
 

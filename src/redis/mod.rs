@@ -26,6 +26,8 @@ type ReadReply = Option<Vec<(String, Vec<Entry>)>>;
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: Config,
+    /// Deadline of one command on the pool (`Duration::ZERO`: none).
+    command_timeout: Duration,
 }
 
 impl Connector {
@@ -49,7 +51,10 @@ impl Connector {
             url: redact_url(url),
             reason: e.details().to_string(),
         })?;
-        Ok(Connector { config })
+        Ok(Connector {
+            config,
+            command_timeout: Duration::ZERO,
+        })
     }
 
     fn builder(&self) -> Builder {
@@ -66,9 +71,19 @@ impl Connector {
         b
     }
 
+    /// Gives every command on the pool this deadline (never blocking reads: they use
+    /// [`dedicated`](Self::dedicated) connections).
+    pub(crate) fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
     /// A pool for enqueueing and admin calls, connected.
     pub(crate) async fn pool(&self, size: usize) -> crate::Result<Pool> {
-        let pool = self.builder().build_pool(size.max(1))?;
+        let mut builder = self.builder();
+        let timeout = self.command_timeout;
+        builder.with_performance_config(|p| p.default_command_timeout = timeout);
+        let pool = builder.build_pool(size.max(1))?;
         pool.init().await?;
         Ok(pool)
     }

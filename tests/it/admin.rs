@@ -411,6 +411,12 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(code, 404, "unknown queue");
     let (code, _) = post(&api, "/api/v1/queues/mail/pause", json!({})).await;
     assert_eq!(code, 404, "pausing an unknown queue");
+    let (code, reply) = get(&api, "/api/v1/queues/mail/dlq").await;
+    assert_eq!(
+        (code, reply["error"].as_str()),
+        (404, Some("not_found")),
+        "dead letters of an unknown queue"
+    );
     let (code, _) = get(&api, "/api/v1/queues/bad%20name").await;
     assert_eq!(code, 422, "invalid queue name");
     let (code, _) = call(&api, "POST", "/api/v1/queues/mail/dlq/purge", None, None).await;
