@@ -100,6 +100,7 @@ impl Browser {
                     "--disable-background-networking",
                     "--disable-component-update",
                     "--disable-sync",
+                    "--hide-scrollbars",
                     "--window-size=1280,1000",
                     "--lang=en-US",
                     format!("--user-data-dir={}", profile.path().display()),
