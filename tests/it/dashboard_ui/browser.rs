@@ -1,6 +1,7 @@
 //! Headless Chromium driven through a `chromedriver` child process, and the few page
 //! operations the dashboard tests need, each waiting with a deadline instead of sleeping.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,16 +24,18 @@ pub(super) fn browser_available(test: &str) -> Option<(PathBuf, PathBuf)> {
         return Some((c, d));
     }
     let missing = match (chromium, driver) {
-        (None, None) => "chromium and chromedriver",
-        (None, Some(_)) => "chromium",
-        _ => "chromedriver",
+        (None, None) => "chromium and chromedriver are",
+        (None, Some(_)) => "chromium is",
+        _ => "chromedriver is",
     };
     assert!(
         std::env::var("STEVEDORE_REQUIRE_BROWSER").as_deref() != Ok("1"),
-        "STEVEDORE_REQUIRE_BROWSER=1 but {missing} is not on PATH \
+        "STEVEDORE_REQUIRE_BROWSER=1 but {missing} not on PATH \
          (Debian: apt-get install chromium chromium-driver)"
     );
-    eprintln!(
+    // Straight to stderr, past the test harness' capture, so the skip is seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n==================== SKIPPED {test} ====================\n\
          {missing} not on PATH (Debian: apt-get install chromium chromium-driver); \
          set STEVEDORE_REQUIRE_BROWSER=1 to make this a failure\n"
