@@ -13,6 +13,10 @@ mod bad_input;
 /// The Grafana dashboard and the alert rules against the exporter: every metric they name
 /// is exported, and every dashboard query returns data from a real Prometheus.
 mod dashboard;
+/// The web dashboard in headless Chromium (through chromedriver): totals, submitting and
+/// looking up jobs, dead letters shown, replayed and purged, queues paused and resumed;
+/// data from Redis always rendered as text.
+mod dashboard_ui;
 /// Delayed jobs, retry backoff, unknown types waiting for a worker that knows them.
 mod delays;
 /// Dead letters: count, list with filters and cursors, get, replay (racing too), purge.

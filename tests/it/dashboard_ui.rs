@@ -1,0 +1,653 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use stevedore::admin::{AdminConfig, router, serve};
+use stevedore::{JobContext, JobError, RawJob, Worker, WorkerBuilder, job_handler};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, Running, TestEnv, eventually};
+
+/// Headless Chromium through chromedriver, and page helpers that wait with a deadline.
+mod browser;
+
+use browser::{Browser, browser_available};
+
+const TOKEN: &str = "t";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Chore {
+    n: u32,
+}
+
+#[job_handler(name = "ui.ok", queue = "ui", max_attempts = 3)]
+async fn succeeds(_c: Chore, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), ctx.attempt());
+    Ok(())
+}
+
+/// Dead-letters a job the first time it runs; once replayed, it succeeds.
+#[job_handler(name = "ui.doomed", queue = "ui")]
+async fn doomed(_c: Chore, ctx: JobContext) -> Result<(), JobError> {
+    let first = support::runs(ctx.id()) == 0;
+    support::record(ctx.id(), ctx.attempt());
+    if first {
+        Err(JobError::permanent("the account was deleted"))
+    } else {
+        Ok(())
+    }
+}
+
+#[job_handler(name = "ui.broken", queue = "ui")]
+async fn broken(_c: Chore, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), ctx.attempt());
+    Err(JobError::permanent("no such template"))
+}
+
+/// Markup that would run a script if it were ever parsed as HTML. No double quotes, so
+/// the API's messages (which quote names Rust's way) show them unchanged.
+const HOSTILE_ERROR: &str =
+    "<img src=x onerror=window.__xss='error'><script>window.__xss='script'</script>";
+const HOSTILE_TYPE: &str = "<img src=x onerror=window.__xss='type'>";
+const HOSTILE_WORKER: &str = "<img src=x onerror=window.__xss='worker'>";
+const HOSTILE_PAYLOAD: &str = "<img src=x onerror=window.__xss='payload'>";
+const HOSTILE_ID: &str = "<img src=x onerror=window.__xss='lookup'>";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Note {
+    note: String,
+}
+
+#[job_handler(name = "ui.hostile", queue = "ui-x", max_attempts = 1)]
+async fn hostile(_n: Note, _ctx: JobContext) -> Result<(), JobError> {
+    Err(JobError::permanent(format!(
+        "upstream said {HOSTILE_ERROR}"
+    )))
+}
+
+/// A test's Redis, its worker, and the admin router (token [`TOKEN`]) on a loopback port.
+struct App {
+    env: TestEnv,
+    worker: Running,
+    server: CancellationToken,
+    url: String,
+}
+
+impl App {
+    async fn start(worker: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> App {
+        let env = TestEnv::start().await;
+        let built = worker(Worker::builder(env.client.clone()))
+            .build()
+            .expect("worker builds");
+        let worker = support::spawn(built);
+        let app = router(env.client.admin(), AdminConfig::default().token(TOKEN));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let server = CancellationToken::new();
+        tokio::spawn(serve(listener, app, server.clone().cancelled_owned()));
+        App {
+            env,
+            worker,
+            server,
+            url: format!("http://{addr}/"),
+        }
+    }
+
+    async fn stop(self) {
+        self.server.cancel();
+        self.worker.shutdown().await.expect("worker stops");
+    }
+
+    async fn paused(&self, queue: &str) -> bool {
+        self.env
+            .client
+            .admin()
+            .is_paused(queue)
+            .await
+            .expect("is_paused")
+    }
+}
+
+/// Fills the submit form and sends it; returns the new job's id as the page shows it.
+async fn submit(b: &Browser, job_type: &str, queue: &str, payload: &str) -> String {
+    b.fill("#job-type", job_type).await;
+    b.fill("#job-queue", queue).await;
+    b.fill("#job-payload", payload).await;
+    // The previous confirmation goes first, so the id read below is the new job's.
+    b.js(
+        "document.getElementById('submit-msg').textContent = '';",
+        vec![],
+    )
+    .await;
+    b.click("#job-submit").await;
+    b.wait_text("#submit-msg", "the enqueue's confirmation", |t| {
+        t.starts_with("Enqueued job ")
+    })
+    .await;
+    b.text("#submit-id").await.expect("the job id link")
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_queues_and_operates_them_in_a_real_browser() {
+    let Some((chromium, driver)) =
+        browser_available("the_dashboard_shows_queues_and_operates_them_in_a_real_browser")
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let app = App::start(|w| {
+        w.consumer_name("ui-worker-1")
+            .concurrency(4)
+            .handler(succeeds::handler())
+            .handler(doomed::handler())
+            .handler(broken::handler())
+    })
+    .await;
+    let b = Browser::start(chromium, driver).await;
+    let browser_up = started.elapsed();
+    b.open(&app.url).await;
+
+    // The totals, the queue and the worker show up.
+    b.wait_number("#t-workers", "one live worker", |n| n == 1)
+        .await;
+    b.wait_for("#queues tr[data-queue='ui']", "queue ui in the queue table")
+        .await;
+    b.wait_text("#workers tbody td", "the worker's id", |t| {
+        t == "ui-worker-1"
+    })
+    .await;
+    assert_eq!(b.text("#t-succeeded").await.as_deref(), Some("0"));
+
+    // Without the token a change is refused, and the page says what to do.
+    b.click("#queues tr[data-queue='ui'] button.pause").await;
+    b.wait_text("#notice-text", "the message for a 401", |t| {
+        t.contains("needs an API token")
+    })
+    .await;
+    assert!(!app.paused("ui").await);
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
+    b.wait_text("#token-state", "the token kept", |t| {
+        t.contains("token set")
+    })
+    .await;
+
+    // A job submitted through the form runs, and the totals move.
+    b.fill("#job-max-attempts", "2").await;
+    b.select("#job-priority", "high").await;
+    let id = submit(&b, "ui.ok", "ui", r#"{"n": 1}"#).await;
+    b.wait_number(
+        "#t-succeeded",
+        "the succeeded total counting the job",
+        |n| n >= 1,
+    )
+    .await;
+    assert_eq!(support::values::<u32>(&id), vec![1], "the job ran once");
+    b.wait_number(
+        "#queues tr[data-queue='ui'] td:nth-child(11)",
+        "the queue's succeeded count",
+        |n| n >= 1,
+    )
+    .await;
+
+    // Looked up by id.
+    b.fill("#lookup-id", &id).await;
+    b.click("#lookup-go").await;
+    b.wait_text("#lookup-state", "the job's state", |t| t == "succeeded")
+        .await;
+    let details = b.text("#lookup-result").await.unwrap_or_default();
+    assert!(
+        details.contains("ui.ok") && details.contains("1 of 2"),
+        "lookup shows type and attempts: {details}"
+    );
+    b.fill("#job-max-attempts", "").await;
+    b.select("#job-priority", "").await;
+
+    // A job that fails for good is listed in the dead letters, with its details and
+    // payload; replayed, it runs again and leaves the list.
+    let doomed_id = submit(&b, "ui.doomed", "ui", r#"{"n": 2}"#).await;
+    b.wait_number("#t-dead", "one dead letter", |n| n == 1)
+        .await;
+    b.click("#queues tr[data-queue='ui'] button.show-dlq").await;
+    b.wait_text(
+        "#dlq tbody td:nth-child(2)",
+        "the dead letter's type",
+        |t| t == "ui.doomed",
+    )
+    .await;
+    b.wait_text(
+        "#dlq tbody td:nth-child(4)",
+        "the dead letter's error",
+        |t| t.contains("the account was deleted"),
+    )
+    .await;
+    b.click("#dlq tbody tr button.show").await;
+    b.wait_text("#dlq-d-payload", "the payload", |t| t.contains(r#""n": 2"#))
+        .await;
+    let fields = b.text("#dlq-d-fields").await.unwrap_or_default();
+    assert!(
+        fields.contains(&doomed_id),
+        "details show the job id: {fields}"
+    );
+    b.click("#dlq tbody tr button.replay").await;
+    b.wait_text("#dlq-msg", "the replay's confirmation", |t| {
+        t.starts_with("Replayed dead letter")
+    })
+    .await;
+    b.wait_number("#t-dead", "no dead letters", |n| n == 0)
+        .await;
+    b.wait_text("#dlq-empty", "an empty dead-letter list", |t| {
+        t == "No dead letters in ui."
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the replayed job runs again",
+        || async { support::runs(&doomed_id) == 2 },
+    )
+    .await;
+
+    // Replay and purge by filter: the page counts first (a dry run), then asks.
+    for n in [3, 4] {
+        submit(&b, "ui.doomed", "ui", &format!(r#"{{"n": {n}}}"#)).await;
+    }
+    submit(&b, "ui.broken", "ui", r#"{"n": 5}"#).await;
+    b.wait_text("#dlq-summary", "three dead letters", |t| {
+        t.starts_with("3 dead letters in ui;")
+    })
+    .await;
+    b.fill("#dlq-type", "ui.doomed").await;
+    b.click("#dlq-apply").await;
+    b.wait_text("#dlq-summary", "the filtered list", |t| {
+        t.contains("showing 2 matching type ui.doomed")
+    })
+    .await;
+    b.click("#dlq-replay-matching").await;
+    b.wait_text("#dlq-confirm-text", "the replay's confirm step", |t| {
+        t.starts_with("Replay 2 dead letters of ui matching type ui.doomed?")
+    })
+    .await;
+    assert_eq!(
+        app.env
+            .client
+            .dead_letters("ui")
+            .expect("dlq")
+            .count()
+            .await
+            .expect("count"),
+        3,
+        "a dry run changes nothing"
+    );
+    b.click("#dlq-confirm-yes").await;
+    b.wait_text("#dlq-msg", "the replay's result", |t| {
+        t == "Replayed 2 dead letters of ui matching type ui.doomed."
+    })
+    .await;
+    b.wait_number("#t-dead", "one dead letter left", |n| n == 1)
+        .await;
+    b.fill("#dlq-type", "").await;
+    b.select("#dlq-reason", "failed").await;
+    b.click("#dlq-purge-matching").await;
+    b.wait_text("#dlq-confirm-text", "the purge's confirm step", |t| {
+        t.starts_with("Purge 1 dead letter of ui matching reason failed?")
+    })
+    .await;
+    b.click("#dlq-confirm-yes").await;
+    b.wait_text("#dlq-msg", "the purge's result", |t| {
+        t == "Purged 1 dead letter of ui matching reason failed."
+    })
+    .await;
+    b.wait_number("#t-dead", "no dead letters", |n| n == 0)
+        .await;
+
+    // Pause and resume.
+    let state = "#queues tr[data-queue='ui'] td:nth-child(2)";
+    b.click("#queues tr[data-queue='ui'] button.pause").await;
+    b.wait_text(state, "the queue paused", |t| t == "paused")
+        .await;
+    assert!(app.paused("ui").await);
+    b.wait_text(
+        "#queues tr[data-queue='ui'] button.pause",
+        "a resume button",
+        |t| t == "Resume",
+    )
+    .await;
+    b.click("#queues tr[data-queue='ui'] button.pause").await;
+    b.wait_text(state, "the queue active again", |t| t == "active")
+        .await;
+    assert!(!app.paused("ui").await);
+
+    b.close().await;
+    app.stop().await;
+    eprintln!(
+        "dashboard browser test: {:.1} s (browser ready after {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        browser_up.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn text_from_redis_is_shown_as_text_never_as_markup() {
+    let Some((chromium, driver)) =
+        browser_available("text_from_redis_is_shown_as_text_never_as_markup")
+    else {
+        return;
+    };
+    let app = App::start(|w| w.consumer_name(HOSTILE_WORKER).handler(hostile::handler())).await;
+    let env = &app.env;
+    // A handler error and a payload with markup, and an entry written by hand whose job
+    // type is markup (the worker dead-letters it as a bad entry, type kept).
+    env.client
+        .enqueue(hostile::job(Note {
+            note: HOSTILE_PAYLOAD.into(),
+        }))
+        .await
+        .expect("enqueue");
+    let _: String = env
+        .raw
+        .xadd(
+            env.stream("ui-x", "normal"),
+            false,
+            None,
+            "*",
+            vec![
+                ("id", Value::from("hand-written")),
+                ("type", HOSTILE_TYPE.into()),
+                ("attempt", "1".into()),
+                ("max_attempts", "1".into()),
+                ("enqueued_at", "1700000000000".into()),
+                ("payload", Value::Bytes(vec![0x80].into())),
+            ],
+        )
+        .await
+        .expect("xadd by hand");
+    let dlq = env.client.dead_letters("ui-x").expect("dlq");
+    eventually(Duration::from_secs(10), "two dead letters", || async {
+        dlq.count().await.expect("count") == 2
+    })
+    .await;
+    let page = dlq.list(&Default::default()).await.expect("list");
+    let hostile_entry = page
+        .jobs
+        .iter()
+        .find(|j| j.job_type.as_deref() == Some("ui.hostile"))
+        .expect("the handler's dead letter")
+        .entry_id
+        .clone();
+
+    let b = Browser::start(chromium, driver).await;
+    b.open(&app.url).await;
+    b.wait_text("#workers tbody td", "the worker's id as text", |t| {
+        t == HOSTILE_WORKER
+    })
+    .await;
+    // The queue with the most dead letters is shown without asking.
+    b.wait_text("#dlq tbody", "the hand-written type as text", |t| {
+        t.contains(HOSTILE_TYPE)
+    })
+    .await;
+    b.wait_text("#dlq tbody", "the handler's error as text", |t| {
+        t.contains(HOSTILE_ERROR)
+    })
+    .await;
+    b.click(&format!(
+        "#dlq tr[data-entry='{hostile_entry}'] button.show"
+    ))
+    .await;
+    b.wait_text("#dlq-d-payload", "the payload as text", |t| {
+        t.contains(HOSTILE_PAYLOAD)
+    })
+    .await;
+    b.wait_text("#dlq-d-fields", "the error in the details", |t| {
+        t.contains(HOSTILE_ERROR)
+    })
+    .await;
+    // An API error quoting what was typed is shown as text too.
+    b.fill("#lookup-id", HOSTILE_ID).await;
+    b.click("#lookup-go").await;
+    b.wait_text("#lookup-msg", "the 404 message", |t| t.contains(HOSTILE_ID))
+        .await;
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
+    b.fill("#job-type", HOSTILE_TYPE).await;
+    b.click("#job-submit").await;
+    b.wait_text("#submit-msg", "the refusal of a bad job type", |t| {
+        t.starts_with("Not enqueued:") && t.contains(HOSTILE_TYPE)
+    })
+    .await;
+
+    let found = b
+        .js(
+            "return {imgs: document.querySelectorAll('img').length, \
+                     scripts: document.querySelectorAll('script').length, \
+                     xss: window.__xss === undefined ? null : String(window.__xss)};",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        found,
+        json!({"imgs": 0, "scripts": 1, "xss": null}),
+        "no element was made from data and nothing ran"
+    );
+    b.close().await;
+    app.stop().await;
+}
+
+/// Writes a screenshot of the dashboard after a few minutes of mixed traffic to the path
+/// in `STEVEDORE_SCREENSHOT` (relative to the crate root), for the README:
+/// `STEVEDORE_SCREENSHOT=docs/dashboard.png cargo test --test it dashboard_ui::screenshot`
+/// (`STEVEDORE_SCREENSHOT_SECS` sets how long the traffic runs first, default 300, so the
+/// chart's five minutes are full). Does nothing without it, so CI never rewrites the picture.
+#[tokio::test]
+async fn screenshot_of_the_dashboard_with_traffic() {
+    let Ok(path) = std::env::var("STEVEDORE_SCREENSHOT") else {
+        eprintln!(
+            "screenshot_of_the_dashboard_with_traffic: STEVEDORE_SCREENSHOT not set, no picture taken"
+        );
+        return;
+    };
+    let Some((chromium, driver)) = browser_available("screenshot_of_the_dashboard_with_traffic")
+    else {
+        return;
+    };
+    let secs: u64 = std::env::var("STEVEDORE_SCREENSHOT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let app = App::start(|w| {
+        w.consumer_name("web-7f3c-1")
+            .concurrency(16)
+            .handler(demo::send_email::handler())
+            .handler(demo::resize::handler())
+            .handler(demo::report::handler())
+    })
+    .await;
+    let second = Worker::builder(app.env.client.clone())
+        .consumer_name("web-7f3c-2")
+        .concurrency(8)
+        .handler(demo::send_email::handler())
+        .handler(demo::resize::handler())
+        .build()
+        .expect("second worker");
+    let second = support::spawn(second);
+    let b = Browser::start(chromium, driver).await;
+    b.open(&app.url).await;
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
+
+    let client = app.env.client.clone();
+    let stop = CancellationToken::new();
+    let traffic = tokio::spawn(demo::traffic(client.clone(), stop.clone()));
+    // The traffic runs for the chart's window; nothing here waits for a condition.
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+
+    // A backlog on a paused queue, a finished job looked up, and a dead letter in full.
+    for n in 0..40 {
+        client
+            .enqueue(RawJob::new("crm.sync", "sync", &json!({"account": n})).expect("job"))
+            .await
+            .expect("enqueue");
+    }
+    client.admin().pause("sync").await.expect("pause");
+    b.wait_text(
+        "#queues tr[data-queue='sync'] td:nth-child(2)",
+        "sync paused",
+        |t| t == "paused",
+    )
+    .await;
+    let looked_up = client
+        .enqueue(demo::send_email::job(demo::Email::new(7)))
+        .await
+        .expect("enqueue");
+    b.fill("#lookup-id", looked_up.as_str()).await;
+    b.click("#lookup-go").await;
+    b.wait_text("#lookup-state", "a finished job", |t| t == "succeeded")
+        .await;
+    b.click("#queues tr[data-queue='resize'] button.show-dlq")
+        .await;
+    b.wait_for("#dlq tbody tr button.show", "a dead letter")
+        .await;
+    b.click("#dlq tbody tr button.show").await;
+    b.wait_for("#dlq-details:not([hidden])", "the details")
+        .await;
+    b.js("window.scrollTo(0, 0);", vec![]).await;
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
+    b.screenshot(&out).await;
+    eprintln!("wrote {}", out.display());
+
+    stop.cancel();
+    traffic.await.expect("traffic task");
+    b.close().await;
+    second.shutdown().await.expect("worker stops");
+    app.stop().await;
+}
+
+/// Handlers with believable names and payloads, and traffic for the screenshot.
+mod demo {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+    use stevedore::{Client, JobContext, JobError, Priority, RawJob, job_handler};
+    use tokio_util::sync::CancellationToken;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(super) struct Email {
+        to: String,
+        template: String,
+    }
+
+    impl Email {
+        pub(super) fn new(n: u64) -> Email {
+            Email {
+                to: format!("user{n}@example.com"),
+                template: if n.is_multiple_of(4) {
+                    "receipt"
+                } else {
+                    "welcome"
+                }
+                .into(),
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(super) struct Image {
+        upload: String,
+        width: u32,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(super) struct Report {
+        month: u32,
+    }
+
+    #[job_handler(
+        name = "email.send",
+        queue = "emails",
+        max_attempts = 4,
+        backoff = "fixed",
+        backoff_base = "1s"
+    )]
+    pub(super) async fn send_email(e: Email, _ctx: JobContext) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(20 + e.to.len() as u64 % 5 * 10)).await;
+        if e.to.starts_with("user1") && e.to.ends_with("3@example.com") {
+            return Err(JobError::retry("smtp: 421 4.7.0 try again later"));
+        }
+        Ok(())
+    }
+
+    #[job_handler(
+        name = "image.resize",
+        queue = "resize",
+        max_attempts = 2,
+        backoff = "fixed",
+        backoff_base = "1s"
+    )]
+    pub(super) async fn resize(i: Image, _ctx: JobContext) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        if i.upload.ends_with(".heic") {
+            return Err(JobError::permanent(format!(
+                "decode {}: unsupported format",
+                i.upload
+            )));
+        }
+        Ok(())
+    }
+
+    #[job_handler(
+        name = "report.build",
+        queue = "reports",
+        timeout = "1s",
+        max_attempts = 1
+    )]
+    pub(super) async fn report(r: Report, _ctx: JobContext) -> Result<(), JobError> {
+        let ms = if r.month.is_multiple_of(4) { 1500 } else { 300 };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(())
+    }
+
+    /// Enqueues a rising and falling load with some failures until `stop`.
+    pub(super) async fn traffic(client: Client, stop: CancellationToken) {
+        let mut i: u64 = 0;
+        while !stop.is_cancelled() {
+            i += 1;
+            let burst = [3, 6, 10, 7, 4, 8][((i / 40) % 6) as usize];
+            for k in 0..burst {
+                let n = i * 10 + k;
+                let p = if n.is_multiple_of(7) {
+                    Priority::High
+                } else {
+                    Priority::Normal
+                };
+                let _ = client
+                    .enqueue(send_email::job(Email::new(n)).priority(p))
+                    .await;
+                if n.is_multiple_of(3) {
+                    let ext = if n.is_multiple_of(997) { "heic" } else { "jpg" };
+                    let image = Image {
+                        upload: format!("uploads/{n}.{ext}"),
+                        width: 640,
+                    };
+                    let _ = client
+                        .enqueue(resize::job(image).priority(Priority::Low))
+                        .await;
+                }
+            }
+            if i.is_multiple_of(25) {
+                let month = (i / 25) as u32;
+                let _ = client.enqueue(report::job(Report { month })).await;
+                if let Ok(job) = RawJob::new("report.monthly", "reports", &month) {
+                    let _ = client.enqueue(job.delay(Duration::from_secs(3600))).await;
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
