@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Admin, JsonJob};
-use crate::dlq::{DeadLetterFilter, DeadLetterQuery};
+use crate::dlq::{DeadLetterFilter, DeadLetterQuery, DeadReason};
 use crate::{Error, Health, Metrics};
 
 /// Request bodies larger than this are refused with 413 unless set otherwise.
@@ -151,7 +151,7 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     Router::new()
-        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/", get(dashboard))
         .nest("/api/v1", api)
         .merge(crate::http::router(
             metrics,
@@ -162,6 +162,21 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+}
+
+/// The dashboard page, with headers that keep other sites from framing it (a framed page
+/// with a token entered could be clicked into purging) and from sniffing it.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(DASHBOARD),
+    )
+        .into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, with a header-read timeout
@@ -413,17 +428,36 @@ struct FilterParams {
 }
 
 impl FilterParams {
-    fn filter(&self) -> DeadLetterFilter {
+    /// The filter; 422 for a reason stevedore never writes (it would match nothing).
+    fn filter(&self) -> Result<DeadLetterFilter, ApiError> {
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
-        DeadLetterFilter {
+        let reason = match self.reason.as_deref() {
+            None => None,
+            Some(r) => match DeadReason::ALL.into_iter().find(|k| k.as_str() == r) {
+                Some(k) => Some(k),
+                None => {
+                    let names: Vec<&str> = DeadReason::ALL.iter().map(DeadReason::as_str).collect();
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        format!("reason {r:?}: use one of {}", names.join(", ")),
+                    ));
+                }
+            },
+        };
+        Ok(DeadLetterFilter {
             job_type: self.job_type.clone(),
-            reason: self
-                .reason
-                .as_deref()
-                .map(|r| r.parse().unwrap_or_else(|e| match e {})),
+            reason,
             since: self.since.map(at),
             until: self.until.map(at),
-        }
+        })
+    }
+
+    fn filters_anything(&self) -> bool {
+        self.job_type.is_some()
+            || self.reason.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
     }
 }
 
@@ -436,15 +470,27 @@ async fn dlq_list(
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.body_text()))?;
     known(&st, &queue).await?;
     let dlq = st.admin.client().dead_letters(&queue)?;
+    let filter = params.filter()?;
     let page = dlq
         .list(&DeadLetterQuery {
-            filter: params.filter(),
+            filter: filter.clone(),
             limit: params.limit.unwrap_or(0),
             before: params.before.clone(),
         })
         .await?;
     let jobs = &page.jobs;
-    ok(json!({ "queue": queue, "total": dlq.count().await?, "jobs": jobs, "next": page.next }))
+    let mut body =
+        json!({ "queue": queue, "total": dlq.count().await?, "jobs": jobs, "next": page.next });
+    if params.filters_anything()
+        && let Some(map) = body.as_object_mut()
+    {
+        // How many match the filter, over all pages (a scan: asked for only when filtering).
+        map.insert(
+            "matching".into(),
+            json!(st.admin.count_dead(&queue, &filter).await?),
+        );
+    }
+    ok(body)
 }
 
 async fn dlq_show(
@@ -530,7 +576,7 @@ async fn bulk(st: &AppState, queue: &str, body: &Bytes, replay: bool) -> ApiResu
     }
     known(st, queue).await?;
     let dlq = st.admin.client().dead_letters(queue)?;
-    let filter = params.filter();
+    let filter = params.filter()?;
     let verb = if replay { "replayed" } else { "purged" };
     if params.dry_run {
         let n = st.admin.count_dead(queue, &filter).await?;

@@ -181,6 +181,10 @@ async fn the_api_enqueues_reports_pauses_and_replays() {
         "/api/v1/queues/mail/dlq?reason=failed&type=adm.broken",
     )
     .await;
+    assert_eq!(
+        page["matching"], 1,
+        "a filtered list counts its matches: {page}"
+    );
     let dead = &page["jobs"][0];
     assert_eq!(dead["error"], "mailbox gone");
     assert_eq!(dead["payload"], json!({"to": "bob@example.com"}));
@@ -313,6 +317,27 @@ async fn every_documented_route_is_served() {
     }
     let (code, body) = get(&api, "/api/v1/nothing").await;
     assert_eq!((code, &body["error"]), (404, &json!("not_found")));
+
+    // The dashboard page refuses to be framed by other sites.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(api.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.expect("read");
+    let head = page
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        head.contains("content-security-policy: frame-ancestors 'none'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
 }
 
 #[tokio::test]
@@ -445,6 +470,12 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         json!({"type": "adm.mail", "queue": "mail", "payload": {"to": "u"}, "unique": "u-1"});
     let (code, first) = post(&api, "/api/v1/jobs", unique.clone()).await;
     assert_eq!(code, 201);
+    let (code, reply) = get(&api, "/api/v1/queues/mail/dlq?reason=bogus").await;
+    assert_eq!(
+        (code, reply["error"].as_str()),
+        (422, Some("invalid")),
+        "{reply}"
+    );
     let (code, dup) = post(&api, "/api/v1/jobs", unique).await;
     assert_eq!(
         (code, &dup["error"], &dup["id"]),
