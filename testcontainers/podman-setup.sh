@@ -16,8 +16,8 @@
 #   3. builds an image from the host's /usr/bin/redis-server plus every library
 #      `ldd` lists, imports it as localhost/redis:7 and tags it
 #      docker.io/library/redis:7 (skipped when that image already exists);
-#   4. starts `podman system service` on unix:///run/stevedore-podman.sock
-#      (unless that socket already answers) and waits for /_ping;
+#   4. starts `podman system service` on unix:///run/stevedore-podman.sock (unless a
+#      service there already starts containers), waits for /_ping and starts a container;
 #   5. prints `export DOCKER_HOST=unix:///run/stevedore-podman.sock` as the
 #      last line on stdout. Everything else goes to stderr, so use:
 #
@@ -124,11 +124,21 @@ else
   podman tag "$IMAGE_LOCAL" "$IMAGE_QUALIFIED"
 fi
 
-# 4. the Docker-API service
+# 4. the Docker-API service. A service left running by an earlier run is reused only when
+# it really starts a container: one can answer /_ping and still fail every container start
+# ("write child: broken pipe"), and then it is replaced.
 ping_ok() { [ "$(curl -s --max-time 2 --unix-socket "$SOCK_PATH" http://d/_ping 2>/dev/null)" = "OK" ]; }
-if ping_ok; then
-  log "service already answers on $SOCK_URL"
+starts_containers() {
+  ping_ok && timeout 30 podman --remote --url "$SOCK_URL" run --rm "$IMAGE_QUALIFIED" \
+    /usr/bin/redis-server --version >/dev/null 2>&1
+}
+if starts_containers; then
+  log "service already answers on $SOCK_URL and starts containers"
 else
+  if pkill -f "podman system service --time=0 $SOCK_URL" 2>/dev/null; then
+    log "replacing a service on $SOCK_URL that does not start containers"
+    sleep 1
+  fi
   [ -S "$SOCK_PATH" ] && rm -f "$SOCK_PATH"
   log "starting podman system service on $SOCK_URL (log: $SERVICE_LOG)"
   nohup podman system service --time=0 "$SOCK_URL" >>"$SERVICE_LOG" 2>&1 </dev/null &
@@ -138,7 +148,8 @@ else
     sleep 0.1
   done
   ping_ok || die "service did not answer on $SOCK_URL within 10 s; see $SERVICE_LOG"
-  log "service answers on $SOCK_URL"
+  starts_containers || die "service on $SOCK_URL does not start $IMAGE_QUALIFIED; see $SERVICE_LOG"
+  log "service answers on $SOCK_URL and starts containers"
 fi
 
 # 5. the line callers eval
