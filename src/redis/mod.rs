@@ -310,34 +310,44 @@ pub(crate) async fn write_jobs(
     Ok(ids)
 }
 
-/// Acknowledges and deletes finished entries, grouped by stream, and marks their jobs
-/// succeeded, in one round trip.
+/// The finished entries of one ready stream, with their jobs' status keys and results.
+#[derive(Debug, Default)]
+pub(crate) struct StreamAcks {
+    pub(crate) ids: Vec<String>,
+    /// Status key and the handler's result (JSON), for each job that tracks status.
+    pub(crate) statuses: Vec<(String, Option<String>)>,
+}
+
+/// Acknowledges and deletes finished entries and marks their jobs succeeded: one script
+/// call per stream (`ack.lua`), the calls of all streams sent together.
 pub(crate) async fn ack_and_delete(
     client: &Client,
+    script: &scripts::Script,
     group: &str,
-    by_stream: &HashMap<String, Vec<String>>,
-    statuses: &[(String, Option<String>)],
+    by_stream: &HashMap<String, StreamAcks>,
     retention_ms: u64,
 ) -> Result<(), Error> {
-    let p = client.pipeline();
-    for (stream, ids) in by_stream {
-        let _: () = p.xack(stream.as_str(), group, ids.clone()).await?;
-        let _: () = p.xdel(stream.as_str(), ids.clone()).await?;
-    }
     let now = crate::job::now_ms() as i64;
-    for (key, result) in statuses {
-        let mut fields: Vec<(&str, Value)> = vec![
-            ("state", "succeeded".into()),
-            ("finished_at", Value::from(now)),
-            ("updated_at", Value::from(now)),
-        ];
-        if let Some(r) = result {
-            fields.push(("result", r.as_str().into()));
-        }
-        let _: () = p.hset(key.as_str(), fields).await?;
-        let _: () = p.pexpire(key.as_str(), retention_ms as i64, None).await?;
-    }
-    for r in p.try_all::<Value>().await {
+    let calls = by_stream.iter().map(|(stream, acks)| {
+        let mut keys = Vec::with_capacity(1 + acks.statuses.len());
+        keys.push(stream.clone());
+        keys.extend(acks.statuses.iter().map(|(key, _)| key.clone()));
+        let mut args: Vec<Value> = Vec::with_capacity(4 + acks.ids.len() + acks.statuses.len());
+        args.extend([
+            Value::from(group),
+            Value::from(now),
+            Value::from(retention_ms as i64),
+            Value::from(acks.ids.len() as i64),
+        ]);
+        args.extend(acks.ids.iter().map(|id| Value::from(id.as_str())));
+        args.extend(
+            acks.statuses
+                .iter()
+                .map(|(_, result)| Value::from(result.as_deref().unwrap_or(""))),
+        );
+        scripts::run::<Value>(client, script, keys, args)
+    });
+    for r in futures::future::join_all(calls).await {
         r?;
     }
     Ok(())

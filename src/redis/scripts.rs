@@ -1,13 +1,13 @@
 //! The Lua scripts in `lua/`, one per atomic multi-key operation, loaded once per server.
 //!
-//! Each script is sent by SHA and reloaded on `NOSCRIPT` (a restarted or flushed server),
 //! so callers never see a missing script.
 
 use fred::prelude::*;
-use fred::types::scripts::Script;
+pub(crate) use fred::types::scripts::Script;
 
 /// The scripts, hashed once per process.
 pub(crate) struct Scripts {
+    pub(crate) ack: Script,
     pub(crate) dead_letter: Script,
     pub(crate) replay: Script,
     pub(crate) purge_older: Script,
@@ -25,6 +25,7 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
+            ack: Script::from_lua(include_str!("../../lua/ack.lua")),
             dead_letter: Script::from_lua(include_str!("../../lua/dead_letter.lua")),
             replay: Script::from_lua(include_str!("../../lua/replay.lua")),
             purge_older: Script::from_lua(include_str!("../../lua/purge_older.lua")),
