@@ -1,5 +1,6 @@
 //! The Lua scripts in `lua/`, one per atomic multi-key operation, loaded once per server.
 //!
+//! Each script is sent by SHA and reloaded on `NOSCRIPT` (a restarted or flushed server),
 //! so callers never see a missing script.
 
 use fred::prelude::*;
@@ -8,6 +9,7 @@ pub(crate) use fred::types::scripts::Script;
 /// The scripts, hashed once per process.
 pub(crate) struct Scripts {
     pub(crate) ack: Script,
+    pub(crate) started: Script,
     pub(crate) dead_letter: Script,
     pub(crate) replay: Script,
     pub(crate) purge_older: Script,
@@ -26,6 +28,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
             ack: Script::from_lua(include_str!("../../lua/ack.lua")),
+            started: Script::from_lua(include_str!("../../lua/started.lua")),
             dead_letter: Script::from_lua(include_str!("../../lua/dead_letter.lua")),
             replay: Script::from_lua(include_str!("../../lua/replay.lua")),
             purge_older: Script::from_lua(include_str!("../../lua/purge_older.lua")),

@@ -153,21 +153,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
     let retention = rt.client.status_retention_ms();
     if retention > 0 {
         // Awaited, so a later `retrying`, `dead` or `succeeded` can never be overwritten.
-        let now = crate::job::now_ms() as i64;
-        let running: Vec<(&str, Value)> = vec![
-            ("state", "running".into()),
-            ("attempts", Value::from(i64::from(env.attempt))),
-            ("started_at", Value::from(now)),
-            ("updated_at", Value::from(now)),
-        ];
         let key = rt.client.keys().job(&d.queue, &env.id);
-        if let Err(e) = fred::prelude::HashesInterface::hset::<(), _, _>(
-            rt.client.redis(),
-            key.as_str(),
-            running,
-        )
-        .await
-        {
+        if let Err(e) = rt.started.record(&d.queue, key, env.attempt).await {
             tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
         }
     }
