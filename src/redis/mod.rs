@@ -190,86 +190,136 @@ pub(crate) struct JobWrite {
     pub(crate) job_id: String,
     pub(crate) job_type: String,
     pub(crate) queue: String,
-    pub(crate) priority: &'static str,
+    pub(crate) priority: Priority,
     pub(crate) max_attempts: u32,
     pub(crate) fields: Vec<(&'static str, Value)>,
-    /// The ready stream, or the scheduled set when `when` is set.
-    pub(crate) target: String,
     /// `("in", delay ms)` or `("at", epoch ms)` for a delayed job.
     pub(crate) when: Option<(&'static str, u64)>,
-    pub(crate) wake: String,
-    pub(crate) status_key: String,
     /// `(key, ttl ms)` of a unique job.
     pub(crate) unique: Option<(String, u64)>,
+}
+
+/// Ready jobs sent per call of the batch enqueue script at most: a script holds the server
+/// while it runs, and a hundred jobs take well under a millisecond.
+const ENQUEUE_BATCH: usize = 100;
+
+/// One command of an enqueue round trip.
+enum EnqueueCommand {
+    /// `SADD <prefix>:queues <queue> ...`.
+    Register { key: String, queues: Vec<String> },
+    /// Ready jobs of one queue, through `enqueue_ready.lua`: KEYS and ARGV.
+    Ready {
+        keys: Vec<String>,
+        args: Vec<Value>,
+        jobs: usize,
+    },
+    /// A delayed or unique job, through `enqueue.lua`: the EVAL arguments.
+    Scripted(Vec<Value>),
 }
 
 /// Writes jobs in one round trip and returns their ids: for a duplicate of a unique job,
 /// the id of the job already enqueued. A status hash is written for each when
 /// `retention_ms` is above 0. Queue names in `new_queues` are added to the discovery set
-/// `queues_key` in the same round trip.
+/// in the same round trip.
+///
+/// Ready jobs of a queue go out as one script call per hundred (status and entry written
+/// together, in order); delayed and unique jobs as one call each. A job that needs the
+/// single-job script closes its queue's batch, so every stream gets its jobs in order.
 pub(crate) async fn write_jobs(
     client: &Client,
-    queues_key: &str,
+    keys: &keys::Keys,
+    script: &scripts::Script,
     new_queues: Vec<String>,
     writes: Vec<JobWrite>,
     retention_ms: u64,
 ) -> Result<Vec<String>, Error> {
-    let p = client.pipeline();
-    let mut n = 0;
+    let now = crate::job::now_ms() as i64;
+    let mut commands: Vec<EnqueueCommand> = Vec::new();
     if !new_queues.is_empty() {
-        let _: () = p.sadd(queues_key, new_queues).await?;
-        n += 1;
+        commands.push(EnqueueCommand::Register {
+            key: keys.queues(),
+            queues: new_queues,
+        });
     }
-    // Which reply holds each job's outcome: an XADD id (plain) or the script's {id, created}.
-    let mut replies: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
+    // Per job: the command holding its outcome, and whether that is a script's reply.
+    let mut outcomes: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
+    // The open batch of each queue, by index into `commands`.
+    let mut open: HashMap<String, usize> = HashMap::new();
     for w in writes {
         if w.when.is_none() && w.unique.is_none() {
-            // The status goes first: a worker may take the entry the moment it exists, and
-            // its `running` must not be overwritten by this `queued`.
-            if retention_ms > 0 {
-                let now = crate::job::now_ms() as i64;
-                let status: Vec<(&str, Value)> = vec![
-                    ("state", "queued".into()),
-                    ("type", w.job_type.as_str().into()),
-                    ("queue", w.queue.as_str().into()),
-                    ("attempts", "0".into()),
-                    ("max_attempts", Value::from(i64::from(w.max_attempts))),
-                    ("enqueued_at", Value::from(now)),
-                    ("updated_at", Value::from(now)),
-                ];
-                let _: () = p.hset(w.status_key.as_str(), status).await?;
-                let _: () = p
-                    .pexpire(w.status_key.as_str(), retention_ms as i64, None)
-                    .await?;
-                n += 2;
+            let at = match open.get(&w.queue) {
+                Some(&at) if matches!(&commands[at], EnqueueCommand::Ready { jobs, .. } if *jobs < ENQUEUE_BATCH) => {
+                    at
+                }
+                _ => {
+                    let streams = keys.streams(&w.queue);
+                    let mut k = Vec::with_capacity(3 + ENQUEUE_BATCH);
+                    k.extend(streams);
+                    commands.push(EnqueueCommand::Ready {
+                        args: vec![
+                            Value::from(retention_ms as i64),
+                            Value::from(now),
+                            Value::from(w.queue.as_str()),
+                        ],
+                        keys: k,
+                        jobs: 0,
+                    });
+                    open.insert(w.queue.clone(), commands.len() - 1);
+                    commands.len() - 1
+                }
+            };
+            if let EnqueueCommand::Ready {
+                keys: k,
+                args,
+                jobs,
+                ..
+            } = &mut commands[at]
+            {
+                if retention_ms > 0 {
+                    k.push(keys.job(&w.queue, &w.job_id));
+                }
+                args.reserve(4 + 2 * w.fields.len());
+                args.extend([
+                    Value::from(w.priority.index() as i64 + 1),
+                    Value::from(w.job_type),
+                    Value::from(i64::from(w.max_attempts)),
+                    Value::from(2 * w.fields.len() as i64),
+                ]);
+                for (k, v) in w.fields {
+                    args.push(Value::from(k));
+                    args.push(v);
+                }
+                *jobs += 1;
             }
-            let _: () = p
-                .xadd(w.target.as_str(), false, None, "*", w.fields)
-                .await?;
-            replies.push((n, false, w.job_id.clone()));
-            n += 1;
+            outcomes.push((at, false, w.job_id));
             continue;
         }
+        // This queue's later ready jobs go after this one.
+        open.remove(&w.queue);
         let (mode, ms) = w.when.unwrap_or(("ready", 0));
+        let target = match w.when {
+            None => keys.stream(&w.queue, w.priority),
+            Some(_) => keys.scheduled(&w.queue),
+        };
+        let status_key = keys.job(&w.queue, &w.job_id);
         let (unique_key, unique_ttl) = w.unique.unwrap_or_default();
-        // Pipelines have no typed EVAL; the slot is taken from the first key (offset 2).
         let mut args: Vec<Value> = Vec::with_capacity(16 + 2 * w.fields.len());
         args.extend([
             Value::from(scripts::ENQUEUE_LUA),
             Value::from(3),
-            Value::from(w.target),
-            Value::from(w.status_key.as_str()),
+            Value::from(target),
+            Value::from(status_key.as_str()),
             // Not read when the job is not unique; a key of the same slot stands in.
             Value::from(if unique_key.is_empty() {
-                w.status_key
+                status_key
             } else {
                 unique_key
             }),
             Value::from(w.job_id.as_str()),
             Value::from(mode),
             Value::from(ms as i64),
-            Value::from(w.priority),
-            Value::from(w.wake),
+            Value::from(w.priority.as_str()),
+            Value::from(keys.wake(&w.queue)),
             Value::from(retention_ms as i64),
             Value::from(unique_ttl as i64),
             Value::from(w.job_type),
@@ -280,23 +330,30 @@ pub(crate) async fn write_jobs(
             args.push(Value::from(k));
             args.push(v);
         }
-        let eval = fred::types::CustomCommand::new_static(
-            "EVAL",
-            fred::types::ClusterHash::Offset(2),
-            false,
-        );
-        let _: () = p.custom(eval, args).await?;
-        replies.push((n, true, w.job_id));
-        n += 1;
+        commands.push(EnqueueCommand::Scripted(args));
+        outcomes.push((commands.len() - 1, true, w.job_id));
     }
-    let results = p.try_all::<Value>().await;
-    let mut ids = Vec::with_capacity(replies.len());
-    for r in &results {
-        if let Err(e) = r {
-            return Err(e.clone());
+    let mut results = send_enqueue(client, &commands, script, None).await;
+    // A server that lost its scripts (restart, SCRIPT FLUSH) ran none of the batch calls
+    // it refused: load the script and send just those again, in order.
+    let refused: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT")))
+        .map(|(i, _)| i)
+        .collect();
+    if !refused.is_empty() {
+        script.load(client).await?;
+        let again = send_enqueue(client, &commands, script, Some(&refused)).await;
+        for (i, r) in refused.into_iter().zip(again) {
+            results[i] = r;
         }
     }
-    for (index, scripted, id) in replies {
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return Err(e.clone());
+    }
+    let mut ids = Vec::with_capacity(outcomes.len());
+    for (index, scripted, id) in outcomes {
         if !scripted {
             ids.push(id);
             continue;
@@ -308,6 +365,43 @@ pub(crate) async fn write_jobs(
         ids.push(existing.unwrap_or(id));
     }
     Ok(ids)
+}
+
+/// Sends `commands` (only those at `only`, when given) in one pipeline; one result each.
+async fn send_enqueue(
+    client: &Client,
+    commands: &[EnqueueCommand],
+    script: &scripts::Script,
+    only: Option<&[usize]>,
+) -> Vec<Result<Value, Error>> {
+    // Pipelines have no typed EVAL or EVALSHA; the slot is taken from the first key
+    // (offset 2: after the script and the number of keys).
+    let eval = |name: &'static str| {
+        fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Offset(2), false)
+    };
+    let p = client.pipeline();
+    let chosen: Vec<&EnqueueCommand> = match only {
+        Some(indexes) => indexes.iter().map(|&i| &commands[i]).collect(),
+        None => commands.iter().collect(),
+    };
+    for c in &chosen {
+        let queued: Result<(), Error> = match c {
+            EnqueueCommand::Register { key, queues } => p.sadd(key.as_str(), queues.clone()).await,
+            EnqueueCommand::Ready { keys, args, .. } => {
+                let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+                all.push(Value::from(script.sha1().clone()));
+                all.push(Value::from(keys.len() as i64));
+                all.extend(keys.iter().map(|k| Value::from(k.as_str())));
+                all.extend(args.iter().cloned());
+                p.custom(eval("EVALSHA"), all).await
+            }
+            EnqueueCommand::Scripted(args) => p.custom(eval("EVAL"), args.clone()).await,
+        };
+        if let Err(e) = queued {
+            return chosen.iter().map(|_| Err(e.clone())).collect();
+        }
+    }
+    p.try_all::<Value>().await
 }
 
 /// The finished entries of one ready stream, with their jobs' status keys and results.

@@ -22,7 +22,8 @@ mod leases;
 mod observability;
 /// Periodic (cron) jobs: each tick once across workers, one catch-up after an outage.
 mod periodic;
-/// A lost consumer group or a restarted Redis is recovered without a restart of the worker.
+/// A lost consumer group, lost scripts or a restarted Redis are recovered without a restart
+/// of the worker.
 mod recovery;
 /// Payloads of many shapes survive enqueue → handler unchanged; enqueue refuses bad input.
 mod roundtrip;
