@@ -18,9 +18,77 @@ use crate::error::redact_url;
 
 /// One entry read from a stream: its id and fields (`None` for an entry whose data was
 /// deleted while it was pending).
-pub(crate) type Entry = (String, Option<HashMap<String, Value>>);
-/// An XREADGROUP reply: entries per stream, in the order the streams were asked for.
-type ReadReply = Option<Vec<(String, Vec<Entry>)>>;
+pub(crate) type Entry = (String, Option<Fields>);
+
+/// An entry's fields and values, in the order Redis returned them. An entry has a handful
+/// of fields, so a scan finds one faster than a hash map is built.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Fields(Vec<Value>);
+
+impl Fields {
+    /// The value of field `name` (the first, should it repeat).
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .chunks_exact(2)
+            .find(|pair| pair[0].as_bytes() == Some(name.as_bytes()))
+            .map(|pair| &pair[1])
+    }
+}
+
+impl<K: Into<Value>> FromIterator<(K, Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(pairs: I) -> Self {
+        Fields(pairs.into_iter().flat_map(|(k, v)| [k.into(), v]).collect())
+    }
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Parse,
+        format!("unexpected XREADGROUP reply: {what}"),
+    )
+}
+
+/// The entries of one stream's part of an XREADGROUP reply: `[[id, [field, value, ...]
+/// or nil], ...]`.
+fn entries_of(reply: Value) -> Result<Vec<Entry>, Error> {
+    reply
+        .into_array()
+        .into_iter()
+        .map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = parts
+                .next()
+                .and_then(Value::into_string)
+                .ok_or_else(|| unexpected("an entry without an id"))?;
+            let fields = match parts.next() {
+                None | Some(Value::Null) => None,
+                Some(fields) => Some(Fields(fields.into_array())),
+            };
+            Ok((id, fields))
+        })
+        .collect()
+}
+
+/// An XREADGROUP reply, `nil` or `[[stream, entries], ...]`: entries per stream, in the
+/// order the streams were asked for. Read straight from the reply, without building a map
+/// per entry.
+fn read_reply(reply: Value) -> Result<Vec<(String, Vec<Entry>)>, Error> {
+    if reply.is_null() {
+        return Ok(Vec::new());
+    }
+    reply
+        .into_array()
+        .into_iter()
+        .map(|stream| {
+            let mut parts = stream.into_array().into_iter();
+            let name = parts
+                .next()
+                .and_then(Value::into_string)
+                .ok_or_else(|| unexpected("a stream without a name"))?;
+            Ok((name, entries_of(parts.next().unwrap_or(Value::Null))?))
+        })
+        .collect()
+}
 
 /// Builds connections that all share one configuration and reconnect policy.
 #[derive(Clone)]
@@ -136,7 +204,7 @@ pub(crate) async fn read_group(
     streams: Vec<String>,
 ) -> Result<Vec<(String, Vec<Entry>)>, Error> {
     let ids = vec![">"; streams.len()];
-    let reply: ReadReply = client
+    let reply: Value = client
         .xreadgroup(
             group,
             consumer,
@@ -147,7 +215,7 @@ pub(crate) async fn read_group(
             ids,
         )
         .await?;
-    Ok(reply.unwrap_or_default())
+    read_reply(reply)
 }
 
 /// Reads from several streams with a different COUNT each, in one round trip, without
@@ -174,10 +242,10 @@ pub(crate) async fn read_group_counts(
     }
     let mut out = Vec::with_capacity(requests.len());
     for r in p.try_all::<Value>().await {
-        let reply: ReadReply = r?.convert()?;
         out.push(
-            reply
-                .and_then(|streams| streams.into_iter().next())
+            read_reply(r?)?
+                .into_iter()
+                .next()
                 .map(|(_, e)| e)
                 .unwrap_or_default(),
         );
@@ -412,35 +480,47 @@ pub(crate) struct StreamAcks {
     pub(crate) statuses: Vec<(String, Option<String>)>,
 }
 
+/// Entries acknowledged per call of `ack.lua` at most: a script holds the server while it
+/// runs, and this many take about a millisecond.
+const ACK_BATCH: usize = 256;
+
 /// Acknowledges and deletes finished entries and marks their jobs succeeded: one script
-/// call per stream (`ack.lua`), the calls of all streams sent together.
+/// call (`ack.lua`) per stream and 256 entries, all calls sent together.
 pub(crate) async fn ack_and_delete(
     client: &Client,
     script: &scripts::Script,
     group: &str,
-    by_stream: &HashMap<String, StreamAcks>,
+    by_stream: &HashMap<std::sync::Arc<str>, StreamAcks>,
     retention_ms: u64,
 ) -> Result<(), Error> {
     let now = crate::job::now_ms() as i64;
-    let calls = by_stream.iter().map(|(stream, acks)| {
-        let mut keys = Vec::with_capacity(1 + acks.statuses.len());
-        keys.push(stream.clone());
-        keys.extend(acks.statuses.iter().map(|(key, _)| key.clone()));
-        let mut args: Vec<Value> = Vec::with_capacity(4 + acks.ids.len() + acks.statuses.len());
-        args.extend([
-            Value::from(group),
-            Value::from(now),
-            Value::from(retention_ms as i64),
-            Value::from(acks.ids.len() as i64),
-        ]);
-        args.extend(acks.ids.iter().map(|id| Value::from(id.as_str())));
-        args.extend(
-            acks.statuses
-                .iter()
-                .map(|(_, result)| Value::from(result.as_deref().unwrap_or(""))),
-        );
-        scripts::run::<Value>(client, script, keys, args)
-    });
+    let mut calls = Vec::new();
+    for (stream, acks) in by_stream {
+        // Not every entry has a status (one deleted while pending has none): each call
+        // takes as many statuses as it has entries, until none are left.
+        let mut statuses = acks.statuses.as_slice();
+        for ids in acks.ids.chunks(ACK_BATCH) {
+            let (these, rest) = statuses.split_at(statuses.len().min(ids.len()));
+            statuses = rest;
+            let mut keys = Vec::with_capacity(1 + these.len());
+            keys.push(stream.to_string());
+            keys.extend(these.iter().map(|(key, _)| key.clone()));
+            let mut args: Vec<Value> = Vec::with_capacity(4 + ids.len() + these.len());
+            args.extend([
+                Value::from(group),
+                Value::from(now),
+                Value::from(retention_ms as i64),
+                Value::from(ids.len() as i64),
+            ]);
+            args.extend(ids.iter().map(|id| Value::from(id.as_str())));
+            args.extend(
+                these
+                    .iter()
+                    .map(|(_, result)| Value::from(result.as_deref().unwrap_or(""))),
+            );
+            calls.push(scripts::run::<Value>(client, script, keys, args));
+        }
+    }
     for r in futures::future::join_all(calls).await {
         r?;
     }

@@ -10,6 +10,7 @@
 //! command per batch instead of two per job.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,7 +27,7 @@ const MAX_TRIES: u32 = 10;
 /// One finished entry.
 #[derive(Debug)]
 pub(crate) struct Ack {
-    pub(crate) stream: String,
+    pub(crate) stream: Arc<str>,
     pub(crate) entry_id: String,
     /// The job's status key and the handler's result, when status is tracked.
     pub(crate) status: Option<(String, Option<String>)>,
@@ -37,7 +38,7 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
     tokio::spawn(async move {
         let mut buf = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
-            let mut by_stream: HashMap<String, StreamAcks> = HashMap::new();
+            let mut by_stream: HashMap<Arc<str>, StreamAcks> = HashMap::new();
             for ack in buf.drain(..) {
                 let acks = by_stream.entry(ack.stream).or_default();
                 acks.ids.push(ack.entry_id);
@@ -48,7 +49,7 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
     })
 }
 
-async fn send(client: &Client, by_stream: &HashMap<String, StreamAcks>) {
+async fn send(client: &Client, by_stream: &HashMap<Arc<str>, StreamAcks>) {
     let mut delay = Duration::from_millis(50);
     let retention = client.status_retention_ms();
     let script = &client.scripts().ack;

@@ -27,6 +27,9 @@ const MAX_FETCH: u32 = 256;
 /// Consumes `queue` until `stop` fires.
 pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken) {
     let streams = rt.client.keys().streams(&queue);
+    // Shared by every delivery of this loop, instead of a copy each.
+    let queue_name: Arc<str> = Arc::from(queue.as_str());
+    let stream_names: [Arc<str>; 3] = streams.clone().map(Arc::from);
     let mut backoff = Backoff::default();
     let conn = loop {
         let connected = match rt.client.connector().dedicated().await {
@@ -103,13 +106,14 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
         // dropped at shutdown leaves the table and is reclaimed elsewhere.
         let held: Vec<_> = batch
             .into_iter()
-            .map(|(priority, stream, (entry_id, fields))| {
+            .map(|(priority, (entry_id, fields))| {
+                let stream = &stream_names[priority.index()];
                 let token = rt.hard_stop.child_token();
-                let lease = rt.leases.hold(&stream, &entry_id, token.clone());
+                let lease = rt.leases.hold(stream, &entry_id, token.clone());
                 Delivery {
-                    queue: queue.clone(),
+                    queue: queue_name.clone(),
                     priority,
-                    stream,
+                    stream: stream.clone(),
                     entry_id,
                     fields,
                     token,
@@ -162,8 +166,8 @@ async fn fetch_ready(
     streams: &[String; 3],
     free: u32,
     splitter: &mut SlotSplitter,
-) -> Result<Vec<(Priority, String, Entry)>, fred::error::Error> {
-    let mut out: Vec<(Priority, String, Entry)> = Vec::new();
+) -> Result<Vec<(Priority, Entry)>, fred::error::Error> {
+    let mut out: Vec<(Priority, Entry)> = Vec::new();
     let mut open = [true; 3];
     let mut remaining = free;
     for _ in 0..3 {
@@ -188,15 +192,14 @@ async fn fetch_ready(
                 open[priority.index()] = false;
             }
             got += n;
-            let stream = &streams[priority.index()];
-            out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
+            out.extend(entries.into_iter().map(|e| (priority, e)));
         }
         remaining = remaining.saturating_sub(got);
         if remaining == 0 || got == 0 {
             break;
         }
     }
-    out.sort_by_key(|(p, _, _)| *p);
+    out.sort_by_key(|(p, _)| *p);
     Ok(out)
 }
 
@@ -207,19 +210,19 @@ async fn fetch_blocking(
     conn: &fred::prelude::Client,
     streams: &[String; 3],
     stop: &CancellationToken,
-) -> Result<Vec<(Priority, String, Entry)>, fred::error::Error> {
+) -> Result<Vec<(Priority, Entry)>, fred::error::Error> {
     let read = redis::read_group(conn, GROUP, &rt.consumer, 1, Some(BLOCK), streams.to_vec());
     let reply = tokio::select! {
         biased;
         _ = stop.cancelled() => return Ok(Vec::new()),
         r = read => r?,
     };
-    let mut out: Vec<(Priority, String, Entry)> = Vec::new();
+    let mut out: Vec<(Priority, Entry)> = Vec::new();
     for (stream, entries) in reply {
         let priority = redis::priority_of(&stream).unwrap_or_default();
-        out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
+        out.extend(entries.into_iter().map(|e| (priority, e)));
     }
-    out.sort_by_key(|(p, _, _)| *p);
+    out.sort_by_key(|(p, _)| *p);
     Ok(out)
 }
 

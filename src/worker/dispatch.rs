@@ -7,7 +7,6 @@
 //! reason. Nothing here can crash the worker: a bad entry, an unknown type, an undecodable
 //! payload and a panicking handler all end as a dead letter or a retry.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,16 +24,16 @@ use crate::dlq::DeadReason;
 use crate::handler::{ContextFacts, JobContext, Retry, UndecodablePayload};
 use crate::job::Envelope;
 use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
-use crate::redis::{keys::GROUP, scripts};
+use crate::redis::{Fields, keys::GROUP, scripts};
 
 /// One entry handed to this worker.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub(crate) queue: String,
+    pub(crate) queue: Arc<str>,
     pub(crate) priority: Priority,
-    pub(crate) stream: String,
+    pub(crate) stream: Arc<str>,
     pub(crate) entry_id: String,
-    pub(crate) fields: Option<HashMap<String, Value>>,
+    pub(crate) fields: Option<Fields>,
     /// Fires when the drain deadline passes or the lease is lost.
     pub(crate) token: CancellationToken,
     /// Keeps the entry's lease renewed until the delivery is settled.
@@ -71,7 +70,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         Ok(env) => env,
         Err(why) => {
             tracing::debug!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
-            if dead_letter(&rt, &d, None, DeadReason::BadEntry, &why).await {
+            if Box::pin(dead_letter(&rt, &d, None, DeadReason::BadEntry, &why)).await {
                 let event = DeadJobEvent {
                     job_id: None,
                     job_type: None,
@@ -114,10 +113,18 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         let _entered = span.enter();
         if env.attempt < env.max_attempts {
             let delay = rt.retry_policy.delay(env.attempt);
-            if retry_later(&rt, &d, &env.id, delay, &why).await {
+            if Box::pin(retry_later(&rt, &d, &env.id, delay, &why)).await {
                 rt.observers.each(|o| o.retried(&job, delay, &why));
             }
-        } else if dead_letter(&rt, &d, Some(&env.id), DeadReason::UnknownType, &why).await {
+        } else if Box::pin(dead_letter(
+            &rt,
+            &d,
+            Some(&env.id),
+            DeadReason::UnknownType,
+            &why,
+        ))
+        .await
+        {
             let event = dead_event(&job, DeadReason::UnknownType, &why);
             rt.observers.each(|o| o.dead(&event));
         }
@@ -143,18 +150,26 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         Err(UndecodablePayload(why)) => {
             let why = format!("payload does not decode for {:?}: {why}", env.job_type);
             let _entered = span.enter();
-            if dead_letter(&rt, &d, Some(&env.id), DeadReason::BadEntry, &why).await {
+            if Box::pin(dead_letter(
+                &rt,
+                &d,
+                Some(&env.id),
+                DeadReason::BadEntry,
+                &why,
+            ))
+            .await
+            {
                 let event = dead_event(&job, DeadReason::BadEntry, &why);
                 rt.observers.each(|o| o.dead(&event));
             }
             return;
         }
     };
-    let retention = rt.client.status_retention_ms();
-    if retention > 0 {
+    let status_key =
+        (rt.client.status_retention_ms() > 0).then(|| rt.client.keys().job(&d.queue, &env.id));
+    if let Some(key) = &status_key {
         // Awaited, so a later `retrying`, `dead` or `succeeded` can never be overwritten.
-        let key = rt.client.keys().job(&d.queue, &env.id);
-        if let Err(e) = rt.started.record(&d.queue, key, env.attempt).await {
+        if let Err(e) = rt.started.record(&d.queue, key.clone(), env.attempt).await {
             tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
         }
     }
@@ -194,8 +209,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
     match outcome {
         Outcome::Succeeded => {
             rt.observers.each(|o| o.succeeded(&job, took));
-            let status = (retention > 0)
-                .then(|| (rt.client.keys().job(&d.queue, &env.id), ctx.take_result()));
+            let status = status_key.map(|key| (key, ctx.take_result()));
             let _ = rt
                 .acks
                 .send(Ack {
@@ -222,7 +236,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                         .unwrap_or(rt.retry_policy)
                         .delay(env.attempt),
                 };
-                if retry_later(&rt, &d, &env.id, delay, &error).await {
+                if Box::pin(retry_later(&rt, &d, &env.id, delay, &error)).await {
                     rt.observers.each(|o| o.retried(&job, delay, &error));
                 }
             } else {
@@ -231,7 +245,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                 } else {
                     DeadReason::Failed
                 };
-                if dead_letter(&rt, &d, Some(&env.id), reason.clone(), &error).await {
+                if Box::pin(dead_letter(&rt, &d, Some(&env.id), reason.clone(), &error)).await {
                     let event = dead_event(&job, reason, &error);
                     rt.observers.each(|o| o.dead(&event));
                 }
@@ -304,7 +318,7 @@ pub(crate) async fn dead_letter(
         Some(id) => (keys.job(&d.queue, id), rt.client.status_retention_ms()),
         None => (keys.dlq(&d.queue), 0),
     };
-    let keys = vec![d.stream.clone(), keys.dlq(&d.queue), status];
+    let keys = vec![d.stream.to_string(), keys.dlq(&d.queue), status];
     let args: Vec<Value> = vec![
         GROUP.into(),
         rt.consumer.as_str().into(),
@@ -345,7 +359,7 @@ async fn retry_later(
     error: &str,
 ) -> bool {
     let keys = vec![
-        d.stream.clone(),
+        d.stream.to_string(),
         rt.client.keys().scheduled(&d.queue),
         rt.client.keys().job(&d.queue, job_id),
     ];

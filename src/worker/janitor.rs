@@ -144,9 +144,11 @@ async fn sweep(
                     let n = claimed.len() as u64;
                     rt.observers.each(|o| o.reclaimed(queue, n));
                 }
+                let stream_name: std::sync::Arc<str> = std::sync::Arc::from(stream.as_str());
+                let queue_name: std::sync::Arc<str> = std::sync::Arc::from(queue.as_str());
                 for (entry_id, fields) in claimed {
                     let token = rt.hard_stop.child_token();
-                    let lease = rt.leases.hold(&stream, &entry_id, token.clone());
+                    let lease = rt.leases.hold(&stream_name, &entry_id, token.clone());
                     let permit = tokio::select! {
                         biased;
                         // Claimed but not started: stays pending under this worker, whose
@@ -158,11 +160,11 @@ async fn sweep(
                         },
                     };
                     let delivery = Delivery {
-                        queue: queue.clone(),
+                        queue: queue_name.clone(),
                         priority,
-                        stream: stream.clone(),
+                        stream: stream_name.clone(),
                         entry_id,
-                        fields: Some(fields),
+                        fields: Some(fields.into_iter().collect()),
                         token,
                         _lease: lease,
                     };

@@ -8,6 +8,7 @@
 //! worker still starts after a single round trip.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fred::error::Error;
 use fred::types::Value;
@@ -17,12 +18,14 @@ use tokio::task::JoinHandle;
 use crate::Client;
 use crate::redis::scripts;
 
-/// Writes sent per script call at most.
+/// Writes taken from the queue per round trip at most.
 const MAX_BATCH: usize = 1024;
+/// Writes per script call at most: a script holds the server while it runs.
+const SCRIPT_BATCH: usize = 256;
 
 /// One attempt about to start.
 struct Started {
-    queue: String,
+    queue: Arc<str>,
     status_key: String,
     attempt: u32,
     at_ms: u64,
@@ -38,13 +41,13 @@ impl Recorder {
     /// as running since now, and returns once Redis has it.
     pub(crate) async fn record(
         &self,
-        queue: &str,
+        queue: &Arc<str>,
         status_key: String,
         attempt: u32,
     ) -> Result<(), Error> {
         let (done, result) = oneshot::channel();
         let write = Started {
-            queue: queue.to_string(),
+            queue: queue.clone(),
             status_key,
             attempt,
             at_ms: crate::job::now_ms(),
@@ -63,11 +66,20 @@ pub(crate) fn spawn(client: Client) -> (Recorder, JoinHandle<()>) {
     let task = tokio::spawn(async move {
         let mut buf = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
-            let mut by_queue: HashMap<String, Vec<Started>> = HashMap::new();
+            let mut by_queue: HashMap<Arc<str>, Vec<Started>> = HashMap::new();
             for w in buf.drain(..) {
-                by_queue.entry(w.queue.clone()).or_default().push(w);
+                let writes = by_queue.entry(w.queue.clone()).or_default();
+                writes.push(w);
             }
-            let calls = by_queue.into_values().map(|writes| send(&client, writes));
+            let mut calls = Vec::new();
+            for mut writes in by_queue.into_values() {
+                while writes.len() > SCRIPT_BATCH {
+                    let rest = writes.split_off(SCRIPT_BATCH);
+                    calls.push(send(&client, writes));
+                    writes = rest;
+                }
+                calls.push(send(&client, writes));
+            }
             futures::future::join_all(calls).await;
         }
     });
