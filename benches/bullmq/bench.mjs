@@ -52,7 +52,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function snapshot(redis) {
   const text = await redis.info('all');
-  const s = { calls: {}, reads: 0, cpu: 0, usedMemory: 0 };
+  const s = { calls: {}, usec: {}, reads: 0, cpu: 0, usedMemory: 0 };
   for (const raw of text.split('\n')) {
     const line = raw.trim();
     const at = line.indexOf(':');
@@ -64,7 +64,9 @@ async function snapshot(redis) {
     else if (key === 'used_memory') s.usedMemory = Number(value);
     else if (key.startsWith('cmdstat_')) {
       const calls = /calls=(\d+)/.exec(value);
+      const usec = /usec=(\d+)/.exec(value);
       s.calls[key.slice(8).replace('|', ' ')] = calls ? Number(calls[1]) : 0;
+      s.usec[key.slice(8).replace('|', ' ')] = usec ? Number(usec[1]) : 0;
     }
   }
   return s;
@@ -73,12 +75,16 @@ async function snapshot(redis) {
 function perJob(before, after, own, jobs) {
   jobs = Math.max(jobs, 1);
   const byCommand = {};
+  const usecByCommand = {};
   let total = 0;
   for (const [name, calls] of Object.entries(after.calls)) {
     if (name === 'info') continue;
     const delta = Math.max(0, calls - (before.calls[name] ?? 0) - (own.calls[name] ?? 0));
     total += delta;
-    if (delta / jobs >= 0.005) byCommand[name] = delta / jobs;
+    if (delta / jobs >= 0.005) {
+      byCommand[name] = delta / jobs;
+      usecByCommand[name] = Math.max(0, (after.usec[name] ?? 0) - (before.usec[name] ?? 0)) / jobs;
+    }
   }
   const reads = Math.max(0, after.reads - before.reads - own.reads - 1);
   return {
@@ -86,6 +92,7 @@ function perJob(before, after, own, jobs) {
     round_trips: reads / jobs,
     redis_cpu_us: (Math.max(0, after.cpu - before.cpu) * 1e6) / jobs,
     by_command: byCommand,
+    usec_by_command: usecByCommand,
   };
 }
 

@@ -16,6 +16,8 @@ use fred::types::InfoKind;
 pub(crate) struct Snapshot {
     /// Calls per command, lower-case name.
     pub(crate) calls: BTreeMap<String, u64>,
+    /// Server time per command (microseconds, calls from scripts included).
+    pub(crate) usec: BTreeMap<String, u64>,
     /// Socket reads the server processed.
     pub(crate) reads: u64,
     /// Server CPU time, user + system, in seconds.
@@ -42,12 +44,16 @@ impl Snapshot {
                 "used_memory" => s.used_memory = value.parse().unwrap_or(0),
                 _ => {
                     if let Some(name) = key.strip_prefix("cmdstat_") {
-                        let calls = value
-                            .split(',')
-                            .find_map(|kv| kv.strip_prefix("calls="))
-                            .and_then(|n| n.parse().ok())
-                            .unwrap_or(0);
-                        s.calls.insert(name.replace('|', " "), calls);
+                        let stat = |field: &str| {
+                            value
+                                .split(',')
+                                .find_map(|kv| kv.strip_prefix(field))
+                                .and_then(|n| n.parse().ok())
+                                .unwrap_or(0)
+                        };
+                        let name = name.replace('|', " ");
+                        s.usec.insert(name.clone(), stat("usec="));
+                        s.calls.insert(name, stat("calls="));
                     }
                 }
             }
@@ -67,6 +73,10 @@ pub(crate) struct PerJob {
     pub(crate) redis_cpu_us: f64,
     /// Commands per job by name (those above 0.005 per job).
     pub(crate) by_command: BTreeMap<String, f64>,
+    /// Server time per job by command, microseconds (a script's time includes the
+    /// commands it calls, which are also listed on their own).
+    #[serde(default)]
+    pub(crate) usec_by_command: BTreeMap<String, f64>,
     /// CPU per job of the process doing the work (the producer when enqueueing, the
     /// workers when draining), microseconds.
     #[serde(default)]
@@ -89,6 +99,7 @@ impl Own {
 pub(crate) fn per_job(before: &Snapshot, after: &Snapshot, own: &Own, jobs: usize) -> PerJob {
     let jobs = jobs.max(1) as f64;
     let mut by_command = BTreeMap::new();
+    let mut usec_by_command = BTreeMap::new();
     let mut total = 0.0;
     for (name, &calls) in &after.calls {
         if name == "info" {
@@ -101,6 +112,13 @@ pub(crate) fn per_job(before: &Snapshot, after: &Snapshot, own: &Own, jobs: usiz
         total += delta;
         if delta / jobs >= 0.005 {
             by_command.insert(name.clone(), delta / jobs);
+            let usec = after
+                .usec
+                .get(name)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(before.usec.get(name).copied().unwrap_or(0));
+            usec_by_command.insert(name.clone(), usec as f64 / jobs);
         }
     }
     // The INFO call that took `after` was read too.
@@ -110,6 +128,7 @@ pub(crate) fn per_job(before: &Snapshot, after: &Snapshot, own: &Own, jobs: usiz
         round_trips: reads / jobs,
         redis_cpu_us: (after.cpu - before.cpu).max(0.0) * 1e6 / jobs,
         by_command,
+        usec_by_command,
         client_cpu_us: 0.0,
     }
 }
@@ -130,6 +149,7 @@ mod tests {
         assert_eq!(s.cpu, 2.0);
         assert_eq!(s.used_memory, 1000);
         assert_eq!(s.calls.get("xadd"), Some(&7));
+        assert_eq!(s.usec.get("xadd"), Some(&10));
         assert_eq!(s.calls.get("client list"), Some(&1));
     }
 }
