@@ -277,7 +277,7 @@ enum EnqueueCommand {
     Register { key: String, queues: Vec<String> },
     /// Ready jobs of one queue, through `enqueue_ready.lua`: KEYS and ARGV.
     Ready {
-        keys: Vec<String>,
+        keys: Vec<Value>,
         args: Vec<Value>,
         jobs: usize,
     },
@@ -322,7 +322,7 @@ pub(crate) async fn write_jobs(
                 _ => {
                     let streams = keys.streams(&w.queue);
                     let mut k = Vec::with_capacity(3 + ENQUEUE_BATCH);
-                    k.extend(streams);
+                    k.extend(streams.map(Value::from));
                     commands.push(EnqueueCommand::Ready {
                         args: vec![
                             Value::from(retention_ms as i64),
@@ -344,7 +344,7 @@ pub(crate) async fn write_jobs(
             } = &mut commands[at]
             {
                 if retention_ms > 0 {
-                    k.push(keys.job(&w.queue, &w.job_id));
+                    k.push(Value::from(keys.job(&w.queue, &w.job_id)));
                 }
                 args.reserve(4 + 2 * w.fields.len());
                 args.extend([
@@ -354,7 +354,7 @@ pub(crate) async fn write_jobs(
                     Value::from(2 * w.fields.len() as i64),
                 ]);
                 for (k, v) in w.fields {
-                    args.push(Value::from(k));
+                    args.push(Value::from_static_str(k));
                     args.push(v);
                 }
                 *jobs += 1;
@@ -395,7 +395,7 @@ pub(crate) async fn write_jobs(
             Value::from(i64::from(w.max_attempts)),
         ]);
         for (k, v) in w.fields {
-            args.push(Value::from(k));
+            args.push(Value::from_static_str(k));
             args.push(v);
         }
         commands.push(EnqueueCommand::Scripted(args));
@@ -435,41 +435,45 @@ pub(crate) async fn write_jobs(
     Ok(ids)
 }
 
-/// Sends `commands` (only those at `only`, when given) in one pipeline; one result each.
+/// Sends `commands` (only those at `only`, when given) back to back on one connection, in
+/// order, without waiting between them; one result each. Not as a fred pipeline: that
+/// copies every argument of every command once more before sending.
 async fn send_enqueue(
     client: &Client,
     commands: &[EnqueueCommand],
     script: &scripts::Script,
     only: Option<&[usize]>,
 ) -> Vec<Result<Value, Error>> {
-    // Pipelines have no typed EVAL or EVALSHA; the slot is taken from the first key
-    // (offset 2: after the script and the number of keys).
+    // No typed EVAL or EVALSHA for arguments built by hand; the slot is taken from the first
+    // key (offset 2: after the script and the number of keys).
     let eval = |name: &'static str| {
         fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Offset(2), false)
     };
-    let p = client.pipeline();
     let chosen: Vec<&EnqueueCommand> = match only {
         Some(indexes) => indexes.iter().map(|&i| &commands[i]).collect(),
         None => commands.iter().collect(),
     };
-    for c in &chosen {
-        let queued: Result<(), Error> = match c {
-            EnqueueCommand::Register { key, queues } => p.sadd(key.as_str(), queues.clone()).await,
+    // Each call hands its command to the connection when first polled, and join_all polls
+    // them in order.
+    let calls = chosen.into_iter().map(|c| async move {
+        match c {
+            EnqueueCommand::Register { key, queues } => {
+                client
+                    .sadd::<Value, _, _>(key.as_str(), queues.clone())
+                    .await
+            }
             EnqueueCommand::Ready { keys, args, .. } => {
                 let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
                 all.push(Value::from(script.sha1().clone()));
                 all.push(Value::from(keys.len() as i64));
-                all.extend(keys.iter().map(|k| Value::from(k.as_str())));
+                all.extend(keys.iter().cloned());
                 all.extend(args.iter().cloned());
-                p.custom(eval("EVALSHA"), all).await
+                client.custom::<Value, _>(eval("EVALSHA"), all).await
             }
-            EnqueueCommand::Scripted(args) => p.custom(eval("EVAL"), args.clone()).await,
-        };
-        if let Err(e) = queued {
-            return chosen.iter().map(|_| Err(e.clone())).collect();
+            EnqueueCommand::Scripted(args) => client.custom(eval("EVAL"), args.clone()).await,
         }
-    }
-    p.try_all::<Value>().await
+    });
+    futures::future::join_all(calls).await
 }
 
 /// The finished entries of one ready stream, with their jobs' status keys and results.
