@@ -125,6 +125,8 @@ impl Connector {
         b.with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(5);
             c.max_command_attempts = 3;
+            // Commands are small and latency matters: no Nagle delay (fred leaves it on).
+            c.tcp.nodelay = Some(true);
         })
         .with_performance_config(|p| {
             // No client-side timeout: it would leave a blocked read's connection stuck.
