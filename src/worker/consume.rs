@@ -14,7 +14,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
-use super::dispatch::{self, Delivery};
+use super::dispatch::Delivery;
+use super::started;
 use crate::Priority;
 use crate::priority::SlotSplitter;
 use crate::redis::{self, Entry, keys::GROUP};
@@ -121,7 +122,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                 }
             })
             .collect();
-        for delivery in held {
+        // Deliveries start in groups: the next one as soon as it has a slot, together with
+        // every one behind it that has a slot right now.
+        let mut held = held.into_iter();
+        let mut next = held.next();
+        while let Some(delivery) = next.take() {
             let permit: OwnedSemaphorePermit = match first.take() {
                 Some(p) => p,
                 None => tokio::select! {
@@ -134,11 +139,24 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                     },
                 },
             };
+            let mut batch = vec![(delivery, permit)];
+            next = held.next();
+            while let Some(d) = next.take() {
+                match rt.slots.clone().try_acquire_owned() {
+                    Ok(p) => {
+                        batch.push((d, p));
+                        next = held.next();
+                    }
+                    Err(_) => {
+                        next = Some(d);
+                        break;
+                    }
+                }
+            }
             if stop.is_cancelled() {
                 break 'fetch;
             }
-            rt.tracker
-                .spawn(dispatch::run(rt.clone(), delivery, permit));
+            started::start(&rt, batch).await;
         }
     }
     // The connection may still be inside a blocking read: interrupt it (fred sends CLIENT

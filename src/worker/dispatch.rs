@@ -1,5 +1,6 @@
 //! Running one delivery: decode, find the handler, run it with its timeout, and settle the
-//! outcome.
+//! outcome. The fetch loop prepares a batch (`prepare`) and records the attempts as running
+//! (`started`) before it spawns a task per delivery here.
 //!
 //! Success goes to the batched acker. Every other outcome changes the entry through a
 //! fenced Lua script that first checks this worker still owns it: a failed attempt with
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use fred::types::Value;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +23,9 @@ use super::ack::Ack;
 use super::lease::LeaseGuard;
 use crate::Priority;
 use crate::dlq::DeadReason;
-use crate::handler::{ContextFacts, JobContext, Retry, UndecodablePayload};
+use crate::handler::{
+    ContextFacts, ErasedHandler, JobContext, JobError, Retry, UndecodablePayload,
+};
 use crate::job::Envelope;
 use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
 use crate::redis::{Fields, keys::GROUP, scripts};
@@ -51,24 +55,120 @@ enum Outcome {
     Abandoned,
 }
 
-/// Runs one delivery to its end, holding `permit` (a concurrency slot) throughout.
-pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePermit) {
-    let _permit = permit;
+/// A delivery ready to run: its entry decoded, its handler found, its payload decoded into
+/// the handler's future (not polled yet).
+pub(crate) struct Attempt {
+    pub(crate) d: Delivery,
+    pub(crate) env: Envelope,
+    handler: Arc<dyn ErasedHandler>,
+    fut: BoxFuture<'static, Result<(), JobError>>,
+    ctx: JobContext,
+    /// The job's status key, when status is tracked.
+    pub(crate) status_key: Option<String>,
+}
+
+/// What a delivery comes to before anything runs.
+pub(crate) enum Prepared {
+    /// Runs its handler.
+    Run(Box<Attempt>),
+    /// Deleted while pending: nothing to run, nothing to keep.
+    Deleted(Delivery),
+    /// The entry does not read as a job.
+    BadEntry(Delivery, String),
+    /// No handler on this worker for the job's type.
+    UnknownType(Delivery, Envelope),
+    /// The payload does not decode for the handler.
+    BadPayload(Delivery, Envelope, String),
+}
+
+/// Decodes a delivery and, when it can run, builds its handler's future.
+pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
     let Some(fields) = d.fields.as_ref() else {
-        // Deleted while pending: nothing to run, nothing to keep.
-        let _ = rt
-            .acks
-            .send(Ack {
-                stream: d.stream.clone(),
-                entry_id: d.entry_id.clone(),
-                status: None,
-            })
-            .await;
-        return;
+        return Prepared::Deleted(d);
     };
     let env = match Envelope::from_fields(fields, rt.client.payload_limit()) {
         Ok(env) => env,
-        Err(why) => {
+        Err(why) => return Prepared::BadEntry(d, why),
+    };
+    let Some(handler) = rt.registry.get(&env.job_type).cloned() else {
+        return Prepared::UnknownType(d, env);
+    };
+    let ctx = JobContext::new(
+        ContextFacts {
+            id: &env.id,
+            job_type: &env.job_type,
+            queue: &d.queue,
+            priority: d.priority,
+            attempt: env.attempt,
+            max_attempts: env.max_attempts,
+            enqueued_at: env.enqueued_at,
+        },
+        d.token.clone(),
+    );
+    match handler.call(&env.payload, ctx.clone()) {
+        Ok(fut) => {
+            let status_key = (rt.client.status_retention_ms() > 0)
+                .then(|| rt.client.keys().job(&d.queue, &env.id));
+            Prepared::Run(Box::new(Attempt {
+                d,
+                env,
+                handler,
+                fut,
+                ctx,
+                status_key,
+            }))
+        }
+        Err(UndecodablePayload(why)) => {
+            let why = format!("payload does not decode for {:?}: {why}", env.job_type);
+            Prepared::BadPayload(d, env, why)
+        }
+    }
+}
+
+/// The job span an attempt (or its failure to start) is reported in.
+fn job_span(d: &Delivery, env: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        job_id = %env.id,
+        job_type = %env.job_type,
+        queue = %d.queue,
+        attempt = env.attempt,
+        traceparent = env.traceparent.as_deref(),
+    );
+    crate::trace_context::continue_in(&span, env.traceparent.as_deref());
+    span
+}
+
+fn job_event<'a>(d: &'a Delivery, env: &'a Envelope, known_type: bool) -> JobEvent<'a> {
+    JobEvent {
+        job_id: &env.id,
+        job_type: &env.job_type,
+        known_type,
+        queue: &d.queue,
+        priority: d.priority,
+        attempt: env.attempt,
+        max_attempts: env.max_attempts,
+        waited: waited_since(&d.entry_id),
+    }
+}
+
+/// Runs one prepared delivery to its end, holding `permit` (a concurrency slot)
+/// throughout. An attempt's `running` status is already recorded (see `started`).
+pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    match prepared {
+        Prepared::Run(attempt) => run_attempt(&rt, *attempt).await,
+        Prepared::Deleted(d) => {
+            let _ = rt
+                .acks
+                .send(Ack {
+                    stream: d.stream.clone(),
+                    entry_id: d.entry_id.clone(),
+                    status: None,
+                })
+                .await;
+        }
+        Prepared::BadEntry(d, why) => {
             tracing::debug!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
             if Box::pin(dead_letter(&rt, &d, None, DeadReason::BadEntry, &why)).await {
                 let event = DeadJobEvent {
@@ -83,72 +183,35 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                 };
                 rt.observers.each(|o| o.dead(&event));
             }
-            return;
         }
-    };
-    let handler = rt.registry.get(&env.job_type).cloned();
-    let job = JobEvent {
-        job_id: &env.id,
-        job_type: &env.job_type,
-        known_type: handler.is_some(),
-        queue: &d.queue,
-        priority: d.priority,
-        attempt: env.attempt,
-        max_attempts: env.max_attempts,
-        waited: waited_since(&d.entry_id),
-    };
-    let span = tracing::info_span!(
-        "job",
-        job_id = %env.id,
-        job_type = %env.job_type,
-        queue = %d.queue,
-        attempt = env.attempt,
-        traceparent = env.traceparent.as_deref(),
-    );
-    crate::trace_context::continue_in(&span, env.traceparent.as_deref());
-    let Some(handler) = handler else {
-        // Retried like a failure, so a rolling deploy that adds a type loses nothing: a
-        // worker that knows the type picks it up on a later attempt.
-        let why = format!("no handler for job type {:?} on this worker", env.job_type);
-        let _entered = span.enter();
-        if env.attempt < env.max_attempts {
-            let delay = rt.retry_policy.delay(env.attempt);
-            if Box::pin(retry_later(&rt, &d, &env.id, delay, &why)).await {
-                rt.observers.each(|o| o.retried(&job, delay, &why));
+        Prepared::UnknownType(d, env) => {
+            // Retried like a failure, so a rolling deploy that adds a type loses nothing: a
+            // worker that knows the type picks it up on a later attempt.
+            let job = job_event(&d, &env, false);
+            let span = job_span(&d, &env);
+            let why = format!("no handler for job type {:?} on this worker", env.job_type);
+            let _entered = span.enter();
+            if env.attempt < env.max_attempts {
+                let delay = rt.retry_policy.delay(env.attempt);
+                if Box::pin(retry_later(&rt, &d, &env.id, delay, &why)).await {
+                    rt.observers.each(|o| o.retried(&job, delay, &why));
+                }
+            } else if Box::pin(dead_letter(
+                &rt,
+                &d,
+                Some(&env.id),
+                DeadReason::UnknownType,
+                &why,
+            ))
+            .await
+            {
+                let event = dead_event(&job, DeadReason::UnknownType, &why);
+                rt.observers.each(|o| o.dead(&event));
             }
-        } else if Box::pin(dead_letter(
-            &rt,
-            &d,
-            Some(&env.id),
-            DeadReason::UnknownType,
-            &why,
-        ))
-        .await
-        {
-            let event = dead_event(&job, DeadReason::UnknownType, &why);
-            rt.observers.each(|o| o.dead(&event));
         }
-        return;
-    };
-    let timeout = env
-        .timeout
-        .unwrap_or_else(|| handler.options().effective_timeout());
-    let ctx = JobContext::new(
-        ContextFacts {
-            id: &env.id,
-            job_type: &env.job_type,
-            queue: &d.queue,
-            priority: d.priority,
-            attempt: env.attempt,
-            max_attempts: env.max_attempts,
-            enqueued_at: env.enqueued_at,
-        },
-        d.token.clone(),
-    );
-    let fut = match handler.call(&env.payload, ctx.clone()) {
-        Ok(f) => f,
-        Err(UndecodablePayload(why)) => {
-            let why = format!("payload does not decode for {:?}: {why}", env.job_type);
+        Prepared::BadPayload(d, env, why) => {
+            let job = job_event(&d, &env, true);
+            let span = job_span(&d, &env);
             let _entered = span.enter();
             if Box::pin(dead_letter(
                 &rt,
@@ -162,17 +225,25 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                 let event = dead_event(&job, DeadReason::BadEntry, &why);
                 rt.observers.each(|o| o.dead(&event));
             }
-            return;
-        }
-    };
-    let status_key =
-        (rt.client.status_retention_ms() > 0).then(|| rt.client.keys().job(&d.queue, &env.id));
-    if let Some(key) = &status_key {
-        // Awaited, so a later `retrying`, `dead` or `succeeded` can never be overwritten.
-        if let Err(e) = rt.started.record(&d.queue, key.clone(), env.attempt).await {
-            tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
         }
     }
+}
+
+/// Runs an attempt's handler with its timeout and settles the outcome.
+async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
+    let Attempt {
+        d,
+        env,
+        handler,
+        fut,
+        ctx,
+        status_key,
+    } = a;
+    let job = job_event(&d, &env, true);
+    let span = job_span(&d, &env);
+    let timeout = env
+        .timeout
+        .unwrap_or_else(|| handler.options().effective_timeout());
     span.in_scope(|| rt.observers.each(|o| o.started(&job)));
     let started = Instant::now();
     let attempt = async {
@@ -236,7 +307,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                         .unwrap_or(rt.retry_policy)
                         .delay(env.attempt),
                 };
-                if Box::pin(retry_later(&rt, &d, &env.id, delay, &error)).await {
+                if Box::pin(retry_later(rt, &d, &env.id, delay, &error)).await {
                     rt.observers.each(|o| o.retried(&job, delay, &error));
                 }
             } else {
@@ -245,7 +316,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                 } else {
                     DeadReason::Failed
                 };
-                if Box::pin(dead_letter(&rt, &d, Some(&env.id), reason.clone(), &error)).await {
+                if Box::pin(dead_letter(rt, &d, Some(&env.id), reason.clone(), &error)).await {
                     let event = dead_event(&job, reason, &error);
                     rt.observers.each(|o| o.dead(&event));
                 }

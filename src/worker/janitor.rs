@@ -17,8 +17,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{self, Delivery};
-use super::{Runtime, Ticker};
+use super::dispatch::Delivery;
+use super::{Runtime, Ticker, started};
 use crate::Priority;
 use crate::dlq::DeadReason;
 use crate::observe::DeadJobEvent;
@@ -168,8 +168,7 @@ async fn sweep(
                         token,
                         _lease: lease,
                     };
-                    rt.tracker
-                        .spawn(dispatch::run(rt.clone(), delivery, permit));
+                    started::start(rt, vec![(delivery, permit)]).await;
                 }
                 match page.next {
                     Some(next) => start = next,

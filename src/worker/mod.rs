@@ -94,8 +94,6 @@ pub(crate) struct Runtime {
     /// One permit per concurrency slot.
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) acks: mpsc::Sender<ack::Ack>,
-    /// Records attempts as running before they start.
-    pub(crate) started: started::Recorder,
     /// Fires when the drain deadline passes: running handlers are dropped.
     pub(crate) hard_stop: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -401,7 +399,6 @@ impl Worker {
         self.consume_state.set_running(true);
         let (tx, rx) = mpsc::channel(4096);
         let acker = ack::spawn(self.client.clone(), rx);
-        let (started, recorder) = started::spawn(self.client.clone());
         let rt = Arc::new(Runtime {
             client: self.client,
             registry: self.registry,
@@ -416,7 +413,6 @@ impl Worker {
             consume_state: self.consume_state.clone(),
             slots: Arc::new(Semaphore::new(self.concurrency)),
             acks: tx,
-            started,
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -477,9 +473,7 @@ impl Worker {
         if let Err(e) = acker.await {
             tracing::error!(error = %e, "the acknowledging task failed");
         }
-        if let Err(e) = recorder.await {
-            tracing::error!(error = %e, "the task recording started jobs failed");
-        }
+
         tracing::info!(%consumer, "worker stopped");
         result
     }

@@ -1,105 +1,67 @@
-//! Recording attempts as running, in batches.
+//! Starting deliveries, a fetched batch at a time.
 //!
-//! A job's status says `running` before its handler starts, and that write must land
-//! before any later one (`retrying`, `dead`, `succeeded`), so every attempt waits for it.
-//! Attempts hand their writes to one recorder task, which sends whatever has piled up since
-//! its last round trip as one script call per queue (`lua/started.lua`) and then lets those
-//! attempts start: one command per batch instead of one per job, while a job on an idle
-//! worker still starts after a single round trip.
+//! A job's status says `running` before its handler starts, and that write must land before
+//! any later one (`retrying`, `dead`, `succeeded`). So the loop that fetched a batch prepares
+//! every delivery of it (decodes the entry, finds the handler, decodes the payload), records
+//! the attempts that will run as running in one script call per batch (`lua/started.lua`),
+//! and only then spawns a task per delivery. One command and one round trip per batch, made
+//! by the task that already holds the batch: no command per job, and no hop through another
+//! task and back before a job can start.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use fred::error::Error;
 use fred::types::Value;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::Client;
+use super::Runtime;
+use super::dispatch::{self, Delivery, Prepared};
+use crate::job::Envelope;
 use crate::redis::scripts;
 
-/// Writes taken from the queue per round trip at most.
-const MAX_BATCH: usize = 1024;
-/// Writes per script call at most: a script holds the server while it runs.
+/// Attempts recorded per script call at most: a script holds the server while it runs.
 const SCRIPT_BATCH: usize = 256;
 
-/// One attempt about to start.
-struct Started {
-    queue: Arc<str>,
-    status_key: String,
-    attempt: u32,
-    at_ms: u64,
-    done: oneshot::Sender<Result<(), Error>>,
-}
-
-/// The handle attempts record themselves through.
-#[derive(Clone)]
-pub(crate) struct Recorder(mpsc::Sender<Started>);
-
-impl Recorder {
-    /// Records the attempt `attempt` of the job whose status is `status_key` (on `queue`)
-    /// as running since now, and returns once Redis has it.
-    pub(crate) async fn record(
-        &self,
-        queue: &Arc<str>,
-        status_key: String,
-        attempt: u32,
-    ) -> Result<(), Error> {
-        let (done, result) = oneshot::channel();
-        let write = Started {
-            queue: queue.clone(),
-            status_key,
-            attempt,
-            at_ms: crate::job::now_ms(),
-            done,
-        };
-        if self.0.send(write).await.is_err() {
-            return Err(Error::new_canceled());
-        }
-        result.await.unwrap_or_else(|_| Err(Error::new_canceled()))
+/// Prepares `batch` (deliveries of one queue, each with its concurrency slot), records the
+/// attempts that will run as running, and spawns a task for each delivery.
+pub(crate) async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
+    let prepared: Vec<(Prepared, OwnedSemaphorePermit)> = batch
+        .into_iter()
+        .map(|(d, permit)| (dispatch::prepare(rt, d), permit))
+        .collect();
+    let attempts: Vec<(&str, &Envelope)> = prepared
+        .iter()
+        .filter_map(|(p, _)| match p {
+            Prepared::Run(a) => a.status_key.as_deref().map(|key| (key, &a.env)),
+            _ => None,
+        })
+        .collect();
+    record(rt, &attempts).await;
+    drop(attempts);
+    for (p, permit) in prepared {
+        rt.tracker.spawn(dispatch::run(rt.clone(), p, permit));
     }
 }
 
-/// Starts the recorder; it ends once every [`Recorder`] is dropped.
-pub(crate) fn spawn(client: Client) -> (Recorder, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Started>(4096);
-    let task = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
-            let mut by_queue: HashMap<Arc<str>, Vec<Started>> = HashMap::new();
-            for w in buf.drain(..) {
-                let writes = by_queue.entry(w.queue.clone()).or_default();
-                writes.push(w);
-            }
-            let mut calls = Vec::new();
-            for mut writes in by_queue.into_values() {
-                while writes.len() > SCRIPT_BATCH {
-                    let rest = writes.split_off(SCRIPT_BATCH);
-                    calls.push(send(&client, writes));
-                    writes = rest;
-                }
-                calls.push(send(&client, writes));
-            }
-            futures::future::join_all(calls).await;
+/// Records `attempts` (status key, envelope) as running, since now; awaited, so no later
+/// status write of theirs can be overwritten. A failure is logged per job and the jobs run
+/// anyway, as a failed status write never stopped a job.
+async fn record(rt: &Runtime, attempts: &[(&str, &Envelope)]) {
+    let now = Value::from(crate::job::now_ms() as i64);
+    for chunk in attempts.chunks(SCRIPT_BATCH) {
+        let mut keys = Vec::with_capacity(chunk.len());
+        let mut args = Vec::with_capacity(2 * chunk.len());
+        for (key, env) in chunk {
+            keys.push(key.to_string());
+            args.push(Value::from(i64::from(env.attempt)));
+            args.push(now.clone());
         }
-    });
-    (Recorder(tx), task)
-}
-
-/// Sends one queue's writes and tells each attempt how it went.
-async fn send(client: &Client, writes: Vec<Started>) {
-    let mut keys = Vec::with_capacity(writes.len());
-    let mut args = Vec::with_capacity(2 * writes.len());
-    let mut waiting = Vec::with_capacity(writes.len());
-    for w in writes {
-        keys.push(w.status_key);
-        args.push(Value::from(i64::from(w.attempt)));
-        args.push(Value::from(w.at_ms as i64));
-        waiting.push(w.done);
-    }
-    let r: Result<Value, Error> =
-        scripts::run(client.redis(), &client.scripts().started, keys, args).await;
-    for done in waiting {
-        let _ = done.send(r.clone().map(|_| ()));
+        let r: Result<Value, Error> =
+            scripts::run(rt.client.redis(), &rt.client.scripts().started, keys, args).await;
+        if let Err(e) = r {
+            for (_, env) in chunk {
+                tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
+            }
+        }
     }
 }
