@@ -105,7 +105,13 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
         },
         d.token.clone(),
     );
-    match handler.call(&env.payload, ctx.clone()) {
+    // Decoding and `handle` run user code (Deserialize impls, a hand-written handler) on
+    // the fetch loop's task: a panic there becomes the attempt's outcome, like a panic in
+    // the handler's future, instead of taking the loop down.
+    let called =
+        std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(&env.payload, ctx.clone())))
+            .unwrap_or_else(|panic| Ok(Box::pin(async move { std::panic::resume_unwind(panic) })));
+    match called {
         Ok(fut) => {
             let status_key = (rt.client.status_retention_ms() > 0)
                 .then(|| rt.client.keys().job(&d.queue, &env.id));
