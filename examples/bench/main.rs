@@ -1,7 +1,7 @@
 //! The benchmark: stevedore against the raw Redis commands it is built on, and against
 //! BullMQ, on the same Redis in the same run.
 //!
-//! Run with `cargo run --release --example bench` (about five minutes), `-- --quick` (under
+//! Run with `cargo run --release --example bench` (about four minutes), `-- --quick` (under
 //! a minute, small sizes) and `-- --json` (one JSON object on stdout instead of the table).
 //! It uses the Redis at `REDIS_URL` when set (keys under a prefix of its own, removed
 //! afterwards), else starts a `redis-server` of its own through the test kit. The BullMQ
