@@ -5,7 +5,8 @@
 //! stream gets its own COUNT in one pipelined round trip). A stream that returns less
 //! than its share gives the rest to the others. When all three are empty, the loop
 //! blocks on all three at once with a finite BLOCK, so a new job of any priority starts
-//! within milliseconds. A full worker stops reading.
+//! within milliseconds. A full worker stops reading. What a read returns is started as a
+//! batch (`started`): prepared, recorded as running in one call, then a task per delivery.
 
 use std::sync::Arc;
 use std::time::Duration;

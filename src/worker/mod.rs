@@ -1,7 +1,8 @@
 //! Workers: consume queues, run handlers, acknowledge, shut down gracefully.
 //!
 //! A [`Worker`] is one consumer in each of its queues' consumer groups. It runs one fetch
-//! loop per queue (`consume`), a task per delivery (`dispatch`) bounded by a shared
+//! loop per queue (`consume`), which starts what it reads a batch at a time (`started`:
+//! recorded as running in one call), a task per delivery (`dispatch`) bounded by a shared
 //! concurrency limit, and one acker that batches acknowledgements (`ack`). Shutdown
 //! (`shutdown`) stops the fetch loops first, lets running jobs finish within a drain
 //! deadline, and leaves whatever did not finish unacknowledged, so it runs again. A
