@@ -243,11 +243,10 @@ impl Client {
                     })
                     .collect()
             };
-        let keys = &self.inner.keys;
         let writes = jobs
             .into_iter()
-            .map(|j| {
-                let when = j.schedule.map(|when| match when {
+            .map(|j| JobWrite {
+                when: j.schedule.map(|when| match when {
                     Schedule::In(d) => ("in", d.as_millis() as u64),
                     Schedule::At(t) => (
                         "at",
@@ -255,32 +254,26 @@ impl Client {
                             .map(|d| d.as_millis() as u64)
                             .unwrap_or(0),
                     ),
-                });
-                let target = match when {
-                    None => keys.stream(&j.queue, j.priority),
-                    Some(_) => keys.scheduled(&j.queue),
-                };
-                JobWrite {
-                    fields: j.envelope.to_fields(),
-                    target,
-                    when,
-                    wake: keys.wake(&j.queue),
-                    status_key: keys.job(&j.queue, &j.envelope.id),
-                    unique: j.unique.map(|(k, ttl)| {
-                        (keys.unique(&j.queue, &k), (ttl.as_millis() as u64).max(1))
-                    }),
-                    priority: j.priority.as_str(),
-                    max_attempts: j.envelope.max_attempts,
-                    job_type: j.envelope.job_type,
-                    job_id: j.envelope.id,
-                    queue: j.queue,
-                }
+                }),
+                fields: j.envelope.to_fields(),
+                unique: j.unique.map(|(k, ttl)| {
+                    (
+                        self.inner.keys.unique(&j.queue, &k),
+                        (ttl.as_millis() as u64).max(1),
+                    )
+                }),
+                priority: j.priority,
+                max_attempts: j.envelope.max_attempts,
+                job_type: j.envelope.job_type,
+                job_id: j.envelope.id,
+                queue: j.queue,
             })
             .collect();
         let client = self.inner.pool.next();
         match redis::write_jobs(
             client,
-            &keys.queues(),
+            &self.inner.keys,
+            &self.inner.scripts.enqueue_ready,
             new_queues.clone(),
             writes,
             self.status_retention_ms(),

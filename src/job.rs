@@ -6,7 +6,6 @@
 //! are used for payloads, so adding or reordering fields of a payload struct stays
 //! compatible with jobs already queued.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::handler::JobHandler;
+use crate::redis::Fields;
 use crate::retry::RetryPolicy;
 use crate::{Error, Priority, Result};
 
@@ -508,20 +508,20 @@ impl Envelope {
     /// Reads an entry back; the error says which field is missing or malformed, and ends up
     /// as the `error` of a `bad_entry` dead letter.
     pub(crate) fn from_fields(
-        fields: &HashMap<String, Value>,
+        fields: &Fields,
         payload_limit: usize,
     ) -> std::result::Result<Envelope, String> {
-        let text = |name: &str| -> std::result::Result<String, String> {
+        let str_of = |name: &str| -> std::result::Result<std::borrow::Cow<'_, str>, String> {
             match fields.get(name) {
                 Some(v) => v
-                    .as_bytes_str()
-                    .map(|s| s.to_string())
+                    .as_str()
                     .ok_or_else(|| format!("field `{name}` is not text")),
                 None => Err(format!("field `{name}` is missing")),
             }
         };
+        let text = |name: &str| str_of(name).map(|s| s.into_owned());
         let number = |name: &str| -> std::result::Result<u64, String> {
-            text(name)?
+            str_of(name)?
                 .parse::<u64>()
                 .map_err(|_| format!("field `{name}` is not a number"))
         };
@@ -580,10 +580,19 @@ impl Envelope {
 mod tests {
     use super::*;
 
-    fn fields_of(env: &Envelope) -> HashMap<String, Value> {
+    fn fields_of(env: &Envelope) -> Fields {
+        env.to_fields().into_iter().collect()
+    }
+
+    /// `env`'s fields with `name` changed to `value`, or left out when `value` is `None`.
+    fn with_field(env: &Envelope, name: &str, value: Option<Value>) -> Fields {
         env.to_fields()
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .filter_map(|(k, v)| match (k == name, &value) {
+                (false, _) => Some((k, v)),
+                (true, Some(new)) => Some((k, new.clone())),
+                (true, None) => None,
+            })
             .collect()
     }
 
@@ -613,20 +622,17 @@ mod tests {
     #[test]
     fn missing_or_malformed_fields_are_named() {
         let env = sample();
-        let mut f = fields_of(&env);
-        f.remove("type");
+        let f = with_field(&env, "type", None);
         assert_eq!(
             Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT),
             Err("field `type` is missing".into())
         );
-        let mut f = fields_of(&env);
-        f.insert("attempt".into(), Value::from("two"));
+        let f = with_field(&env, "attempt", Some(Value::from("two")));
         assert_eq!(
             Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT),
             Err("field `attempt` is not a number".into())
         );
-        let mut f = fields_of(&env);
-        f.insert("type".into(), Value::from("{other}:x"));
+        let f = with_field(&env, "type", Some(Value::from("{other}:x")));
         assert!(Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT).is_err());
     }
 

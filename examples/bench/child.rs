@@ -117,6 +117,8 @@ pub(crate) struct WorkerArgs {
     queue: String,
     #[arg(long)]
     concurrency: usize,
+    #[arg(long, value_enum, default_value_t = crate::Flavor::MultiThread)]
+    pub(crate) runtime: crate::Flavor,
 }
 
 /// Logs to stderr at `default` unless `RUST_LOG` says otherwise.

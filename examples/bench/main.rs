@@ -1,7 +1,7 @@
 //! The benchmark: stevedore against the raw Redis commands it is built on, and against
 //! BullMQ, on the same Redis in the same run.
 //!
-//! Run with `cargo run --release --example bench` (about five minutes), `-- --quick` (under
+//! Run with `cargo run --release --example bench` (about four minutes), `-- --quick` (under
 //! a minute, small sizes) and `-- --json` (one JSON object on stdout instead of the table).
 //! It uses the Redis at `REDIS_URL` when set (keys under a prefix of its own, removed
 //! afterwards), else starts a `redis-server` of its own through the test kit. The BullMQ
@@ -56,9 +56,38 @@ pub(crate) struct RunArgs {
     /// Drain only these concurrency×processes runs, e.g. `128x1,16x2` (default: all six).
     #[arg(long, value_delimiter = ',', value_parser = parse_drain_run)]
     pub(crate) drain: Vec<(usize, usize)>,
+    /// The Tokio runtime of the worker processes (stevedore's and the raw consumers'):
+    /// `multi-thread`, what `#[tokio::main]` gives, or `current-thread`.
+    #[arg(long, value_enum, default_value_t = Flavor::MultiThread)]
+    pub(crate) worker_runtime: Flavor,
     /// The `node` binary for the BullMQ side.
     #[arg(long, default_value = "node")]
     pub(crate) node: String,
+}
+
+/// A Tokio runtime flavor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Flavor {
+    MultiThread,
+    CurrentThread,
+}
+
+impl Flavor {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Flavor::MultiThread => "multi-thread",
+            Flavor::CurrentThread => "current-thread",
+        }
+    }
+
+    fn runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        }
+        .enable_all()
+        .build()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,12 +160,11 @@ pub(crate) const WARMUP: Duration = Duration::from_millis(300);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match args.role {
-        Some(Role::Worker(a)) => runtime.block_on(child::worker_main(a)),
-        Some(Role::RawConsumer(a)) => runtime.block_on(raw::consumer_main(a)),
-        None => runtime.block_on(sections::run(args.run)),
+        Some(Role::Worker(a)) => a.runtime.runtime()?.block_on(child::worker_main(a)),
+        Some(Role::RawConsumer(a)) => a.runtime.runtime()?.block_on(raw::consumer_main(a)),
+        None => Flavor::MultiThread
+            .runtime()?
+            .block_on(sections::run(args.run)),
     }
 }

@@ -86,6 +86,8 @@ pub(crate) struct ConsumerArgs {
     stream: String,
     #[arg(long)]
     consumer: String,
+    #[arg(long, value_enum, default_value_t = crate::Flavor::MultiThread)]
+    pub(crate) runtime: crate::Flavor,
 }
 
 type ReadReply = Option<Vec<(String, Vec<(String, Option<HashMap<String, Value>>)>)>>;

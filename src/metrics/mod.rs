@@ -144,8 +144,14 @@ struct Inner {
     /// Per queue and type, the series a started job touches, so the hot path skips the
     /// families' label lookups.
     handles: RwLock<HashMap<String, HashMap<String, Arc<JobHandles>>>>,
+    /// Per queue and type, the enqueue counter of each priority used so far, for the same
+    /// reason (a producer counts every job it enqueues).
+    enqueued: RwLock<HashMap<String, HashMap<String, EnqueuedCounters>>>,
     pub(crate) sampler: sampler::Sampler,
 }
+
+/// One (queue, type) pair's enqueue counters, by priority, each created on first use.
+type EnqueuedCounters = [Option<Counter>; 3];
 
 /// The series one (queue, type) pair's attempts update.
 struct JobHandles {
@@ -187,6 +193,7 @@ impl Metrics {
                 registry,
                 types: Mutex::new(HashSet::new()),
                 handles: RwLock::new(HashMap::new()),
+                enqueued: RwLock::new(HashMap::new()),
                 sampler: sampler::Sampler::new(DEFAULT_SAMPLE_INTERVAL),
             }),
         }
@@ -418,17 +425,51 @@ fn register_families(f: &Families, r: &mut Registry) {
     );
 }
 
-impl Observer for Metrics {
-    fn enqueued(&self, job: &EnqueuedEvent<'_>) {
-        let label = self.type_label(job.job_type, true);
-        self.inner
+impl Metrics {
+    /// The enqueue counter of `queue`, `job_type` and `priority`, created on first use.
+    fn enqueued_counter(&self, queue: &str, job_type: &str, priority: Priority) -> Counter {
+        let i = priority.index();
+        {
+            let map = self
+                .inner
+                .enqueued
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(Some(c)) = map.get(queue).and_then(|m| m.get(job_type)).map(|c| &c[i]) {
+                return c.clone();
+            }
+        }
+        let label = self.type_label(job_type, true);
+        let counter = self
+            .inner
             .families
             .enqueued
-            .get_or_create(&QueueTypePriority {
-                queue: job.queue.to_string(),
-                r#type: label,
-                priority: job.priority.as_str().to_string(),
-            })
+            .get_or_create_owned(&QueueTypePriority {
+                queue: queue.to_string(),
+                r#type: label.clone(),
+                priority: priority.as_str().to_string(),
+            });
+        if label == OTHER_TYPE {
+            // Not cached under its own name: the map stays bounded too.
+            return counter;
+        }
+        let mut map = self
+            .inner
+            .enqueued
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry(queue.to_string())
+            .or_default()
+            .entry(job_type.to_string())
+            .or_default()[i]
+            .get_or_insert(counter)
+            .clone()
+    }
+}
+
+impl Observer for Metrics {
+    fn enqueued(&self, job: &EnqueuedEvent<'_>) {
+        self.enqueued_counter(job.queue, job.job_type, job.priority)
             .inc();
     }
 
@@ -548,6 +589,38 @@ mod tests {
         }
         assert!(m.encode().contains(r#"type="(other)""#));
         assert!(m.inner.types.lock().map(|t| t.len()).unwrap_or(0) <= MAX_TYPES);
+    }
+
+    #[test]
+    fn enqueues_are_counted_by_queue_type_and_priority_with_bounded_types() {
+        let m = Metrics::new();
+        let enqueued = |job_type: &str, priority| {
+            m.enqueued(&EnqueuedEvent {
+                job_id: "id",
+                job_type,
+                queue: "q",
+                priority,
+                scheduled: false,
+            })
+        };
+        enqueued("a", Priority::High);
+        enqueued("a", Priority::High);
+        enqueued("a", Priority::Low);
+        let text = m.encode();
+        for needle in [
+            r#"stevedore_jobs_enqueued_total{queue="q",type="a",priority="high"} 2"#,
+            r#"stevedore_jobs_enqueued_total{queue="q",type="a",priority="low"} 1"#,
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        assert!(!text.contains(r#"type="a",priority="normal""#), "{text}");
+        // "a" is one of the MAX_TYPES; eleven more types than fit become "(other)".
+        for i in 0..MAX_TYPES + 10 {
+            enqueued(&format!("t{i}"), Priority::Normal);
+        }
+        assert!(m.encode().contains(
+            r#"stevedore_jobs_enqueued_total{queue="q",type="(other)",priority="normal"} 11"#
+        ));
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Keys {
 
     /// `<prefix>:{<queue>}:<priority>`: ready jobs of one priority.
     pub(crate) fn stream(&self, queue: &str, priority: Priority) -> String {
-        format!("{}:{{{queue}}}:{}", self.prefix, priority.as_str())
+        self.tagged(queue, priority.as_str())
     }
 
     /// The three ready streams of a queue, most urgent first.
@@ -68,7 +68,21 @@ impl Keys {
 
     /// `<prefix>:{<queue>}:job:<id>`: one job's status, expiring after the retention time.
     pub(crate) fn job(&self, queue: &str, id: &str) -> String {
-        format!("{}:{{{queue}}}:job:{id}", self.prefix)
+        let mut key = self.tagged(queue, "job:");
+        key.push_str(id);
+        key
+    }
+
+    /// `<prefix>:{<queue>}:<rest>`. Stream and status keys are built on every enqueue and
+    /// attempt, so without `format!`'s machinery.
+    fn tagged(&self, queue: &str, rest: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + queue.len() + rest.len() + 40);
+        key.push_str(&self.prefix);
+        key.push_str(":{");
+        key.push_str(queue);
+        key.push_str("}:");
+        key.push_str(rest);
+        key
     }
 
     /// `<prefix>:{<queue>}:job:`: what [`job`](Self::job) puts before the id, for scripts
@@ -117,6 +131,7 @@ mod tests {
             "stevedore:{emails}:high"
         );
         assert_eq!(k.dlq("emails"), "stevedore:{emails}:dlq");
+        assert_eq!(k.job("emails", "0190-1"), "stevedore:{emails}:job:0190-1");
         assert_eq!(k.queues(), "stevedore:queues");
         let slots: Vec<u16> = k
             .streams("emails")

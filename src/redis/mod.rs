@@ -4,9 +4,12 @@
 //! The rest of the library calls these functions and never builds a command itself, so
 //! the data model in `DESIGN.md` and the README can be checked against this one module.
 
+mod enqueue;
 pub(crate) mod keys;
 pub(crate) mod scripts;
 pub(crate) mod stats;
+
+pub(crate) use enqueue::{JobWrite, write_jobs};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,9 +21,78 @@ use crate::error::redact_url;
 
 /// One entry read from a stream: its id and fields (`None` for an entry whose data was
 /// deleted while it was pending).
-pub(crate) type Entry = (String, Option<HashMap<String, Value>>);
-/// An XREADGROUP reply: entries per stream, in the order the streams were asked for.
-type ReadReply = Option<Vec<(String, Vec<Entry>)>>;
+pub(crate) type Entry = (String, Option<Fields>);
+
+/// An entry's fields and values, in the order Redis returned them. An entry has a handful
+/// of fields, so a scan finds one faster than a hash map is built.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Fields(Vec<Value>);
+
+impl Fields {
+    /// The value of field `name` (the last, should it repeat: what a map of the entry holds).
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .chunks_exact(2)
+            .rev()
+            .find(|pair| pair[0].as_bytes() == Some(name.as_bytes()))
+            .map(|pair| &pair[1])
+    }
+}
+
+impl<K: Into<Value>> FromIterator<(K, Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(pairs: I) -> Self {
+        Fields(pairs.into_iter().flat_map(|(k, v)| [k.into(), v]).collect())
+    }
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Parse,
+        format!("unexpected XREADGROUP reply: {what}"),
+    )
+}
+
+/// The entries of one stream's part of an XREADGROUP reply: `[[id, [field, value, ...]
+/// or nil], ...]`.
+fn entries_of(reply: Value) -> Result<Vec<Entry>, Error> {
+    reply
+        .into_array()
+        .into_iter()
+        .map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = parts
+                .next()
+                .and_then(Value::into_string)
+                .ok_or_else(|| unexpected("an entry without an id"))?;
+            let fields = match parts.next() {
+                None | Some(Value::Null) => None,
+                Some(fields) => Some(Fields(fields.into_array())),
+            };
+            Ok((id, fields))
+        })
+        .collect()
+}
+
+/// An XREADGROUP reply, `nil` or `[[stream, entries], ...]`: entries per stream, in the
+/// order the streams were asked for. Read straight from the reply, without building a map
+/// per entry.
+fn read_reply(reply: Value) -> Result<Vec<(String, Vec<Entry>)>, Error> {
+    if reply.is_null() {
+        return Ok(Vec::new());
+    }
+    reply
+        .into_array()
+        .into_iter()
+        .map(|stream| {
+            let mut parts = stream.into_array().into_iter();
+            let name = parts
+                .next()
+                .and_then(Value::into_string)
+                .ok_or_else(|| unexpected("a stream without a name"))?;
+            Ok((name, entries_of(parts.next().unwrap_or(Value::Null))?))
+        })
+        .collect()
+}
 
 /// Builds connections that all share one configuration and reconnect policy.
 #[derive(Clone)]
@@ -62,6 +134,8 @@ impl Connector {
         b.with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(5);
             c.max_command_attempts = 3;
+            // Commands are small and latency matters: no Nagle delay (fred leaves it on).
+            c.tcp.nodelay = Some(true);
         })
         .with_performance_config(|p| {
             // No client-side timeout: it would leave a blocked read's connection stuck.
@@ -151,7 +225,7 @@ pub(crate) async fn read_group(
     streams: Vec<String>,
 ) -> Result<Vec<(String, Vec<Entry>)>, Error> {
     let ids = vec![">"; streams.len()];
-    let reply: ReadReply = client
+    let reply: Value = client
         .xreadgroup(
             group,
             consumer,
@@ -162,7 +236,7 @@ pub(crate) async fn read_group(
             ids,
         )
         .await?;
-    Ok(reply.unwrap_or_default())
+    read_reply(reply)
 }
 
 /// Reads from several streams with a different COUNT each, in one round trip, without
@@ -189,10 +263,10 @@ pub(crate) async fn read_group_counts(
     }
     let mut out = Vec::with_capacity(requests.len());
     for r in p.try_all::<Value>().await {
-        let reply: ReadReply = r?.convert()?;
         out.push(
-            reply
-                .and_then(|streams| streams.into_iter().next())
+            read_reply(r?)?
+                .into_iter()
+                .next()
                 .map(|(_, e)| e)
                 .unwrap_or_default(),
         );
@@ -200,159 +274,56 @@ pub(crate) async fn read_group_counts(
     Ok(out)
 }
 
-/// One job to write.
-pub(crate) struct JobWrite {
-    pub(crate) job_id: String,
-    pub(crate) job_type: String,
-    pub(crate) queue: String,
-    pub(crate) priority: &'static str,
-    pub(crate) max_attempts: u32,
-    pub(crate) fields: Vec<(&'static str, Value)>,
-    /// The ready stream, or the scheduled set when `when` is set.
-    pub(crate) target: String,
-    /// `("in", delay ms)` or `("at", epoch ms)` for a delayed job.
-    pub(crate) when: Option<(&'static str, u64)>,
-    pub(crate) wake: String,
-    pub(crate) status_key: String,
-    /// `(key, ttl ms)` of a unique job.
-    pub(crate) unique: Option<(String, u64)>,
+/// The finished entries of one ready stream, with their jobs' status keys and results.
+#[derive(Debug, Default)]
+pub(crate) struct StreamAcks {
+    pub(crate) ids: Vec<String>,
+    /// Status key and the handler's result (JSON), for each job that tracks status.
+    pub(crate) statuses: Vec<(String, Option<String>)>,
 }
 
-/// Writes jobs in one round trip and returns their ids: for a duplicate of a unique job,
-/// the id of the job already enqueued. A status hash is written for each when
-/// `retention_ms` is above 0. Queue names in `new_queues` are added to the discovery set
-/// `queues_key` in the same round trip.
-pub(crate) async fn write_jobs(
-    client: &Client,
-    queues_key: &str,
-    new_queues: Vec<String>,
-    writes: Vec<JobWrite>,
-    retention_ms: u64,
-) -> Result<Vec<String>, Error> {
-    let p = client.pipeline();
-    let mut n = 0;
-    if !new_queues.is_empty() {
-        let _: () = p.sadd(queues_key, new_queues).await?;
-        n += 1;
-    }
-    // Which reply holds each job's outcome: an XADD id (plain) or the script's {id, created}.
-    let mut replies: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
-    for w in writes {
-        if w.when.is_none() && w.unique.is_none() {
-            // The status goes first: a worker may take the entry the moment it exists, and
-            // its `running` must not be overwritten by this `queued`.
-            if retention_ms > 0 {
-                let now = crate::job::now_ms() as i64;
-                let status: Vec<(&str, Value)> = vec![
-                    ("state", "queued".into()),
-                    ("type", w.job_type.as_str().into()),
-                    ("queue", w.queue.as_str().into()),
-                    ("attempts", "0".into()),
-                    ("max_attempts", Value::from(i64::from(w.max_attempts))),
-                    ("enqueued_at", Value::from(now)),
-                    ("updated_at", Value::from(now)),
-                ];
-                let _: () = p.hset(w.status_key.as_str(), status).await?;
-                let _: () = p
-                    .pexpire(w.status_key.as_str(), retention_ms as i64, None)
-                    .await?;
-                n += 2;
-            }
-            let _: () = p
-                .xadd(w.target.as_str(), false, None, "*", w.fields)
-                .await?;
-            replies.push((n, false, w.job_id.clone()));
-            n += 1;
-            continue;
-        }
-        let (mode, ms) = w.when.unwrap_or(("ready", 0));
-        let (unique_key, unique_ttl) = w.unique.unwrap_or_default();
-        // Pipelines have no typed EVAL; the slot is taken from the first key (offset 2).
-        let mut args: Vec<Value> = Vec::with_capacity(16 + 2 * w.fields.len());
-        args.extend([
-            Value::from(scripts::ENQUEUE_LUA),
-            Value::from(3),
-            Value::from(w.target),
-            Value::from(w.status_key.as_str()),
-            // Not read when the job is not unique; a key of the same slot stands in.
-            Value::from(if unique_key.is_empty() {
-                w.status_key
-            } else {
-                unique_key
-            }),
-            Value::from(w.job_id.as_str()),
-            Value::from(mode),
-            Value::from(ms as i64),
-            Value::from(w.priority),
-            Value::from(w.wake),
-            Value::from(retention_ms as i64),
-            Value::from(unique_ttl as i64),
-            Value::from(w.job_type),
-            Value::from(w.queue),
-            Value::from(i64::from(w.max_attempts)),
-        ]);
-        for (k, v) in w.fields {
-            args.push(Value::from(k));
-            args.push(v);
-        }
-        let eval = fred::types::CustomCommand::new_static(
-            "EVAL",
-            fred::types::ClusterHash::Offset(2),
-            false,
-        );
-        let _: () = p.custom(eval, args).await?;
-        replies.push((n, true, w.job_id));
-        n += 1;
-    }
-    let results = p.try_all::<Value>().await;
-    let mut ids = Vec::with_capacity(replies.len());
-    for r in &results {
-        if let Err(e) = r {
-            return Err(e.clone());
-        }
-    }
-    for (index, scripted, id) in replies {
-        if !scripted {
-            ids.push(id);
-            continue;
-        }
-        let existing = match results.get(index) {
-            Some(Ok(Value::Array(parts))) => parts.first().and_then(Value::as_string),
-            _ => None,
-        };
-        ids.push(existing.unwrap_or(id));
-    }
-    Ok(ids)
-}
+/// Entries acknowledged per call of `ack.lua` at most: a script holds the server while it
+/// runs, and this many take about a millisecond.
+const ACK_BATCH: usize = 256;
 
-/// Acknowledges and deletes finished entries, grouped by stream, and marks their jobs
-/// succeeded, in one round trip.
+/// Acknowledges and deletes finished entries and marks their jobs succeeded: one script
+/// call (`ack.lua`) per stream and 256 entries, all calls sent together.
 pub(crate) async fn ack_and_delete(
     client: &Client,
+    script: &scripts::Script,
     group: &str,
-    by_stream: &HashMap<String, Vec<String>>,
-    statuses: &[(String, Option<String>)],
+    by_stream: &HashMap<std::sync::Arc<str>, StreamAcks>,
     retention_ms: u64,
 ) -> Result<(), Error> {
-    let p = client.pipeline();
-    for (stream, ids) in by_stream {
-        let _: () = p.xack(stream.as_str(), group, ids.clone()).await?;
-        let _: () = p.xdel(stream.as_str(), ids.clone()).await?;
-    }
     let now = crate::job::now_ms() as i64;
-    for (key, result) in statuses {
-        let mut fields: Vec<(&str, Value)> = vec![
-            ("state", "succeeded".into()),
-            ("finished_at", Value::from(now)),
-            ("updated_at", Value::from(now)),
-        ];
-        if let Some(r) = result {
-            fields.push(("result", r.as_str().into()));
+    let mut calls = Vec::new();
+    for (stream, acks) in by_stream {
+        // Not every entry has a status (one deleted while pending has none): each call
+        // takes as many statuses as it has entries, until none are left.
+        let mut statuses = acks.statuses.as_slice();
+        for ids in acks.ids.chunks(ACK_BATCH) {
+            let (these, rest) = statuses.split_at(statuses.len().min(ids.len()));
+            statuses = rest;
+            let mut keys = Vec::with_capacity(1 + these.len());
+            keys.push(stream.to_string());
+            keys.extend(these.iter().map(|(key, _)| key.clone()));
+            let mut args: Vec<Value> = Vec::with_capacity(4 + ids.len() + these.len());
+            args.extend([
+                Value::from(group),
+                Value::from(now),
+                Value::from(retention_ms as i64),
+                Value::from(ids.len() as i64),
+            ]);
+            args.extend(ids.iter().map(|id| Value::from(id.as_str())));
+            args.extend(
+                these
+                    .iter()
+                    .map(|(_, result)| Value::from(result.as_deref().unwrap_or(""))),
+            );
+            calls.push(scripts::run::<Value>(client, script, keys, args));
         }
-        let _: () = p.hset(key.as_str(), fields).await?;
-        let _: () = p.pexpire(key.as_str(), retention_ms as i64, None).await?;
     }
-    for r in p.try_all::<Value>().await {
+    for r in futures::future::join_all(calls).await {
         r?;
     }
     Ok(())
@@ -363,4 +334,47 @@ pub(crate) fn priority_of(stream: &str) -> Option<Priority> {
     Priority::ALL
         .into_iter()
         .find(|p| stream.ends_with(&format!(":{}", p.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_found_by_name_and_a_repeated_name_keeps_its_last_value() {
+        let f: Fields = [("id", Value::from("a")), ("type", Value::from("t"))]
+            .into_iter()
+            .chain([("id", Value::from("b"))])
+            .collect();
+        assert_eq!(f.get("type"), Some(&Value::from("t")));
+        assert_eq!(f.get("id"), Some(&Value::from("b")));
+        assert_eq!(f.get("payload"), None);
+    }
+
+    #[test]
+    fn xreadgroup_replies_are_read_with_deleted_entries_and_timeouts() {
+        assert!(read_reply(Value::Null).unwrap_or_default().is_empty());
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::from("s:{q}:normal"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    Value::from("1-0"),
+                    Value::Array(vec![Value::from("id"), Value::from("j1")]),
+                ]),
+                Value::Array(vec![Value::from("2-0"), Value::Null]),
+            ]),
+        ])]);
+        let streams = read_reply(reply).unwrap_or_default();
+        assert_eq!(streams.len(), 1);
+        let (name, entries) = &streams[0];
+        assert_eq!(name, "s:{q}:normal");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].0, "1-0");
+        assert_eq!(
+            entries[0].1.as_ref().and_then(|f| f.get("id")),
+            Some(&Value::from("j1"))
+        );
+        assert_eq!(entries[1], ("2-0".to_string(), None));
+        assert!(read_reply(Value::Array(vec![Value::Array(vec![])])).is_err());
+    }
 }

@@ -4,10 +4,13 @@
 //! so callers never see a missing script.
 
 use fred::prelude::*;
-use fred::types::scripts::Script;
+pub(crate) use fred::types::scripts::Script;
 
 /// The scripts, hashed once per process.
 pub(crate) struct Scripts {
+    pub(crate) ack: Script,
+    pub(crate) started: Script,
+    pub(crate) enqueue_ready: Script,
     pub(crate) dead_letter: Script,
     pub(crate) replay: Script,
     pub(crate) purge_older: Script,
@@ -25,6 +28,9 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
+            ack: Script::from_lua(include_str!("../../lua/ack.lua")),
+            started: Script::from_lua(include_str!("../../lua/started.lua")),
+            enqueue_ready: Script::from_lua(include_str!("../../lua/enqueue_ready.lua")),
             dead_letter: Script::from_lua(include_str!("../../lua/dead_letter.lua")),
             replay: Script::from_lua(include_str!("../../lua/replay.lua")),
             purge_older: Script::from_lua(include_str!("../../lua/purge_older.lua")),
@@ -41,9 +47,9 @@ impl Scripts {
     }
 }
 
-/// The enqueue script for delayed and unique jobs, sent whole with EVAL: it is pipelined
-/// with plain XADDs, and a NOSCRIPT midway through a pipeline could not be retried without
-/// duplicating them.
+/// The enqueue script for delayed and unique jobs, sent whole with EVAL, so it never meets
+/// NOSCRIPT: those jobs are few, and each call carries one job. Ready jobs go through
+/// `enqueue_ready.lua` by SHA (see `redis::write_jobs`).
 pub(crate) const ENQUEUE_LUA: &str = include_str!("../../lua/enqueue.lua");
 
 /// Runs `script` by SHA, loading it first if the server does not know it.

@@ -3,17 +3,21 @@
 //! A finished job's entry is acknowledged and deleted with a plain XACK + XDEL: whoever holds
 //! its lease now, the job is done, and entry ids are never reused. Handlers hand their
 //! entries to one acker task, which takes whatever has piled up since its last round trip
-//! and sends it all in one pipeline, so the cost per job shrinks as load grows while an idle
-//! worker still acknowledges at once.
+//! and sends it all at once: one script call per stream (`lua/ack.lua`) acknowledges,
+//! deletes and marks succeeded every job of the batch, so the cost per job shrinks as load
+//! grows while an idle worker still acknowledges at once. A script rather than a pipeline
+//! of XACK, XDEL and two status commands per job: the client builds, sends and parses one
+//! command per batch instead of two per job.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Client;
-use crate::redis::{self, keys::GROUP};
+use crate::redis::{self, StreamAcks, keys::GROUP};
 
 /// Entries acknowledged per round trip at most.
 const MAX_BATCH: usize = 1024;
@@ -23,7 +27,7 @@ const MAX_TRIES: u32 = 10;
 /// One finished entry.
 #[derive(Debug)]
 pub(crate) struct Ack {
-    pub(crate) stream: String,
+    pub(crate) stream: Arc<str>,
     pub(crate) entry_id: String,
     /// The job's status key and the handler's result, when status is tracked.
     pub(crate) status: Option<(String, Option<String>)>,
@@ -34,26 +38,23 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
     tokio::spawn(async move {
         let mut buf = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
-            let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
-            let mut statuses = Vec::new();
+            let mut by_stream: HashMap<Arc<str>, StreamAcks> = HashMap::new();
             for ack in buf.drain(..) {
-                by_stream.entry(ack.stream).or_default().push(ack.entry_id);
-                statuses.extend(ack.status);
+                let acks = by_stream.entry(ack.stream).or_default();
+                acks.ids.push(ack.entry_id);
+                acks.statuses.extend(ack.status);
             }
-            send(&client, &by_stream, &statuses).await;
+            send(&client, &by_stream).await;
         }
     })
 }
 
-async fn send(
-    client: &Client,
-    by_stream: &HashMap<String, Vec<String>>,
-    statuses: &[(String, Option<String>)],
-) {
+async fn send(client: &Client, by_stream: &HashMap<Arc<str>, StreamAcks>) {
     let mut delay = Duration::from_millis(50);
     let retention = client.status_retention_ms();
+    let script = &client.scripts().ack;
     for attempt in 1..=MAX_TRIES {
-        match redis::ack_and_delete(client.redis(), GROUP, by_stream, statuses, retention).await {
+        match redis::ack_and_delete(client.redis(), script, GROUP, by_stream, retention).await {
             Ok(()) => return,
             Err(e) if attempt < MAX_TRIES => {
                 tracing::warn!(error = %e, attempt, "acknowledging finished jobs failed; retrying");
@@ -61,7 +62,7 @@ async fn send(
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(e) => {
-                let n: usize = by_stream.values().map(Vec::len).sum();
+                let n: usize = by_stream.values().map(|a| a.ids.len()).sum();
                 tracing::error!(error = %e, jobs = n, "could not acknowledge finished jobs; they stay pending and will run again");
             }
         }

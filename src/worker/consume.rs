@@ -5,7 +5,8 @@
 //! stream gets its own COUNT in one pipelined round trip). A stream that returns less
 //! than its share gives the rest to the others. When all three are empty, the loop
 //! blocks on all three at once with a finite BLOCK, so a new job of any priority starts
-//! within milliseconds. A full worker stops reading.
+//! within milliseconds. A full worker stops reading. What a read returns is started as a
+//! batch (`started`): prepared, recorded as running in one call, then a task per delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
-use super::dispatch::{self, Delivery};
+use super::dispatch::Delivery;
+use super::started;
 use crate::Priority;
 use crate::priority::SlotSplitter;
 use crate::redis::{self, Entry, keys::GROUP};
@@ -27,6 +29,9 @@ const MAX_FETCH: u32 = 256;
 /// Consumes `queue` until `stop` fires.
 pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken) {
     let streams = rt.client.keys().streams(&queue);
+    // Shared by every delivery of this loop, instead of a copy each.
+    let queue_name: Arc<str> = Arc::from(queue.as_str());
+    let stream_names: [Arc<str>; 3] = streams.clone().map(Arc::from);
     let mut backoff = Backoff::default();
     let conn = loop {
         let connected = match rt.client.connector().dedicated().await {
@@ -115,13 +120,14 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
         // dropped at shutdown leaves the table and is reclaimed elsewhere.
         let held: Vec<_> = batch
             .into_iter()
-            .map(|(priority, stream, (entry_id, fields))| {
+            .map(|(priority, (entry_id, fields))| {
+                let stream = &stream_names[priority.index()];
                 let token = rt.hard_stop.child_token();
-                let lease = rt.leases.hold(&stream, &entry_id, token.clone());
+                let lease = rt.leases.hold(stream, &entry_id, token.clone());
                 Delivery {
-                    queue: queue.clone(),
+                    queue: queue_name.clone(),
                     priority,
-                    stream,
+                    stream: stream.clone(),
                     entry_id,
                     fields,
                     token,
@@ -129,7 +135,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                 }
             })
             .collect();
-        for delivery in held {
+        // Deliveries start in groups: the next one as soon as it has a slot, together with
+        // every one behind it that has a slot right now.
+        let mut held = held.into_iter();
+        let mut next = held.next();
+        while let Some(delivery) = next.take() {
             let permit: OwnedSemaphorePermit = match first.take() {
                 Some(p) => p,
                 None => tokio::select! {
@@ -142,11 +152,24 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                     },
                 },
             };
+            let mut batch = vec![(delivery, permit)];
+            next = held.next();
+            while let Some(d) = next.take() {
+                match rt.slots.clone().try_acquire_owned() {
+                    Ok(p) => {
+                        batch.push((d, p));
+                        next = held.next();
+                    }
+                    Err(_) => {
+                        next = Some(d);
+                        break;
+                    }
+                }
+            }
             if stop.is_cancelled() {
                 break 'fetch;
             }
-            rt.tracker
-                .spawn(dispatch::run(rt.clone(), delivery, permit));
+            started::start(&rt, batch).await;
         }
     }
     // The connection may still be inside a blocking read: interrupt it (fred sends CLIENT
@@ -174,8 +197,8 @@ async fn fetch_ready(
     streams: &[String; 3],
     free: u32,
     splitter: &mut SlotSplitter,
-) -> Result<Vec<(Priority, String, Entry)>, fred::error::Error> {
-    let mut out: Vec<(Priority, String, Entry)> = Vec::new();
+) -> Result<Vec<(Priority, Entry)>, fred::error::Error> {
+    let mut out: Vec<(Priority, Entry)> = Vec::new();
     let mut open = [true; 3];
     let mut remaining = free;
     for _ in 0..3 {
@@ -200,15 +223,14 @@ async fn fetch_ready(
                 open[priority.index()] = false;
             }
             got += n;
-            let stream = &streams[priority.index()];
-            out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
+            out.extend(entries.into_iter().map(|e| (priority, e)));
         }
         remaining = remaining.saturating_sub(got);
         if remaining == 0 || got == 0 {
             break;
         }
     }
-    out.sort_by_key(|(p, _, _)| *p);
+    out.sort_by_key(|(p, _)| *p);
     Ok(out)
 }
 
@@ -219,19 +241,19 @@ async fn fetch_blocking(
     conn: &fred::prelude::Client,
     streams: &[String; 3],
     stop: &CancellationToken,
-) -> Result<Vec<(Priority, String, Entry)>, fred::error::Error> {
+) -> Result<Vec<(Priority, Entry)>, fred::error::Error> {
     let read = redis::read_group(conn, GROUP, &rt.consumer, 1, Some(BLOCK), streams.to_vec());
     let reply = tokio::select! {
         biased;
         _ = stop.cancelled() => return Ok(Vec::new()),
         r = read => r?,
     };
-    let mut out: Vec<(Priority, String, Entry)> = Vec::new();
+    let mut out: Vec<(Priority, Entry)> = Vec::new();
     for (stream, entries) in reply {
         let priority = redis::priority_of(&stream).unwrap_or_default();
-        out.extend(entries.into_iter().map(|e| (priority, stream.clone(), e)));
+        out.extend(entries.into_iter().map(|e| (priority, e)));
     }
-    out.sort_by_key(|(p, _, _)| *p);
+    out.sort_by_key(|(p, _)| *p);
     Ok(out)
 }
 

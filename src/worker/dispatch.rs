@@ -1,5 +1,6 @@
 //! Running one delivery: decode, find the handler, run it with its timeout, and settle the
-//! outcome.
+//! outcome. The fetch loop prepares a batch (`prepare`) and records the attempts as running
+//! (`started`) before it spawns a task per delivery here.
 //!
 //! Success goes to the batched acker. Every other outcome changes the entry through a
 //! fenced Lua script that first checks this worker still owns it: a failed attempt with
@@ -7,13 +8,13 @@
 //! reason. Nothing here can crash the worker: a bad entry, an unknown type, an undecodable
 //! payload and a panicking handler all end as a dead letter or a retry.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::types::Value;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
@@ -22,19 +23,21 @@ use super::ack::Ack;
 use super::lease::LeaseGuard;
 use crate::Priority;
 use crate::dlq::DeadReason;
-use crate::handler::{ContextFacts, JobContext, Retry, UndecodablePayload};
+use crate::handler::{
+    ContextFacts, ErasedHandler, JobContext, JobError, Retry, UndecodablePayload,
+};
 use crate::job::Envelope;
 use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
-use crate::redis::{keys::GROUP, scripts};
+use crate::redis::{Fields, keys::GROUP, scripts};
 
 /// One entry handed to this worker.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub(crate) queue: String,
+    pub(crate) queue: Arc<str>,
     pub(crate) priority: Priority,
-    pub(crate) stream: String,
+    pub(crate) stream: Arc<str>,
     pub(crate) entry_id: String,
-    pub(crate) fields: Option<HashMap<String, Value>>,
+    pub(crate) fields: Option<Fields>,
     /// Fires when the drain deadline passes or the lease is lost.
     pub(crate) token: CancellationToken,
     /// Keeps the entry's lease renewed until the delivery is settled.
@@ -52,80 +55,44 @@ enum Outcome {
     Abandoned,
 }
 
-/// Runs one delivery to its end, holding `permit` (a concurrency slot) throughout.
-pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePermit) {
-    let _permit = permit;
+/// A delivery ready to run: its entry decoded, its handler found, its payload decoded into
+/// the handler's future (not polled yet).
+pub(crate) struct Attempt {
+    pub(crate) d: Delivery,
+    pub(crate) env: Envelope,
+    handler: Arc<dyn ErasedHandler>,
+    fut: BoxFuture<'static, Result<(), JobError>>,
+    ctx: JobContext,
+    /// The job's status key, when status is tracked.
+    pub(crate) status_key: Option<String>,
+}
+
+/// What a delivery comes to before anything runs.
+pub(crate) enum Prepared {
+    /// Runs its handler.
+    Run(Box<Attempt>),
+    /// Deleted while pending: nothing to run, nothing to keep.
+    Deleted(Delivery),
+    /// The entry does not read as a job.
+    BadEntry(Delivery, String),
+    /// No handler on this worker for the job's type.
+    UnknownType(Delivery, Envelope),
+    /// The payload does not decode for the handler.
+    BadPayload(Delivery, Envelope, String),
+}
+
+/// Decodes a delivery and, when it can run, builds its handler's future.
+pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
     let Some(fields) = d.fields.as_ref() else {
-        // Deleted while pending: nothing to run, nothing to keep.
-        let _ = rt
-            .acks
-            .send(Ack {
-                stream: d.stream.clone(),
-                entry_id: d.entry_id.clone(),
-                status: None,
-            })
-            .await;
-        return;
+        return Prepared::Deleted(d);
     };
     let env = match Envelope::from_fields(fields, rt.client.payload_limit()) {
         Ok(env) => env,
-        Err(why) => {
-            tracing::debug!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
-            if dead_letter(&rt, &d, None, DeadReason::BadEntry, &why).await {
-                let event = DeadJobEvent {
-                    job_id: None,
-                    job_type: None,
-                    known_type: false,
-                    queue: &d.queue,
-                    priority: d.priority,
-                    reason: DeadReason::BadEntry,
-                    error: &why,
-                    attempt: None,
-                };
-                rt.observers.each(|o| o.dead(&event));
-            }
-            return;
-        }
+        Err(why) => return Prepared::BadEntry(d, why),
     };
-    let handler = rt.registry.get(&env.job_type).cloned();
-    let job = JobEvent {
-        job_id: &env.id,
-        job_type: &env.job_type,
-        known_type: handler.is_some(),
-        queue: &d.queue,
-        priority: d.priority,
-        attempt: env.attempt,
-        max_attempts: env.max_attempts,
-        waited: waited_since(&d.entry_id),
+    let Some(handler) = rt.registry.get(&env.job_type).cloned() else {
+        return Prepared::UnknownType(d, env);
     };
-    let span = tracing::info_span!(
-        "job",
-        job_id = %env.id,
-        job_type = %env.job_type,
-        queue = %d.queue,
-        attempt = env.attempt,
-        traceparent = env.traceparent.as_deref(),
-    );
-    crate::trace_context::continue_in(&span, env.traceparent.as_deref());
-    let Some(handler) = handler else {
-        // Retried like a failure, so a rolling deploy that adds a type loses nothing: a
-        // worker that knows the type picks it up on a later attempt.
-        let why = format!("no handler for job type {:?} on this worker", env.job_type);
-        let _entered = span.enter();
-        if env.attempt < env.max_attempts {
-            let delay = rt.retry_policy.delay(env.attempt);
-            if retry_later(&rt, &d, &env.id, delay, &why).await {
-                rt.observers.each(|o| o.retried(&job, delay, &why));
-            }
-        } else if dead_letter(&rt, &d, Some(&env.id), DeadReason::UnknownType, &why).await {
-            let event = dead_event(&job, DeadReason::UnknownType, &why);
-            rt.observers.each(|o| o.dead(&event));
-        }
-        return;
-    };
-    let timeout = env
-        .timeout
-        .unwrap_or_else(|| handler.options().effective_timeout());
     let ctx = JobContext::new(
         ContextFacts {
             id: &env.id,
@@ -138,39 +105,151 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
         },
         d.token.clone(),
     );
-    let fut = match handler.call(&env.payload, ctx.clone()) {
-        Ok(f) => f,
+    // Decoding and `handle` run user code (Deserialize impls, a hand-written handler) on
+    // the fetch loop's task: a panic there becomes the attempt's outcome, like a panic in
+    // the handler's future, instead of taking the loop down.
+    let called =
+        std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(&env.payload, ctx.clone())))
+            .unwrap_or_else(|panic| Ok(Box::pin(async move { std::panic::resume_unwind(panic) })));
+    match called {
+        Ok(fut) => {
+            let status_key = (rt.client.status_retention_ms() > 0)
+                .then(|| rt.client.keys().job(&d.queue, &env.id));
+            Prepared::Run(Box::new(Attempt {
+                d,
+                env,
+                handler,
+                fut,
+                ctx,
+                status_key,
+            }))
+        }
         Err(UndecodablePayload(why)) => {
             let why = format!("payload does not decode for {:?}: {why}", env.job_type);
+            Prepared::BadPayload(d, env, why)
+        }
+    }
+}
+
+/// The job span an attempt (or its failure to start) is reported in.
+fn job_span(d: &Delivery, env: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        job_id = %env.id,
+        job_type = %env.job_type,
+        queue = %d.queue,
+        attempt = env.attempt,
+        traceparent = env.traceparent.as_deref(),
+    );
+    crate::trace_context::continue_in(&span, env.traceparent.as_deref());
+    span
+}
+
+fn job_event<'a>(d: &'a Delivery, env: &'a Envelope, known_type: bool) -> JobEvent<'a> {
+    JobEvent {
+        job_id: &env.id,
+        job_type: &env.job_type,
+        known_type,
+        queue: &d.queue,
+        priority: d.priority,
+        attempt: env.attempt,
+        max_attempts: env.max_attempts,
+        waited: waited_since(&d.entry_id),
+    }
+}
+
+/// Runs one prepared delivery to its end, holding `permit` (a concurrency slot)
+/// throughout. An attempt's `running` status is already recorded (see `started`).
+pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    match prepared {
+        Prepared::Run(attempt) => run_attempt(&rt, *attempt).await,
+        Prepared::Deleted(d) => {
+            let _ = rt
+                .acks
+                .send(Ack {
+                    stream: d.stream.clone(),
+                    entry_id: d.entry_id.clone(),
+                    status: None,
+                })
+                .await;
+        }
+        Prepared::BadEntry(d, why) => {
+            tracing::debug!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
+            if Box::pin(dead_letter(&rt, &d, None, DeadReason::BadEntry, &why)).await {
+                let event = DeadJobEvent {
+                    job_id: None,
+                    job_type: None,
+                    known_type: false,
+                    queue: &d.queue,
+                    priority: d.priority,
+                    reason: DeadReason::BadEntry,
+                    error: &why,
+                    attempt: None,
+                };
+                rt.observers.each(|o| o.dead(&event));
+            }
+        }
+        Prepared::UnknownType(d, env) => {
+            // Retried like a failure, so a rolling deploy that adds a type loses nothing: a
+            // worker that knows the type picks it up on a later attempt.
+            let job = job_event(&d, &env, false);
+            let span = job_span(&d, &env);
+            let why = format!("no handler for job type {:?} on this worker", env.job_type);
             let _entered = span.enter();
-            if dead_letter(&rt, &d, Some(&env.id), DeadReason::BadEntry, &why).await {
+            if env.attempt < env.max_attempts {
+                let delay = rt.retry_policy.delay(env.attempt);
+                if Box::pin(retry_later(&rt, &d, &env.id, delay, &why)).await {
+                    rt.observers.each(|o| o.retried(&job, delay, &why));
+                }
+            } else if Box::pin(dead_letter(
+                &rt,
+                &d,
+                Some(&env.id),
+                DeadReason::UnknownType,
+                &why,
+            ))
+            .await
+            {
+                let event = dead_event(&job, DeadReason::UnknownType, &why);
+                rt.observers.each(|o| o.dead(&event));
+            }
+        }
+        Prepared::BadPayload(d, env, why) => {
+            let job = job_event(&d, &env, true);
+            let span = job_span(&d, &env);
+            let _entered = span.enter();
+            if Box::pin(dead_letter(
+                &rt,
+                &d,
+                Some(&env.id),
+                DeadReason::BadEntry,
+                &why,
+            ))
+            .await
+            {
                 let event = dead_event(&job, DeadReason::BadEntry, &why);
                 rt.observers.each(|o| o.dead(&event));
             }
-            return;
-        }
-    };
-    let retention = rt.client.status_retention_ms();
-    if retention > 0 {
-        // Awaited, so a later `retrying`, `dead` or `succeeded` can never be overwritten.
-        let now = crate::job::now_ms() as i64;
-        let running: Vec<(&str, Value)> = vec![
-            ("state", "running".into()),
-            ("attempts", Value::from(i64::from(env.attempt))),
-            ("started_at", Value::from(now)),
-            ("updated_at", Value::from(now)),
-        ];
-        let key = rt.client.keys().job(&d.queue, &env.id);
-        if let Err(e) = fred::prelude::HashesInterface::hset::<(), _, _>(
-            rt.client.redis(),
-            key.as_str(),
-            running,
-        )
-        .await
-        {
-            tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
         }
     }
+}
+
+/// Runs an attempt's handler with its timeout and settles the outcome.
+async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
+    let Attempt {
+        d,
+        env,
+        handler,
+        fut,
+        ctx,
+        status_key,
+    } = a;
+    let job = job_event(&d, &env, true);
+    let span = job_span(&d, &env);
+    let timeout = env
+        .timeout
+        .unwrap_or_else(|| handler.options().effective_timeout());
     span.in_scope(|| rt.observers.each(|o| o.started(&job)));
     let started = Instant::now();
     let attempt = async {
@@ -207,8 +286,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
     match outcome {
         Outcome::Succeeded => {
             rt.observers.each(|o| o.succeeded(&job, took));
-            let status = (retention > 0)
-                .then(|| (rt.client.keys().job(&d.queue, &env.id), ctx.take_result()));
+            let status = status_key.map(|key| (key, ctx.take_result()));
             let _ = rt
                 .acks
                 .send(Ack {
@@ -235,7 +313,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                         .unwrap_or(rt.retry_policy)
                         .delay(env.attempt),
                 };
-                if retry_later(&rt, &d, &env.id, delay, &error).await {
+                if Box::pin(retry_later(rt, &d, &env.id, delay, &error)).await {
                     rt.observers.each(|o| o.retried(&job, delay, &error));
                 }
             } else {
@@ -244,7 +322,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, d: Delivery, permit: OwnedSemaphorePer
                 } else {
                     DeadReason::Failed
                 };
-                if dead_letter(&rt, &d, Some(&env.id), reason.clone(), &error).await {
+                if Box::pin(dead_letter(rt, &d, Some(&env.id), reason.clone(), &error)).await {
                     let event = dead_event(&job, reason, &error);
                     rt.observers.each(|o| o.dead(&event));
                 }
@@ -317,7 +395,7 @@ pub(crate) async fn dead_letter(
         Some(id) => (keys.job(&d.queue, id), rt.client.status_retention_ms()),
         None => (keys.dlq(&d.queue), 0),
     };
-    let keys = vec![d.stream.clone(), keys.dlq(&d.queue), status];
+    let keys = vec![d.stream.to_string(), keys.dlq(&d.queue), status];
     let args: Vec<Value> = vec![
         GROUP.into(),
         rt.consumer.as_str().into(),
@@ -358,7 +436,7 @@ async fn retry_later(
     error: &str,
 ) -> bool {
     let keys = vec![
-        d.stream.clone(),
+        d.stream.to_string(),
         rt.client.keys().scheduled(&d.queue),
         rt.client.keys().job(&d.queue, job_id),
     ];

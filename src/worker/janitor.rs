@@ -17,8 +17,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{self, Delivery};
-use super::{Runtime, Ticker};
+use super::dispatch::Delivery;
+use super::{Runtime, Ticker, started};
 use crate::Priority;
 use crate::dlq::DeadReason;
 use crate::observe::DeadJobEvent;
@@ -144,9 +144,11 @@ async fn sweep(
                     let n = claimed.len() as u64;
                     rt.observers.each(|o| o.reclaimed(queue, n));
                 }
+                let stream_name: std::sync::Arc<str> = std::sync::Arc::from(stream.as_str());
+                let queue_name: std::sync::Arc<str> = std::sync::Arc::from(queue.as_str());
                 for (entry_id, fields) in claimed {
                     let token = rt.hard_stop.child_token();
-                    let lease = rt.leases.hold(&stream, &entry_id, token.clone());
+                    let lease = rt.leases.hold(&stream_name, &entry_id, token.clone());
                     let permit = tokio::select! {
                         biased;
                         // Claimed but not started: stays pending under this worker, whose
@@ -158,16 +160,15 @@ async fn sweep(
                         },
                     };
                     let delivery = Delivery {
-                        queue: queue.clone(),
+                        queue: queue_name.clone(),
                         priority,
-                        stream: stream.clone(),
+                        stream: stream_name.clone(),
                         entry_id,
-                        fields: Some(fields),
+                        fields: Some(fields.into_iter().collect()),
                         token,
                         _lease: lease,
                     };
-                    rt.tracker
-                        .spawn(dispatch::run(rt.clone(), delivery, permit));
+                    started::start(rt, vec![(delivery, permit)]).await;
                 }
                 match page.next {
                     Some(next) => start = next,

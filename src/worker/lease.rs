@@ -17,73 +17,84 @@ use tokio_util::sync::CancellationToken;
 use super::{Runtime, Ticker};
 use crate::redis::{keys::GROUP, scripts};
 
-type Key = (String, String);
+/// Held entries of one stream: entry id → the job's cancellation token.
+type Held = HashMap<String, CancellationToken>;
 
-/// Entries this worker holds, by (stream, entry id), with their jobs' cancellation tokens.
+/// Entries this worker holds, by stream and entry id, with their jobs' cancellation tokens.
 #[derive(Default)]
 pub(crate) struct LeaseTable {
-    held: Mutex<HashMap<Key, CancellationToken>>,
+    held: Mutex<HashMap<Arc<str>, Held>>,
 }
 
 /// Removes its entry from the table when dropped.
 pub(crate) struct LeaseGuard {
     table: Arc<LeaseTable>,
-    key: Key,
+    stream: Arc<str>,
+    entry_id: String,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.table.lock().remove(&self.key);
+        if let Some(held) = self.table.lock().get_mut(&*self.stream) {
+            held.remove(&self.entry_id);
+        }
     }
 }
 
 impl std::fmt::Debug for LeaseGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("LeaseGuard").field(&self.key.1).finish()
+        f.debug_tuple("LeaseGuard").field(&self.entry_id).finish()
     }
 }
 
 impl LeaseTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, CancellationToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts renewing `entry_id` of `stream`; `token` fires if its lease is lost.
     pub(crate) fn hold(
         self: &Arc<Self>,
-        stream: &str,
+        stream: &Arc<str>,
         entry_id: &str,
         token: CancellationToken,
     ) -> LeaseGuard {
-        let key = (stream.to_string(), entry_id.to_string());
-        self.lock().insert(key.clone(), token);
+        let mut table = self.lock();
+        let held = match table.get_mut(&**stream) {
+            Some(held) => held,
+            None => table.entry(stream.clone()).or_default(),
+        };
+        held.insert(entry_id.to_string(), token);
+        drop(table);
         LeaseGuard {
             table: self.clone(),
-            key,
+            stream: stream.clone(),
+            entry_id: entry_id.to_string(),
         }
     }
 
     /// True while `entry_id` of `stream` is held.
     pub(crate) fn holds(&self, stream: &str, entry_id: &str) -> bool {
         self.lock()
-            .contains_key(&(stream.to_string(), entry_id.to_string()))
+            .get(stream)
+            .is_some_and(|held| held.contains_key(entry_id))
     }
 
     /// How many entries are held.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(HashMap::len).sum()
     }
 
     fn by_stream(&self) -> HashMap<String, Vec<String>> {
-        let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        for (stream, id) in self.lock().keys() {
-            out.entry(stream.clone()).or_default().push(id.clone());
-        }
-        out
+        self.lock()
+            .iter()
+            .filter(|(_, held)| !held.is_empty())
+            .map(|(stream, held)| (stream.to_string(), held.keys().cloned().collect()))
+            .collect()
     }
 
     fn lost(&self, stream: &str, id: &str) {
-        if let Some(token) = self.lock().get(&(stream.to_string(), id.to_string())) {
+        if let Some(token) = self.lock().get(stream).and_then(|held| held.get(id)) {
             token.cancel();
         }
     }

@@ -1,7 +1,8 @@
 //! Workers: consume queues, run handlers, acknowledge, shut down gracefully.
 //!
 //! A [`Worker`] is one consumer in each of its queues' consumer groups. It runs one fetch
-//! loop per queue (`consume`), a task per delivery (`dispatch`) bounded by a shared
+//! loop per queue (`consume`), which starts what it reads a batch at a time (`started`:
+//! recorded as running in one call), a task per delivery (`dispatch`) bounded by a shared
 //! concurrency limit, and one acker that batches acknowledgements (`ack`). Shutdown
 //! (`shutdown`) stops the fetch loops first, lets running jobs finish within a drain
 //! deadline, and leaves whatever did not finish unacknowledged, so it runs again. A
@@ -17,6 +18,7 @@ pub(crate) mod lease;
 pub(crate) mod periodic;
 pub(crate) mod promoter;
 pub(crate) mod shutdown;
+pub(crate) mod started;
 
 use std::fmt;
 use std::future::Future;
@@ -485,6 +487,7 @@ impl Worker {
         if let Err(e) = acker.await {
             tracing::error!(error = %e, "the acknowledging task failed");
         }
+
         tracing::info!(%consumer, "worker stopped");
         result
     }

@@ -154,3 +154,71 @@ async fn failed_attempts_retry_until_max_attempts_then_dead_letter_with_their_re
     }
     assert!(of(&lucky).is_empty(), "the lucky job is not dead");
 }
+
+/// A payload whose decoding panics: user code (a Deserialize impl) that runs before the
+/// handler's future exists.
+#[derive(Debug, Clone, Serialize)]
+struct Explosive {
+    label: String,
+}
+
+impl<'de> Deserialize<'de> for Explosive {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("the payload decoder blew up")
+    }
+}
+
+#[job_handler(name = "decode.panic", queue = "decode", max_attempts = 2)]
+async fn decode_panics(_e: Explosive, _ctx: JobContext) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[job_handler(name = "decode.fine", queue = "decode")]
+async fn decodes_fine(_w: Work, ctx: JobContext) -> Result<(), JobError> {
+    support::record(ctx.id(), ctx.attempt());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panicking_payload_decoder_fails_its_attempts_and_the_worker_runs_on() {
+    let env = TestEnv::start().await;
+    let worker = Worker::builder(env.client.clone())
+        .retry_policy(RetryPolicy::fixed(Duration::from_millis(20)))
+        .handler(decode_panics::handler())
+        .handler(decodes_fine::handler())
+        .build()
+        .expect("worker");
+    let running = support::spawn(worker);
+    let bad = env
+        .client
+        .enqueue(decode_panics::job(Explosive { label: "x".into() }))
+        .await
+        .expect("enqueue");
+    eventually(Duration::from_secs(10), "one dead letter", || async {
+        env.xlen(&env.dlq("decode")).await == 1
+    })
+    .await;
+    let good = env
+        .client
+        .enqueue(decodes_fine::job(work("after")))
+        .await
+        .expect("enqueue");
+    eventually(Duration::from_secs(10), "the next job ran", || async {
+        support::runs(good.as_str()) == 1
+    })
+    .await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker survived a panicking decoder");
+    let dead = env.dead_letters("decode").await;
+    let d = &dead[0];
+    assert_eq!(d.get("id").map(String::as_str), Some(bad.as_str()));
+    assert_eq!(d.get("reason").map(String::as_str), Some("failed"));
+    assert_eq!(d.get("attempt").map(String::as_str), Some("2"));
+    assert!(
+        d.get("error")
+            .is_some_and(|e| e.contains("handler panicked: the payload decoder blew up")),
+        "{d:?}"
+    );
+}

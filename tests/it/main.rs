@@ -32,7 +32,8 @@ mod leases;
 mod observability;
 /// Periodic (cron) jobs: each tick once across workers, one catch-up after an outage.
 mod periodic;
-/// A lost consumer group or a restarted Redis is recovered without a restart of the worker.
+/// A lost consumer group, lost scripts or a restarted Redis are recovered without a restart
+/// of the worker.
 mod recovery;
 /// Worker replicas as containers share a batch; one killed mid-run loses nothing (runs
 /// when `STEVEDORE_TEST_WORKER_IMAGE` names a worker image).

@@ -150,3 +150,56 @@ async fn a_command_timeout_bounds_calls_to_a_stalled_redis() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn jobs_are_enqueued_and_acknowledged_after_the_server_lost_its_scripts() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(beat::handler())
+            .build()
+            .expect("worker"),
+    );
+    let first = env
+        .client
+        .enqueue(beat::job(Beat { n: 1 }))
+        .await
+        .expect("enqueue");
+    eventually(Duration::from_secs(10), "first job ran", || async {
+        support::runs(first.as_str()) == 1
+    })
+    .await;
+
+    // Enqueue, start and acknowledge all run scripts by SHA; each must load them again.
+    let _: () = env.raw.script_flush(false).await.expect("script flush");
+    let single = env
+        .client
+        .enqueue(beat::job(Beat { n: 2 }))
+        .await
+        .expect("enqueue after SCRIPT FLUSH");
+    let _: () = env.raw.script_flush(false).await.expect("script flush");
+    let bulk = env
+        .client
+        .enqueue_bulk((3..253).map(|n| beat::job(Beat { n })))
+        .await
+        .expect("bulk enqueue after SCRIPT FLUSH");
+    eventually(Duration::from_secs(20), "every job ran", || async {
+        support::runs(single.as_str()) == 1 && bulk.iter().all(|id| support::runs(id.as_str()) == 1)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "all acknowledged and succeeded",
+        || async {
+            let done = env
+                .client
+                .status(single.as_str())
+                .await
+                .expect("status")
+                .is_some_and(|s| s.state == stevedore::JobState::Succeeded);
+            done && env.ready("beats").await == 0 && env.pending("beats").await == 0
+        },
+    )
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+}

@@ -54,6 +54,8 @@ pub(crate) struct Ctx {
     pub(crate) json: bool,
     /// Drain runs to do, (concurrency, processes); empty for all.
     pub(crate) drain_runs: Vec<(usize, usize)>,
+    /// The runtime flavor of worker processes.
+    pub(crate) worker_runtime: crate::Flavor,
 }
 
 /// The URL of this run's Redis, and what keeps a server it started alive.
@@ -200,6 +202,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         bullmq,
         json: args.json,
         drain_runs: args.drain.clone(),
+        worker_runtime: args.worker_runtime,
     };
     machine(&ctx, &mut report, args.quick).await?;
     ctx.cleanup().await?;
@@ -282,6 +285,10 @@ async fn machine(ctx: &Ctx, report: &mut Report, quick: bool) -> anyhow::Result<
         .into(),
     );
     m.insert("mode".into(), if quick { "quick" } else { "full" }.into());
+    m.insert(
+        "worker runtime".into(),
+        format!("tokio {}", ctx.worker_runtime.as_str()).into(),
+    );
     if let Some(b) = &ctx.bullmq {
         m.insert(
             "bullmq".into(),

@@ -1,0 +1,233 @@
+//! Writing jobs: one round trip for any number of jobs, ready ones a script call per
+//! hundred jobs of a queue (`enqueue_ready.lua`), delayed and unique ones a call each
+//! (`enqueue.lua`).
+
+use std::collections::HashMap;
+
+use fred::prelude::*;
+
+use super::{keys, scripts};
+use crate::Priority;
+
+/// One job to write.
+pub(crate) struct JobWrite {
+    pub(crate) job_id: String,
+    pub(crate) job_type: String,
+    pub(crate) queue: String,
+    pub(crate) priority: Priority,
+    pub(crate) max_attempts: u32,
+    pub(crate) fields: Vec<(&'static str, Value)>,
+    /// `("in", delay ms)` or `("at", epoch ms)` for a delayed job.
+    pub(crate) when: Option<(&'static str, u64)>,
+    /// `(key, ttl ms)` of a unique job.
+    pub(crate) unique: Option<(String, u64)>,
+}
+
+/// Ready jobs sent per call of the batch enqueue script at most: a script holds the server
+/// while it runs, and a hundred jobs take well under a millisecond.
+const ENQUEUE_BATCH: usize = 100;
+
+/// One command of an enqueue round trip.
+enum EnqueueCommand {
+    /// `SADD <prefix>:queues <queue> ...`.
+    Register { key: String, queues: Vec<String> },
+    /// Ready jobs of one queue, through `enqueue_ready.lua`: KEYS and ARGV.
+    Ready {
+        keys: Vec<Value>,
+        args: Vec<Value>,
+        jobs: usize,
+    },
+    /// A delayed or unique job, through `enqueue.lua`: the EVAL arguments.
+    Scripted(Vec<Value>),
+}
+
+/// Writes jobs in one round trip and returns their ids: for a duplicate of a unique job,
+/// the id of the job already enqueued. A status hash is written for each when
+/// `retention_ms` is above 0. Queue names in `new_queues` are added to the discovery set
+/// in the same round trip.
+///
+/// Ready jobs of a queue go out as one script call per hundred (status and entry written
+/// together, in order); delayed and unique jobs as one call each. A job that needs the
+/// single-job script closes its queue's batch, so every stream gets its jobs in order.
+pub(crate) async fn write_jobs(
+    client: &Client,
+    keys: &keys::Keys,
+    script: &scripts::Script,
+    new_queues: Vec<String>,
+    writes: Vec<JobWrite>,
+    retention_ms: u64,
+) -> Result<Vec<String>, Error> {
+    let now = crate::job::now_ms() as i64;
+    let mut commands: Vec<EnqueueCommand> = Vec::new();
+    if !new_queues.is_empty() {
+        commands.push(EnqueueCommand::Register {
+            key: keys.queues(),
+            queues: new_queues,
+        });
+    }
+    // Per job: the command holding its outcome, and whether that is a script's reply.
+    let mut outcomes: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
+    // The open batch of each queue, by index into `commands`.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for w in writes {
+        if w.when.is_none() && w.unique.is_none() {
+            let at = match open.get(&w.queue) {
+                Some(&at) if matches!(&commands[at], EnqueueCommand::Ready { jobs, .. } if *jobs < ENQUEUE_BATCH) => {
+                    at
+                }
+                _ => {
+                    let streams = keys.streams(&w.queue);
+                    let mut k = Vec::with_capacity(3 + ENQUEUE_BATCH);
+                    k.extend(streams.map(Value::from));
+                    commands.push(EnqueueCommand::Ready {
+                        args: vec![
+                            Value::from(retention_ms as i64),
+                            Value::from(now),
+                            Value::from(w.queue.as_str()),
+                        ],
+                        keys: k,
+                        jobs: 0,
+                    });
+                    open.insert(w.queue.clone(), commands.len() - 1);
+                    commands.len() - 1
+                }
+            };
+            if let EnqueueCommand::Ready {
+                keys: k,
+                args,
+                jobs,
+                ..
+            } = &mut commands[at]
+            {
+                if retention_ms > 0 {
+                    k.push(Value::from(keys.job(&w.queue, &w.job_id)));
+                }
+                args.reserve(4 + 2 * w.fields.len());
+                args.extend([
+                    Value::from(w.priority.index() as i64 + 1),
+                    Value::from(w.job_type),
+                    Value::from(i64::from(w.max_attempts)),
+                    Value::from(2 * w.fields.len() as i64),
+                ]);
+                for (k, v) in w.fields {
+                    args.push(Value::from_static_str(k));
+                    args.push(v);
+                }
+                *jobs += 1;
+            }
+            outcomes.push((at, false, w.job_id));
+            continue;
+        }
+        // This queue's later ready jobs go after this one.
+        open.remove(&w.queue);
+        let (mode, ms) = w.when.unwrap_or(("ready", 0));
+        let target = match w.when {
+            None => keys.stream(&w.queue, w.priority),
+            Some(_) => keys.scheduled(&w.queue),
+        };
+        let status_key = keys.job(&w.queue, &w.job_id);
+        let (unique_key, unique_ttl) = w.unique.unwrap_or_default();
+        let mut args: Vec<Value> = Vec::with_capacity(16 + 2 * w.fields.len());
+        args.extend([
+            Value::from(scripts::ENQUEUE_LUA),
+            Value::from(3),
+            Value::from(target),
+            Value::from(status_key.as_str()),
+            // Not read when the job is not unique; a key of the same slot stands in.
+            Value::from(if unique_key.is_empty() {
+                status_key
+            } else {
+                unique_key
+            }),
+            Value::from(w.job_id.as_str()),
+            Value::from(mode),
+            Value::from(ms as i64),
+            Value::from(w.priority.as_str()),
+            Value::from(keys.wake(&w.queue)),
+            Value::from(retention_ms as i64),
+            Value::from(unique_ttl as i64),
+            Value::from(w.job_type),
+            Value::from(w.queue),
+            Value::from(i64::from(w.max_attempts)),
+        ]);
+        for (k, v) in w.fields {
+            args.push(Value::from_static_str(k));
+            args.push(v);
+        }
+        commands.push(EnqueueCommand::Scripted(args));
+        outcomes.push((commands.len() - 1, true, w.job_id));
+    }
+    let mut results = send_enqueue(client, &commands, script, None).await;
+    // A server that lost its scripts (restart, SCRIPT FLUSH) ran none of the batch calls
+    // it refused: load the script and send just those again, in order.
+    let refused: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT")))
+        .map(|(i, _)| i)
+        .collect();
+    if !refused.is_empty() {
+        script.load(client).await?;
+        let again = send_enqueue(client, &commands, script, Some(&refused)).await;
+        for (i, r) in refused.into_iter().zip(again) {
+            results[i] = r;
+        }
+    }
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return Err(e.clone());
+    }
+    let mut ids = Vec::with_capacity(outcomes.len());
+    for (index, scripted, id) in outcomes {
+        if !scripted {
+            ids.push(id);
+            continue;
+        }
+        let existing = match results.get(index) {
+            Some(Ok(Value::Array(parts))) => parts.first().and_then(Value::as_string),
+            _ => None,
+        };
+        ids.push(existing.unwrap_or(id));
+    }
+    Ok(ids)
+}
+
+/// Sends `commands` (only those at `only`, when given) back to back on one connection, in
+/// order, without waiting between them; one result each. Not as a fred pipeline: that
+/// copies every argument of every command once more before sending.
+async fn send_enqueue(
+    client: &Client,
+    commands: &[EnqueueCommand],
+    script: &scripts::Script,
+    only: Option<&[usize]>,
+) -> Vec<Result<Value, Error>> {
+    // No typed EVAL or EVALSHA for arguments built by hand; the slot is taken from the first
+    // key (offset 2: after the script and the number of keys).
+    let eval = |name: &'static str| {
+        fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Offset(2), false)
+    };
+    let chosen: Vec<&EnqueueCommand> = match only {
+        Some(indexes) => indexes.iter().map(|&i| &commands[i]).collect(),
+        None => commands.iter().collect(),
+    };
+    // Each call hands its command to the connection when first polled, and join_all polls
+    // them in order.
+    let calls = chosen.into_iter().map(|c| async move {
+        match c {
+            EnqueueCommand::Register { key, queues } => {
+                client
+                    .sadd::<Value, _, _>(key.as_str(), queues.clone())
+                    .await
+            }
+            EnqueueCommand::Ready { keys, args, .. } => {
+                let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+                all.push(Value::from(script.sha1().clone()));
+                all.push(Value::from(keys.len() as i64));
+                all.extend(keys.iter().cloned());
+                all.extend(args.iter().cloned());
+                client.custom::<Value, _>(eval("EVALSHA"), all).await
+            }
+            EnqueueCommand::Scripted(args) => client.custom(eval("EVAL"), args.clone()).await,
+        }
+    });
+    futures::future::join_all(calls).await
+}

@@ -1,0 +1,67 @@
+//! Starting deliveries, a fetched batch at a time.
+//!
+//! A job's status says `running` before its handler starts, and that write must land before
+//! any later one (`retrying`, `dead`, `succeeded`). So the loop that fetched a batch prepares
+//! every delivery of it (decodes the entry, finds the handler, decodes the payload), records
+//! the attempts that will run as running in one script call per batch (`lua/started.lua`),
+//! and only then spawns a task per delivery. One command and one round trip per batch, made
+//! by the task that already holds the batch: no command per job, and no hop through another
+//! task and back before a job can start.
+
+use std::sync::Arc;
+
+use fred::error::Error;
+use fred::types::Value;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Runtime;
+use super::dispatch::{self, Delivery, Prepared};
+use crate::job::Envelope;
+use crate::redis::scripts;
+
+/// Attempts recorded per script call at most: a script holds the server while it runs.
+const SCRIPT_BATCH: usize = 256;
+
+/// Prepares `batch` (deliveries of one queue, each with its concurrency slot), records the
+/// attempts that will run as running, and spawns a task for each delivery.
+pub(crate) async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
+    let prepared: Vec<(Prepared, OwnedSemaphorePermit)> = batch
+        .into_iter()
+        .map(|(d, permit)| (dispatch::prepare(rt, d), permit))
+        .collect();
+    let attempts: Vec<(&str, &Envelope)> = prepared
+        .iter()
+        .filter_map(|(p, _)| match p {
+            Prepared::Run(a) => a.status_key.as_deref().map(|key| (key, &a.env)),
+            _ => None,
+        })
+        .collect();
+    record(rt, &attempts).await;
+    drop(attempts);
+    for (p, permit) in prepared {
+        rt.tracker.spawn(dispatch::run(rt.clone(), p, permit));
+    }
+}
+
+/// Records `attempts` (status key, envelope) as running, since now; awaited, so no later
+/// status write of theirs can be overwritten. A failure is logged per job and the jobs run
+/// anyway, as a failed status write never stopped a job.
+async fn record(rt: &Runtime, attempts: &[(&str, &Envelope)]) {
+    let now = Value::from(crate::job::now_ms() as i64);
+    for chunk in attempts.chunks(SCRIPT_BATCH) {
+        let mut keys = Vec::with_capacity(chunk.len());
+        let mut args = Vec::with_capacity(2 * chunk.len());
+        for (key, env) in chunk {
+            keys.push(key.to_string());
+            args.push(Value::from(i64::from(env.attempt)));
+            args.push(now.clone());
+        }
+        let r: Result<Value, Error> =
+            scripts::run(rt.client.redis(), &rt.client.scripts().started, keys, args).await;
+        if let Err(e) = r {
+            for (_, env) in chunk {
+                tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
+            }
+        }
+    }
+}
