@@ -274,6 +274,7 @@ impl Client {
             client,
             &self.inner.keys,
             &self.inner.scripts.enqueue_ready,
+            &self.inner.scripts.enqueue_ready_loaded,
             new_queues.clone(),
             writes,
             self.status_retention_ms(),

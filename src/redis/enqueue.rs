@@ -3,6 +3,11 @@
 //! (`enqueue.lua`).
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, MaybeDone, maybe_done};
 
 use fred::prelude::*;
 
@@ -48,22 +53,38 @@ enum EnqueueCommand {
 ///
 /// Ready jobs of a queue go out as one script call per hundred (status and entry written
 /// together, in order); delayed and unique jobs as one call each. A job that needs the
-/// single-job script closes its queue's batch, so every stream gets its jobs in order.
+/// single-job script closes its queue's batch, so every stream gets its jobs in order. Each
+/// call is sent as soon as it is complete, in order, so Redis runs the first hundred jobs
+/// while the next are still being encoded; the replies are read once all are sent.
 pub(crate) async fn write_jobs(
     client: &Client,
     keys: &keys::Keys,
     script: &scripts::Script,
+    script_loaded: &AtomicBool,
     new_queues: Vec<String>,
     writes: Vec<JobWrite>,
     retention_ms: u64,
 ) -> Result<Vec<String>, Error> {
+    // Batches go by SHA, delayed and unique jobs with the script's text. A batch the server
+    // refuses for want of its script is sent again after the calls behind it ran, which
+    // would put a queue's jobs out of order: so the script is loaded before a client's
+    // first write. Only a server that loses its scripts during a write (SCRIPT FLUSH) can
+    // still see that.
+    if !script_loaded.load(Ordering::Relaxed) {
+        script.load(client).await?;
+        script_loaded.store(true, Ordering::Relaxed);
+    }
     let now = crate::job::now_ms() as i64;
     let mut commands: Vec<EnqueueCommand> = Vec::new();
+    // Per command: whether it takes no more jobs, so it can be sent.
+    let mut closed: Vec<bool> = Vec::new();
+    let mut sent = InFlight::new(client, script);
     if !new_queues.is_empty() {
         commands.push(EnqueueCommand::Register {
             key: keys.queues(),
             queues: new_queues,
         });
+        closed.push(true);
     }
     // Per job: the command holding its outcome, and whether that is a script's reply.
     let mut outcomes: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
@@ -72,10 +93,8 @@ pub(crate) async fn write_jobs(
     for w in writes {
         if w.when.is_none() && w.unique.is_none() {
             let at = match open.get(&w.queue) {
-                Some(&at) if matches!(&commands[at], EnqueueCommand::Ready { jobs, .. } if *jobs < ENQUEUE_BATCH) => {
-                    at
-                }
-                _ => {
+                Some(&at) => at,
+                None => {
                     let streams = keys.streams(&w.queue);
                     let mut k = Vec::with_capacity(3 + ENQUEUE_BATCH);
                     k.extend(streams.map(Value::from));
@@ -88,6 +107,7 @@ pub(crate) async fn write_jobs(
                         keys: k,
                         jobs: 0,
                     });
+                    closed.push(false);
                     open.insert(w.queue.clone(), commands.len() - 1);
                     commands.len() - 1
                 }
@@ -114,12 +134,19 @@ pub(crate) async fn write_jobs(
                     args.push(v);
                 }
                 *jobs += 1;
+                if *jobs == ENQUEUE_BATCH {
+                    closed[at] = true;
+                    open.remove(&w.queue);
+                }
             }
             outcomes.push((at, false, w.job_id));
+            sent.send_closed(&commands, &closed).await;
             continue;
         }
         // This queue's later ready jobs go after this one.
-        open.remove(&w.queue);
+        if let Some(at) = open.remove(&w.queue) {
+            closed[at] = true;
+        }
         let (mode, ms) = w.when.unwrap_or(("ready", 0));
         let target = match w.when {
             None => keys.stream(&w.queue, w.priority),
@@ -155,9 +182,13 @@ pub(crate) async fn write_jobs(
             args.push(v);
         }
         commands.push(EnqueueCommand::Scripted(args));
+        closed.push(true);
         outcomes.push((commands.len() - 1, true, w.job_id));
+        sent.send_closed(&commands, &closed).await;
     }
-    let mut results = send_enqueue(client, &commands, script, None).await;
+    closed.fill(true);
+    sent.send_closed(&commands, &closed).await;
+    let mut results = sent.results().await;
     // A server that lost its scripts (restart, SCRIPT FLUSH) ran none of the batch calls
     // it refused: load the script and send just those again, in order.
     let refused: Vec<usize> = results
@@ -168,7 +199,7 @@ pub(crate) async fn write_jobs(
         .collect();
     if !refused.is_empty() {
         script.load(client).await?;
-        let again = send_enqueue(client, &commands, script, Some(&refused)).await;
+        let again = send_again(client, &commands, script, &refused).await;
         for (i, r) in refused.into_iter().zip(again) {
             results[i] = r;
         }
@@ -191,43 +222,97 @@ pub(crate) async fn write_jobs(
     Ok(ids)
 }
 
-/// Sends `commands` (only those at `only`, when given) back to back on one connection, in
-/// order, without waiting between them; one result each. Not as a fred pipeline: that
-/// copies every argument of every command once more before sending.
-async fn send_enqueue(
-    client: &Client,
-    commands: &[EnqueueCommand],
-    script: &scripts::Script,
-    only: Option<&[usize]>,
-) -> Vec<Result<Value, Error>> {
+/// A command's reply, on its way.
+type Call<'c> = BoxFuture<'c, Result<Value, Error>>;
+
+/// A command's call: owns its arguments, so later commands can be built while it is out.
+fn call<'c>(client: &'c Client, command: &EnqueueCommand, script: &scripts::Script) -> Call<'c> {
     // No typed EVAL or EVALSHA for arguments built by hand; the slot is taken from the first
     // key (offset 2: after the script and the number of keys).
     let eval = |name: &'static str| {
         fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Offset(2), false)
     };
-    let chosen: Vec<&EnqueueCommand> = match only {
-        Some(indexes) => indexes.iter().map(|&i| &commands[i]).collect(),
-        None => commands.iter().collect(),
-    };
+    match command {
+        EnqueueCommand::Register { key, queues } => {
+            let (key, queues) = (key.clone(), queues.clone());
+            async move { client.sadd::<Value, _, _>(key, queues).await }.boxed()
+        }
+        EnqueueCommand::Ready { keys, args, .. } => {
+            let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+            all.push(Value::from(script.sha1().clone()));
+            all.push(Value::from(keys.len() as i64));
+            all.extend(keys.iter().cloned());
+            all.extend(args.iter().cloned());
+            async move { client.custom::<Value, _>(eval("EVALSHA"), all).await }.boxed()
+        }
+        EnqueueCommand::Scripted(args) => {
+            let args = args.clone();
+            async move { client.custom::<Value, _>(eval("EVAL"), args).await }.boxed()
+        }
+    }
+}
+
+/// The commands of one enqueue, sent in order as each is complete, so the server runs the
+/// first ones while the rest are still being built.
+struct InFlight<'c> {
+    client: &'c Client,
+    script: &'c scripts::Script,
+    /// Index of the next command to send.
+    next: usize,
+    calls: Vec<Pin<Box<MaybeDone<Call<'c>>>>>,
+}
+
+impl<'c> InFlight<'c> {
+    fn new(client: &'c Client, script: &'c scripts::Script) -> Self {
+        InFlight {
+            client,
+            script,
+            next: 0,
+            calls: Vec::new(),
+        }
+    }
+
+    /// Sends the commands after the last one sent, up to the first that is not `closed`.
+    async fn send_closed(&mut self, commands: &[EnqueueCommand], closed: &[bool]) {
+        while self.next < commands.len() && closed[self.next] {
+            let mut c = Box::pin(maybe_done(call(
+                self.client,
+                &commands[self.next],
+                self.script,
+            )));
+            // The first poll hands the command to the connection; its reply is read later.
+            let _ = futures::poll!(c.as_mut());
+            self.calls.push(c);
+            self.next += 1;
+        }
+    }
+
+    /// Every sent command's reply, in order.
+    async fn results(self) -> Vec<Result<Value, Error>> {
+        let mut out = Vec::with_capacity(self.calls.len());
+        for mut c in self.calls {
+            c.as_mut().await;
+            out.push(c.as_mut().take_output().unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::Unknown,
+                    "an enqueue call lost its reply",
+                ))
+            }));
+        }
+        out
+    }
+}
+
+/// Sends the commands at `indexes` back to back on one connection, in order, without
+/// waiting between them; one result each. Not as a fred pipeline: that copies every argument
+/// of every command once more before sending.
+async fn send_again(
+    client: &Client,
+    commands: &[EnqueueCommand],
+    script: &scripts::Script,
+    indexes: &[usize],
+) -> Vec<Result<Value, Error>> {
     // Each call hands its command to the connection when first polled, and join_all polls
     // them in order.
-    let calls = chosen.into_iter().map(|c| async move {
-        match c {
-            EnqueueCommand::Register { key, queues } => {
-                client
-                    .sadd::<Value, _, _>(key.as_str(), queues.clone())
-                    .await
-            }
-            EnqueueCommand::Ready { keys, args, .. } => {
-                let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-                all.push(Value::from(script.sha1().clone()));
-                all.push(Value::from(keys.len() as i64));
-                all.extend(keys.iter().cloned());
-                all.extend(args.iter().cloned());
-                client.custom::<Value, _>(eval("EVALSHA"), all).await
-            }
-            EnqueueCommand::Scripted(args) => client.custom(eval("EVAL"), args.clone()).await,
-        }
-    });
-    futures::future::join_all(calls).await
+    futures::future::join_all(indexes.iter().map(|&i| call(client, &commands[i], script))).await
 }

@@ -3,6 +3,8 @@
 //! Each script is sent by SHA and reloaded on `NOSCRIPT` (a restarted or flushed server),
 //! so callers never see a missing script.
 
+use std::sync::atomic::AtomicBool;
+
 use fred::prelude::*;
 pub(crate) use fred::types::scripts::Script;
 
@@ -11,6 +13,8 @@ pub(crate) struct Scripts {
     pub(crate) ack: Script,
     pub(crate) started: Script,
     pub(crate) enqueue_ready: Script,
+    /// Whether `enqueue_ready` was loaded on this client's server (see `redis::write_jobs`).
+    pub(crate) enqueue_ready_loaded: AtomicBool,
     pub(crate) dead_letter: Script,
     pub(crate) replay: Script,
     pub(crate) purge_older: Script,
@@ -31,6 +35,7 @@ impl Scripts {
             ack: Script::from_lua(include_str!("../../lua/ack.lua")),
             started: Script::from_lua(include_str!("../../lua/started.lua")),
             enqueue_ready: Script::from_lua(include_str!("../../lua/enqueue_ready.lua")),
+            enqueue_ready_loaded: AtomicBool::new(false),
             dead_letter: Script::from_lua(include_str!("../../lua/dead_letter.lua")),
             replay: Script::from_lua(include_str!("../../lua/replay.lua")),
             purge_older: Script::from_lua(include_str!("../../lua/purge_older.lua")),

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -410,4 +410,75 @@ async fn connecting_fails_fast_with_a_clear_error() {
         !format!("{err} {err:?}").contains("hunter2"),
         "password leaked: {err}"
     );
+}
+
+/// The `id` field of every entry of `stream`, oldest first.
+async fn stream_ids(env: &TestEnv, stream: &str) -> Vec<String> {
+    let entries: Vec<(String, HashMap<String, Value>)> = env
+        .raw
+        .xrange(stream, "-", "+", None)
+        .await
+        .expect("xrange");
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            fields
+                .get("id")
+                .and_then(Value::as_string)
+                .expect("id field")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bulk_enqueue_keeps_every_stream_in_order_across_batches_queues_and_unique_jobs() {
+    let env = TestEnv::start().await;
+    // 730 jobs over two queues, interleaved unevenly so batches of a hundred close at
+    // different times; every 97th job of queue `a` is unique (once a duplicate) and every
+    // 89th is delayed, each of which closes `a`'s open batch.
+    let mut jobs = Vec::new();
+    let mut expected: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut delayed = Vec::new();
+    for n in 0..730usize {
+        let queue = if n % 3 == 0 { "b" } else { "a" };
+        let mut job = RawJob::new("order.test", queue, &n).expect("job");
+        if queue == "a" && n % 97 == 0 {
+            job = job.unique(format!("u{}", n % 2), Duration::from_secs(60));
+        } else if queue == "a" && n % 89 == 0 {
+            job = job.delay(Duration::from_secs(3600));
+            delayed.push(n);
+        }
+        jobs.push(job);
+        expected.entry(queue).or_default().push(n);
+    }
+    let ids = env.client.enqueue_bulk(jobs).await.expect("bulk enqueue");
+    assert_eq!(ids.len(), 730);
+
+    for queue in ["a", "b"] {
+        // The ids the stream should hold, in enqueue order: delayed jobs are not there yet,
+        // and a duplicate of a unique job returns the first one's id without a new entry.
+        // Compared as job numbers, which read better than ids when it fails.
+        let number = |id: &str| ids.iter().position(|i| i.as_str() == id);
+        let mut want: Vec<usize> = Vec::new();
+        for &n in &expected[queue] {
+            let first = number(ids[n].as_str()).expect("an id of the bulk");
+            if delayed.contains(&n) || want.contains(&first) {
+                continue;
+            }
+            want.push(first);
+        }
+        let got: Vec<Option<usize>> = stream_ids(&env, &env.stream(queue, "normal"))
+            .await
+            .iter()
+            .map(|id| number(id))
+            .collect();
+        let want: Vec<Option<usize>> = want.into_iter().map(Some).collect();
+        assert_eq!(got, want, "entries of queue {queue}, by job number");
+    }
+    let scheduled: u64 = env
+        .raw
+        .zcard(format!("{}:{{a}}:scheduled", env.prefix))
+        .await
+        .expect("zcard");
+    assert_eq!(scheduled as usize, delayed.len());
 }
