@@ -122,17 +122,7 @@ pub(crate) async fn write_jobs(
                 if retention_ms > 0 {
                     k.push(Value::from(keys.job(&w.queue, &w.job_id)));
                 }
-                args.reserve(4 + 2 * w.fields.len());
-                args.extend([
-                    Value::from(w.priority.index() as i64 + 1),
-                    Value::from(w.job_type),
-                    Value::from(i64::from(w.max_attempts)),
-                    Value::from(2 * w.fields.len() as i64),
-                ]);
-                for (k, v) in w.fields {
-                    args.push(Value::from_static_str(k));
-                    args.push(v);
-                }
+                push_ready_job(args, w.priority, w.fields);
                 *jobs += 1;
                 if *jobs == ENQUEUE_BATCH {
                     closed[at] = true;
@@ -220,6 +210,34 @@ pub(crate) async fn write_jobs(
         ids.push(existing.unwrap_or(id));
     }
     Ok(ids)
+}
+
+/// The fields every entry has, in the order `enqueue_ready.lua` takes their values.
+const FIXED_FIELDS: [&str; 5] = ["id", "type", "attempt", "max_attempts", "enqueued_at"];
+
+/// Appends one job's arguments for `enqueue_ready.lua`: its priority, the number of
+/// optional fields, the values of the fixed fields, the optional fields as name and value,
+/// and the payload.
+fn push_ready_job(args: &mut Vec<Value>, priority: Priority, fields: Vec<(&'static str, Value)>) {
+    let mut fixed: [Value; 5] = std::array::from_fn(|_| Value::Null);
+    let mut payload = Value::Null;
+    let mut optional: Vec<(&'static str, Value)> = Vec::new();
+    for (name, value) in fields {
+        match FIXED_FIELDS.iter().position(|f| *f == name) {
+            Some(at) => fixed[at] = value,
+            None if name == "payload" => payload = value,
+            None => optional.push((name, value)),
+        }
+    }
+    args.reserve(8 + 2 * optional.len());
+    args.push(Value::from(priority.index() as i64 + 1));
+    args.push(Value::from(optional.len() as i64));
+    args.extend(fixed);
+    for (name, value) in optional {
+        args.push(Value::from_static_str(name));
+        args.push(value);
+    }
+    args.push(payload);
 }
 
 /// A command's reply, on its way.
