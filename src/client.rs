@@ -273,8 +273,7 @@ impl Client {
         match redis::write_jobs(
             client,
             &self.inner.keys,
-            &self.inner.scripts.enqueue_ready,
-            &self.inner.scripts.enqueue_ready_loaded,
+            &self.inner.scripts,
             new_queues.clone(),
             writes,
             self.status_retention_ms(),

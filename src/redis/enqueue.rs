@@ -1,17 +1,18 @@
 //! Writing jobs: one round trip for any number of jobs, ready ones a script call per
 //! hundred jobs of a queue (`enqueue_ready.lua`), delayed and unique ones a call each
-//! (`enqueue.lua`).
+//! (`enqueue.lua`), both by SHA.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, MaybeDone, maybe_done};
 
 use fred::prelude::*;
 
-use super::{keys, scripts};
+use super::keys;
+use super::scripts::Scripts;
 use crate::Priority;
 
 /// One job to write.
@@ -42,8 +43,8 @@ enum EnqueueCommand {
         args: Vec<Value>,
         jobs: usize,
     },
-    /// A delayed or unique job, through `enqueue.lua`: the EVAL arguments.
-    Scripted(Vec<Value>),
+    /// A delayed or unique job, through `enqueue.lua`: KEYS and ARGV.
+    Scripted { keys: Vec<Value>, args: Vec<Value> },
 }
 
 /// Writes jobs in one round trip and returns their ids: for a duplicate of a unique job,
@@ -59,26 +60,23 @@ enum EnqueueCommand {
 pub(crate) async fn write_jobs(
     client: &Client,
     keys: &keys::Keys,
-    script: &scripts::Script,
-    script_loaded: &AtomicBool,
+    scripts: &Scripts,
     new_queues: Vec<String>,
     writes: Vec<JobWrite>,
     retention_ms: u64,
 ) -> Result<Vec<String>, Error> {
-    // Batches go by SHA, delayed and unique jobs with the script's text. A batch the server
-    // refuses for want of its script is sent again after the calls behind it ran, which
-    // would put a queue's jobs out of order: so the script is loaded before a client's
-    // first write. Only a server that loses its scripts during a write (SCRIPT FLUSH) can
-    // still see that.
-    if !script_loaded.load(Ordering::Relaxed) {
-        script.load(client).await?;
-        script_loaded.store(true, Ordering::Relaxed);
+    // Every call that writes a job goes by SHA, and both enqueue scripts are loaded
+    // together: a server that lost its scripts refuses all of a write's calls, which then go
+    // again in order, so no queue's jobs change order. Loading them before a client's first
+    // write spares that refused round trip.
+    if !scripts.enqueue_loaded.load(Ordering::Relaxed) {
+        scripts.load_enqueue(client).await?;
     }
     let now = crate::job::now_ms() as i64;
     let mut commands: Vec<EnqueueCommand> = Vec::new();
     // Per command: whether it takes no more jobs, so it can be sent.
     let mut closed: Vec<bool> = Vec::new();
-    let mut sent = InFlight::new(client, script);
+    let mut sent = InFlight::new(client, scripts);
     if !new_queues.is_empty() {
         commands.push(EnqueueCommand::Register {
             key: keys.queues(),
@@ -144,10 +142,7 @@ pub(crate) async fn write_jobs(
         };
         let status_key = keys.job(&w.queue, &w.job_id);
         let (unique_key, unique_ttl) = w.unique.unwrap_or_default();
-        let mut args: Vec<Value> = Vec::with_capacity(16 + 2 * w.fields.len());
-        args.extend([
-            Value::from(scripts::ENQUEUE_LUA),
-            Value::from(3),
+        let script_keys = vec![
             Value::from(target),
             Value::from(status_key.as_str()),
             // Not read when the job is not unique; a key of the same slot stands in.
@@ -156,6 +151,9 @@ pub(crate) async fn write_jobs(
             } else {
                 unique_key
             }),
+        ];
+        let mut args: Vec<Value> = Vec::with_capacity(11 + 2 * w.fields.len());
+        args.extend([
             Value::from(w.job_id.as_str()),
             Value::from(mode),
             Value::from(ms as i64),
@@ -171,7 +169,10 @@ pub(crate) async fn write_jobs(
             args.push(Value::from_static_str(k));
             args.push(v);
         }
-        commands.push(EnqueueCommand::Scripted(args));
+        commands.push(EnqueueCommand::Scripted {
+            keys: script_keys,
+            args,
+        });
         closed.push(true);
         outcomes.push((commands.len() - 1, true, w.job_id));
         sent.send_closed(&commands, &closed).await;
@@ -179,8 +180,8 @@ pub(crate) async fn write_jobs(
     closed.fill(true);
     sent.send_closed(&commands, &closed).await;
     let mut results = sent.results().await;
-    // A server that lost its scripts (restart, SCRIPT FLUSH) ran none of the batch calls
-    // it refused: load the script and send just those again, in order.
+    // A server that lost its scripts (restart, SCRIPT FLUSH) ran none of the calls it
+    // refused: load the scripts and send just those again, in order.
     let refused: Vec<usize> = results
         .iter()
         .enumerate()
@@ -188,8 +189,8 @@ pub(crate) async fn write_jobs(
         .map(|(i, _)| i)
         .collect();
     if !refused.is_empty() {
-        script.load(client).await?;
-        let again = send_again(client, &commands, script, &refused).await;
+        scripts.load_enqueue(client).await?;
+        let again = send_again(client, &commands, scripts, &refused).await;
         for (i, r) in refused.into_iter().zip(again) {
             results[i] = r;
         }
@@ -244,47 +245,45 @@ fn push_ready_job(args: &mut Vec<Value>, priority: Priority, fields: Vec<(&'stat
 type Call<'c> = BoxFuture<'c, Result<Value, Error>>;
 
 /// A command's call: owns its arguments, so later commands can be built while it is out.
-fn call<'c>(client: &'c Client, command: &EnqueueCommand, script: &scripts::Script) -> Call<'c> {
-    // No typed EVAL or EVALSHA for arguments built by hand; the slot is taken from the first
-    // key (offset 2: after the script and the number of keys).
-    let eval = |name: &'static str| {
-        fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::Offset(2), false)
-    };
-    match command {
+fn call<'c>(client: &'c Client, command: &EnqueueCommand, scripts: &Scripts) -> Call<'c> {
+    let (script, keys, args) = match command {
         EnqueueCommand::Register { key, queues } => {
             let (key, queues) = (key.clone(), queues.clone());
-            async move { client.sadd::<Value, _, _>(key, queues).await }.boxed()
+            return async move { client.sadd::<Value, _, _>(key, queues).await }.boxed();
         }
-        EnqueueCommand::Ready { keys, args, .. } => {
-            let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-            all.push(Value::from(script.sha1().clone()));
-            all.push(Value::from(keys.len() as i64));
-            all.extend(keys.iter().cloned());
-            all.extend(args.iter().cloned());
-            async move { client.custom::<Value, _>(eval("EVALSHA"), all).await }.boxed()
-        }
-        EnqueueCommand::Scripted(args) => {
-            let args = args.clone();
-            async move { client.custom::<Value, _>(eval("EVAL"), args).await }.boxed()
-        }
-    }
+        EnqueueCommand::Ready { keys, args, .. } => (&scripts.enqueue_ready, keys, args),
+        EnqueueCommand::Scripted { keys, args } => (&scripts.enqueue, keys, args),
+    };
+    let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+    all.push(Value::from(script.sha1().clone()));
+    all.push(Value::from(keys.len() as i64));
+    all.extend(keys.iter().cloned());
+    all.extend(args.iter().cloned());
+    // No typed EVALSHA for arguments built by hand; the slot is taken from the first key
+    // (offset 2: after the SHA and the number of keys).
+    let evalsha = fred::types::CustomCommand::new_static(
+        "EVALSHA",
+        fred::types::ClusterHash::Offset(2),
+        false,
+    );
+    async move { client.custom::<Value, _>(evalsha, all).await }.boxed()
 }
 
 /// The commands of one enqueue, sent in order as each is complete, so the server runs the
 /// first ones while the rest are still being built.
 struct InFlight<'c> {
     client: &'c Client,
-    script: &'c scripts::Script,
+    scripts: &'c Scripts,
     /// Index of the next command to send.
     next: usize,
     calls: Vec<Pin<Box<MaybeDone<Call<'c>>>>>,
 }
 
 impl<'c> InFlight<'c> {
-    fn new(client: &'c Client, script: &'c scripts::Script) -> Self {
+    fn new(client: &'c Client, scripts: &'c Scripts) -> Self {
         InFlight {
             client,
-            script,
+            scripts,
             next: 0,
             calls: Vec::new(),
         }
@@ -296,7 +295,7 @@ impl<'c> InFlight<'c> {
             let mut c = Box::pin(maybe_done(call(
                 self.client,
                 &commands[self.next],
-                self.script,
+                self.scripts,
             )));
             // The first poll hands the command to the connection; its reply is read later.
             let _ = futures::poll!(c.as_mut());
@@ -327,10 +326,10 @@ impl<'c> InFlight<'c> {
 async fn send_again(
     client: &Client,
     commands: &[EnqueueCommand],
-    script: &scripts::Script,
+    scripts: &Scripts,
     indexes: &[usize],
 ) -> Vec<Result<Value, Error>> {
     // Each call hands its command to the connection when first polled, and join_all polls
     // them in order.
-    futures::future::join_all(indexes.iter().map(|&i| call(client, &commands[i], script))).await
+    futures::future::join_all(indexes.iter().map(|&i| call(client, &commands[i], scripts))).await
 }

@@ -3,7 +3,7 @@
 //! Each script is sent by SHA and reloaded on `NOSCRIPT` (a restarted or flushed server),
 //! so callers never see a missing script.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fred::prelude::*;
 pub(crate) use fred::types::scripts::Script;
@@ -13,8 +13,10 @@ pub(crate) struct Scripts {
     pub(crate) ack: Script,
     pub(crate) started: Script,
     pub(crate) enqueue_ready: Script,
-    /// Whether `enqueue_ready` was loaded on this client's server (see `redis::write_jobs`).
-    pub(crate) enqueue_ready_loaded: AtomicBool,
+    pub(crate) enqueue: Script,
+    /// Whether both enqueue scripts were loaded on this client's server (see
+    /// `redis::write_jobs`).
+    pub(crate) enqueue_loaded: AtomicBool,
     pub(crate) dead_letter: Script,
     pub(crate) replay: Script,
     pub(crate) purge_older: Script,
@@ -30,12 +32,21 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Loads both enqueue scripts, which every enqueue sends by SHA, together.
+    pub(crate) async fn load_enqueue(&self, client: &Client) -> Result<(), Error> {
+        self.enqueue_ready.load(client).await?;
+        self.enqueue.load(client).await?;
+        self.enqueue_loaded.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(crate) fn new() -> Self {
         Scripts {
             ack: Script::from_lua(include_str!("../../lua/ack.lua")),
             started: Script::from_lua(include_str!("../../lua/started.lua")),
             enqueue_ready: Script::from_lua(include_str!("../../lua/enqueue_ready.lua")),
-            enqueue_ready_loaded: AtomicBool::new(false),
+            enqueue: Script::from_lua(include_str!("../../lua/enqueue.lua")),
+            enqueue_loaded: AtomicBool::new(false),
             dead_letter: Script::from_lua(include_str!("../../lua/dead_letter.lua")),
             replay: Script::from_lua(include_str!("../../lua/replay.lua")),
             purge_older: Script::from_lua(include_str!("../../lua/purge_older.lua")),
@@ -51,11 +62,6 @@ impl Scripts {
         }
     }
 }
-
-/// The enqueue script for delayed and unique jobs, sent whole with EVAL, so it never meets
-/// NOSCRIPT: those jobs are few, and each call carries one job. Ready jobs go through
-/// `enqueue_ready.lua` by SHA (see `redis::write_jobs`).
-pub(crate) const ENQUEUE_LUA: &str = include_str!("../../lua/enqueue.lua");
 
 /// Runs `script` by SHA, loading it first if the server does not know it.
 pub(crate) async fn run<R: FromValue>(

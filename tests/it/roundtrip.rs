@@ -430,31 +430,30 @@ async fn stream_ids(env: &TestEnv, stream: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_bulk_enqueue_keeps_every_stream_in_order_across_batches_queues_and_unique_jobs() {
-    let env = TestEnv::start().await;
-    // 730 jobs over two queues, interleaved unevenly so batches of a hundred close at
-    // different times; every 97th job of queue `a` is unique (once a duplicate) and every
-    // 89th is delayed, each of which closes `a`'s open batch.
+/// Enqueues 730 jobs over queues `a` and `b` in one bulk, interleaved unevenly so batches
+/// of a hundred close at different times; every 97th job of `a` is unique (some of them
+/// duplicates) and every 89th delayed, each of which closes `a`'s open batch. Then checks
+/// that each ready stream holds its jobs in enqueue order.
+async fn mixed_bulk_keeps_order(env: &TestEnv, client: &Client, a: &str, b: &str) {
     let mut jobs = Vec::new();
     let mut expected: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut delayed = Vec::new();
     for n in 0..730usize {
-        let queue = if n % 3 == 0 { "b" } else { "a" };
+        let queue = if n % 3 == 0 { b } else { a };
         let mut job = RawJob::new("order.test", queue, &n).expect("job");
-        if queue == "a" && n % 97 == 0 {
+        if queue == a && n % 97 == 0 {
             job = job.unique(format!("u{}", n % 2), Duration::from_secs(60));
-        } else if queue == "a" && n % 89 == 0 {
+        } else if queue == a && n % 89 == 0 {
             job = job.delay(Duration::from_secs(3600));
             delayed.push(n);
         }
         jobs.push(job);
         expected.entry(queue).or_default().push(n);
     }
-    let ids = env.client.enqueue_bulk(jobs).await.expect("bulk enqueue");
+    let ids = client.enqueue_bulk(jobs).await.expect("bulk enqueue");
     assert_eq!(ids.len(), 730);
 
-    for queue in ["a", "b"] {
+    for queue in [a, b] {
         // The ids the stream should hold, in enqueue order: delayed jobs are not there yet,
         // and a duplicate of a unique job returns the first one's id without a new entry.
         // Compared as job numbers, which read better than ids when it fails.
@@ -467,7 +466,7 @@ async fn a_bulk_enqueue_keeps_every_stream_in_order_across_batches_queues_and_un
             }
             want.push(first);
         }
-        let got: Vec<Option<usize>> = stream_ids(&env, &env.stream(queue, "normal"))
+        let got: Vec<Option<usize>> = stream_ids(env, &env.stream(queue, "normal"))
             .await
             .iter()
             .map(|id| number(id))
@@ -477,8 +476,18 @@ async fn a_bulk_enqueue_keeps_every_stream_in_order_across_batches_queues_and_un
     }
     let scheduled: u64 = env
         .raw
-        .zcard(format!("{}:{{a}}:scheduled", env.prefix))
+        .zcard(format!("{}:{{{a}}}:scheduled", env.prefix))
         .await
         .expect("zcard");
     assert_eq!(scheduled as usize, delayed.len());
+}
+
+#[tokio::test]
+async fn a_bulk_enqueue_keeps_every_stream_in_order_across_batches_queues_and_unique_jobs() {
+    let env = TestEnv::start().await;
+    // A new client's first write, on a server that has not seen the scripts.
+    mixed_bulk_keeps_order(&env, &env.client, "a", "b").await;
+    // The same client after the server lost its scripts (as after a restart).
+    let _: () = env.raw.script_flush(false).await.expect("script flush");
+    mixed_bulk_keeps_order(&env, &env.client, "c", "d").await;
 }
