@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
@@ -135,41 +134,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                 }
             })
             .collect();
-        // Deliveries start in groups: the next one as soon as it has a slot, together with
-        // every one behind it that has a slot right now.
-        let mut held = held.into_iter();
-        let mut next = held.next();
-        while let Some(delivery) = next.take() {
-            let permit: OwnedSemaphorePermit = match first.take() {
-                Some(p) => p,
-                None => tokio::select! {
-                    biased;
-                    // Entries fetched but not started stay pending, unacknowledged.
-                    _ = stop.cancelled() => break 'fetch,
-                    p = rt.slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break 'fetch,
-                    },
-                },
-            };
-            let mut batch = vec![(delivery, permit)];
-            next = held.next();
-            while let Some(d) = next.take() {
-                match rt.slots.clone().try_acquire_owned() {
-                    Ok(p) => {
-                        batch.push((d, p));
-                        next = held.next();
-                    }
-                    Err(_) => {
-                        next = Some(d);
-                        break;
-                    }
-                }
-            }
-            if stop.is_cancelled() {
-                break 'fetch;
-            }
-            started::start(&rt, batch).await;
+        if !started::start_as_slots_free(&rt, held, first.take(), &stop).await {
+            break 'fetch;
         }
     }
     // The connection may still be inside a blocking read: interrupt it (fred sends CLIENT

@@ -146,29 +146,27 @@ async fn sweep(
                 }
                 let stream_name: std::sync::Arc<str> = std::sync::Arc::from(stream.as_str());
                 let queue_name: std::sync::Arc<str> = std::sync::Arc::from(queue.as_str());
-                for (entry_id, fields) in claimed {
-                    let token = rt.hard_stop.child_token();
-                    let lease = rt.leases.hold(&stream_name, &entry_id, token.clone());
-                    let permit = tokio::select! {
-                        biased;
-                        // Claimed but not started: stays pending under this worker, whose
-                        // heartbeat stops with it, so another janitor takes it.
-                        _ = stop.cancelled() => return Ok(()),
-                        p = rt.slots.clone().acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => return Ok(()),
-                        },
-                    };
-                    let delivery = Delivery {
-                        queue: queue_name.clone(),
-                        priority,
-                        stream: stream_name.clone(),
-                        entry_id,
-                        fields: Some(fields.into_iter().collect()),
-                        token,
-                        _lease: lease,
-                    };
-                    started::start(rt, vec![(delivery, permit)]).await;
+                // Leased from now on, started as slots free up. Claimed but not started
+                // when the worker stops: stays pending under this worker, whose heartbeat
+                // stops with it, so another janitor takes it.
+                let deliveries = claimed
+                    .into_iter()
+                    .map(|(entry_id, fields)| {
+                        let token = rt.hard_stop.child_token();
+                        let lease = rt.leases.hold(&stream_name, &entry_id, token.clone());
+                        Delivery {
+                            queue: queue_name.clone(),
+                            priority,
+                            stream: stream_name.clone(),
+                            entry_id,
+                            fields: Some(fields.into_iter().collect()),
+                            token,
+                            _lease: lease,
+                        }
+                    })
+                    .collect();
+                if !started::start_as_slots_free(rt, deliveries, None, stop).await {
+                    return Ok(());
                 }
                 match page.next {
                     Some(next) => start = next,

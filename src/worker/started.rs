@@ -13,6 +13,7 @@ use std::sync::Arc;
 use fred::error::Error;
 use fred::types::Value;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
 use super::dispatch::{self, Delivery, Prepared};
@@ -22,9 +23,55 @@ use crate::redis::scripts;
 /// Attempts recorded per script call at most: a script holds the server while it runs.
 const SCRIPT_BATCH: usize = 256;
 
+/// Starts `deliveries` in order as slots free up: the next one as soon as it has a slot
+/// (`first`, when the caller holds one already), together with every one behind it that
+/// has a slot right now, as one batch. Returns false when `stop` fires (or the slots close)
+/// first; the deliveries not started then stay pending, unacknowledged.
+pub(crate) async fn start_as_slots_free(
+    rt: &Arc<Runtime>,
+    deliveries: Vec<Delivery>,
+    mut first: Option<OwnedSemaphorePermit>,
+    stop: &CancellationToken,
+) -> bool {
+    let mut rest = deliveries.into_iter();
+    let mut next = rest.next();
+    while let Some(delivery) = next.take() {
+        let permit = match first.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => return false,
+                p = rt.slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return false,
+                },
+            },
+        };
+        let mut batch = vec![(delivery, permit)];
+        next = rest.next();
+        while let Some(d) = next.take() {
+            match rt.slots.clone().try_acquire_owned() {
+                Ok(p) => {
+                    batch.push((d, p));
+                    next = rest.next();
+                }
+                Err(_) => {
+                    next = Some(d);
+                    break;
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            return false;
+        }
+        start(rt, batch).await;
+    }
+    true
+}
+
 /// Prepares `batch` (deliveries of one queue, each with its concurrency slot), records the
 /// attempts that will run as running, and spawns a task for each delivery.
-pub(crate) async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
+async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
     let prepared: Vec<(Prepared, OwnedSemaphorePermit)> = batch
         .into_iter()
         .map(|(d, permit)| (dispatch::prepare(rt, d), permit))
