@@ -107,8 +107,14 @@ impl From<fred::error::Error> for Error {
     }
 }
 
-/// Hides the password of a `redis://user:password@host` URL.
-pub(crate) fn redact_url(url: &str) -> String {
+/// Hides the password of a `redis://user:password@host` URL, for messages and logs.
+///
+/// ```
+/// use stevedore::error::redact_url;
+/// assert_eq!(redact_url("redis://app:hunter2@db:6379/0"), "redis://app:***@db:6379/0");
+/// assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

@@ -132,8 +132,9 @@ pub(crate) struct EnqueueArgs {
 }
 
 impl EnqueueArgs {
-    /// The job as the admin layer takes it; refuses what it would refuse.
-    pub(crate) fn job(&self) -> anyhow::Result<stevedore::admin::JsonJob> {
+    /// The job, checked and encoded as the admin layer does a JSON job, so nothing
+    /// connects for a job that is refused.
+    pub(crate) fn job(&self) -> anyhow::Result<stevedore::RawJob> {
         let mut job =
             stevedore::admin::JsonJob::new(&self.job_type, &self.queue, self.payload.clone());
         job.priority = self.priority.map(|p| p.as_str().to_string());
@@ -141,9 +142,7 @@ impl EnqueueArgs {
         job.max_attempts = self.max_attempts;
         job.unique.clone_from(&self.unique);
         job.unique_ttl.clone_from(&self.unique_ttl);
-        // Checks names and options here, so nothing connects for a job that is refused.
-        let _checked = job.clone().into_raw()?;
-        Ok(job)
+        Ok(job.into_raw()?)
     }
 }
 

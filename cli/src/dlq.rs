@@ -12,7 +12,7 @@ use serde_json::json;
 use stevedore::{Client, DeadJob, DeadLetterFilter, DeadLetterQuery, DeadLetters};
 
 use crate::args::{DlqCommand, FilterArgs, Global};
-use crate::failure::{NotFound, Usage};
+use crate::failure::Usage;
 use crate::output::{self, Align, Table};
 
 /// What one `dlq` command does, settled before connecting.
@@ -86,7 +86,7 @@ impl Plan {
 
     pub(crate) async fn run(self, client: &Client, g: &Global) -> anyhow::Result<()> {
         let dlq = client.dead_letters(&self.queue)?;
-        if !client.admin().queue_names().await?.contains(&self.queue) {
+        if !client.admin().queue_exists(&self.queue).await? {
             return Err(stevedore::Error::UnknownQueue(self.queue).into());
         }
         match self.action {
@@ -141,10 +141,7 @@ async fn list(
     limit: usize,
     before: Option<String>,
 ) -> anyhow::Result<()> {
-    let filtered = filter.job_type.is_some()
-        || filter.reason.is_some()
-        || filter.since.is_some()
-        || filter.until.is_some();
+    let filtered = !filter.is_empty();
     let page = dlq
         .list(&DeadLetterQuery {
             filter,
@@ -206,7 +203,7 @@ async fn show(dlq: &DeadLetters, g: &Global, entry: &str) -> anyhow::Result<()> 
         return Err(missing(dlq, entry));
     };
     if g.json {
-        return output::print_json(&serde_json::json!(j));
+        return output::print_json(&j);
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     let mut pairs = vec![
@@ -315,11 +312,7 @@ async fn change(
 }
 
 fn missing(dlq: &DeadLetters, entry: &str) -> anyhow::Error {
-    NotFound(format!(
-        "no dead letter {entry:?} in queue {:?}",
-        dlq.queue()
-    ))
-    .into()
+    anyhow::anyhow!("no dead letter {entry:?} in queue {:?}", dlq.queue())
 }
 
 fn plural(n: u64) -> &'static str {

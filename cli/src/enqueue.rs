@@ -1,12 +1,11 @@
-//! `enqueue`: one job through the admin layer's JSON jobs (what `POST /api/v1/jobs` takes),
+//! `enqueue`: one job through the admin layer, checked as `POST /api/v1/jobs` checks JSON jobs,
 //! or many with `Client::enqueue_bulk`, a thousand per round trip.
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::IsTerminal;
-use stevedore::Client;
-use stevedore::admin::JsonJob;
+use stevedore::{Client, RawJob};
 
 use crate::args::Global;
 use crate::output;
@@ -14,17 +13,17 @@ use crate::output;
 /// Jobs per `enqueue_bulk` call: one round trip each, and one step of the progress bar.
 const BATCH: u64 = 1000;
 
+/// Enqueues `count` copies of `raw`, a job of `job_type` on `queue`.
 pub(crate) async fn run(
     client: &Client,
     g: &Global,
-    job: JsonJob,
+    raw: RawJob,
+    (job_type, queue): (&str, &str),
     count: u64,
 ) -> anyhow::Result<()> {
     if count == 1 {
-        return one(client, g, job).await;
+        return one(client, g, raw).await;
     }
-    let (job_type, queue) = (job.job_type.clone(), job.queue.clone());
-    let raw = job.into_raw()?;
     let bar = progress(count);
     let (mut first, mut last) = (None, None);
     let mut sent = 0u64;
@@ -72,8 +71,8 @@ pub(crate) async fn run(
 }
 
 /// One job; for a duplicate of a unique job, the id of the job already there.
-async fn one(client: &Client, g: &Global, job: JsonJob) -> anyhow::Result<()> {
-    let done = client.admin().enqueue_json(job).await?;
+async fn one(client: &Client, g: &Global, job: RawJob) -> anyhow::Result<()> {
+    let done = client.admin().enqueue_raw(job).await?;
     if g.json {
         return output::print_json(&json!({ "id": done.id, "duplicate": done.duplicate }));
     }

@@ -25,18 +25,6 @@ impl fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-/// Something asked for does not exist (a job, a dead letter); exits 1.
-#[derive(Debug)]
-pub(crate) struct NotFound(pub(crate) String);
-
-impl fmt::Display for NotFound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotFound {}
-
 /// Prints `e` as one line on stderr and returns its exit code.
 pub(crate) fn report(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {}", one_line(e));
@@ -118,20 +106,6 @@ fn clap_line(rendered: &str) -> String {
     line
 }
 
-/// Hides the password of a `redis://user:password@host` URL.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://***@{host}"),
-        },
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,15 +137,7 @@ mod tests {
         let e = anyhow::Error::new(Usage("multi\nline".into())).context("outer");
         assert_eq!(one_line(&e), "outer: multi line");
         assert_eq!(exit_code(&e), USAGE);
-        let e = anyhow::Error::new(NotFound("no job".into()));
+        let e = anyhow::anyhow!("no job");
         assert_eq!(exit_code(&e), OPERATIONAL);
-    }
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(redact_url("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact_url("redis://pw@h"), "redis://***@h");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-        assert_eq!(redact_url("nope"), "nope");
     }
 }

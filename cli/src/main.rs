@@ -72,7 +72,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(a) => {
             // Refuse bad options before touching Redis.
             let job = a.job()?;
-            enqueue::run(&connect(g, 1).await?, g, job, a.count).await
+            let client = connect(g, 1).await?;
+            enqueue::run(&client, g, job, (&a.job_type, &a.queue), a.count).await
         }
         Command::Dlq(cmd) => {
             let plan = dlq::Plan::from_args(cmd)?;
@@ -98,7 +99,7 @@ async fn connect(g: &Global, pool: usize) -> anyhow::Result<Client> {
         .map_err(|_| {
             anyhow::anyhow!(
                 "cannot connect to redis at {}: no answer within {} s",
-                failure::redact_url(&g.redis_url),
+                stevedore::error::redact_url(&g.redis_url),
                 CONNECT_TIMEOUT.as_secs()
             )
         })?;
@@ -106,7 +107,7 @@ async fn connect(g: &Global, pool: usize) -> anyhow::Result<Client> {
         Err(e) if e.is_connection() => Err(e).with_context(|| {
             format!(
                 "cannot connect to redis at {}",
-                failure::redact_url(&g.redis_url)
+                stevedore::error::redact_url(&g.redis_url)
             )
         }),
         other => Ok(other?),

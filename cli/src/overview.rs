@@ -4,7 +4,6 @@ use serde_json::json;
 use stevedore::Client;
 
 use crate::args::Global;
-use crate::failure::NotFound;
 use crate::output::{self, Align, Table};
 
 pub(crate) async fn stats(client: &Client, g: &Global) -> anyhow::Result<()> {
@@ -107,14 +106,13 @@ pub(crate) async fn workers(client: &Client, g: &Global) -> anyhow::Result<()> {
 
 pub(crate) async fn job(client: &Client, g: &Global, id: &str) -> anyhow::Result<()> {
     let Some(s) = client.status(id).await? else {
-        return Err(NotFound(format!(
+        return Err(anyhow::anyhow!(
             "no job {id:?} under prefix {:?} (never enqueued there, or its status expired)",
             g.prefix
-        ))
-        .into());
+        ));
     };
     if g.json {
-        return output::print_json(&serde_json::json!(s));
+        return output::print_json(&s);
     }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     output::print(&output::fields(&[

@@ -285,14 +285,18 @@ impl Admin {
 
     /// Every known queue with its counts, pause state, lifetime totals and live workers.
     pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        Ok(self.queues_and_workers().await?.0)
+    }
+
+    /// Every known queue (their calls sent together) and the live workers.
+    async fn queues_and_workers(&self) -> Result<(Vec<QueueInfo>, Vec<WorkerInfo>)> {
         let names = self.queue_names().await?;
         let live = self.live().await?;
         let paused = self.paused_set().await?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            out.push(self.info(&name, &live, &paused).await?);
-        }
-        Ok(out)
+        let queues =
+            futures::future::try_join_all(names.iter().map(|n| self.info(n, &live, &paused)))
+                .await?;
+        Ok((queues, live))
     }
 
     /// One queue; [`Error::UnknownQueue`] when no job was ever enqueued to it and no worker
@@ -362,8 +366,7 @@ impl Admin {
 
     /// Totals over every queue and worker.
     pub async fn stats(&self) -> Result<Overview> {
-        let queues = self.queues().await?;
-        let workers = self.live().await?;
+        let (queues, workers) = self.queues_and_workers().await?;
         let mut o = Overview {
             queues: queues.len() as u64,
             paused: queues.iter().filter(|q| q.paused).count() as u64,
@@ -441,12 +444,7 @@ impl Admin {
     }
 
     async fn ensure_known(&self, queue: &str) -> Result<()> {
-        let known: bool = self
-            .client
-            .redis()
-            .sismember(self.client.keys().queues(), queue)
-            .await?;
-        if known {
+        if self.queue_exists(queue).await? {
             Ok(())
         } else {
             Err(Error::UnknownQueue(queue.to_string()))
@@ -454,9 +452,12 @@ impl Admin {
     }
 
     /// How many dead letters of `queue` match `filter` (what a replay or purge with it
-    /// would touch).
+    /// would touch): one `XLEN` for an empty filter, else a scan of the matching range.
     pub async fn count_dead(&self, queue: &str, filter: &DeadLetterFilter) -> Result<u64> {
         let dlq = self.client.dead_letters(queue)?;
+        if filter.is_empty() {
+            return dlq.count().await;
+        }
         let mut query = DeadLetterQuery {
             filter: filter.clone(),
             limit: 1000,
@@ -477,7 +478,13 @@ impl Admin {
     /// decodes, so a handler taking `struct SendEmail { to: String }` accepts
     /// `{"to": "ada@example.com"}`.
     pub async fn enqueue_json(&self, job: JsonJob) -> Result<Enqueued> {
-        let prepared = job.into_raw()?.prepare()?;
+        self.enqueue_raw(job.into_raw()?).await
+    }
+
+    /// Enqueues `job` and says whether it was a duplicate of a unique job already there
+    /// (then the id is that job's).
+    pub async fn enqueue_raw(&self, job: RawJob) -> Result<Enqueued> {
+        let prepared = job.prepare()?;
         let generated = prepared.id().to_string();
         let id = self.client.enqueue(prepared).await?;
         let duplicate = id.as_str() != generated;

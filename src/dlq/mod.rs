@@ -78,6 +78,16 @@ pub struct DeadLetterFilter {
     pub until: Option<SystemTime>,
 }
 
+impl DeadLetterFilter {
+    /// True when no condition is set: the filter matches every dead letter.
+    pub fn is_empty(&self) -> bool {
+        self.job_type.is_none()
+            && self.reason.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+}
+
 /// What a [`DeadLetters::list`] call asks for: a filter, a page size and a cursor.
 #[derive(Default, Clone, Debug)]
 pub struct DeadLetterQuery {
@@ -271,8 +281,12 @@ impl DeadLetters {
 
     /// Deletes the matching dead letters; returns how many.
     ///
-    /// Only entries present when the call starts are considered.
+    /// Only entries present when the call starts are considered. An empty filter deletes
+    /// them all in one step, as [`purge_all`](Self::purge_all).
     pub async fn purge_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        if filter.is_empty() {
+            return self.purge_all().await;
+        }
         self.apply(filter, Action::Purge).await
     }
 

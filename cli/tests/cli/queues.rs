@@ -53,7 +53,6 @@ async fn enqueued_jobs_show_in_queues_stats_and_job_status() {
     let bulk = env
         .json(&["enqueue", "mail.digest", "-q", "mail", "-n", "1500"])
         .await;
-    assert_eq!(bulk["count"], 1500, "two round trips");
     assert_ne!(bulk["first"], bulk["last"]);
 
     let queues = env.json(&["queues"]).await;
