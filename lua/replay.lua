@@ -40,7 +40,7 @@ end
 -- At most 1000 fields are copied (unpack has a stack limit; a hand-written dead letter
 -- may have more). The first `attempt` and `id` win, as they would for a reader.
 local fields = {}
-local job_id = ''
+local job_id, job_type, max_attempts = '', nil, nil
 local has_attempt = false
 local last = math.min(#original, 2000)
 for i = 1, last, 2 do
@@ -54,6 +54,10 @@ for i = 1, last, 2 do
   elseif not dropped[name] then
     if name == 'id' and job_id == '' then
       job_id = original[i + 1]
+    elseif name == 'type' and not job_type then
+      job_type = original[i + 1]
+    elseif name == 'max_attempts' and not max_attempts then
+      max_attempts = original[i + 1]
     end
     fields[#fields + 1] = name
     fields[#fields + 1] = original[i + 1]
@@ -68,13 +72,20 @@ fields[#fields + 1] = ARGV[1]
 
 local id = redis.call('XADD', target, '*', unpack(fields))
 redis.call('XDEL', KEYS[1], ARGV[1])
--- The job's status starts over: queued, no error, attempts counted again from 0.
+-- The job's status starts over: queued, no error, attempts counted again from 0. A status
+-- that expired while the job lay dead is written whole again from the dead letter (the
+-- queue is the one in the status keys' prefix, `<prefix>:{<queue>}:job:`).
 local retention = tonumber(ARGV[3] or '0') or 0
 if job_id ~= '' and retention > 0 then
   local status = (ARGV[2] or '') .. job_id
   local t = redis.call('TIME')
   local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-  redis.call('HDEL', status, 'error', 'reason', 'finished_at', 'next_at', 'started_at', 'result')
+  if redis.call('EXISTS', status) == 1 then
+    redis.call('HDEL', status, 'error', 'reason', 'finished_at', 'next_at', 'started_at', 'result')
+  else
+    redis.call('HSET', status, 'type', job_type or '', 'max_attempts', max_attempts or '0',
+      'queue', string.match(ARGV[2] or '', '{([^}]*)}:job:$') or '', 'enqueued_at', now)
+  end
   redis.call('HSET', status, 'state', 'queued', 'attempts', '0', 'updated_at', now)
   redis.call('PEXPIRE', status, retention)
 end

@@ -40,7 +40,7 @@ async fn refuse(_p: Parcel, ctx: JobContext) -> Result<(), JobError> {
 }
 
 /// The fields of a dead letter as the worker writes them.
-fn dead(
+pub(crate) fn dead(
     env: &TestEnv,
     queue: &str,
     job_id: &str,
@@ -72,7 +72,12 @@ fn dead(
 }
 
 /// XADDs a dead letter by hand; `id` `"*"` lets Redis pick it.
-async fn add(env: &TestEnv, queue: &str, id: &str, fields: Vec<(String, Value)>) -> String {
+pub(crate) async fn add(
+    env: &TestEnv,
+    queue: &str,
+    id: &str,
+    fields: Vec<(String, Value)>,
+) -> String {
     env.raw
         .xadd(env.dlq(queue), false, None, id, fields)
         .await
@@ -546,6 +551,20 @@ async fn replay_copies_the_job_to_its_priority_without_the_dead_letter_fields() 
         async move { dl.replay(&id).await.expect("replay").map(|j| j.to_string()) }
     };
     assert_eq!(replay(high.clone()).await.as_deref(), Some("job-high"));
+    // Its status had expired (here: never existed): it is written whole again.
+    let status = env
+        .client
+        .status_in(q, "job-high")
+        .await
+        .expect("status")
+        .expect("a status after the replay");
+    assert_eq!(status.state, stevedore::JobState::Queued);
+    assert_eq!(
+        (status.job_type.as_str(), status.queue.as_str()),
+        ("t.copy", q)
+    );
+    assert_eq!((status.attempts, status.max_attempts), (0, 3));
+    assert!(status.enqueued_at.is_some());
     assert_eq!(replay(low.clone()).await.as_deref(), Some("job-low"));
     assert_eq!(
         replay(nowhere.clone()).await.as_deref(),
