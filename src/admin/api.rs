@@ -452,13 +452,6 @@ impl FilterParams {
             until: self.until.map(at),
         })
     }
-
-    fn filters_anything(&self) -> bool {
-        self.job_type.is_some()
-            || self.reason.is_some()
-            || self.since.is_some()
-            || self.until.is_some()
-    }
 }
 
 async fn dlq_list(
@@ -471,24 +464,24 @@ async fn dlq_list(
     known(&st, &queue).await?;
     let dlq = st.admin.client().dead_letters(&queue)?;
     let filter = params.filter()?;
-    let page = dlq
-        .list(&DeadLetterQuery {
-            filter: filter.clone(),
-            limit: params.limit.unwrap_or(0),
-            before: params.before.clone(),
-        })
-        .await?;
-    let jobs = &page.jobs;
-    let mut body =
-        json!({ "queue": queue, "total": dlq.count().await?, "jobs": jobs, "next": page.next });
-    if params.filters_anything()
+    let query = DeadLetterQuery {
+        filter: filter.clone(),
+        limit: params.limit.unwrap_or(0),
+        before: params.before.clone(),
+    };
+    let (page, total) = tokio::try_join!(dlq.list(&query), dlq.count())?;
+    let mut body = json!({ "queue": queue, "total": total, "jobs": page.jobs, "next": page.next });
+    if !filter.is_empty()
         && let Some(map) = body.as_object_mut()
     {
-        // How many match the filter, over all pages (a scan: asked for only when filtering).
-        map.insert(
-            "matching".into(),
-            json!(st.admin.count_dead(&queue, &filter).await?),
-        );
+        // How many match the filter, over all pages: the page itself when it is the only
+        // one, else a scan (asked for only when filtering).
+        let matching = if params.before.is_none() && page.next.is_none() {
+            page.jobs.len() as u64
+        } else {
+            st.admin.count_dead(&queue, &filter).await?
+        };
+        map.insert("matching".into(), json!(matching));
     }
     ok(body)
 }

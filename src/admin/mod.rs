@@ -290,9 +290,8 @@ impl Admin {
 
     /// Every known queue (their calls sent together) and the live workers.
     async fn queues_and_workers(&self) -> Result<(Vec<QueueInfo>, Vec<WorkerInfo>)> {
-        let names = self.queue_names().await?;
-        let live = self.live().await?;
-        let paused = self.paused_set().await?;
+        let (names, live, paused) =
+            tokio::try_join!(self.queue_names(), self.live(), self.paused_set())?;
         let queues =
             futures::future::try_join_all(names.iter().map(|n| self.info(n, &live, &paused)))
                 .await?;
@@ -303,19 +302,21 @@ impl Admin {
     /// consumed it.
     pub async fn queue(&self, name: &str) -> Result<QueueInfo> {
         validate_name("queue", name)?;
-        self.ensure_known(name).await?;
-        let live = self.live().await?;
-        let paused = self.paused_set().await?;
+        let ((), live, paused) =
+            tokio::try_join!(self.ensure_known(name), self.live(), self.paused_set())?;
         self.info(name, &live, &paused).await
     }
 
     async fn info(&self, name: &str, live: &[WorkerInfo], paused: &[String]) -> Result<QueueInfo> {
-        let stats = self.client.queue_stats(name).await?;
-        let h: HashMap<String, u64> = self
-            .client
-            .redis()
-            .hgetall(self.client.keys().totals(name))
-            .await?;
+        let totals = async {
+            let h: HashMap<String, u64> = self
+                .client
+                .redis()
+                .hgetall(self.client.keys().totals(name))
+                .await?;
+            Ok::<_, Error>(h)
+        };
+        let (stats, h) = tokio::try_join!(self.client.queue_stats(name), totals)?;
         Ok(QueueInfo {
             name: name.to_string(),
             paused: paused.iter().any(|p| p == name),

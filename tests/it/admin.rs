@@ -516,3 +516,41 @@ async fn redis_down_is_a_503_not_a_hang_or_a_500() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_filtered_dead_letter_list_counts_its_matches_over_all_pages() {
+    let env = TestEnv::start().await;
+    let api = serve(&env.client, AdminConfig::default()).await;
+    let _: () =
+        fred::prelude::SetsInterface::sadd(&env.raw, format!("{}:queues", env.prefix), "mail")
+            .await
+            .expect("sadd");
+    for (n, job_type) in ["adm.one", "adm.two", "adm.one", "adm.one"]
+        .iter()
+        .enumerate()
+    {
+        let fields = crate::dlq::dead(&env, "mail", &format!("j{n}"), job_type, "failed", "normal");
+        crate::dlq::add(&env, "mail", "*", fields).await;
+    }
+    let (_, all) = get(&api, "/api/v1/queues/mail/dlq").await;
+    assert_eq!(all["total"], 4, "{all}");
+    assert!(all.get("matching").is_none(), "no filter, no count: {all}");
+
+    let (_, one_page) = get(&api, "/api/v1/queues/mail/dlq?type=adm.one").await;
+    assert_eq!(one_page["matching"], 3, "{one_page}");
+    assert_eq!(one_page["total"], 4, "{one_page}");
+    assert_eq!(one_page["jobs"].as_array().map(Vec::len), Some(3));
+
+    // A page of one still counts every match, on its later pages too.
+    let (_, first) = get(&api, "/api/v1/queues/mail/dlq?type=adm.one&limit=1").await;
+    assert_eq!(first["matching"], 3, "{first}");
+    assert_eq!(first["jobs"].as_array().map(Vec::len), Some(1));
+    let next = first["next"].as_str().expect("a next page");
+    let (_, second) = get(
+        &api,
+        &format!("/api/v1/queues/mail/dlq?type=adm.one&limit=1&before={next}"),
+    )
+    .await;
+    assert_eq!(second["matching"], 3, "{second}");
+    assert_ne!(second["jobs"][0]["entry_id"], first["jobs"][0]["entry_id"]);
+}
