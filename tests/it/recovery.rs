@@ -18,9 +18,8 @@ async fn beat(_b: Beat, ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_destroyed_consumer_group_is_recreated() {
-    let env = TestEnv::start().await;
+/// A worker running `beat`, once a first job has run on it.
+async fn beating(env: &TestEnv) -> support::Running {
     let running = support::spawn(
         Worker::builder(env.client.clone())
             .handler(beat::handler())
@@ -36,6 +35,13 @@ async fn a_destroyed_consumer_group_is_recreated() {
         support::runs(first.as_str()) == 1
     })
     .await;
+    running
+}
+
+#[tokio::test]
+async fn a_destroyed_consumer_group_is_recreated() {
+    let env = TestEnv::start().await;
+    let running = beating(&env).await;
 
     for p in ["high", "normal", "low"] {
         let destroyed: i64 = env
@@ -154,21 +160,7 @@ async fn a_command_timeout_bounds_calls_to_a_stalled_redis() {
 #[tokio::test]
 async fn jobs_are_enqueued_and_acknowledged_after_the_server_lost_its_scripts() {
     let env = TestEnv::start().await;
-    let running = support::spawn(
-        Worker::builder(env.client.clone())
-            .handler(beat::handler())
-            .build()
-            .expect("worker"),
-    );
-    let first = env
-        .client
-        .enqueue(beat::job(Beat { n: 1 }))
-        .await
-        .expect("enqueue");
-    eventually(Duration::from_secs(10), "first job ran", || async {
-        support::runs(first.as_str()) == 1
-    })
-    .await;
+    let running = beating(&env).await;
 
     // Enqueue, start and acknowledge all run scripts by SHA; each must load them again.
     let _: () = env.raw.script_flush(false).await.expect("script flush");

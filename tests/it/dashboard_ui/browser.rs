@@ -263,28 +263,26 @@ impl Browser {
         }
     }
 
-    /// Replaces the value of the input matching `css` by typing `text`.
-    pub(super) async fn fill(&self, css: &str, text: &str) {
-        let e = self
-            .client()
+    /// The element matching `css`, once it is there (at most [`WAIT`]).
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.client()
             .wait()
             .at_most(WAIT)
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    /// Replaces the value of the input matching `css` by typing `text`.
+    pub(super) async fn fill(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
         e.clear().await.expect("clear");
         e.send_keys(text).await.expect("type");
     }
 
     /// Chooses `value` in the select matching `css`.
     pub(super) async fn select(&self, css: &str, value: &str) {
-        let e = self
-            .client()
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let e = self.element(css).await;
         e.select_by_value(value).await.expect("select");
     }
 
