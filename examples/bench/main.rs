@@ -149,10 +149,16 @@ fn parse_drain_run(s: &str) -> Result<(usize, usize), String> {
     let (c, p) = s
         .split_once('x')
         .ok_or_else(|| format!("{s:?}: expected <concurrency>x<processes>, e.g. 128x1"))?;
-    Ok((
+    let run = (
         c.parse().map_err(|e| format!("{c:?}: {e}"))?,
         p.parse().map_err(|e| format!("{p:?}: {e}"))?,
-    ))
+    );
+    match run {
+        (1 | 16 | 128, 1 | 2) => Ok(run),
+        _ => Err(format!(
+            "{s:?}: the drain runs are 1, 16 or 128 concurrency × 1 or 2 processes"
+        )),
+    }
 }
 
 /// A steady rate is held this long before its samples count.

@@ -223,7 +223,7 @@ pub(crate) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
                 report.figure(
                     "worker_rss_c128",
                     "worker peak RSS, concurrency 128",
-                    "MB",
+                    "MiB",
                     true,
                     [
                         Some(sd.peak_rss_mb()),

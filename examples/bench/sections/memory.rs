@@ -37,7 +37,7 @@ pub(crate) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     report.figure(
         "memory_per_million",
         "Redis memory per 1M waiting jobs",
-        "MB",
+        "MiB",
         true,
         [Some(sd), Some(rw), bl],
     );

@@ -99,7 +99,7 @@ impl Ctx {
                     vec![
                         cursor.clone(),
                         "MATCH".into(),
-                        format!("{}*", self.prefix),
+                        format!("{}[:-]*", self.prefix),
                         "COUNT".into(),
                         "1000".into(),
                     ],
@@ -363,9 +363,9 @@ fn targets(report: &mut Report) {
     }
     if let Some(f) = fig("worker_rss_c128") {
         add(
-            "worker RSS at concurrency 128 ≤ 30 MB",
-            f.stevedore.map_or("–".into(), |v| format!("{v:.1} MB")),
-            f.stevedore.map(|v| v <= 30.0),
+            "worker RSS at concurrency 128 ≤ 30 MB (28.6 MiB)",
+            f.stevedore.map_or("–".into(), |v| format!("{v:.1} MiB")),
+            f.stevedore.map(|mib| mib * 1.048_576 <= 30.0),
         );
     }
 }
