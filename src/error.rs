@@ -39,12 +39,14 @@ pub enum Error {
     InvalidConfig(String),
 
     /// A queue name, job type or key prefix does not match `^[A-Za-z0-9_.-]{1,64}$`
-    /// (prefixes may also contain `:`). Pick a name made of those characters.
-    #[error("invalid {kind} {name:?}: use 1 to 64 characters from A-Z a-z 0-9 _ . -")]
+    /// (prefixes may also contain `:`; a name of dots only, such as `.` or `..`, is
+    /// refused), or a unique key is empty, longer than 256 bytes or holds a control
+    /// character. Pick a name that follows the rule the message quotes.
+    #[error("invalid {kind} {}: {}", excerpt(name), name_rule(kind))]
     InvalidName {
-        /// What the name was for: `queue`, `job type` or `prefix`.
+        /// What the name was for: `queue`, `job type`, `prefix` or `unique key`.
         kind: &'static str,
-        /// The name as given.
+        /// The name as given, cut to its first 64 characters when longer.
         name: String,
     },
 
@@ -107,6 +109,57 @@ impl From<fred::error::Error> for Error {
     }
 }
 
+/// The rule a name of this kind must follow, as error messages quote it.
+fn name_rule(kind: &str) -> &'static str {
+    match kind {
+        "unique key" => "use 1 to 256 bytes without control characters",
+        "prefix" => "use 1 to 64 characters from A-Z a-z 0-9 _ . - :, not only dots",
+        _ => "use 1 to 64 characters from A-Z a-z 0-9 _ . -, not only dots",
+    }
+}
+
+/// Longest excerpt of a user's input that an error message or a log line quotes.
+pub(crate) const EXCERPT_CHARS: usize = 64;
+
+/// `text` as an error message or a log line may quote it: in quotes with control characters
+/// escaped (no forged log lines), and cut to its first [`EXCERPT_CHARS`] characters with its
+/// full length said, so a 10 KB input is not echoed back whole.
+pub(crate) fn excerpt(text: &str) -> String {
+    let mut chars = text.char_indices();
+    match chars.nth(EXCERPT_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes in all)", &text[..end], text.len()),
+    }
+}
+
+/// `text` cut to its first [`EXCERPT_CHARS`] characters (unquoted), to keep in an error.
+pub(crate) fn shorten(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => text[..end].to_string(),
+    }
+}
+
+/// `text` on one line, at most `max` bytes: control characters (line breaks among them)
+/// written as escapes, so text that came from a stream entry cannot forge a log line.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        let before = out.len();
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push_str("...");
+            break;
+        }
+    }
+    out
+}
+
 /// Hides the password of a `redis://user:password@host` URL, for messages and logs.
 ///
 /// ```
@@ -130,7 +183,38 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{Error, excerpt, redact_url};
+
+    #[test]
+    fn excerpts_are_short_and_escaped() {
+        assert_eq!(excerpt("emails"), "\"emails\"");
+        assert_eq!(excerpt("a\nforged line"), "\"a\\nforged line\"");
+        let long = "x".repeat(10_000);
+        let e = excerpt(&long);
+        assert!(e.len() < 100, "{e}");
+        assert!(e.ends_with("... (10000 bytes in all)"), "{e}");
+    }
+
+    #[test]
+    fn one_line_escapes_and_cuts() {
+        assert_eq!(super::one_line("a\nb", 100), "a\\nb");
+        assert_eq!(super::one_line("abcdef", 3), "abc...");
+        assert_eq!(super::one_line("é", 1), "...");
+    }
+
+    #[test]
+    fn name_errors_quote_the_rule_of_their_kind() {
+        let e = Error::InvalidName {
+            kind: "unique key",
+            name: String::new(),
+        };
+        assert!(e.to_string().contains("1 to 256 bytes"), "{e}");
+        let e = Error::InvalidName {
+            kind: "queue",
+            name: "a b".into(),
+        };
+        assert!(e.to_string().contains("1 to 64 characters"), "{e}");
+    }
 
     #[test]
     fn passwords_never_survive_redaction() {

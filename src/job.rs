@@ -31,11 +31,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub(crate) const MAX_PAYLOAD_DEPTH: usize = 128;
 
 /// Checks a queue name, job type or prefix against `^[A-Za-z0-9_.-]{1,64}$` (prefixes may
-/// also contain `:`), so no name can break out of its keys, hash slot or metric label.
+/// also contain `:`), so no name can break out of its keys, hash slot or metric label. A
+/// name of dots only (`.`, `..`) is refused too: in a URL path it means a directory.
 pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     let extra_colon = kind == "prefix";
     let ok = !name.is_empty()
         && name.len() <= 64
+        && name.bytes().any(|b| b != b'.')
         && name.bytes().all(|b| {
             b.is_ascii_alphanumeric()
                 || matches!(b, b'_' | b'.' | b'-')
@@ -46,8 +48,52 @@ pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     } else {
         Err(Error::InvalidName {
             kind,
-            name: name.to_string(),
+            name: crate::error::shorten(name),
         })
+    }
+}
+
+/// Longest delay, unique key TTL, attempt timeout or retry delay a job may carry: 100
+/// years. Longer ones are refused at enqueue ([`Error::InvalidInput`]) rather than wrapped
+/// round into the past, and a handler's longer retry delay is cut to this.
+pub const MAX_JOB_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Refuses a duration over [`MAX_JOB_DURATION`]; `what` names the option.
+pub(crate) fn check_duration(what: &str, d: Duration) -> Result<()> {
+    if d > MAX_JOB_DURATION {
+        return Err(Error::InvalidInput(format!(
+            "{what} of {} is longer than the longest allowed, 100 years",
+            humantime::format_duration(Duration::from_secs(d.as_secs()))
+        )));
+    }
+    Ok(())
+}
+
+/// `d` in whole milliseconds, at most [`MAX_JOB_DURATION`]'s: for durations that come from
+/// code (a retry delay) rather than from a caller who can be told.
+pub(crate) fn clamped_ms(d: Duration) -> u64 {
+    d.min(MAX_JOB_DURATION).as_millis() as u64
+}
+
+/// Longest job id a worker accepts in an entry; a stevedore id (a UUID) has 36 characters.
+pub const MAX_JOB_ID_LEN: usize = 128;
+
+/// Checks a job id read from an entry: 1 to [`MAX_JOB_ID_LEN`] characters from
+/// `A-Z a-z 0-9 _ . : -`, so a hand-written entry cannot make a huge status key or put a
+/// line break into a log.
+pub(crate) fn validate_job_id(id: &str) -> std::result::Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_JOB_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "field `id` {} is not a job id: use 1 to {MAX_JOB_ID_LEN} characters from A-Z a-z 0-9 _ . : -",
+            crate::error::excerpt(id)
+        ))
     }
 }
 
@@ -115,7 +161,8 @@ impl HandlerOptions {
         self
     }
 
-    /// Attempts before a failing job is dead-lettered (at least 1).
+    /// Attempts before a failing job is dead-lettered (at least 1: 0 counts as 1). Jobs
+    /// enqueued without their own `max_attempts` get this, whoever enqueued them.
     pub const fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = Some(if n == 0 { 1 } else { n });
         self
@@ -185,7 +232,9 @@ macro_rules! job_option_setters {
             self
         }
 
-        /// Attempts before the job is dead-lettered (at least 1).
+        /// Attempts before the job is dead-lettered (at least 1: 0 counts as 1). Without
+        /// it, the job gets its handler's `max_attempts` (5 when the handler sets none),
+        /// decided by the worker that runs it.
         pub fn max_attempts(mut self, n: u32) -> Self {
             self.options.max_attempts = Some(n.max(1));
             self
@@ -395,13 +444,28 @@ fn prepare(
     let queue = options.queue.unwrap_or_else(|| default_queue.to_string());
     validate_name("queue", &queue)?;
     validate_name("job type", job_type)?;
+    // 0 on the wire: not set here, so the worker applies the handler's (see `Envelope`).
     let max_attempts = options
         .max_attempts
-        .unwrap_or_else(|| defaults.effective_max_attempts());
+        .or(defaults.max_attempts)
+        .unwrap_or(UNSET_MAX_ATTEMPTS);
+    if let Some(t) = options.timeout {
+        check_duration("timeout", t)?;
+    }
+    match options.schedule {
+        Some(Schedule::In(d)) => check_duration("delay", d)?,
+        Some(Schedule::At(t)) => {
+            if let Ok(ahead) = t.duration_since(SystemTime::now()) {
+                check_duration("run_at (from now)", ahead)?;
+            }
+        }
+        None => {}
+    }
     let traceparent = match options.traceparent {
         Some(tp) if !crate::trace_context::is_valid(&tp) => {
             return Err(Error::InvalidConfig(format!(
-                "traceparent {tp:?} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"
+                "traceparent {} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+                crate::error::excerpt(&tp)
             )));
         }
         Some(tp) => Some(tp),
@@ -413,12 +477,16 @@ fn prepare(
             if key.is_empty() || key.len() > MAX_UNIQUE_KEY || key.chars().any(char::is_control) {
                 return Err(Error::InvalidName {
                     kind: "unique key",
-                    name: key,
+                    name: crate::error::shorten(&key),
                 });
             }
+            check_duration("unique ttl", ttl)?;
             Some((key, ttl))
         }
-        Some((UniqueBy::Payload, ttl)) => Some((payload_digest(job_type, &payload), ttl)),
+        Some((UniqueBy::Payload, ttl)) => {
+            check_duration("unique ttl", ttl)?;
+            Some((payload_digest(job_type, &payload), ttl))
+        }
     };
     Ok(PreparedJob {
         queue,
@@ -469,12 +537,18 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// `max_attempts` in an entry when the enqueuer set none: the worker running the job
+/// applies its handler's (or [`DEFAULT_MAX_ATTEMPTS`] for a type it has no handler for).
+pub(crate) const UNSET_MAX_ATTEMPTS: u32 = 0;
+
 /// What one ready-stream entry holds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Envelope {
     pub(crate) id: String,
     pub(crate) job_type: String,
     pub(crate) attempt: u32,
+    /// [`UNSET_MAX_ATTEMPTS`] until a worker resolves it with
+    /// [`resolve_max_attempts`](Self::resolve_max_attempts).
     pub(crate) max_attempts: u32,
     pub(crate) enqueued_at: u64,
     pub(crate) timeout: Option<Duration>,
@@ -484,6 +558,13 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
+    /// Settles an unset `max_attempts` on `limit` (the handler's, or the default).
+    pub(crate) fn resolve_max_attempts(&mut self, limit: u32) {
+        if self.max_attempts == UNSET_MAX_ATTEMPTS {
+            self.max_attempts = limit.max(1);
+        }
+    }
+
     /// The entry's fields, text first and `payload` last, as XADD takes them.
     pub(crate) fn to_fields(&self) -> Vec<(&'static str, Value)> {
         let mut f: Vec<(&'static str, Value)> = Vec::with_capacity(9);
@@ -493,7 +574,7 @@ impl Envelope {
         f.push(("max_attempts", Value::from(i64::from(self.max_attempts))));
         f.push(("enqueued_at", Value::from(self.enqueued_at as i64)));
         if let Some(t) = self.timeout {
-            f.push(("timeout", Value::from(t.as_millis() as i64)));
+            f.push(("timeout", Value::from(clamped_ms(t) as i64)));
         }
         if let Some(u) = &self.unique {
             f.push(("unique", Value::from(u.as_str())));
@@ -528,6 +609,7 @@ impl Envelope {
         let optional = |name: &str| fields.get(name).is_some();
 
         let id = text("id")?;
+        validate_job_id(&id)?;
         let job_type = text("type")?;
         validate_name("job type", &job_type).map_err(|e| e.to_string())?;
         let attempt =
@@ -637,6 +719,64 @@ mod tests {
     }
 
     #[test]
+    fn hostile_job_ids_are_refused_on_read() {
+        let env = sample();
+        let huge = "x".repeat(1_000_000);
+        for bad in ["", "a\nforged log line", "a b", "{q}", huge.as_str()] {
+            let f = with_field(&env, "id", Some(Value::from(bad)));
+            let err = Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT)
+                .err()
+                .unwrap_or_default();
+            assert!(err.starts_with("field `id`"), "{bad:.20?}: {err}");
+            assert!(err.len() < 300 && !err.contains('\n'), "{err}");
+        }
+        let f = with_field(&env, "id", Some(Value::from("order-17:retry.2_x")));
+        assert!(Envelope::from_fields(&f, DEFAULT_PAYLOAD_LIMIT).is_ok());
+    }
+
+    #[test]
+    fn durations_past_a_century_are_refused_not_wrapped() {
+        let century = MAX_JOB_DURATION;
+        let too_long = century + Duration::from_secs(1);
+        let job = || RawJob::new("a.b", "q", &1);
+        let refused = |j: RawJob| match j.prepare() {
+            Err(Error::InvalidInput(m)) => m,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        };
+        assert!(refused(job().expect("job").delay(too_long)).contains("delay"));
+        let far = SystemTime::now() + century + Duration::from_secs(3600);
+        assert!(refused(job().expect("job").run_at(far)).contains("run_at"));
+        assert!(refused(job().expect("job").timeout(too_long)).contains("timeout"));
+        assert!(refused(job().expect("job").unique("k", too_long)).contains("unique ttl"));
+        assert!(refused(job().expect("job").unique_by_payload(too_long)).contains("unique ttl"));
+        // 1,000,000,000 years, as a user typed it: refused, not wrapped to "now".
+        let huge = humantime::parse_duration("1000000000y").expect("parses");
+        assert!(refused(job().expect("job").delay(huge)).contains("100 years"));
+        assert!(job().expect("job").delay(century).prepare().is_ok());
+        assert_eq!(clamped_ms(Duration::MAX), century.as_millis() as u64);
+    }
+
+    #[test]
+    fn unset_max_attempts_is_left_to_the_worker() {
+        let raw = RawJob::new("a.b", "q", &1)
+            .expect("job")
+            .prepare()
+            .expect("prepared");
+        assert_eq!(raw.envelope.max_attempts, UNSET_MAX_ATTEMPTS);
+        let set = RawJob::new("a.b", "q", &1)
+            .expect("job")
+            .max_attempts(2)
+            .prepare()
+            .expect("prepared");
+        assert_eq!(set.envelope.max_attempts, 2);
+        let mut env = raw.envelope;
+        env.resolve_max_attempts(3);
+        assert_eq!(env.max_attempts, 3);
+        env.resolve_max_attempts(9);
+        assert_eq!(env.max_attempts, 3, "a set value is kept");
+    }
+
+    #[test]
     fn oversized_payloads_are_refused_on_read() {
         let env = sample();
         let err = Envelope::from_fields(&fields_of(&env), 3)
@@ -651,10 +791,27 @@ mod tests {
             assert!(validate_name("queue", ok).is_ok(), "{ok}");
         }
         let long = "x".repeat(65);
-        for bad in ["", "a b", "a{b}", "a:b", "é", long.as_str(), "a\nb"] {
+        for bad in [
+            "",
+            "a b",
+            "a{b}",
+            "a:b",
+            "é",
+            long.as_str(),
+            "a\nb",
+            ".",
+            "..",
+            "...",
+        ] {
             assert!(validate_name("queue", bad).is_err(), "{bad:?}");
         }
         assert!(validate_name("prefix", "app:stevedore").is_ok());
+        assert!(validate_name("queue", ".hidden").is_ok());
+        assert!(validate_name("prefix", "..").is_err());
+        let e = validate_name("queue", &"é".repeat(5000))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.as_ref().is_some_and(|e| e.len() < 300), "{e:?}");
     }
 
     #[test]

@@ -58,7 +58,8 @@ impl FromStr for Priority {
             "normal" => Ok(Priority::Normal),
             "low" => Ok(Priority::Low),
             other => Err(crate::Error::InvalidConfig(format!(
-                "unknown priority {other:?}: use high, normal or low"
+                "unknown priority {}: use high, normal or low",
+                crate::error::excerpt(other)
             ))),
         }
     }

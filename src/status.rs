@@ -90,7 +90,9 @@ pub struct JobStatus {
     pub queue: String,
     /// Attempts started so far.
     pub attempts: u32,
-    /// Attempts it gets.
+    /// Attempts it gets. `0` while it waits for its first attempt when the enqueuer left it
+    /// to the handler (a raw job, the CLI, the HTTP API without `max_attempts`): the worker
+    /// that starts it writes the handler's setting.
     pub max_attempts: u32,
     /// When it was enqueued.
     pub enqueued_at: Option<SystemTime>,

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use stevedore::DeadReason;
 
+use crate::failure::Usage;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "stevedore",
@@ -110,13 +112,18 @@ pub(crate) struct EnqueueArgs {
     /// The payload as JSON; the worker receives it as the MessagePack its handler decodes.
     #[arg(long, short, value_name = "JSON", default_value = "{}", value_parser = json)]
     pub(crate) payload: serde_json::Value,
+    /// Read the JSON payload from this file instead (`-` for standard input), for payloads
+    /// too large for a command line.
+    #[arg(long, value_name = "PATH", conflicts_with = "payload")]
+    pub(crate) payload_file: Option<std::path::PathBuf>,
     /// The priority stream it goes to.
     #[arg(long, value_enum)]
     pub(crate) priority: Option<PriorityArg>,
     /// Run no sooner than this long from now, e.g. 30s, 5m, 1h30m.
     #[arg(long, value_name = "DURATION", value_parser = duration_text)]
     pub(crate) delay: Option<String>,
-    /// Attempts before the job is dead-lettered (default 5).
+    /// Attempts before the job is dead-lettered (default: the handler's setting, 5 when it
+    /// has none).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_attempts: Option<u32>,
     /// A unique key: another job with this key on the queue is not enqueued while the key
@@ -135,8 +142,11 @@ impl EnqueueArgs {
     /// The job, checked and encoded as the admin layer does a JSON job, so nothing
     /// connects for a job that is refused.
     pub(crate) fn job(&self) -> anyhow::Result<stevedore::RawJob> {
-        let mut job =
-            stevedore::admin::JsonJob::new(&self.job_type, &self.queue, self.payload.clone());
+        let payload = match &self.payload_file {
+            Some(path) => read_payload(path)?,
+            None => self.payload.clone(),
+        };
+        let mut job = stevedore::admin::JsonJob::new(&self.job_type, &self.queue, payload);
         job.priority = self.priority.map(|p| p.as_str().to_string());
         job.delay.clone_from(&self.delay);
         job.max_attempts = self.max_attempts;
@@ -292,6 +302,37 @@ pub(crate) struct ServeArgs {
     /// pause, replay and purge).
     #[arg(long)]
     pub(crate) allow_no_token: bool,
+}
+
+/// Largest payload file read: JSON text is bigger than the MessagePack it becomes, which
+/// the payload limit (1 MiB by default) then checks.
+const MAX_PAYLOAD_FILE: u64 = 64 * 1024 * 1024;
+
+/// Reads a JSON payload from `path`, or from standard input for `-`.
+fn read_payload(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    use std::io::Read;
+    let shown = path.display();
+    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(path).map_err(|e| Usage(format!("--payload-file {shown}: {e}")))?,
+        )
+    };
+    let mut text = Vec::new();
+    reader
+        .take(MAX_PAYLOAD_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| Usage(format!("--payload-file {shown}: {e}")))?;
+    if text.len() as u64 > MAX_PAYLOAD_FILE {
+        return Err(Usage(format!(
+            "--payload-file {shown}: larger than {} MiB",
+            MAX_PAYLOAD_FILE / 1024 / 1024
+        ))
+        .into());
+    }
+    serde_json::from_slice(&text)
+        .map_err(|e| Usage(format!("--payload-file {shown}: not JSON: {e}")).into())
 }
 
 fn json(s: &str) -> Result<serde_json::Value, String> {

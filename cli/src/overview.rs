@@ -120,7 +120,14 @@ pub(crate) async fn job(client: &Client, g: &Global, id: &str) -> anyhow::Result
         ("state", s.state.to_string()),
         ("type", s.job_type.clone()),
         ("queue", s.queue.clone()),
-        ("attempts", format!("{} of {}", s.attempts, s.max_attempts)),
+        (
+            "attempts",
+            if s.max_attempts == 0 {
+                format!("{} of the handler's limit", s.attempts)
+            } else {
+                format!("{} of {}", s.attempts, s.max_attempts)
+            },
+        ),
         ("enqueued at", output::time(s.enqueued_at)),
         ("started at", output::time(s.started_at)),
         ("finished at", output::time(s.finished_at)),

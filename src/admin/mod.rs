@@ -179,7 +179,7 @@ pub struct JsonJob {
     /// Run no sooner than this long from now: `"30s"`, `"5m"`, `"1h 30m"`.
     #[serde(default)]
     pub delay: Option<String>,
-    /// Attempts before the DLQ (default 5).
+    /// Attempts before the DLQ (default: the handler's `max_attempts`, 5 when it sets none).
     #[serde(default)]
     pub max_attempts: Option<u32>,
     /// A unique key: a second job with the same key within `unique_ttl` is not enqueued.
@@ -219,7 +219,10 @@ impl JsonJob {
         let mut job = RawJob::new(&self.job_type, &self.queue, &self.payload)?;
         if let Some(p) = &self.priority {
             let p: Priority = p.parse().map_err(|_| {
-                Error::InvalidInput(format!("priority {p:?}: use high, normal or low"))
+                Error::InvalidInput(format!(
+                    "priority {}: use high, normal or low",
+                    crate::error::excerpt(p)
+                ))
             })?;
             job = job.priority(p);
         }
@@ -251,8 +254,14 @@ impl JsonJob {
 }
 
 fn parse_duration(field: &str, s: &str) -> Result<Duration> {
-    humantime::parse_duration(s)
-        .map_err(|e| Error::InvalidInput(format!("{field} {s:?}: {e} (e.g. \"30s\", \"5m\")")))
+    let d = humantime::parse_duration(s).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{field} {}: {e} (e.g. \"30s\", \"5m\")",
+            crate::error::excerpt(s)
+        ))
+    })?;
+    crate::job::check_duration(field, d)?;
+    Ok(d)
 }
 
 /// What [`Admin::enqueue_json`] did.

@@ -104,7 +104,8 @@ pub struct DeadJob {
     pub error: String,
     /// The attempt it died on (`attempt`).
     pub attempts: Option<u32>,
-    /// Its attempt budget (`max_attempts`).
+    /// Its attempt budget (`max_attempts`), as the enqueuer set it; `None` when the enqueuer
+    /// left it to the handler (`0` in the entry).
     pub max_attempts: Option<u32>,
     /// How often Redis delivered its last entry (`deliveries`).
     pub deliveries: Option<u64>,
@@ -234,7 +235,8 @@ impl DeadJob {
             }
             "error" => self.error = t,
             "attempt" => self.attempts = t.parse().ok(),
-            "max_attempts" => self.max_attempts = t.parse().ok(),
+            // 0: the enqueuer left it to the handler.
+            "max_attempts" => self.max_attempts = t.parse().ok().filter(|&n: &u32| n > 0),
             "deliveries" => self.deliveries = t.parse().ok(),
             "failed_at" => {
                 if let Some(at) = t.parse().ok().and_then(time_of_ms) {

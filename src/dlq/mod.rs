@@ -171,7 +171,8 @@ impl DeadLetters {
         let cursor = match &query.before {
             Some(c) => Some(StreamId::parse(c).ok_or_else(|| {
                 Error::InvalidConfig(format!(
-                    "dead-letter page cursor {c:?} is not a stream entry id"
+                    "dead-letter page cursor {} is not a stream entry id",
+                    crate::error::excerpt(c)
                 ))
             })?),
             None => None,

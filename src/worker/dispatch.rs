@@ -86,13 +86,17 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
     let Some(fields) = d.fields.as_ref() else {
         return Prepared::Deleted(d);
     };
-    let env = match Envelope::from_fields(fields, rt.client.payload_limit()) {
+    let mut env = match Envelope::from_fields(fields, rt.client.payload_limit()) {
         Ok(env) => env,
         Err(why) => return Prepared::BadEntry(d, why),
     };
     let Some(handler) = rt.registry.get(&env.job_type).cloned() else {
+        env.resolve_max_attempts(crate::job::DEFAULT_MAX_ATTEMPTS);
         return Prepared::UnknownType(d, env);
     };
+    // A job enqueued without `max_attempts` (a raw job, the CLI, the HTTP API) follows its
+    // handler's setting.
+    env.resolve_max_attempts(handler.options().effective_max_attempts());
     let ctx = JobContext::new(
         ContextFacts {
             id: &env.id,
@@ -125,7 +129,12 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
             }))
         }
         Err(UndecodablePayload(why)) => {
-            let why = format!("payload does not decode for {:?}: {why}", env.job_type);
+            // The decoder's message may quote the payload: one line, and short.
+            let why = format!(
+                "payload does not decode for {:?}: {}",
+                env.job_type,
+                crate::error::one_line(&why, 512)
+            );
             Prepared::BadPayload(d, env, why)
         }
     }
@@ -175,7 +184,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemap
                 .await;
         }
         Prepared::BadEntry(d, why) => {
-            tracing::debug!(queue = %d.queue, entry = %d.entry_id, error = %why, "malformed entry");
+            tracing::debug!(queue = %d.queue, entry = %d.entry_id, error = why.as_str(), "malformed entry");
             if Box::pin(dead_letter(&rt, &d, None, DeadReason::BadEntry, &why)).await {
                 let event = DeadJobEvent {
                     job_id: None,
@@ -444,7 +453,7 @@ async fn retry_later(
         GROUP.into(),
         rt.consumer.as_str().into(),
         d.entry_id.as_str().into(),
-        Value::from(delay.as_millis() as i64),
+        Value::from(crate::job::clamped_ms(delay) as i64),
         d.priority.as_str().into(),
         rt.client.keys().wake(&d.queue).into(),
         Value::from(rt.client.status_retention_ms() as i64),

@@ -113,9 +113,13 @@ async fn sweep(
                 for (entry, job_id, job_type) in &page.poisoned {
                     let known = rt.registry.get(job_type).is_some();
                     let error = format!("delivered {} times without finishing", rt.max_deliveries);
+                    // Read from the entry by the script, unchecked: only well-formed ones
+                    // reach logs and observers.
                     let event = DeadJobEvent {
-                        job_id: Some(job_id.as_str()).filter(|s| !s.is_empty()),
-                        job_type: Some(job_type.as_str()).filter(|s| !s.is_empty()),
+                        job_id: Some(job_id.as_str())
+                            .filter(|s| crate::job::validate_job_id(s).is_ok()),
+                        job_type: Some(job_type.as_str())
+                            .filter(|s| crate::job::validate_name("job type", s).is_ok()),
                         known_type: known,
                         queue,
                         priority,

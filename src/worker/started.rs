@@ -97,10 +97,11 @@ async fn record(rt: &Runtime, attempts: &[(&str, &Envelope)]) {
     let now = Value::from(crate::job::now_ms() as i64);
     for chunk in attempts.chunks(SCRIPT_BATCH) {
         let mut keys = Vec::with_capacity(chunk.len());
-        let mut args = Vec::with_capacity(2 * chunk.len());
+        let mut args = Vec::with_capacity(3 * chunk.len());
         for (key, env) in chunk {
             keys.push(key.to_string());
             args.push(Value::from(i64::from(env.attempt)));
+            args.push(Value::from(i64::from(env.max_attempts)));
             args.push(now.clone());
         }
         let r: Result<Value, Error> =

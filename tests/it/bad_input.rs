@@ -227,3 +227,75 @@ async fn a_hand_written_entry_cannot_spoof_dead_letter_fields() {
     assert_eq!(origins, 1);
     running.shutdown().await.expect("clean shutdown");
 }
+
+/// An entry's `id` becomes a status key and a log field: a huge id or one with a line break
+/// is dead-lettered as `bad_entry` with a short, one-line error, and writes no status.
+#[tokio::test]
+async fn hostile_job_ids_are_dead_lettered_without_a_status() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(order::handler())
+            .build()
+            .expect("worker"),
+    );
+    let payload = rmp_serde::to_vec_named(&Order {
+        id: 1,
+        items: vec![],
+    })
+    .unwrap_or_default();
+    let huge = "i".repeat(1024 * 1024);
+    for id in [
+        huge.as_str(),
+        "x\n2026-12-04T00:00:00Z  INFO forged line",
+        "",
+    ] {
+        let _: String = env
+            .raw
+            .xadd(
+                env.stream("shop", "normal"),
+                false,
+                None,
+                "*",
+                entry(id, "shop.order", payload.clone()),
+            )
+            .await
+            .expect("xadd");
+    }
+    let good = env
+        .client
+        .enqueue(order::job(Order {
+            id: 2,
+            items: vec![],
+        }))
+        .await
+        .expect("enqueue");
+    eventually(Duration::from_secs(10), "three dead letters", || async {
+        env.xlen(&env.dlq("shop")).await == 3
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the good job ran", || async {
+        support::runs(good.as_str()) == 1
+    })
+    .await;
+    for d in env.dead_letters("shop").await {
+        assert_eq!(d.get("reason").map(String::as_str), Some("bad_entry"));
+        let error = d.get("error").cloned().unwrap_or_default();
+        assert!(error.starts_with("field `id`"), "{error:.200}");
+        assert!(error.len() < 300 && !error.contains('\n'), "{error:.400}");
+    }
+    // The only status written is the good job's.
+    let statuses: Vec<String> = env
+        .raw
+        .custom(
+            fred::cmd!("KEYS"),
+            vec![format!("{}:{{shop}}:job:*", env.prefix)],
+        )
+        .await
+        .expect("keys");
+    assert_eq!(
+        statuses,
+        vec![format!("{}:{{shop}}:job:{good}", env.prefix)]
+    );
+    running.shutdown().await.expect("the worker survived");
+}

@@ -222,3 +222,65 @@ async fn a_panicking_payload_decoder_fails_its_attempts_and_the_worker_runs_on()
         "{d:?}"
     );
 }
+
+/// A job enqueued without `max_attempts` (a raw job, the HTTP API's JSON job, the CLI)
+/// gets its handler's, not the library's default of 5; one that sets it keeps its own.
+#[tokio::test]
+async fn jobs_without_max_attempts_follow_their_handler() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .retry_policy(RetryPolicy::fixed(Duration::from_millis(10)))
+            .handler(always_fails::handler())
+            .build()
+            .expect("worker"),
+    );
+    let work = Work { label: "x".into() };
+    let raw = stevedore::RawJob::new("fail.always", "fail", &work).expect("raw job");
+    let unset = env.client.enqueue(raw.clone()).await.expect("enqueue");
+    // Before it runs, the status says the budget is the handler's to decide (0).
+    let queued = env.client.status(unset.as_str()).await.expect("status");
+    assert!(queued.is_some_and(|s| s.max_attempts == 0 || s.attempts > 0));
+    let json = env
+        .client
+        .admin()
+        .enqueue_json(stevedore::admin::JsonJob::new(
+            "fail.always",
+            "fail",
+            serde_json::json!({"label": "y"}),
+        ))
+        .await
+        .expect("json enqueue")
+        .id;
+    let typed = env
+        .client
+        .enqueue(always_fails::job(work.clone()))
+        .await
+        .expect("enqueue");
+    let own = env
+        .client
+        .enqueue(raw.max_attempts(2))
+        .await
+        .expect("enqueue");
+
+    for (id, attempts) in [(&unset, 3), (&json, 3), (&typed, 3), (&own, 2)] {
+        let status = env
+            .client
+            .wait_for(id.as_str(), Duration::from_secs(10))
+            .await
+            .expect("status")
+            .expect("a final status");
+        assert_eq!(status.state, stevedore::JobState::Dead, "{id}");
+        assert_eq!(
+            (status.attempts, status.max_attempts),
+            (attempts, attempts),
+            "{id}"
+        );
+        assert_eq!(
+            support::values::<u32>(id.as_str()),
+            (1..=attempts).collect::<Vec<_>>(),
+            "{id}: attempts run"
+        );
+    }
+    running.shutdown().await.expect("clean shutdown");
+}

@@ -98,3 +98,117 @@ async fn bad_input_fails_with_one_line_and_changes_nothing() {
     env.fails(&["--json", "pause", "nowhere"], 1, "unknown queue")
         .await;
 }
+
+/// A payload too large for a command line comes from a file or standard input; a missing
+/// file, a clash with `--payload`, or a delay that would wrap round are usage errors.
+#[tokio::test]
+async fn payloads_come_from_a_file_or_stdin() {
+    use tokio::io::AsyncWriteExt;
+
+    let env = Env::start().await;
+    let dir = std::env::temp_dir().join(format!("stevedore-cli-{}", crate::support::nanos()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("payload.json");
+    let big = "x".repeat(600_000);
+    std::fs::write(&file, serde_json::json!({ "text": big }).to_string()).expect("write");
+    let path = file.to_str().expect("utf-8 path");
+
+    let id = env
+        .ok(&["enqueue", "file.job", "-q", "files", "--payload-file", path])
+        .await;
+    assert_eq!(id.trim().len(), 36, "{id}");
+
+    let mut child = env
+        .command(&["enqueue", "file.job", "-q", "files", "--payload-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(br#"{"from": "stdin"}"#)
+        .await
+        .expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // Both payloads reached the stream whole, as MessagePack.
+    let raw = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&env.url).expect("url"),
+    )
+    .build()
+    .expect("client");
+    fred::prelude::ClientLike::init(&raw)
+        .await
+        .expect("connects");
+    let entries: Vec<(
+        String,
+        std::collections::HashMap<String, fred::types::Value>,
+    )> = fred::prelude::StreamsInterface::xrange(
+        &raw,
+        format!("{}:{{files}}:normal", env.prefix),
+        "-",
+        "+",
+        None,
+    )
+    .await
+    .expect("xrange");
+    let payloads: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(_, f)| {
+            let bytes = f
+                .get("payload")
+                .and_then(|v| v.as_bytes())
+                .expect("payload");
+            rmp_serde::from_slice(bytes).expect("msgpack")
+        })
+        .collect();
+    assert_eq!(payloads.len(), 2);
+    assert_eq!(payloads[0]["text"].as_str().map(str::len), Some(600_000));
+    assert_eq!(payloads[1], serde_json::json!({"from": "stdin"}));
+
+    let missing = dir.join("nope.json");
+    let missing = missing.to_str().expect("utf-8 path");
+    env.fails(
+        &["enqueue", "file.job", "--payload-file", missing],
+        2,
+        "--payload-file",
+    )
+    .await;
+    env.fails(
+        &[
+            "enqueue",
+            "file.job",
+            "--payload",
+            "{}",
+            "--payload-file",
+            path,
+        ],
+        2,
+        "--payload-file",
+    )
+    .await;
+    env.fails(
+        &["enqueue", "file.job", "--delay", "1000000000y"],
+        2,
+        "100 years",
+    )
+    .await;
+    env.fails(
+        &[
+            "enqueue",
+            "file.job",
+            "--unique",
+            "k",
+            "--unique-ttl",
+            "1000000000y",
+        ],
+        2,
+        "100 years",
+    )
+    .await;
+    env.fails(&["enqueue", "file.job", "-q", ".."], 2, "invalid queue")
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
