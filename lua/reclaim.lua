@@ -2,11 +2,14 @@
 -- and whose owner is no longer alive, and dead-letters those delivered too often (poison).
 --
 -- KEYS[1] ready stream  KEYS[2] dead-letter stream
--- ARGV[1] group  ARGV[2] this janitor's consumer  ARGV[3] lease (ms)
+-- ARGV[1] group  ARGV[2] this janitor's consumer  ARGV[3] lease (ms): entries idle for
+--         less are left alone (0 for the entries a stopping worker handed back)
 -- ARGV[4] max deliveries  ARGV[5] page size  ARGV[6] scan start ('-' or '(' .. last id)
 -- ARGV[7] the queue's status key prefix (`<prefix>:{<queue>}:job:`): an existing status
 --         hash of a poison job is marked dead
--- ARGV[8..] other consumers that are alive (heartbeat younger than the lease, on Redis'
+-- ARGV[8] only entries of this consumer ('' for any): a stopped worker that handed its
+--         entries back, whose entries are taken without waiting for the lease
+-- ARGV[9..] other consumers that are alive (heartbeat younger than the lease, on Redis'
 --           clock, read by the caller from the workers set, which lives in another slot)
 --
 -- Entries of live owners are left alone even when their idle time passed the lease: they
@@ -23,10 +26,15 @@
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local lease = tonumber(ARGV[3])
-local page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]))
+local page
+if ARGV[8] == '' then
+  page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]))
+else
+  page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]), ARGV[8])
+end
 local claimed, poisoned, deleted, mine = {}, {}, {}, {}
 local alive = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   alive[ARGV[i]] = true
 end
 for _, p in ipairs(page) do

@@ -24,6 +24,10 @@ use crate::{Error, Result};
 /// How long a job's status is kept after its last change unless set otherwise.
 pub const DEFAULT_STATUS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a command may go unanswered before it fails with [`Error::Connection`], unless
+/// set otherwise with [`ClientBuilder::command_timeout`].
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Jobs sent per round trip by [`Client::enqueue_bulk`].
 const BULK_BATCH: usize = 1000;
 
@@ -110,10 +114,13 @@ impl ClientBuilder {
         self
     }
 
-    /// Fails a command of this client (enqueue, status, admin calls) with
-    /// [`Error::Connection`] when Redis has not answered it within `timeout` (default: no
-    /// deadline; commands wait for a reconnect). Workers' blocking reads are not affected.
-    /// A timed-out enqueue may still have been written.
+    /// Fails a command of this client and of its workers (enqueue, status, admin calls,
+    /// acknowledgements, retries, lease renewals) with [`Error::Connection`] when Redis has
+    /// not answered it within `timeout` (default [`DEFAULT_COMMAND_TIMEOUT`], 10 s), so a
+    /// worker cut off from Redis logs and counts its errors instead of waiting in silence.
+    /// `Duration::ZERO` waits without a deadline (for a reconnect, however long it takes).
+    /// Workers' blocking reads have a deadline of their own. A timed-out enqueue may still
+    /// have been written: use a unique key to retry it safely.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = Some(timeout);
         self
@@ -140,10 +147,8 @@ impl ClientBuilder {
         if self.pool_size == 0 {
             return Err(Error::InvalidConfig("pool_size must be at least 1".into()));
         }
-        let mut connector = Connector::from_url(&self.url)?;
-        if let Some(t) = self.command_timeout {
-            connector = connector.with_command_timeout(t);
-        }
+        let connector = Connector::from_url(&self.url)?
+            .with_command_timeout(self.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT));
         let pool = connector.pool(self.pool_size).await?;
         Ok(Client {
             inner: Arc::new(Inner {

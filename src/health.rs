@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fred::prelude::ClientLike as _;
+use fred::prelude::{ClientLike as _, KeysInterface as _};
+use fred::types::{Expiration, SetOptions};
 use serde::Serialize;
 
 use crate::{Client, Error, Result};
@@ -72,10 +73,18 @@ impl ConsumeState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Readiness {
-    /// True when the worker runs, every queue's consume loop is reading, and Redis answers.
+    /// True when the worker runs, every queue's consume loop is reading, and Redis answers
+    /// and accepts writes.
     pub ready: bool,
     /// Whether Redis answered a PING within [`PING_TIMEOUT`].
     pub redis: bool,
+    /// Whether Redis accepted a small write (`SET <prefix>:health`, expiring in 10 s)
+    /// within [`PING_TIMEOUT`]: false when it refuses writes (out of memory at `maxmemory`,
+    /// a read-only replica, a cluster that is down) though it still answers.
+    pub redis_writable: bool,
+    /// Why Redis is not ready, as Redis or the connection said it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_error: Option<String>,
     /// Whether the worker runs (started and not stopping). Always true for a client-only
     /// health handle.
     pub running: bool,
@@ -115,15 +124,51 @@ impl Health {
         }
     }
 
-    /// Whether the worker runs, its consume loops all read, and Redis answers (a
-    /// client-only handle only checks Redis). A lost connection can stay invisible to a
-    /// loop blocked in a read for a while; the PING makes it visible at once.
+    /// Whether the worker runs, its consume loops all read, and Redis answers and accepts
+    /// a write (a client-only handle only checks Redis). A lost connection can stay
+    /// invisible to a loop blocked in a read for a while; the PING makes it visible at
+    /// once, and the write shows a server that answers but refuses jobs.
     pub async fn readiness(&self) -> Readiness {
-        let redis = self.ping().await.is_ok();
         let mut r = self.consuming();
-        r.redis = redis;
-        r.ready &= redis;
+        match self.ping().await {
+            Ok(_) => {
+                r.redis = true;
+                match self.probe_write().await {
+                    Ok(()) => r.redis_writable = true,
+                    Err(e) => {
+                        r.redis_writable = false;
+                        r.redis_error = Some(e.to_string());
+                    }
+                }
+            }
+            Err(e) => {
+                r.redis = false;
+                r.redis_writable = false;
+                r.redis_error = Some(e.to_string());
+            }
+        }
+        r.ready &= r.redis && r.redis_writable;
         r
+    }
+
+    /// Writes the readiness probe key, within [`PING_TIMEOUT`].
+    async fn probe_write(&self) -> Result<()> {
+        let key = self.client.keys().health_probe();
+        let write = self.client.redis().set::<(), _, _>(
+            key,
+            "ok",
+            Some(Expiration::PX(10_000)),
+            None::<SetOptions>,
+            false,
+        );
+        match tokio::time::timeout(PING_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::from(e)),
+            Err(_) => Err(Error::Connection(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                "redis did not accept a write in time",
+            ))),
+        }
     }
 
     /// The consume loops' part of [`readiness`](Self::readiness), without asking Redis.
@@ -132,6 +177,8 @@ impl Health {
             None => Readiness {
                 ready: true,
                 redis: true,
+                redis_writable: true,
+                redis_error: None,
                 running: true,
                 not_consuming: Vec::new(),
             },
@@ -146,6 +193,8 @@ impl Health {
                 Readiness {
                     ready: running && not_consuming.is_empty(),
                     redis: true,
+                    redis_writable: true,
+                    redis_error: None,
                     running,
                     not_consuming,
                 }

@@ -88,7 +88,24 @@ pub trait Observer: Send + Sync + 'static {
     fn reclaimed(&self, queue: &str, entries: u64) {
         let _ = (queue, entries);
     }
+
+    /// This worker has made no progress on `queue` for `for_how_long` because Redis does
+    /// not answer or refuses its reads (`error`, the latest). Reported once a stall passes
+    /// [`STALL_REPORT_AFTER`], then again every minute it lasts.
+    fn stalled(&self, queue: &str, for_how_long: Duration, error: &str) {
+        let _ = (queue, for_how_long, error);
+    }
+
+    /// Reads of `queue` work again after a stall that was reported with
+    /// [`stalled`](Self::stalled); it lasted `lasted`.
+    fn recovered(&self, queue: &str, lasted: Duration) {
+        let _ = (queue, lasted);
+    }
 }
+
+/// How long a worker's reads of a queue must fail before [`Observer::stalled`] is called
+/// (and the log warns).
+pub const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 
 /// A job Redis accepted.
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +301,23 @@ impl Observer for LogEvents {
             queue,
             entries,
             "reclaimed jobs whose worker is gone; running them here"
+        );
+    }
+
+    fn stalled(&self, queue: &str, for_how_long: Duration, error: &str) {
+        tracing::warn!(
+            queue,
+            stalled_for = ?Duration::from_secs(for_how_long.as_secs()),
+            error,
+            "no progress on this queue: redis does not answer or refuses reads"
+        );
+    }
+
+    fn recovered(&self, queue: &str, lasted: Duration) {
+        tracing::info!(
+            queue,
+            stalled_for = ?Duration::from_millis(lasted.as_millis() as u64),
+            "redis answers again; consuming this queue"
         );
     }
 }

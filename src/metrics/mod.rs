@@ -124,6 +124,7 @@ pub(crate) struct Families {
     retried: Family<QueueType, Counter>,
     dead: Family<QueueTypeReason, Counter>,
     reclaimed: Family<QueueLabel, Counter>,
+    stalled: Family<QueueLabel, Gauge>,
     duration: HistogramFamily<QueueType>,
     wait: HistogramFamily<QueueTypePriority>,
     in_flight: Gauge,
@@ -174,6 +175,7 @@ impl Metrics {
             retried: Family::default(),
             dead: Family::default(),
             reclaimed: Family::default(),
+            stalled: Family::default(),
             duration: Family::new_with_constructor(histogram),
             wait: Family::new_with_constructor(histogram),
             in_flight: Gauge::default(),
@@ -305,6 +307,7 @@ impl Metrics {
         for q in queues {
             let ql = QueueLabel { queue: q.clone() };
             let _ = f.reclaimed.get_or_create(&ql);
+            let _ = f.stalled.get_or_create(&ql);
             let _ = f.scheduled.get_or_create(&ql);
             let _ = f.dead_depth.get_or_create(&ql);
             let _ = f.oldest_waiting.get_or_create(&ql);
@@ -372,6 +375,11 @@ fn register_families(f: &Families, r: &mut Registry) {
         "stevedore_jobs_reclaimed",
         "Entries the janitor took back from a worker that is gone",
         f.reclaimed.clone(),
+    );
+    r.register(
+        "stevedore_worker_queue_stalled",
+        "1 while this process has made no progress on the queue for 10 s or more because redis does not answer or refuses its reads",
+        f.stalled.clone(),
     );
     r.register(
         "stevedore_job_duration_seconds",
@@ -529,6 +537,26 @@ impl Observer for Metrics {
                 queue: queue.to_string(),
             })
             .inc_by(entries);
+    }
+
+    fn stalled(&self, queue: &str, _for_how_long: Duration, _error: &str) {
+        self.inner
+            .families
+            .stalled
+            .get_or_create(&QueueLabel {
+                queue: queue.to_string(),
+            })
+            .set(1);
+    }
+
+    fn recovered(&self, queue: &str, _lasted: Duration) {
+        self.inner
+            .families
+            .stalled
+            .get_or_create(&QueueLabel {
+                queue: queue.to_string(),
+            })
+            .set(0);
     }
 }
 

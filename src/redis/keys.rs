@@ -40,6 +40,12 @@ impl Keys {
         format!("{}:workers", self.prefix)
     }
 
+    /// `<prefix>:health`: a short-lived key that readiness checks write, to learn whether
+    /// Redis accepts writes.
+    pub(crate) fn health_probe(&self) -> String {
+        format!("{}:health", self.prefix)
+    }
+
     /// `<prefix>:worker:<id>`: one worker's details, expiring when it stops beating.
     pub(crate) fn worker(&self, id: &str) -> String {
         format!("{}:worker:{id}", self.prefix)
@@ -64,6 +70,12 @@ impl Keys {
     /// scheduled (the message is its due time in ms).
     pub(crate) fn wake(&self, queue: &str) -> String {
         format!("{}:{{{queue}}}:wake", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:handoff`: consumers of stopped workers that left entries of the
+    /// queue pending; janitors take those at once rather than after the lease.
+    pub(crate) fn handoff(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:handoff", self.prefix)
     }
 
     /// `<prefix>:{<queue>}:job:<id>`: one job's status, expiring after the retention time.

@@ -9,7 +9,7 @@
 //! batch (`started`): prepared, recorded as running in one call, then a task per delivery.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,64 @@ use crate::redis::{self, Entry, keys::GROUP};
 const BLOCK: Duration = Duration::from_secs(2);
 /// Entries read per fetch at most, whatever the concurrency.
 const MAX_FETCH: u32 = 256;
+/// How long a read may go unanswered (beyond its BLOCK time) before the loop counts it as
+/// failed: a server that is paused, or cut off without the connection noticing, never
+/// answers, and the loop must say so rather than wait in silence.
+const READ_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a stall that goes on is reported again.
+const STALL_REPEAT: Duration = Duration::from_secs(60);
+
+/// A run of failed reads of one queue: reported to the observers (log line, metric) once it
+/// passes [`STALL_REPORT_AFTER`](crate::observe::STALL_REPORT_AFTER), then every minute,
+/// and its end reported when a read works again.
+#[derive(Debug, Default)]
+struct Stall {
+    /// When the first failed read of the run was sent.
+    since: Option<Instant>,
+    /// When the run was last reported.
+    reported: Option<Instant>,
+}
+
+impl Stall {
+    fn failed(&mut self, rt: &Runtime, queue: &str, read_sent: Instant, error: &str) {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(read_sent);
+        let due = match self.reported {
+            None => now - since >= crate::observe::STALL_REPORT_AFTER,
+            Some(last) => now - last >= STALL_REPEAT,
+        };
+        if due {
+            self.reported = Some(now);
+            rt.observers.each(|o| o.stalled(queue, now - since, error));
+        }
+    }
+
+    fn ended(&mut self, rt: &Runtime, queue: &str) {
+        if let Some(since) = self.since.take()
+            && self.reported.take().is_some()
+        {
+            rt.observers.each(|o| o.recovered(queue, since.elapsed()));
+        }
+    }
+}
+
+/// `read`, or a timeout error once it has gone unanswered for `deadline`.
+async fn within<T>(
+    deadline: Duration,
+    read: impl Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, fred::error::Error> {
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                format!(
+                    "redis did not answer a read within {}",
+                    humantime::format_duration(deadline)
+                ),
+            ))
+        })
+}
 
 /// Consumes `queue` until `stop` fires.
 pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken) {
@@ -32,18 +90,31 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     let queue_name: Arc<str> = Arc::from(queue.as_str());
     let stream_names: [Arc<str>; 3] = streams.clone().map(Arc::from);
     let mut backoff = Backoff::default();
+    let mut stall = Stall::default();
     let conn = loop {
-        let connected = match rt.client.connector().dedicated().await {
-            Ok(c) => match redis::ensure_groups(&c, &streams, GROUP).await {
-                Ok(()) => Ok(c),
-                Err(e) => Err(crate::Error::from(e)),
-            },
-            Err(e) => Err(e),
+        let sent = Instant::now();
+        let connecting = async {
+            match rt.client.connector().dedicated().await {
+                Ok(c) => match redis::ensure_groups(&c, &streams, GROUP).await {
+                    Ok(()) => Ok(c),
+                    Err(e) => Err(crate::Error::from(e)),
+                },
+                Err(e) => Err(e),
+            }
         };
+        let connected = tokio::time::timeout(READ_DEADLINE, connecting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::Error::Connection(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    "redis did not answer while connecting",
+                )))
+            });
         match connected {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(queue, error = %e, "cannot start consuming; retrying");
+                stall.failed(&rt, &queue, sent, &e.to_string());
                 if !backoff.wait(&stop).await {
                     return;
                 }
@@ -77,16 +148,27 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
         };
         let free = (1 + rt.slots.available_permits() as u32).min(MAX_FETCH);
         let mut first = Some(first);
-        let mut fetched = fetch_ready(&rt, &conn, &streams, free, &mut splitter).await;
+        let mut sent = Instant::now();
+        let mut fetched = within(
+            READ_DEADLINE,
+            fetch_ready(&rt, &conn, &streams, free, &mut splitter),
+        )
+        .await;
         if matches!(&fetched, Ok(b) if b.is_empty()) {
             // Nothing waiting: block on all three streams without holding a slot, so other
             // queues of this worker can use it meanwhile.
             first = None;
-            fetched = fetch_blocking(&rt, &conn, &streams, &stop).await;
+            sent = Instant::now();
+            fetched = within(
+                BLOCK + READ_DEADLINE,
+                fetch_blocking(&rt, &conn, &streams, &stop),
+            )
+            .await;
         }
         let batch = match fetched {
             Ok(b) => {
                 backoff.reset();
+                stall.ended(&rt, &queue);
                 rt.consume_state.set_consuming(&queue, true);
                 b
             }
@@ -107,6 +189,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             Err(e) => {
                 rt.consume_state.set_consuming(&queue, false);
                 tracing::warn!(queue, error = %e, "reading jobs failed; retrying");
+                stall.failed(&rt, &queue, sent, &e.to_string());
                 drop(first);
                 if !backoff.wait(&stop).await {
                     break;

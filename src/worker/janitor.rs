@@ -9,6 +9,13 @@
 //! delivery count must be checked before taking an entry, and XAUTOCLAIM reports neither.
 //! Entries deleted while pending are acknowledged, logged and counted, never dropped
 //! silently. With nothing pending, a round is one cheap call per stream.
+//!
+//! A worker that stops gracefully withdraws its heartbeat and adds its consumer name to
+//! each queue's `handoff` set, then publishes `handoff` on the queues' wake channels; the
+//! promoters of the other workers wake their janitors, which take that consumer's entries
+//! at once (idle 0, only that consumer's, inside the same script), instead of after the
+//! lease. A worker that dies without stopping leaves no hand-off: its entries wait for
+//! the lease.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +41,13 @@ const PAGE: i64 = 100;
 pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: CancellationToken) {
     let mut ticker = Ticker::new((rt.lease / 2).max(Duration::from_millis(20)), stop.clone());
     let mut round: u64 = 0;
-    while ticker.tick().await {
+    loop {
+        // A round each lease/2, or at once when a stopping worker hands entries back.
+        tokio::select! {
+            biased;
+            more = ticker.tick() => if !more { break },
+            _ = rt.janitor_wake.notified() => {}
+        }
         round += 1;
         // Every tenth lease, forget consumers of past worker runs.
         let prune = round.is_multiple_of(PRUNE_EVERY);
@@ -87,99 +100,155 @@ async fn sweep(
             if prune {
                 prune_consumers(rt, &stream, &alive).await;
             }
-            let mut start = "-".to_string();
-            loop {
-                if stop.is_cancelled() {
-                    return Ok(());
-                }
-                let mut args: Vec<Value> = vec![
-                    GROUP.into(),
-                    rt.consumer.as_str().into(),
-                    Value::from(rt.lease.as_millis() as i64),
-                    Value::from(i64::from(rt.max_deliveries)),
-                    Value::from(PAGE),
-                    start.as_str().into(),
-                    keys.job_prefix(queue).into(),
-                ];
-                args.extend(others.iter().map(|a| Value::from(a.as_str())));
-                let reply: Value = scripts::run(
-                    rt.client.redis(),
-                    &rt.client.scripts().reclaim,
-                    vec![stream.clone(), keys.dlq(queue)],
-                    args,
-                )
-                .await?;
-                let page = Page::parse(reply);
-                for (entry, job_id, job_type) in &page.poisoned {
-                    let known = rt.registry.get(job_type).is_some();
-                    let error = format!("delivered {} times without finishing", rt.max_deliveries);
-                    // Read from the entry by the script, unchecked: only well-formed ones
-                    // reach logs and observers.
-                    let event = DeadJobEvent {
-                        job_id: Some(job_id.as_str())
-                            .filter(|s| crate::job::validate_job_id(s).is_ok()),
-                        job_type: Some(job_type.as_str())
-                            .filter(|s| crate::job::validate_name("job type", s).is_ok()),
-                        known_type: known,
+            let scan = Scan {
+                queue,
+                priority,
+                stream: &stream,
+                idle: rt.lease,
+                only: None,
+            };
+            if !scan.run(rt, &others, stop).await? {
+                return Ok(());
+            }
+        }
+        // Stopped workers that handed entries back: taken now, not after their lease.
+        let handed: Vec<String> = rt.client.redis().smembers(keys.handoff(queue)).await?;
+        for gone in handed {
+            if gone != rt.consumer && !alive.contains(&gone) {
+                for priority in Priority::ALL {
+                    let stream = keys.stream(queue, priority);
+                    let scan = Scan {
                         queue,
                         priority,
-                        reason: DeadReason::Poison,
-                        error: &error,
-                        attempt: None,
+                        stream: &stream,
+                        idle: Duration::ZERO,
+                        only: Some(&gone),
                     };
-                    tracing::debug!(stream = %stream, entry = %entry, "poison entry");
-                    rt.observers.each(|o| o.dead(&event));
-                }
-                for id in &page.deleted {
-                    tracing::warn!(queue = %queue, stream = %stream, entry = %id, "pending entry was deleted from its stream; acknowledged");
-                }
-                let mut claimed = page.claimed;
-                // Our own entries past the lease that we do not hold: deliveries whose reply
-                // was lost. Entries we are running merely had a late renewal: left alone.
-                let lost: Vec<String> = page
-                    .mine
-                    .into_iter()
-                    .filter(|id| !rt.leases.holds(&stream, id))
-                    .collect();
-                if !lost.is_empty() {
-                    claimed.extend(take_back(rt, &stream, lost).await?);
-                }
-                if !claimed.is_empty() {
-                    let n = claimed.len() as u64;
-                    rt.observers.each(|o| o.reclaimed(queue, n));
-                }
-                let stream_name: std::sync::Arc<str> = std::sync::Arc::from(stream.as_str());
-                let queue_name: std::sync::Arc<str> = std::sync::Arc::from(queue.as_str());
-                // Leased from now on, started as slots free up. Claimed but not started
-                // when the worker stops: stays pending under this worker, whose heartbeat
-                // stops with it, so another janitor takes it.
-                let deliveries = claimed
-                    .into_iter()
-                    .map(|(entry_id, fields)| {
-                        let token = rt.hard_stop.child_token();
-                        let lease = rt.leases.hold(&stream_name, &entry_id, token.clone());
-                        Delivery {
-                            queue: queue_name.clone(),
-                            priority,
-                            stream: stream_name.clone(),
-                            entry_id,
-                            fields: Some(fields.into_iter().collect()),
-                            token,
-                            _lease: lease,
-                        }
-                    })
-                    .collect();
-                if !started::start_as_slots_free(rt, deliveries, None, stop).await {
-                    return Ok(());
-                }
-                match page.next {
-                    Some(next) => start = next,
-                    None => break,
+                    if !scan.run(rt, &others, stop).await? {
+                        return Ok(());
+                    }
                 }
             }
+            // Every entry it left is taken (or it runs again under that name, and owns
+            // its entries).
+            let _: i64 = rt.client.redis().srem(keys.handoff(queue), gone).await?;
         }
     }
     Ok(())
+}
+
+/// One scan of a ready stream's pending entries idle for `idle` or more (of `only` that
+/// consumer, or of any), page by page: poison dead-lettered, the rest claimed and started.
+struct Scan<'a> {
+    queue: &'a str,
+    priority: Priority,
+    stream: &'a str,
+    idle: Duration,
+    only: Option<&'a str>,
+}
+
+impl Scan<'_> {
+    /// False when `stop` fired meanwhile.
+    async fn run(
+        &self,
+        rt: &Arc<Runtime>,
+        others: &[&String],
+        stop: &CancellationToken,
+    ) -> Result<bool, fred::error::Error> {
+        let (queue, priority, stream) = (self.queue, self.priority, self.stream);
+        let keys = rt.client.keys();
+        let mut start = "-".to_string();
+        loop {
+            if stop.is_cancelled() {
+                return Ok(false);
+            }
+            let mut args: Vec<Value> = vec![
+                GROUP.into(),
+                rt.consumer.as_str().into(),
+                Value::from(self.idle.as_millis() as i64),
+                Value::from(i64::from(rt.max_deliveries)),
+                Value::from(PAGE),
+                start.as_str().into(),
+                keys.job_prefix(queue).into(),
+                self.only.unwrap_or_default().into(),
+            ];
+            args.extend(others.iter().map(|a| Value::from(a.as_str())));
+            let reply: Value = scripts::run(
+                rt.client.redis(),
+                &rt.client.scripts().reclaim,
+                vec![stream.to_string(), keys.dlq(queue)],
+                args,
+            )
+            .await?;
+            let page = Page::parse(reply);
+            for (entry, job_id, job_type) in &page.poisoned {
+                let known = rt.registry.get(job_type).is_some();
+                let error = format!("delivered {} times without finishing", rt.max_deliveries);
+                // Read from the entry by the script, unchecked: only well-formed ones
+                // reach logs and observers.
+                let event = DeadJobEvent {
+                    job_id: Some(job_id.as_str())
+                        .filter(|s| crate::job::validate_job_id(s).is_ok()),
+                    job_type: Some(job_type.as_str())
+                        .filter(|s| crate::job::validate_name("job type", s).is_ok()),
+                    known_type: known,
+                    queue,
+                    priority,
+                    reason: DeadReason::Poison,
+                    error: &error,
+                    attempt: None,
+                };
+                tracing::debug!(stream = %stream, entry = %entry, "poison entry");
+                rt.observers.each(|o| o.dead(&event));
+            }
+            for id in &page.deleted {
+                tracing::warn!(queue = %queue, stream = %stream, entry = %id, "pending entry was deleted from its stream; acknowledged");
+            }
+            let mut claimed = page.claimed;
+            // Our own entries past the lease that we do not hold: deliveries whose reply
+            // was lost. Entries we are running merely had a late renewal: left alone.
+            let lost: Vec<String> = page
+                .mine
+                .into_iter()
+                .filter(|id| !rt.leases.holds(stream, id))
+                .collect();
+            if !lost.is_empty() {
+                claimed.extend(take_back(rt, stream, lost).await?);
+            }
+            if !claimed.is_empty() {
+                let n = claimed.len() as u64;
+                rt.observers.each(|o| o.reclaimed(queue, n));
+            }
+            let stream_name: std::sync::Arc<str> = std::sync::Arc::from(stream);
+            let queue_name: std::sync::Arc<str> = std::sync::Arc::from(queue);
+            // Leased from now on, started as slots free up. Claimed but not started
+            // when the worker stops: stays pending under this worker, whose heartbeat
+            // stops with it, so another janitor takes it.
+            let deliveries = claimed
+                .into_iter()
+                .map(|(entry_id, fields)| {
+                    let token = rt.hard_stop.child_token();
+                    let lease = rt.leases.hold(&stream_name, &entry_id, token.clone());
+                    Delivery {
+                        queue: queue_name.clone(),
+                        priority,
+                        stream: stream_name.clone(),
+                        entry_id,
+                        fields: Some(fields.into_iter().collect()),
+                        token,
+                        _lease: lease,
+                    }
+                })
+                .collect();
+            if !started::start_as_slots_free(rt, deliveries, None, stop).await {
+                return Ok(false);
+            }
+            match page.next {
+                Some(next) => start = next,
+                None => return Ok(true),
+            }
+        }
+    }
 }
 
 /// Claims this worker's own entries `ids` again (a new delivery), with their fields.

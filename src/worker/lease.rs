@@ -183,8 +183,18 @@ pub(crate) async fn heartbeat(
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
         }
     }
+    // Withdraw the heartbeat, then hand back whatever is still pending under this
+    // consumer: janitors take it at once (see the janitor's module docs).
     let p = rt.client.redis().pipeline();
     let _: Result<(), _> = p.zrem(keys.workers(), rt.consumer.as_str()).await;
     let _: Result<(), _> = p.del(keys.worker(&rt.consumer)).await;
+    for q in &queues {
+        let handoff = keys.handoff(q);
+        let _: Result<(), _> = p.sadd(handoff.as_str(), rt.consumer.as_str()).await;
+        let _: Result<(), _> = p
+            .pexpire(handoff.as_str(), forget_after.as_millis() as i64, None)
+            .await;
+        let _: Result<(), _> = p.publish(keys.wake(q), super::promoter::HANDOFF).await;
+    }
     let _: Vec<Result<Value, _>> = p.try_all().await;
 }

@@ -89,6 +89,8 @@ pub(crate) struct Runtime {
     pub(crate) dlq_retention: Option<Duration>,
     /// Entries this worker holds, renewed while held.
     pub(crate) leases: Arc<lease::LeaseTable>,
+    /// Wakes the janitor before its next round: a stopping worker handed entries back.
+    pub(crate) janitor_wake: tokio::sync::Notify,
     /// Told about every job event of this worker.
     pub(crate) observers: Observers,
     /// Which consume loops are reading (for readiness).
@@ -382,7 +384,9 @@ impl Worker {
     /// jobs, and leaves unfinished ones unacknowledged so they run again. Returns
     /// [`Error::DrainTimeout`] if jobs were still running at the deadline.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<()> {
-        warn_about_durability(&self.client).await;
+        // Advice only: a server that does not answer in time is not waited for.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), warn_about_durability(&self.client)).await;
         // Metrics come from the worker's own setting, else the client's; events go to the
         // log first, then the client's observers, then the worker's.
         let client_metrics = self.client.metrics().cloned();
@@ -416,6 +420,7 @@ impl Worker {
             max_deliveries: self.max_deliveries,
             dlq_retention: self.dlq_retention,
             leases: Arc::default(),
+            janitor_wake: tokio::sync::Notify::new(),
             observers,
             consume_state: self.consume_state.clone(),
             pause: control::PauseFlags::new(&self.queues),
@@ -463,35 +468,82 @@ impl Worker {
             }
         }
         tracing::info!(consumer = %rt.consumer, "worker stopping: no new jobs, waiting for running ones");
+        // Every step from here on is bounded, so the drain deadline holds whatever Redis
+        // does: a step that waits on an unreachable server is abandoned, and what it did
+        // not write stays pending for another worker's janitor.
+        let drained_by = tokio::time::Instant::now() + self.drain_timeout;
         stop.cancel();
-        while loops.join_next().await.is_some() {}
+        if tokio::time::timeout_at(drained_by, async {
+            while loops.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                "fetch loops did not stop by the drain deadline (redis unreachable?); abandoning them"
+            );
+            loops.abort_all();
+        }
 
         rt.tracker.close();
         let mut result = Ok(());
-        if tokio::time::timeout(self.drain_timeout, rt.tracker.wait())
+        if tokio::time::timeout_at(drained_by, rt.tracker.wait())
             .await
             .is_err()
         {
             rt.hard_stop.cancel();
-            rt.tracker.wait().await;
+            // Cancelled handlers end at once; their failure paths may still wait on Redis.
+            if tokio::time::timeout(TIDY_UP, rt.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "jobs past the drain deadline could not record their outcome (redis unreachable?); they stay pending and run again"
+                );
+            }
             result = Err(Error::DrainTimeout(self.drain_timeout));
         }
+        let tidy_by = tokio::time::Instant::now() + TIDY_UP;
         keep_alive.cancel();
-        while keepers.join_next().await.is_some() {}
+        if tokio::time::timeout_at(tidy_by, async {
+            while keepers.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                "could not withdraw the heartbeat (redis unreachable?); this worker's entries are taken over once its lease and heartbeat expire"
+            );
+            keepers.abort_all();
+        }
         let consumer = rt.consumer.clone();
         rt.consume_state.set_running(false);
         drop(rt);
         if let Some((m, _)) = &_sampling {
             m.add_concurrency(-(self.concurrency as i64));
         }
-        if let Err(e) = acker.await {
-            tracing::error!(error = %e, "the acknowledging task failed");
+        let acker_abort = acker.abort_handle();
+        match tokio::time::timeout_at(tidy_by, acker).await {
+            Ok(Err(e)) if !e.is_cancelled() => {
+                tracing::error!(error = %e, "the acknowledging task failed");
+            }
+            Ok(_) => {}
+            Err(_) => {
+                acker_abort.abort();
+                tracing::warn!(
+                    "finished jobs could not be acknowledged (redis unreachable?); they stay pending and run again"
+                );
+            }
         }
 
         tracing::info!(%consumer, "worker stopped");
         result
     }
 }
+
+/// How long a stopping worker waits, past its drain deadline (or past its last job), to
+/// withdraw its heartbeat and send its last acknowledgements; beyond it they are abandoned.
+const TIDY_UP: Duration = Duration::from_secs(3);
 
 /// Logs a warning when the server can lose jobs: no AOF, or an eviction policy that may
 /// drop keys under memory pressure. Servers that refuse CONFIG are left alone.

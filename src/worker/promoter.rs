@@ -20,6 +20,9 @@ use crate::redis::scripts;
 
 /// Jobs moved per script call at most; a full batch is followed by another at once.
 const BATCH: i64 = 500;
+/// The wake-channel message of a worker that stopped and handed its entries back.
+pub(crate) const HANDOFF: &str = "handoff";
+
 /// Longest sleep without a check, in case a wake-up message was missed.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
 
@@ -83,6 +86,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: Cancellatio
                     continue;
                 };
                 let channel = m.channel.to_string();
+                if m.value.as_str().as_deref() == Some(HANDOFF) {
+                    // A stopping worker handed entries back: the janitor takes them now.
+                    rt.janitor_wake.notify_one();
+                    continue;
+                }
                 let due: Option<i64> = m.value.as_str().and_then(|s| s.parse().ok());
                 if let (Some(queue), Some(due)) = (channels.get(&channel), due) {
                     let in_ms = (due - (wall_ms() + offset_ms)).max(0) as u64;

@@ -30,6 +30,9 @@ mod failures;
 mod leases;
 /// Metrics, job event observers, sampled queue gauges, and the health endpoints.
 mod observability;
+/// Outages made visible and short: stalls reported and their end, command timeouts, the
+/// drain deadline held while Redis does not answer, readiness of a Redis refusing writes.
+mod outages;
 /// Periodic (cron) jobs: each tick once across workers, one catch-up after an outage.
 mod periodic;
 /// A lost consumer group, lost scripts or a restarted Redis are recovered without a restart
