@@ -71,7 +71,17 @@ async fn main() -> anyhow::Result<()> {
     let (_server, url) = match std::env::var("REDIS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let server = stevedore_testcontainers::TestRedis::start().await?;
+            let server = match stevedore_testcontainers::TestRedis::start().await {
+                Ok(server) => server,
+                Err(stevedore_testcontainers::KitError::NoRedisServer { tried }) => {
+                    anyhow::bail!(
+                        "the quickstart needs a Redis and found none ({tried}). Install \
+                         redis-server (Debian: apt-get install redis-server), start a Docker \
+                         engine, or set REDIS_URL=redis://host:port to use a server you run"
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            };
             let url = server.url().to_string();
             (Some(server), url)
         }

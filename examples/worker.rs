@@ -149,6 +149,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,fred=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in files and log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let metrics = Metrics::new();

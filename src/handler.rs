@@ -183,13 +183,17 @@ impl JobContext {
             .take()
     }
 
-    /// True once the worker wants this attempt to stop (shutdown deadline passed). A
-    /// handler doing long work can check it between steps.
+    /// True once the worker wants this attempt to stop: the drain deadline of a stopping
+    /// worker passed, or a lease renewal found the entry taken by another worker (a worker
+    /// paused past its lease), so this attempt's outcome will not count. A handler doing
+    /// long work can check it between steps. An attempt's `timeout` does not fire it: the
+    /// handler's future is dropped at the timeout.
     pub fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
     }
 
-    /// Resolves when the worker wants this attempt to stop.
+    /// Resolves when the worker wants this attempt to stop (see
+    /// [`is_cancelled`](Self::is_cancelled) for when).
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.token.cancelled()
     }
@@ -271,14 +275,50 @@ impl fmt::Display for JobError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
     fn from(e: E) -> Self {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        JobError::retry(message)
+        JobError::retry(chain(&e))
+    }
+}
+
+/// An error's message followed by its sources', `": "` between them.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// The error types a handler may return: [`JobError`] itself (which says retry, retry
+/// after a delay, or dead-letter now), and anything that converts into
+/// `Box<dyn std::error::Error + Send + Sync>`, which is retried: every
+/// `std::error::Error + Send + Sync + 'static`, `anyhow::Error`, `Box<dyn Error + Send +
+/// Sync>` itself, `String` and `&'static str`. The message is the error's followed by its
+/// sources'.
+///
+/// For another type of your own, implement this trait (or `std::error::Error`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error type of a job handler",
+    label = "this error type does not convert into `stevedore::JobError`",
+    note = "return `Result<(), E>` where `E` is `stevedore::JobError`, any `std::error::Error + Send + Sync + 'static`, `anyhow::Error` or `Box<dyn std::error::Error + Send + Sync>`; or implement `stevedore::handler::IntoJobError` for `{Self}`"
+)]
+pub trait IntoJobError {
+    /// The job error the worker acts on.
+    fn into_job_error(self) -> JobError;
+}
+
+impl IntoJobError for JobError {
+    fn into_job_error(self) -> JobError {
+        self
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>> IntoJobError for E {
+    fn into_job_error(self) -> JobError {
+        let boxed: Box<dyn std::error::Error + Send + Sync + 'static> = self.into();
+        JobError::retry(chain(&*boxed))
     }
 }
 

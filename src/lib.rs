@@ -99,10 +99,10 @@ pub mod __private {
     pub use std::time::Duration;
 
     /// Converts a handler's own error type into the job error.
-    pub fn into_job_error<E: Into<crate::JobError>>(
+    pub fn into_job_error<E: crate::handler::IntoJobError>(
         result: Result<(), E>,
     ) -> Result<(), crate::JobError> {
-        result.map_err(Into::into)
+        result.map_err(crate::handler::IntoJobError::into_job_error)
     }
 }
 

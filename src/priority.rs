@@ -195,6 +195,41 @@ mod tests {
         assert_eq!(s.split(5, [false, false, false]), [0, 0, 0]);
     }
 
+    /// The fetch loop's rounds (`consume::fetch_ready`) one free slot at a time, with
+    /// `normal` empty and `high` and `low` always full: a slot the round robin offers to
+    /// `normal` comes back empty and goes to the others in the same fetch, so they share by
+    /// their own weights, 6:1 (86:14).
+    #[test]
+    fn an_empty_priority_gives_its_turns_to_the_others_by_weight() {
+        let mut s = SlotSplitter::new(PriorityWeights::default());
+        let has_jobs = [true, false, true];
+        let mut got = [0u32; 3];
+        for _ in 0..10_000 {
+            let mut open = [true; 3];
+            let mut remaining = 1;
+            for _ in 0..3 {
+                let shares = s.split(remaining, open);
+                let mut taken = 0;
+                for i in 0..3 {
+                    if shares[i] > 0 && !has_jobs[i] {
+                        open[i] = false;
+                    } else {
+                        got[i] += shares[i];
+                        taken += shares[i];
+                    }
+                }
+                remaining -= taken;
+                if remaining == 0 || shares.iter().sum::<u32>() == 0 {
+                    break;
+                }
+            }
+        }
+        let total = f64::from(got[0] + got[2]);
+        let high = f64::from(got[0]) / total;
+        println!("high {:.1}% low {:.1}%", high * 100.0, (1.0 - high) * 100.0);
+        assert!((0.83..0.89).contains(&high), "high share {high}");
+    }
+
     #[test]
     fn a_zero_weight_priority_is_never_read() {
         let w = PriorityWeights {

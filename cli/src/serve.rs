@@ -48,6 +48,8 @@ impl Plan {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            // Colour codes only on a terminal, not in files and log collectors.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init();
 
         let listener = tokio::net::TcpListener::bind(self.addr)

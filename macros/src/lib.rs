@@ -27,7 +27,8 @@ mod kw {
 
 /// Turns `async fn name(payload: T, ctx: JobContext) -> Result<(), E>` into a job handler.
 ///
-/// `E` must convert into `stevedore::JobError` (any `std::error::Error` does). Options, all
+/// `E` must convert into `stevedore::JobError`: `JobError` itself, any `std::error::Error +
+/// Send + Sync + 'static`, `anyhow::Error` and `Box<dyn Error + Send + Sync>` do. Options, all
 /// optional:
 /// - `name = "email.send"`: the job type on the wire (default: the function's name). Keep it
 ///   stable: queued jobs are dispatched by it.
@@ -142,11 +143,13 @@ impl Parse for Args {
     }
 }
 
-/// Job types and queue names: `^[A-Za-z0-9_.-]{1,64}$`, as the runtime checks too.
+/// Job types and queue names: `^[A-Za-z0-9_.-]{1,64}$`, not dots only, as the runtime
+/// checks too.
 fn check_name(lit: &LitStr, what: &str) -> syn::Result<String> {
     let v = lit.value();
     let ok = !v.is_empty()
         && v.len() <= 64
+        && v.bytes().any(|b| b != b'.')
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
@@ -154,9 +157,57 @@ fn check_name(lit: &LitStr, what: &str) -> syn::Result<String> {
     } else {
         Err(syn::Error::new(
             lit.span(),
-            format!("invalid {what} {v:?}: use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+            format!(
+                "invalid {what} {v:?}: use 1 to 64 characters from A-Z a-z 0-9 _ . -, not only dots"
+            ),
         ))
     }
+}
+
+/// True for a type written as `JobContext` or a path ending in it.
+fn is_job_context(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "JobContext"),
+        syn::Type::Reference(r) => is_job_context(&r.elem),
+        syn::Type::Paren(p) => is_job_context(&p.elem),
+        syn::Type::Group(g) => is_job_context(&g.elem),
+        _ => false,
+    }
+}
+
+/// The mistakes in `(payload, ctx)` whose compiler errors would not say what to write:
+/// arguments swapped, or either one borrowed.
+fn check_arguments(payload: &syn::Type, ctx: &syn::Type) -> Vec<syn::Error> {
+    let mut errors = Vec::new();
+    if is_job_context(payload) && !is_job_context(ctx) {
+        errors.push(syn::Error::new(
+            payload.span(),
+            "the payload comes first: write `(payload: T, ctx: JobContext)`",
+        ));
+        return errors;
+    }
+    if let syn::Type::Reference(r) = payload {
+        errors.push(syn::Error::new_spanned(
+            r,
+            format!(
+                "a job handler takes its payload by value: write `{}` without the `&` (each attempt decodes a payload of its own)",
+                r.elem.to_token_stream()
+            ),
+        ));
+    }
+    if let syn::Type::Reference(r) = ctx
+        && is_job_context(ctx)
+    {
+        errors.push(syn::Error::new_spanned(
+            r,
+            "a job handler takes its context by value: write `ctx: JobContext` (it is cheap to clone)",
+        ));
+    }
+    errors
 }
 
 fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
@@ -191,7 +242,7 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
     if let ReturnType::Default = sig.output {
         push(syn::Error::new(
             sig.paren_token.span.close(),
-            "a job handler must return `Result<(), E>` where `E` converts into `stevedore::JobError`",
+            "a job handler must return `Result<(), E>` where `E` converts into `stevedore::JobError` (`JobError`, any `std::error::Error`, `anyhow::Error`)",
         ));
     }
     let mut typed = Vec::new();
@@ -212,6 +263,12 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
                 typed.len()
             ),
         ));
+    }
+
+    if let [payload, ctx] = typed.as_slice() {
+        check_arguments(&payload.ty, &ctx.ty)
+            .into_iter()
+            .for_each(&mut push);
     }
 
     let fn_ident = &sig.ident;

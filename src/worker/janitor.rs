@@ -51,8 +51,14 @@ pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: Cancellatio
         round += 1;
         // Every tenth lease, forget consumers of past worker runs.
         let prune = round.is_multiple_of(PRUNE_EVERY);
-        if let Err(e) = sweep(&rt, &queues, &stop, prune).await {
-            tracing::warn!(error = %e, "janitor round failed; retrying next round");
+        match sweep(&rt, &queues, &stop, prune).await {
+            Ok(()) => {}
+            // At a worker's first start the fetch loops may not have created the groups
+            // yet (or a restarted Redis lost them and the loops are recreating them).
+            Err(e) if crate::redis::is_nogroup(&e) => {
+                tracing::debug!(error = %e, "janitor round skipped: consumer group not there yet");
+            }
+            Err(e) => tracing::warn!(error = %e, "janitor round failed; retrying next round"),
         }
     }
 }

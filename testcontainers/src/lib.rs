@@ -326,8 +326,9 @@ impl TestRedis {
                         started.elapsed(),
                         &skipped.join("; "),
                     )),
-                    Err(e @ KitError::RedisServerNotFound { .. }) => {
-                        skipped.push(format!("no process: {e}"));
+                    Err(KitError::RedisServerNotFound { program, source }) => {
+                        // The install hint is the outer error's: said once.
+                        skipped.push(format!("no process: could not run {program:?}: {source}"));
                         Err(KitError::NoRedisServer {
                             tried: skipped.join("; "),
                         })
@@ -723,6 +724,7 @@ mod tests {
         let text = err.to_string();
         assert!(matches!(err, KitError::NoRedisServer { .. }), "{err:?}");
         assert!(text.contains("apt-get install redis-server"), "{text}");
+        assert_eq!(text.matches("apt-get install").count(), 1, "{text}");
     }
 
     #[tokio::test]

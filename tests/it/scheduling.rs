@@ -231,3 +231,58 @@ fn worker_settings_are_checked() {
         ));
     });
 }
+
+/// With `normal` empty, `high` and `low` share the slots by the smooth round robin: the
+/// README quotes the share this prints.
+#[tokio::test]
+async fn with_one_priority_empty_the_others_share_by_their_weights() {
+    let env = TestEnv::start().await;
+    let run = env.prefix.clone();
+    let job = |p: Priority| {
+        step::job(Step {
+            run: run.clone(),
+            sleep_ms: 1,
+        })
+        .priority(p)
+    };
+    let mut ids = env
+        .client
+        .enqueue_bulk((0..400).map(|_| job(Priority::Low)))
+        .await
+        .expect("enqueue low");
+    ids.extend(
+        env.client
+            .enqueue_bulk((0..400).map(|_| job(Priority::High)))
+            .await
+            .expect("enqueue high"),
+    );
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .concurrency(2)
+            .handler(step::handler())
+            .build()
+            .expect("worker"),
+    );
+    eventually(Duration::from_secs(60), "all 800 jobs ran", || async {
+        ids.iter().all(|id| support::runs(id.as_str()) == 1)
+    })
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+    let order = STARTS
+        .lock()
+        .ok()
+        .and_then(|mut m| m.get_or_insert_default().remove(&run))
+        .unwrap_or_default();
+    // While both have jobs waiting: the first 300 starts (high has 400).
+    let high = order[..300]
+        .iter()
+        .filter(|p| **p == Priority::High)
+        .count();
+    println!(
+        "scheduling: normal empty, first 300 starts: high {high} ({:.0}%), low {} ({:.0}%)",
+        high as f64 / 3.0,
+        300 - high,
+        (300 - high) as f64 / 3.0
+    );
+    assert!((165..=290).contains(&high), "high {high} of 300: {order:?}");
+}
