@@ -295,13 +295,26 @@ pub(crate) struct ServeArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) addr: SocketAddr,
-    /// Require `Authorization: Bearer <TOKEN>` on requests that change data.
+    /// Require `Authorization: Bearer <TOKEN>` on every API call, reads included.
     #[arg(long, env = "STEVEDORE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// Also accept this token for reads only (dashboards and scripts that must not change
+    /// anything).
+    #[arg(
+        long,
+        env = "STEVEDORE_READ_TOKEN",
+        hide_env_values = true,
+        requires = "token"
+    )]
+    pub(crate) read_token: Option<String>,
     /// Bind a non-loopback address without a token (anyone who reaches it can enqueue,
     /// pause, replay and purge).
     #[arg(long)]
     pub(crate) allow_no_token: bool,
+    /// A host name the server answers for besides IP addresses and localhost (repeat it for
+    /// several), e.g. the name a proxy forwards; other Host headers get 403.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 /// Largest payload file read: JSON text is bigger than the MessagePack it becomes, which

@@ -1,9 +1,10 @@
 //! `serve`: the admin HTTP API, the web dashboard and the health endpoints, from
 //! [`stevedore::admin::router`], until Ctrl-C or SIGTERM.
 //!
-//! Reads are open and only requests that change data check the token, so an address other
-//! than a loopback one is refused without a token: anyone who reaches it could replay or
-//! purge dead letters. `--allow-no-token` overrides that for a trusted network or an
+//! With a token, every API call needs it (a read-only token may be added for reads).
+//! Without one, the server answers only clients on its own machine, and an address other
+//! than a loopback one is refused: anyone who reaches it could replay or purge dead
+//! letters. `--allow-no-token` serves anyone without a token, for a trusted network or an
 //! authenticating proxy, with a warning at every start so it is never forgotten.
 
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ use crate::output;
 pub(crate) struct Plan {
     addr: SocketAddr,
     token: Option<String>,
+    read_token: Option<String>,
+    allow_no_token: bool,
+    allowed_hosts: Vec<String>,
 }
 
 impl Plan {
@@ -38,6 +42,9 @@ impl Plan {
         Ok(Plan {
             addr: a.addr,
             token,
+            read_token: a.read_token.filter(|t| !t.is_empty()),
+            allow_no_token: a.allow_no_token,
+            allowed_hosts: a.allowed_hosts,
         })
     }
 
@@ -59,20 +66,25 @@ impl Plan {
             .local_addr()
             .context("cannot read the bound address")?;
         match &self.token {
-            Some(_) => tracing::info!("requests that change data need the bearer token"),
-            None if addr.ip().is_loopback() => tracing::info!(
-                "no token: requests that change data are accepted from anyone on this machine"
-            ),
+            Some(_) => tracing::info!("every API call needs the bearer token"),
+            None if !self.allow_no_token => {
+                tracing::info!("no token: only clients on this machine are served")
+            }
             None => tracing::warn!(
                 "NO TOKEN on a non-loopback address ({addr}): anyone who reaches it can \
                  enqueue, pause, replay and purge (--allow-no-token); set --token or \
                  STEVEDORE_TOKEN unless a proxy in front authenticates"
             ),
         }
-        let mut config = AdminConfig::default();
-        if let Some(token) = self.token {
-            config = config.token(token);
+        let mut config = match (self.token, self.allow_no_token) {
+            (Some(token), _) => AdminConfig::with_token(token),
+            (None, true) => AdminConfig::insecure_no_auth(),
+            (None, false) => AdminConfig::loopback_only(),
+        };
+        if let Some(read) = self.read_token {
+            config = config.read_token(read);
         }
+        config = config.allowed_hosts(self.allowed_hosts);
         let router = stevedore::admin::router(client.admin(), config);
         output::print(&format!(
             "serving the stevedore dashboard on http://{addr}/ (API under /api/v1)\n"
@@ -91,7 +103,9 @@ mod tests {
         ServeArgs {
             addr: addr.parse().expect("an address"),
             token: token.map(String::from),
+            read_token: None,
             allow_no_token,
+            allowed_hosts: Vec::new(),
         }
     }
 

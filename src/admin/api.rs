@@ -15,13 +15,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::security::{AdminConfig, Guard, require_token};
 use super::{Admin, JsonJob};
 use crate::dlq::{DeadLetterFilter, DeadLetterQuery, DeadReason};
 use crate::{Error, Health, Metrics};
@@ -39,75 +40,10 @@ pub const REDIS_DEADLINE: Duration = Duration::from_secs(5);
 
 const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 
-/// Settings of the admin router.
-#[derive(Clone)]
-#[must_use]
-pub struct AdminConfig {
-    token: Option<Arc<str>>,
-    body_limit: usize,
-    request_timeout: Duration,
-    metrics: Option<Metrics>,
-}
-
-impl std::fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminConfig")
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("body_limit", &self.body_limit)
-            .field("request_timeout", &self.request_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            token: None,
-            body_limit: DEFAULT_BODY_LIMIT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            metrics: None,
-        }
-    }
-}
-
-impl AdminConfig {
-    /// Requires `Authorization: Bearer <token>` on mutating requests. An empty token
-    /// counts as none.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        let t: String = token.into();
-        self.token = (!t.is_empty()).then(|| Arc::from(t));
-        self
-    }
-
-    /// Largest request body (default 1 MiB).
-    pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = bytes;
-        self
-    }
-
-    /// How long one request may take (default 30 s).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// Serves these metrics at `/metrics` (default: metrics of its own that sample every
-    /// known queue).
-    pub fn metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Whether a token is configured.
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
-    }
-}
-
 #[derive(Clone)]
 struct AppState {
     admin: Admin,
-    token: Option<Arc<str>>,
+    body_limit: usize,
 }
 
 /// The HTTP API under `/api/v1`, the web dashboard at `/`, the OpenAPI document at
@@ -124,9 +60,13 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
             m
         }
     };
+    let guard = Arc::new(Guard {
+        auth: config.auth.clone(),
+        hosts: config.hosts.clone().map(Arc::from),
+    });
     let state = AppState {
         admin: admin.clone(),
-        token: config.token.clone(),
+        body_limit: config.body_limit,
     };
     let api = Router::new()
         .route("/jobs", post(submit_job))
@@ -147,8 +87,11 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
         .route("/workers", get(workers))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
-        .layer(middleware::from_fn(redis_deadline))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            redis_deadline,
+        ))
+        .layer(middleware::from_fn_with_state(guard.clone(), require_token))
         .with_state(state);
     Router::new()
         .route("/", get(dashboard))
@@ -158,11 +101,15 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
             Health::for_client(admin.client().clone()),
         ))
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(middleware::from_fn_with_state(guard, guard_fn))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+        .layer(middleware::from_fn(json_errors))
 }
+
+use super::security::guard as guard_fn;
 
 /// The dashboard page, with headers that keep other sites from framing it (a framed page
 /// with a token entered could be clicked into purging) and from sniffing it.
@@ -204,7 +151,12 @@ pub async fn serve(
                 }
             },
         };
-        let service = TowerToHyperService::new(router.clone());
+        // The peer's address, for AdminConfig::loopback_only.
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
             builder
@@ -222,7 +174,7 @@ pub async fn serve(
 }
 
 /// An API error: a status and a JSON body.
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
@@ -230,7 +182,7 @@ struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind,
@@ -289,23 +241,22 @@ fn ok(value: Value) -> ApiResult {
     Ok(axum::Json(value).into_response())
 }
 
-async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if let (Some(token), false) = (&st.token, reads) {
-        let given = bearer(req.headers());
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+/// Reads the body first (413 past the limit; a slow body meets the request timeout, 408),
+/// then gives the handler [`REDIS_DEADLINE`] for its Redis calls: 503 past it.
+async fn redis_deadline(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, st.body_limit).await {
+        Ok(b) => b,
+        Err(_) => {
             return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this request changes data: send Authorization: Bearer <token>",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} bytes", st.body_limit),
             )
             .into_response();
         }
-    }
-    next.run(req).await
-}
-
-async fn redis_deadline(req: Request, next: Next) -> Response {
+    };
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
     match tokio::time::timeout(REDIS_DEADLINE, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
@@ -320,17 +271,35 @@ async fn redis_deadline(req: Request, next: Next) -> Response {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Gives every error the JSON shape `{"error", "message"}`, also those the framework
+/// answers by itself (413, 408, 405...) with plain text or nothing.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (kind, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is too large"),
+        StatusCode::REQUEST_TIMEOUT => (
+            "timeout",
+            "the request took too long (its body arrived too slowly, or the server was busy)",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this path does not take that method")
+        }
+        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    };
+    let mut out = ApiError::new(status, kind, message).into_response();
+    if let Some(allow) = resp.headers().get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
 }
 
 async fn not_found() -> ApiError {
@@ -379,7 +348,8 @@ async fn job_status(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
     match st.admin.client().status(&id).await? {
         Some(s) => ok(json!(s)),
         None => Err(ApiError::not_found(&format!(
-            "no job {id:?} (never enqueued here, or its status expired)"
+            "no job {} (never enqueued here, or its status expired)",
+            crate::error::excerpt(&id)
         ))),
     }
 }
@@ -423,6 +393,8 @@ struct FilterParams {
     until: Option<u64>,
     limit: Option<usize>,
     before: Option<String>,
+    /// `false`: leave payloads out of a list (the dashboard reads one when it is opened).
+    payloads: Option<bool>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -440,7 +412,11 @@ impl FilterParams {
                     return Err(ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid",
-                        format!("reason {r:?}: use one of {}", names.join(", ")),
+                        format!(
+                            "reason {}: use one of {}",
+                            crate::error::excerpt(r),
+                            names.join(", ")
+                        ),
                     ));
                 }
             },
@@ -454,6 +430,34 @@ impl FilterParams {
     }
 }
 
+/// A dead letter's payload appears in a list only up to this size; a larger one is left
+/// out (`"payload": null`, `"payload_truncated": true`, its `payload_bytes`), and
+/// `GET .../dlq/{entry}` has it whole.
+pub const LIST_PAYLOAD_LIMIT: usize = 16 * 1024;
+/// A dead-letter page stops taking entries once its JSON passes this size; `next`
+/// continues from there.
+pub const LIST_PAGE_BYTES: usize = 1024 * 1024;
+/// Dead letters read from Redis per round trip while a page is built, so a page of large
+/// payloads is never held whole in memory.
+const LIST_READ: usize = 10;
+
+/// A dead letter as JSON, its payload included only when `payload_limit` allows (a larger
+/// one is not even decoded).
+fn dead_json(mut job: crate::dlq::DeadJob, payload_limit: usize) -> Value {
+    let size = job.payload.len();
+    let cut = size > payload_limit;
+    if cut {
+        job.payload = Bytes::new();
+    }
+    let mut v = json!(job);
+    if let (true, Some(map)) = (cut, v.as_object_mut()) {
+        map.insert("payload".into(), Value::Null);
+        map.insert("payload_bytes".into(), json!(size));
+        map.insert("payload_truncated".into(), json!(true));
+    }
+    v
+}
+
 async fn dlq_list(
     State(st): State<AppState>,
     Path(queue): Path<String>,
@@ -464,20 +468,62 @@ async fn dlq_list(
     known(&st, &queue).await?;
     let dlq = st.admin.client().dead_letters(&queue)?;
     let filter = params.filter()?;
-    let query = DeadLetterQuery {
-        filter: filter.clone(),
-        limit: params.limit.unwrap_or(0),
-        before: params.before.clone(),
+    let limit = match params.limit.unwrap_or(0) {
+        0 => crate::dlq::DEFAULT_LIMIT,
+        n => n.min(crate::dlq::MAX_LIMIT),
     };
-    let (page, total) = tokio::try_join!(dlq.list(&query), dlq.count())?;
-    let mut body = json!({ "queue": queue, "total": total, "jobs": page.jobs, "next": page.next });
+    let payload_limit = if params.payloads.unwrap_or(true) {
+        LIST_PAYLOAD_LIMIT
+    } else {
+        0
+    };
+    let total = dlq.count().await?;
+    // Read a few at a time, each entry shrunk before the next read, until the page is
+    // full or big enough.
+    let mut jobs: Vec<Value> = Vec::new();
+    let mut bytes = 0usize;
+    let mut before = params.before.clone();
+    let next = loop {
+        let query = DeadLetterQuery {
+            filter: filter.clone(),
+            limit: (limit - jobs.len()).min(LIST_READ),
+            before: before.clone(),
+        };
+        let page = dlq.list_scanning(&query, LIST_READ as u64 + 1).await?;
+        let mut full = false;
+        for job in page.jobs {
+            let id = job.entry_id.clone();
+            let v = dead_json(job, payload_limit);
+            let n = serde_json::to_vec(&v).map_or(0, |b| b.len());
+            if bytes + n > LIST_PAGE_BYTES && !jobs.is_empty() {
+                full = true;
+                break;
+            }
+            bytes += n;
+            jobs.push(v);
+            before = Some(id);
+        }
+        if full || jobs.len() >= limit {
+            // More may follow: the next page says so when there is none.
+            break if full || page.next.is_some() {
+                before.clone()
+            } else {
+                None
+            };
+        }
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break None,
+        }
+    };
+    let mut body = json!({ "queue": queue, "total": total, "jobs": jobs, "next": next });
     if !filter.is_empty()
         && let Some(map) = body.as_object_mut()
     {
         // How many match the filter, over all pages: the page itself when it is the only
         // one, else a scan (asked for only when filtering).
-        let matching = if params.before.is_none() && page.next.is_none() {
-            page.jobs.len() as u64
+        let matching = if params.before.is_none() && next.is_none() {
+            jobs_len(map)
         } else {
             st.admin.count_dead(&queue, &filter).await?
         };
@@ -486,15 +532,24 @@ async fn dlq_list(
     ok(body)
 }
 
+fn jobs_len(map: &serde_json::Map<String, Value>) -> u64 {
+    map.get("jobs")
+        .and_then(Value::as_array)
+        .map_or(0, |a| a.len() as u64)
+}
+
 async fn dlq_show(
     State(st): State<AppState>,
     Path((queue, entry)): Path<(String, String)>,
 ) -> ApiResult {
     known(&st, &queue).await?;
     match st.admin.client().dead_letters(&queue)?.get(&entry).await? {
-        Some(j) => ok(json!(j)),
+        // Whole, up to the payload limit (a hand-written entry may hold more).
+        Some(j) => ok(dead_json(j, st.admin.client().payload_limit())),
         None => Err(ApiError::not_found(&format!(
-            "no dead letter {entry:?} in queue {queue:?}"
+            "no dead letter {} in queue {}",
+            crate::error::excerpt(&entry),
+            crate::error::excerpt(&queue)
         ))),
     }
 }
@@ -513,7 +568,9 @@ async fn dlq_delete(
         ok(json!({ "purged": 1 }))
     } else {
         Err(ApiError::not_found(&format!(
-            "no dead letter {entry:?} in queue {queue:?}"
+            "no dead letter {} in queue {}",
+            crate::error::excerpt(&entry),
+            crate::error::excerpt(&queue)
         )))
     }
 }
@@ -531,7 +588,9 @@ async fn dlq_replay_one(
     {
         Some(id) => ok(json!({ "replayed": 1, "id": id })),
         None => Err(ApiError::not_found(&format!(
-            "no dead letter {entry:?} in queue {queue:?}"
+            "no dead letter {} in queue {}",
+            crate::error::excerpt(&entry),
+            crate::error::excerpt(&queue)
         ))),
     }
 }
@@ -560,11 +619,11 @@ async fn bulk(st: &AppState, queue: &str, body: &Bytes, replay: bool) -> ApiResu
     } else {
         json_body(body)?
     };
-    if params.limit.is_some() || params.before.is_some() {
+    if params.limit.is_some() || params.before.is_some() || params.payloads.is_some() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
-            "limit and before apply to listing only",
+            "limit, before and payloads apply to listing only",
         ));
     }
     known(st, queue).await?;

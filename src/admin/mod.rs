@@ -23,12 +23,16 @@
 mod api;
 #[cfg(feature = "admin")]
 mod openapi;
+#[cfg(feature = "admin")]
+mod security;
 
 #[cfg(feature = "admin")]
 pub use api::{
-    AdminConfig, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, REDIS_DEADLINE,
-    router, serve,
+    DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, LIST_PAGE_BYTES,
+    LIST_PAYLOAD_LIMIT, REDIS_DEADLINE, router, serve,
 };
+#[cfg(feature = "admin")]
+pub use security::AdminConfig;
 
 use std::collections::HashMap;
 use std::time::Duration;

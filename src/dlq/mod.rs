@@ -22,9 +22,9 @@ use commands::RawEntry;
 use entry::{StreamId, ms_of};
 
 /// Entries a page holds when the query does not say.
-const DEFAULT_LIMIT: usize = 50;
+pub(crate) const DEFAULT_LIMIT: usize = 50;
 /// Most entries one page holds.
-const MAX_LIMIT: usize = 1000;
+pub(crate) const MAX_LIMIT: usize = 1000;
 /// Entries read per round trip while filtering, replaying or purging. Dead letters carry
 /// their payloads, so chunks stay small.
 const CHUNK: u64 = 100;
@@ -160,6 +160,16 @@ impl DeadLetters {
     /// many others are still found. Fails with [`Error::InvalidConfig`] when
     /// [`before`](DeadLetterQuery::before) is not an entry id.
     pub async fn list(&self, query: &DeadLetterQuery) -> Result<DeadLetterPage> {
+        self.list_scanning(query, CHUNK).await
+    }
+
+    /// [`list`](Self::list), reading at most `scan` entries per round trip when it filters
+    /// by more than time (the admin API keeps reads small when payloads may be large).
+    pub(crate) async fn list_scanning(
+        &self,
+        query: &DeadLetterQuery,
+        scan: u64,
+    ) -> Result<DeadLetterPage> {
         let limit = match query.limit {
             0 => DEFAULT_LIMIT,
             n => n.min(MAX_LIMIT),
@@ -190,7 +200,7 @@ impl DeadLetters {
         let chunk = if query.filter.by_time_only() {
             limit as u64 + 1
         } else {
-            CHUNK.max(limit as u64 + 1)
+            scan.max(limit as u64 + 1)
         };
         let client = self.client.redis();
         while start <= end {

@@ -128,13 +128,14 @@ async fn post(api: &Api, path: &str, body: Value) -> (u16, Value) {
 }
 
 async fn get(api: &Api, path: &str) -> (u16, Value) {
-    call(api, "GET", path, None, None).await
+    // A server without a token ignores it.
+    call(api, "GET", path, Some(TOKEN), None).await
 }
 
 #[tokio::test]
 async fn the_api_enqueues_reports_pauses_and_replays() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::default().token(TOKEN)).await;
+    let api = serve(&env.client, AdminConfig::with_token(TOKEN)).await;
     let running = support::spawn(
         Worker::builder(env.client.clone())
             .handler(mail::handler())
@@ -295,7 +296,7 @@ async fn the_api_enqueues_reports_pauses_and_replays() {
 #[tokio::test]
 async fn every_documented_route_is_served() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::default()).await;
+    let api = serve(&env.client, AdminConfig::loopback_only()).await;
     let doc: Value = serde_json::from_str(include_str!("../../assets/openapi.json")).expect("doc");
     let paths = doc["paths"].as_object().expect("paths");
     for (path, ops) in paths {
@@ -343,7 +344,7 @@ async fn every_documented_route_is_served() {
 #[tokio::test]
 async fn bad_requests_get_clear_errors_and_change_nothing() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::default().token(TOKEN)).await;
+    let api = serve(&env.client, AdminConfig::with_token(TOKEN)).await;
     let job = json!({"type": "adm.mail", "queue": "mail", "payload": {"to": "x"}});
     let bytes = serde_json::to_vec(&job).expect("json");
 
@@ -487,7 +488,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 async fn redis_down_is_a_503_not_a_hang_or_a_500() {
     let mut server = RedisServer::start().await.expect("redis-server");
     let env = TestEnv::on(&server.url()).await;
-    let api = serve(&env.client, AdminConfig::default().token(TOKEN)).await;
+    let api = serve(&env.client, AdminConfig::with_token(TOKEN)).await;
     assert_eq!(get(&api, "/api/v1/stats").await.0, 200);
     server.kill().expect("kill");
     let started = std::time::Instant::now();
@@ -520,7 +521,7 @@ async fn redis_down_is_a_503_not_a_hang_or_a_500() {
 #[tokio::test]
 async fn a_filtered_dead_letter_list_counts_its_matches_over_all_pages() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::default()).await;
+    let api = serve(&env.client, AdminConfig::loopback_only()).await;
     let _: () =
         fred::prelude::SetsInterface::sadd(&env.raw, format!("{}:queues", env.prefix), "mail")
             .await

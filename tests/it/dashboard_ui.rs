@@ -84,7 +84,7 @@ impl App {
             .build()
             .expect("worker builds");
         let worker = support::spawn(built);
-        let app = router(env.client.admin(), AdminConfig::default().token(TOKEN));
+        let app = router(env.client.admin(), AdminConfig::with_token(TOKEN));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let server = CancellationToken::new();
@@ -151,6 +151,14 @@ async fn the_dashboard_shows_queues_and_operates_them_in_a_real_browser() {
     let browser_up = started.elapsed();
     b.open(&app.url).await;
 
+    // Reads need the token too: the page says so until it is entered.
+    b.wait_text("#conn", "the message for a 401 on reads", |t| {
+        t.contains("needs an API token")
+    })
+    .await;
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
+
     // The totals, the queue and the worker show up.
     b.wait_number("#t-workers", "one live worker", |n| n == 1)
         .await;
@@ -163,6 +171,7 @@ async fn the_dashboard_shows_queues_and_operates_them_in_a_real_browser() {
     assert_eq!(b.text("#t-succeeded").await.as_deref(), Some("0"));
 
     // Without the token a change is refused, and the page says what to do.
+    b.click("#token-clear").await;
     b.click("#queues tr[data-queue='ui'] button.pause").await;
     b.wait_text("#notice-text", "the message for a 401", |t| {
         t.contains("needs an API token")
@@ -381,6 +390,8 @@ async fn text_from_redis_is_shown_as_text_never_as_markup() {
 
     let b = Browser::start(chromium, driver).await;
     b.open(&app.url).await;
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
     b.wait_text("#workers tbody td", "the worker's id as text", |t| {
         t == HOSTILE_WORKER
     })

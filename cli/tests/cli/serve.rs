@@ -71,13 +71,16 @@ async fn serve_answers_the_api_and_refuses_open_non_loopback_addresses() {
 
     let (child, addr) = serve(&env, &["--addr", "127.0.0.1:0", "--token", "s3cret"]).await;
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    // Reads need the token too.
     let (status, body) = http(&addr, "GET", "/api/v1/stats", None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(&addr, "GET", "/api/v1/stats", Some("s3cret")).await;
     assert_eq!(status, 200, "{body}");
     let stats: Value = serde_json::from_str(&body).expect("JSON stats");
     assert_eq!(stats["queues"], 1);
     assert_eq!(stats["ready"], 1);
     // The CLI and the API show a job the same way.
-    let (status, body) = http(&addr, "GET", &format!("/api/v1/jobs/{id}"), None).await;
+    let (status, body) = http(&addr, "GET", &format!("/api/v1/jobs/{id}"), Some("s3cret")).await;
     assert_eq!(status, 200, "{body}");
     let api: Value = serde_json::from_str(&body).expect("JSON status");
     assert_eq!(api, env.json(&["job", id]).await);
