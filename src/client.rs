@@ -70,6 +70,7 @@ pub struct ClientBuilder {
     payload_limit: usize,
     job_status: Option<Duration>,
     command_timeout: Option<Duration>,
+    tls: redis::TlsFiles,
     observers: Vec<Arc<dyn Observer>>,
     metrics: Option<Metrics>,
 }
@@ -126,6 +127,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the PEM certificates in `path` (a private CA) besides the system's roots when
+    /// connecting to a `rediss://` URL. The URL must use TLS: with `redis://` this is an
+    /// [`Error::InvalidConfig`] at [`connect`](Self::connect), as is a file that cannot be
+    /// read or holds no certificate. A `rediss://` URL never falls back to plain TCP.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this PEM certificate chain and private key (PKCS#8, PKCS#1 or SEC1) to a
+    /// server that asks for client certificates (`tls-auth-clients yes`). Same rules as
+    /// [`tls_ca_file`](Self::tls_ca_file).
+    pub fn tls_client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
     /// Reports every job event of this client (enqueues) and of the workers built on it to
     /// `observer`, after those added before. See [`observe`](crate::observe).
     pub fn observer(mut self, observer: impl Observer) -> Self {
@@ -148,6 +170,7 @@ impl ClientBuilder {
             return Err(Error::InvalidConfig("pool_size must be at least 1".into()));
         }
         let connector = Connector::from_url(&self.url)?
+            .with_tls(&self.tls)?
             .with_command_timeout(self.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT));
         let pool = connector.pool(self.pool_size).await?;
         Ok(Client {
@@ -187,6 +210,7 @@ impl Client {
             payload_limit: DEFAULT_PAYLOAD_LIMIT,
             job_status: Some(DEFAULT_STATUS_RETENTION),
             command_timeout: None,
+            tls: redis::TlsFiles::default(),
             observers: Vec::new(),
             metrics: None,
         }

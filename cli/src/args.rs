@@ -57,6 +57,35 @@ pub(crate) struct Global {
     /// Print one JSON document on stdout instead of a table.
     #[arg(long, global = true, help_heading = "Global options")]
     pub(crate) json: bool,
+    /// PEM certificates to trust besides the system's roots, for a rediss:// URL.
+    #[arg(
+        long,
+        env = "STEVEDORE_TLS_CA_FILE",
+        value_name = "PATH",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) tls_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate for a server that asks for one (with --tls-key).
+    #[arg(
+        long,
+        env = "STEVEDORE_TLS_CERT",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_key",
+        help_heading = "Global options"
+    )]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "STEVEDORE_TLS_KEY",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_cert",
+        help_heading = "Global options"
+    )]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

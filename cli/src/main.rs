@@ -89,11 +89,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Connects to Redis with `pool` connections, failing within [`CONNECT_TIMEOUT`] when it
 /// does not answer.
 async fn connect(g: &Global, pool: usize) -> anyhow::Result<Client> {
-    let connecting = Client::builder(&g.redis_url)
+    let mut builder = Client::builder(&g.redis_url)
         .prefix(&g.prefix)
         .pool_size(pool)
-        .command_timeout(COMMAND_TIMEOUT)
-        .connect();
+        .command_timeout(COMMAND_TIMEOUT);
+    if let Some(ca) = &g.tls_ca_file {
+        builder = builder.tls_ca_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (&g.tls_cert, &g.tls_key) {
+        builder = builder.tls_client_cert(cert, key);
+    }
+    let connecting = builder.connect();
     let client = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| {

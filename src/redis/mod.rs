@@ -94,6 +94,76 @@ fn read_reply(reply: Value) -> Result<Vec<(String, Vec<Entry>)>, Error> {
         .collect()
 }
 
+/// Certificate files for TLS connections (`rediss://`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsFiles {
+    /// PEM certificates trusted besides the system's roots (a private CA).
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain and private key presented to the server (mutual TLS).
+    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.client_cert.is_none()
+    }
+
+    /// A rustls client configuration (ring) from the system roots and these files.
+    fn client_config(&self) -> crate::Result<rustls::ClientConfig> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |path: &std::path::Path, why: String| {
+            crate::Error::InvalidConfig(format!("TLS file {}: {why}", path.display()))
+        };
+        let certs_of = |path: &std::path::Path| -> crate::Result<Vec<CertificateDer<'static>>> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(path, e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(path, e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(path, "holds no PEM certificate".into()));
+            }
+            Ok(certs)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        // The system's roots, as a rediss:// URL without a CA file gets them; unreadable
+        // ones are skipped (a private CA file may be all there is).
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &self.ca_file {
+            for cert in certs_of(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(path, format!("not a usable CA certificate: {e}")))?;
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| crate::Error::InvalidConfig(format!("TLS: {e}")))?
+            .with_root_certificates(roots);
+        match &self.client_cert {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert, key)) => {
+                let chain = certs_of(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    bad(
+                        key,
+                        format!("no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+                    )
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    bad(
+                        cert,
+                        format!("the certificate and key do not go together: {e}"),
+                    )
+                })
+            }
+        }
+    }
+}
+
 /// Builds connections that all share one configuration and reconnect policy.
 #[derive(Clone)]
 pub(crate) struct Connector {
@@ -127,6 +197,28 @@ impl Connector {
             config,
             command_timeout: Duration::ZERO,
         })
+    }
+
+    /// Verifies a TLS server against the system's roots plus the certificates of
+    /// `tls.ca_file`, and presents `tls.client_cert` when given. Fails when TLS options
+    /// come with a plain `redis://` URL: the caller expects TLS and would not get it.
+    pub(crate) fn with_tls(mut self, tls: &TlsFiles) -> crate::Result<Self> {
+        if tls.is_empty() {
+            return Ok(self);
+        }
+        if !self.config.uses_tls() {
+            return Err(crate::Error::InvalidConfig(
+                "TLS options (a CA file or a client certificate) were given with a URL that \
+                 does not use TLS: use a rediss:// URL"
+                    .into(),
+            ));
+        }
+        let client_config = tls.client_config()?;
+        self.config.tls = Some(fred::types::config::TlsConfig {
+            connector: fred::types::config::TlsConnector::from(client_config),
+            hostnames: fred::types::config::TlsHostMapping::None,
+        });
+        Ok(self)
     }
 
     fn builder(&self) -> Builder {

@@ -124,6 +124,7 @@ mod error;
 mod harness;
 mod process;
 mod resp;
+mod tls;
 
 use std::fmt;
 use std::io::Write as _;
@@ -140,6 +141,12 @@ pub use crate::harness::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_LEASE, DEFAULT_RETRY_POLICY, Harness, HarnessBuilder,
 };
 pub use crate::process::{RedisServer, RedisServerBuilder};
+pub use crate::tls::TestCerts;
+
+/// A free TCP port on 127.0.0.1 (bound, then let go), e.g. for a server's TLS port.
+pub fn free_port() -> Result<u16, KitError> {
+    crate::process::free_port()
+}
 
 use crate::container::{ContainerFailure, ImageRef};
 

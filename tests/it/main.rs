@@ -54,5 +54,8 @@ mod scheduling;
 mod shutdown;
 /// Job status by id through every state, retention, and unique jobs.
 mod status;
+/// rediss:// against redis-server with TLS: jobs run, a private CA and mutual TLS work,
+/// nothing falls back to plain TCP.
+mod tls;
 /// The job span continues the producer's OpenTelemetry trace through `traceparent`.
 mod traces;

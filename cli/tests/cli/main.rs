@@ -13,3 +13,5 @@ mod dlq;
 mod queues;
 /// serve: the API answers, and open non-loopback addresses are refused.
 mod serve;
+/// TLS: rediss:// with a private CA and a client certificate.
+mod tls;

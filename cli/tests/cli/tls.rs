@@ -1,0 +1,46 @@
+use stevedore_testcontainers::{RedisServer, TestCerts, free_port};
+
+use crate::support::Env;
+
+/// The CLI speaks TLS to a rediss:// URL with --tls-ca-file (and a client certificate when
+/// the server asks for one); without the CA it refuses the server rather than go plain.
+#[tokio::test]
+async fn the_cli_connects_over_tls_with_a_private_ca() {
+    let env = Env::start().await;
+    let certs = TestCerts::generate().expect("certificates");
+    let port = free_port().expect("a free port");
+    let _server = certs
+        .tls_args(RedisServer::builder(), port, true)
+        .start()
+        .await
+        .expect("redis-server with TLS");
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = certs.ca().to_string_lossy().into_owned();
+    let cert = certs.client_cert().to_string_lossy().into_owned();
+    let key = certs.client_key().to_string_lossy().into_owned();
+    let out = env
+        .ok(&[
+            "--redis-url",
+            &url,
+            "--tls-ca-file",
+            &ca,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--json",
+            "stats",
+        ])
+        .await;
+    assert!(out.contains("\"queues\""), "{out}");
+    let refused = env.run(&["--redis-url", &url, "stats"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    let usage = env
+        .run(&["--redis-url", &url, "--tls-cert", &cert, "stats"])
+        .await;
+    assert_eq!(
+        usage.code,
+        Some(2),
+        "--tls-cert without --tls-key: {usage:?}"
+    );
+}
