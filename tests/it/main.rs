@@ -28,6 +28,9 @@ mod dlq;
 mod durability;
 /// Handler errors, panics and timeouts: retries, then the DLQ with a reason.
 mod failures;
+/// The fault suite: Redis paused, a partition (blackhole, reset), operator mistakes,
+/// SIGTERM with a short drain deadline, a starved worker; a ledger of every job each.
+mod faults;
 /// Leases, the janitor and poison: long jobs keep their lease, dead workers' jobs run
 /// elsewhere, jobs that kill their worker end in the DLQ.
 mod leases;

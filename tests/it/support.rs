@@ -283,6 +283,11 @@ impl WorkerProcess {
         let _ = self.0.wait();
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// True once the process has exited (it aborted, or was killed).
     pub(crate) fn exited(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(Some(_)))
