@@ -89,6 +89,13 @@ pub trait Observer: Send + Sync + 'static {
         let _ = (queue, entries);
     }
 
+    /// A read of `queue`'s streams failed (Redis unreachable, paused past the read's
+    /// deadline, or refusing); the fetch loop retries with a backoff. Every failure is
+    /// reported; [`stalled`](Self::stalled) says when they add up to an outage.
+    fn read_failed(&self, queue: &str, error: &str) {
+        let _ = (queue, error);
+    }
+
     /// This worker has made no progress on `queue` for `for_how_long` because Redis does
     /// not answer or refuses its reads (`error`, the latest). Reported once a stall passes
     /// [`STALL_REPORT_AFTER`], then again every minute it lasts.

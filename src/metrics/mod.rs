@@ -125,6 +125,7 @@ pub(crate) struct Families {
     dead: Family<QueueTypeReason, Counter>,
     reclaimed: Family<QueueLabel, Counter>,
     stalled: Family<QueueLabel, Gauge>,
+    read_errors: Family<QueueLabel, Counter>,
     duration: HistogramFamily<QueueType>,
     wait: HistogramFamily<QueueTypePriority>,
     in_flight: Gauge,
@@ -176,6 +177,7 @@ impl Metrics {
             dead: Family::default(),
             reclaimed: Family::default(),
             stalled: Family::default(),
+            read_errors: Family::default(),
             duration: Family::new_with_constructor(histogram),
             wait: Family::new_with_constructor(histogram),
             in_flight: Gauge::default(),
@@ -308,6 +310,7 @@ impl Metrics {
             let ql = QueueLabel { queue: q.clone() };
             let _ = f.reclaimed.get_or_create(&ql);
             let _ = f.stalled.get_or_create(&ql);
+            let _ = f.read_errors.get_or_create(&ql);
             let _ = f.scheduled.get_or_create(&ql);
             let _ = f.dead_depth.get_or_create(&ql);
             let _ = f.oldest_waiting.get_or_create(&ql);
@@ -380,6 +383,11 @@ fn register_families(f: &Families, r: &mut Registry) {
         "stevedore_worker_queue_stalled",
         "1 while this process has made no progress on the queue for 10 s or more because redis does not answer or refuses its reads",
         f.stalled.clone(),
+    );
+    r.register(
+        "stevedore_worker_read_errors",
+        "Reads of a queue's streams by this process that failed (redis unreachable, too slow, or refusing)",
+        f.read_errors.clone(),
     );
     r.register(
         "stevedore_job_duration_seconds",
@@ -537,6 +545,16 @@ impl Observer for Metrics {
                 queue: queue.to_string(),
             })
             .inc_by(entries);
+    }
+
+    fn read_failed(&self, queue: &str, _error: &str) {
+        self.inner
+            .families
+            .read_errors
+            .get_or_create(&QueueLabel {
+                queue: queue.to_string(),
+            })
+            .inc();
     }
 
     fn stalled(&self, queue: &str, _for_how_long: Duration, _error: &str) {

@@ -44,6 +44,7 @@ struct Stall {
 
 impl Stall {
     fn failed(&mut self, rt: &Runtime, queue: &str, read_sent: Instant, error: &str) {
+        rt.observers.each(|o| o.read_failed(queue, error));
         let now = Instant::now();
         let since = *self.since.get_or_insert(read_sent);
         let due = match self.reported {

@@ -129,6 +129,14 @@ async fn a_stalled_redis_is_reported_while_it_lasts_and_when_it_ends() {
     })
     .await;
     assert!(metrics.encode().contains(&gauge(1)), "{}", metrics.encode());
+    // Each failed read is counted too.
+    let failed_reads = metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("stevedore_worker_read_errors_total{queue=\"outage\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(failed_reads >= 1, "{}", metrics.encode());
     assert!(!stalls.seen("recovered outage"));
 
     drop(frozen);
