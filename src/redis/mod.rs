@@ -332,13 +332,14 @@ pub(crate) async fn read_group(
 }
 
 /// Reads from several streams with a different COUNT each, in one round trip, without
-/// blocking. Returns the entries per requested stream, in request order.
+/// blocking. Returns the entries (or the error) per requested stream, in request order:
+/// one stream's error does not hide what the others delivered.
 pub(crate) async fn read_group_counts(
     client: &Client,
     group: &str,
     consumer: &str,
     requests: &[(String, u64)],
-) -> Result<Vec<Vec<Entry>>, Error> {
+) -> Result<Vec<Result<Vec<Entry>, Error>>, Error> {
     let p = client.pipeline();
     for (stream, count) in requests {
         let _: () = p
@@ -355,13 +356,13 @@ pub(crate) async fn read_group_counts(
     }
     let mut out = Vec::with_capacity(requests.len());
     for r in p.try_all::<Value>().await {
-        out.push(
-            read_reply(r?)?
+        out.push(r.and_then(read_reply).map(|streams| {
+            streams
                 .into_iter()
                 .next()
                 .map(|(_, e)| e)
-                .unwrap_or_default(),
-        );
+                .unwrap_or_default()
+        }));
     }
     Ok(out)
 }

@@ -267,13 +267,40 @@ async fn fetch_ready(
             .collect();
         let replies = redis::read_group_counts(conn, GROUP, &rt.consumer, &requests).await?;
         let mut got = 0u32;
-        for ((priority, share), entries) in asked.into_iter().zip(replies) {
+        let mut failed = None;
+        for ((priority, share), reply) in asked.into_iter().zip(replies) {
+            let entries = match reply {
+                Ok(entries) => entries,
+                Err(e) => {
+                    open[priority.index()] = false;
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
             let n = entries.len() as u32;
             if n < share {
                 open[priority.index()] = false;
             }
             got += n;
             out.extend(entries.into_iter().map(|e| (priority, e)));
+        }
+        if let Some(e) = failed {
+            if out.is_empty() {
+                return Err(e);
+            }
+            // What the other streams delivered is pending under this worker now: run it,
+            // rather than leave it to be taken back after the lease. A lost group is
+            // recreated here; any other error shows again at the next fetch.
+            if redis::is_nogroup(&e) {
+                tracing::warn!(
+                    ?streams,
+                    "consumer group missing on one stream; recreating it"
+                );
+                if let Err(e) = redis::ensure_groups(conn, streams, GROUP).await {
+                    tracing::warn!(error = %e, "recreating the consumer group failed");
+                }
+            }
+            break;
         }
         remaining = remaining.saturating_sub(got);
         if remaining == 0 || got == 0 {

@@ -18,6 +18,18 @@ async fn beat(_b: Beat, ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Paced {
+    ms: u64,
+}
+
+#[job_handler(name = "paced", queue = "paced")]
+async fn paced(p: Paced, ctx: JobContext) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(p.ms)).await;
+    support::record(ctx.id(), ());
+    Ok(())
+}
+
 /// A worker running `beat`, once a first job has run on it.
 async fn beating(env: &TestEnv) -> support::Running {
     let running = support::spawn(
@@ -66,6 +78,49 @@ async fn a_destroyed_consumer_group_is_recreated() {
         .await
         .expect("xinfo groups");
     assert_eq!(groups.len(), 1, "group recreated");
+    running.shutdown().await.expect("clean shutdown");
+}
+
+/// The group lost on one priority's stream while a busy worker fetches from several at
+/// once: entries the same fetch delivered from the other streams still run at once, not
+/// after the lease (30 s here).
+#[tokio::test]
+async fn a_group_lost_on_one_priority_delays_no_job_of_another() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(paced::handler())
+            .concurrency(10)
+            .lease(Duration::from_secs(30))
+            .build()
+            .expect("worker"),
+    );
+    let ids = env
+        .client
+        .enqueue_bulk((0..300).map(|_| paced::job(Paced { ms: 100 })))
+        .await
+        .expect("enqueue");
+    let ran = || {
+        ids.iter()
+            .filter(|id| support::runs(id.as_str()) > 0)
+            .count()
+    };
+    eventually(Duration::from_secs(20), "jobs run", || async {
+        ran() >= 30
+    })
+    .await;
+    let destroyed: i64 = env
+        .raw
+        .xgroup_destroy(env.stream("paced", "high"), "stevedore")
+        .await
+        .expect("xgroup destroy");
+    assert_eq!(destroyed, 1);
+    // 300 jobs of 100 ms on 10 slots take about 3 s; a fetched entry left behind would wait
+    // for the lease.
+    eventually(Duration::from_secs(20), "every job ran", || async {
+        ran() == ids.len()
+    })
+    .await;
     running.shutdown().await.expect("clean shutdown");
 }
 
