@@ -13,8 +13,7 @@
 --
 -- Returns {status, Redis' now in ms, newest claimed tick (after this call) or -1}, where
 -- status is 1 claimed, 0 already claimed (by anyone), -1 not due yet, 2 read only.
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_ms = clock_ms()
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1') or -1
 local tick = tonumber(ARGV[2])
 if tick < 0 then

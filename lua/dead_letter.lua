@@ -38,8 +38,7 @@ if last < #original then
   fields[#fields + 1] = 'truncated'
   fields[#fields + 1] = tostring((#original - last) / 2)
 end
-local now = redis.call('TIME')
-local failed_at = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+local failed_at = tostring(clock_ms())
 fields[#fields + 1] = 'reason'
 fields[#fields + 1] = ARGV[4]
 fields[#fields + 1] = 'error'
@@ -54,9 +53,6 @@ fields[#fields + 1] = KEYS[1] .. ' ' .. ARGV[3]
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
-if tonumber(ARGV[6]) > 0 then
-  redis.call('HSET', KEYS[3], 'state', 'dead', 'reason', ARGV[4], 'error', ARGV[5],
-    'finished_at', failed_at, 'updated_at', failed_at)
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[6]))
-end
+set_status(KEYS[3], tonumber(ARGV[6]), 'state', 'dead', 'reason', ARGV[4], 'error', ARGV[5],
+  'finished_at', failed_at, 'updated_at', failed_at)
 return 1

@@ -18,8 +18,7 @@ if tonumber(ARGV[7]) > 0 then
   end
   redis.call('SET', KEYS[3], ARGV[1], 'PX', tonumber(ARGV[7]))
 end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_ms = clock_ms()
 local state, due = 'queued', nil
 if ARGV[2] == 'ready' then
   redis.call('XADD', KEYS[1], '*', unpack(ARGV, 11))

@@ -20,12 +20,8 @@ while i <= #ARGV do
   local job_type, max_attempts = ARGV[i + 3], ARGV[i + 5]
   local payload = ARGV[i + 7 + 2 * optional]
   job = job + 1
-  if retention > 0 then
-    local status = KEYS[3 + job]
-    redis.call('HSET', status, 'state', 'queued', 'type', job_type, 'queue', ARGV[3],
-      'attempts', '0', 'max_attempts', max_attempts, 'enqueued_at', now, 'updated_at', now)
-    redis.call('PEXPIRE', status, retention)
-  end
+  set_status(KEYS[3 + job], retention, 'state', 'queued', 'type', job_type, 'queue', ARGV[3],
+    'attempts', '0', 'max_attempts', max_attempts, 'enqueued_at', now, 'updated_at', now)
   local stream = KEYS[tonumber(ARGV[i])]
   if optional == 0 then
     redis.call('XADD', stream, '*', 'id', ARGV[i + 2], 'type', job_type, 'attempt', ARGV[i + 4],

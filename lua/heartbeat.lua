@@ -4,8 +4,7 @@
 -- ARGV[1] worker id  ARGV[2] forget workers silent this long (ms)
 --
 -- Returns Redis' now in ms.
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_ms = clock_ms()
 redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[2]))
 return now_ms

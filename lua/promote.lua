@@ -10,8 +10,7 @@
 -- A member that does not unpack (written by hand) goes to the dead-letter stream with
 -- reason bad_entry rather than blocking the set.
 -- Returns {moved, next due time in ms or -1 when the set is empty, Redis' now in ms}.
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_ms = clock_ms()
 local streams = { high = KEYS[2], normal = KEYS[3], low = KEYS[4] }
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, member in ipairs(due) do

@@ -9,8 +9,7 @@ local age = tonumber(ARGV[1])
 if age == nil or age < 0 then
   return redis.error_reply('ERR age must be a non-negative number of milliseconds')
 end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_ms = clock_ms()
 local cutoff = now_ms - age
 if cutoff <= 0 then
   return 0

@@ -10,8 +10,7 @@
 -- because acknowledged entries are deleted. oldest_waiting_ms is the age of the oldest job
 -- that could run now and has not started: the first undelivered entry of each stream, or a
 -- scheduled job already due; 0 when none waits.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local out = {}
 local oldest = nil
 for i = 1, 3 do

@@ -23,8 +23,7 @@
 -- poisoned is a list of {id, job id, job type} ('' when the entry had none); deleted and
 -- mine are lists of ids (deleted = pending entries whose data is gone; they are
 -- acknowledged).
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_ms = clock_ms()
 local lease = tonumber(ARGV[3])
 local page
 if ARGV[8] == '' then

@@ -78,8 +78,7 @@ redis.call('XDEL', KEYS[1], ARGV[1])
 local retention = tonumber(ARGV[3] or '0') or 0
 if job_id ~= '' and retention > 0 then
   local status = (ARGV[2] or '') .. job_id
-  local t = redis.call('TIME')
-  local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local now = tostring(clock_ms())
   if redis.call('EXISTS', status) == 1 then
     redis.call('HDEL', status, 'error', 'reason', 'finished_at', 'next_at', 'started_at', 'result')
   else

@@ -30,15 +30,11 @@ for i = 1, math.min(#fields, 2000), 2 do
   member[#member + 1] = fields[i]
   member[#member + 1] = value
 end
-local now = redis.call('TIME')
-local due = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[4])
+local due = clock_ms() + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], due, cmsgpack.pack(member))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[6], tostring(due))
-if tonumber(ARGV[7]) > 0 then
-  redis.call('HSET', KEYS[3], 'state', 'retrying', 'error', ARGV[8], 'next_at', tostring(due),
-    'updated_at', tostring(due - tonumber(ARGV[4])))
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
-end
+set_status(KEYS[3], tonumber(ARGV[7]), 'state', 'retrying', 'error', ARGV[8],
+  'next_at', tostring(due), 'updated_at', tostring(due - tonumber(ARGV[4])))
 return due

@@ -9,16 +9,15 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::prelude::{Client as RedisClient, Pool};
-
 use std::time::UNIX_EPOCH;
 
-use crate::job::{DEFAULT_PAYLOAD_LIMIT, IntoJob, JobId, PreparedJob, Schedule, validate_name};
+use crate::codec::DEFAULT_PAYLOAD_LIMIT;
+use crate::job::{IntoJob, JobId, PreparedJob, Schedule};
 use crate::metrics::Metrics;
+use crate::names::validate_name;
 use crate::observe::{EnqueuedEvent, Observer, Observers};
 use crate::redis::keys::{DEFAULT_PREFIX, Keys};
-use crate::redis::scripts::Scripts;
-use crate::redis::{self, Connector, JobWrite};
+use crate::redis::{self, Connector, JobWrite, Store};
 use crate::{Error, Result};
 
 /// How long a job's status is kept after its last change unless set otherwise.
@@ -38,12 +37,9 @@ pub struct Client {
 }
 
 struct Inner {
-    pool: Pool,
-    connector: Connector,
-    keys: Keys,
+    store: Store,
     payload_limit: usize,
     job_status: Option<Duration>,
-    scripts: Scripts,
     /// Queues this client already recorded in `<prefix>:queues`.
     registered: Mutex<HashSet<String>>,
     /// Told about every job event of this client and of the workers built on it.
@@ -54,7 +50,7 @@ struct Inner {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("prefix", &self.inner.keys.prefix())
+            .field("prefix", &self.inner.store.keys().prefix())
             .field("payload_limit", &self.inner.payload_limit)
             .finish_non_exhaustive()
     }
@@ -172,15 +168,12 @@ impl ClientBuilder {
         let connector = Connector::from_url(&self.url)?
             .with_tls(&self.tls)?
             .with_command_timeout(self.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT));
-        let pool = connector.pool(self.pool_size).await?;
+        let store = Store::connect(connector, self.pool_size, &self.prefix).await?;
         Ok(Client {
             inner: Arc::new(Inner {
-                pool,
-                connector,
-                keys: Keys::new(&self.prefix),
+                store,
                 payload_limit: self.payload_limit,
                 job_status: self.job_status.filter(|d| !d.is_zero()),
-                scripts: Scripts::new(),
                 registered: Mutex::new(HashSet::new()),
                 observers: Observers::new(
                     self.metrics
@@ -284,30 +277,19 @@ impl Client {
                             .unwrap_or(0),
                     ),
                 }),
-                fields: j.envelope.to_fields(),
-                unique: j.unique.map(|(k, ttl)| {
-                    (
-                        self.inner.keys.unique(&j.queue, &k),
-                        (ttl.as_millis() as u64).max(1),
-                    )
-                }),
+                unique: j
+                    .unique
+                    .map(|(k, ttl)| (k, (ttl.as_millis() as u64).max(1))),
                 priority: j.priority,
-                max_attempts: j.envelope.max_attempts,
-                job_type: j.envelope.job_type,
-                job_id: j.envelope.id,
+                envelope: j.envelope,
                 queue: j.queue,
             })
             .collect();
-        let client = self.inner.pool.next();
-        match redis::write_jobs(
-            client,
-            &self.inner.keys,
-            &self.inner.scripts,
-            new_queues.clone(),
-            writes,
-            self.status_retention_ms(),
-        )
-        .await
+        match self
+            .inner
+            .store
+            .enqueue_batch(new_queues.clone(), writes, self.status_retention_ms())
+            .await
         {
             Ok(ids) => {
                 // Duplicates of unique jobs come back with the existing job's id: not new.
@@ -327,7 +309,7 @@ impl Client {
             }
             Err(e) => {
                 self.forget(&new_queues);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -375,20 +357,13 @@ impl Client {
         self.inner.metrics.as_ref()
     }
 
-    pub(crate) fn redis(&self) -> &RedisClient {
-        self.inner.pool.next()
-    }
-
-    pub(crate) fn connector(&self) -> &Connector {
-        &self.inner.connector
+    /// The storage layer: every Redis operation goes through it.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     pub(crate) fn keys(&self) -> &Keys {
-        &self.inner.keys
-    }
-
-    pub(crate) fn scripts(&self) -> &Scripts {
-        &self.inner.scripts
+        self.inner.store.keys()
     }
 
     pub(crate) fn payload_limit(&self) -> usize {

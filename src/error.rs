@@ -17,12 +17,20 @@ pub enum Error {
     /// The client reconnects on its own: retry the call later, and check that the server
     /// runs and the URL is right if this persists.
     #[error("redis connection failed: {0}")]
-    Connection(#[source] fred::error::Error),
+    Connection(String),
+
+    /// Redis did not answer within the command timeout
+    /// ([`ClientBuilder::command_timeout`](crate::ClientBuilder::command_timeout)): it is
+    /// paused, overloaded, or cut off without the connection noticing. The command may or
+    /// may not have run; retry later (every stevedore write is safe to repeat, except that an
+    /// enqueue without a unique key may then enqueue the job twice).
+    #[error("redis did not answer in time: {0}")]
+    Timeout(String),
 
     /// Redis answered a command with an error (wrong key type, out of memory, a script
     /// error...). Retrying rarely helps: the message says what Redis refused.
     #[error("redis refused a command: {0}")]
-    Redis(#[source] fred::error::Error),
+    Redis(String),
 
     /// The Redis URL could not be parsed. The password, if any, is not shown.
     #[error("invalid redis url {url}: {reason}")]
@@ -88,24 +96,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// Sorts a fred error into [`Error::Connection`] or [`Error::Redis`].
-    pub(crate) fn from_redis(e: fred::error::Error) -> Self {
-        use fred::error::ErrorKind;
-        match e.kind() {
-            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled => Error::Connection(e),
-            _ => Error::Redis(e),
-        }
-    }
-
-    /// True when the error is a lost connection the caller may simply retry.
+    /// True when the call may simply be retried later: Redis was unreachable
+    /// ([`Error::Connection`]) or did not answer in time ([`Error::Timeout`]).
     pub fn is_connection(&self) -> bool {
-        matches!(self, Error::Connection(_))
+        matches!(self, Error::Connection(_) | Error::Timeout(_))
     }
-}
 
-impl From<fred::error::Error> for Error {
-    fn from(e: fred::error::Error) -> Self {
-        Error::from_redis(e)
+    /// True for a failure of Redis itself (unreachable, too slow, or refusing a command),
+    /// as opposed to bad input or configuration.
+    pub fn is_redis(&self) -> bool {
+        matches!(
+            self,
+            Error::Connection(_) | Error::Timeout(_) | Error::Redis(_)
+        )
     }
 }
 

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fred::prelude::{ClientLike as _, KeysInterface as _};
-use fred::types::{Expiration, SetOptions};
 use serde::Serialize;
 
+use crate::redis::Probe;
 use crate::{Client, Error, Result};
 
 /// How long a health check waits for Redis to answer.
@@ -111,15 +110,11 @@ impl Health {
     /// Pings Redis within [`PING_TIMEOUT`] and returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration> {
         let start = std::time::Instant::now();
-        match tokio::time::timeout(PING_TIMEOUT, self.client.redis().ping::<String>(None)).await {
-            Ok(Ok(_)) => Ok(start.elapsed()),
-            Ok(Err(e)) => Err(Error::from(e)),
-            Err(_) => Err(Error::Connection(fred::error::Error::new(
-                fred::error::ErrorKind::Timeout,
-                format!(
-                    "redis did not answer PING within {}",
-                    humantime::format_duration(PING_TIMEOUT)
-                ),
+        match self.client.store().ping(PING_TIMEOUT).await? {
+            Probe::Ok => Ok(start.elapsed()),
+            Probe::TimedOut => Err(Error::Timeout(format!(
+                "redis did not answer PING within {}",
+                humantime::format_duration(PING_TIMEOUT)
             ))),
         }
     }
@@ -153,21 +148,11 @@ impl Health {
 
     /// Writes the readiness probe key, within [`PING_TIMEOUT`].
     async fn probe_write(&self) -> Result<()> {
-        let key = self.client.keys().health_probe();
-        let write = self.client.redis().set::<(), _, _>(
-            key,
-            "ok",
-            Some(Expiration::PX(10_000)),
-            None::<SetOptions>,
-            false,
-        );
-        match tokio::time::timeout(PING_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::from(e)),
-            Err(_) => Err(Error::Connection(fred::error::Error::new(
-                fred::error::ErrorKind::Timeout,
-                "redis did not accept a write in time",
-            ))),
+        match self.client.store().probe_write(PING_TIMEOUT).await? {
+            Probe::Ok => Ok(()),
+            Probe::TimedOut => Err(Error::Timeout(
+                "redis did not accept a write in time".into(),
+            )),
         }
     }
 

@@ -54,8 +54,12 @@
 extern crate self as stevedore;
 
 pub mod admin;
+pub(crate) mod backoff;
 pub mod client;
+pub(crate) mod clock;
+pub(crate) mod codec;
 pub mod dlq;
+pub(crate) mod envelope;
 pub mod error;
 pub mod handler;
 pub mod health;
@@ -63,6 +67,7 @@ pub mod health;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub(crate) mod names;
 pub mod observe;
 pub mod priority;
 pub(crate) mod redis;

@@ -11,9 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fred::prelude::*;
-
-use crate::job::validate_name;
+use crate::names::validate_name;
 use crate::{Client, Error, Result};
 
 /// Where a job is.
@@ -181,7 +179,7 @@ impl Client {
     /// never enqueued here, expired after the retention time, or status tracking is off.
     pub async fn status_in(&self, queue: &str, id: &str) -> Result<Option<JobStatus>> {
         validate_name("queue", queue)?;
-        let h: HashMap<String, String> = self.redis().hgetall(self.keys().job(queue, id)).await?;
+        let h = self.store().job_status(queue, id).await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -190,19 +188,12 @@ impl Client {
 
     /// The status of job `id`, looked up in every known queue (two round trips).
     pub async fn status(&self, id: &str) -> Result<Option<JobStatus>> {
-        let queues: Vec<String> = self.redis().smembers(self.keys().queues()).await?;
-        if queues.is_empty() {
+        let queues = self.store().known_queues().await?;
+        let h = self.store().find_job_status(&queues, id).await?;
+        if h.is_empty() {
             return Ok(None);
         }
-        let p = self.redis().pipeline();
-        for q in &queues {
-            let _: () = p.hgetall(self.keys().job(q, id)).await?;
-        }
-        let hashes: Vec<HashMap<String, String>> = p.all().await?;
-        match hashes.into_iter().find(|h| !h.is_empty()) {
-            Some(h) => JobStatus::from_hash(id, h).map(Some),
-            None => Ok(None),
-        }
+        JobStatus::from_hash(id, h).map(Some)
     }
 
     /// Waits until job `id` succeeds or dies, or `timeout` passes, and returns its last
@@ -300,8 +291,7 @@ impl Client {
     /// no longer knows its consumer group's lag.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
         validate_name("queue", queue)?;
-        let c = crate::redis::stats::queue_counts(self.redis(), self.keys(), self.scripts(), queue)
-            .await?;
+        let c = self.store().queue_counts(queue).await?;
         Ok(QueueStats {
             queue: queue.to_string(),
             ready: ByPriority::from_array(c.ready),

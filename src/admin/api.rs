@@ -206,7 +206,7 @@ impl From<Error> for ApiError {
             Error::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::UnknownQueue(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Error::Connection(_) | Error::Redis(_) => {
+            Error::Connection(_) | Error::Timeout(_) | Error::Redis(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable")
             }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

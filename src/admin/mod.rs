@@ -37,12 +37,11 @@ pub use security::AdminConfig;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fred::prelude::*;
 use serde::Serialize;
 
 use crate::dlq::{DeadLetterFilter, DeadLetterQuery};
-use crate::job::validate_name;
-use crate::redis::stats::{self, LIVE_WORKER_WINDOW_MS};
+use crate::names::validate_name;
+use crate::redis::LIVE_WORKER_WINDOW_MS;
 use crate::status::QueueStats;
 use crate::worker::control::TOTALS;
 use crate::{Client, Error, IntoJob, JobId, Priority, RawJob, Result};
@@ -264,7 +263,7 @@ fn parse_duration(field: &str, s: &str) -> Result<Duration> {
             crate::error::excerpt(s)
         ))
     })?;
-    crate::job::check_duration(field, d)?;
+    crate::clock::check_duration(field, d)?;
     Ok(d)
 }
 
@@ -287,11 +286,7 @@ impl Admin {
     /// The known queues' names (every queue a job was enqueued to, or a worker consumed),
     /// sorted.
     pub async fn queue_names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
-            .client
-            .redis()
-            .smembers(self.client.keys().queues())
-            .await?;
+        let mut names = self.client.store().known_queues().await?;
         names.sort();
         Ok(names)
     }
@@ -321,14 +316,7 @@ impl Admin {
     }
 
     async fn info(&self, name: &str, live: &[WorkerInfo], paused: &[String]) -> Result<QueueInfo> {
-        let totals = async {
-            let h: HashMap<String, u64> = self
-                .client
-                .redis()
-                .hgetall(self.client.keys().totals(name))
-                .await?;
-            Ok::<_, Error>(h)
-        };
+        let totals = self.client.store().totals(name);
         let (stats, h) = tokio::try_join!(self.client.queue_stats(name), totals)?;
         Ok(QueueInfo {
             name: name.to_string(),
@@ -348,9 +336,11 @@ impl Admin {
     }
 
     async fn live(&self) -> Result<Vec<WorkerInfo>> {
-        let c = &self.client;
-        let raw =
-            stats::live_workers(c.redis(), c.keys(), c.scripts(), LIVE_WORKER_WINDOW_MS).await?;
+        let raw = self
+            .client
+            .store()
+            .live_workers(LIVE_WORKER_WINDOW_MS)
+            .await?;
         let mut out: Vec<WorkerInfo> = raw
             .into_iter()
             .map(|(id, d)| {
@@ -409,52 +399,30 @@ impl Admin {
     pub async fn pause(&self, queue: &str) -> Result<bool> {
         validate_name("queue", queue)?;
         self.ensure_known(queue).await?;
-        let added: i64 = self
-            .client
-            .redis()
-            .sadd(self.client.keys().paused(), queue)
-            .await?;
-        Ok(added == 1)
+        self.client.store().pause(queue).await
     }
 
     /// Resumes a paused `queue`. Returns false when it was not paused.
     pub async fn resume(&self, queue: &str) -> Result<bool> {
         validate_name("queue", queue)?;
         self.ensure_known(queue).await?;
-        let removed: i64 = self
-            .client
-            .redis()
-            .srem(self.client.keys().paused(), queue)
-            .await?;
-        Ok(removed == 1)
+        self.client.store().resume(queue).await
     }
 
     /// Whether `queue` is paused.
     pub async fn is_paused(&self, queue: &str) -> Result<bool> {
         validate_name("queue", queue)?;
-        Ok(self
-            .client
-            .redis()
-            .sismember(self.client.keys().paused(), queue)
-            .await?)
+        self.client.store().is_paused(queue).await
     }
 
     async fn paused_set(&self) -> Result<Vec<String>> {
-        Ok(self
-            .client
-            .redis()
-            .smembers(self.client.keys().paused())
-            .await?)
+        self.client.store().paused_queues().await
     }
 
     /// Whether `queue` is known: a job was enqueued to it or a worker consumed it.
     pub async fn queue_exists(&self, queue: &str) -> Result<bool> {
         validate_name("queue", queue)?;
-        Ok(self
-            .client
-            .redis()
-            .sismember(self.client.keys().queues(), queue)
-            .await?)
+        self.client.store().is_known_queue(queue).await
     }
 
     async fn ensure_known(&self, queue: &str) -> Result<()> {

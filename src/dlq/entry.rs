@@ -10,11 +10,10 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fred::types::Value;
 
 use crate::Priority;
-use crate::job::decode_payload;
-use crate::redis::priority_of;
+use crate::codec::decode_payload;
+use crate::redis::{Fields, priority_of};
 
 /// Why a job was dead-lettered: the `reason` field of its dead letter.
 #[non_exhaustive]
@@ -186,7 +185,7 @@ impl DeadJob {
     }
 
     /// Reads a dead letter from its entry id and raw fields; never fails.
-    pub(crate) fn from_entry(queue: &str, entry_id: String, raw: Vec<(String, Value)>) -> Self {
+    pub(crate) fn from_entry(queue: &str, entry_id: String, raw: Fields) -> Self {
         let mut job = DeadJob {
             failed_at: StreamId::parse(&entry_id).and_then(|id| time_of_ms(id.ms)),
             entry_id,
@@ -206,14 +205,17 @@ impl DeadJob {
             fields: Vec::new(),
         };
         let mut seen: Vec<&'static str> = Vec::new();
-        for (name, value) in raw {
-            let known = KNOWN.iter().copied().find(|k| *k == name);
+        for (name, value) in raw.iter() {
+            let known = KNOWN
+                .iter()
+                .copied()
+                .find(|k| k.as_bytes() == name.as_ref());
             match known {
                 Some(k) if !seen.contains(&k) => {
                     seen.push(k);
                     job.set(k, value);
                 }
-                _ => job.fields.push((name, text(&value))),
+                _ => job.fields.push((text(name), text(value))),
             }
         }
         job.priority = job
@@ -224,8 +226,8 @@ impl DeadJob {
         job
     }
 
-    fn set(&mut self, name: &'static str, value: Value) {
-        let t = text(&value);
+    fn set(&mut self, name: &'static str, value: &Bytes) {
+        let t = text(value);
         match name {
             "id" => self.job_id = Some(t),
             "type" => self.job_type = Some(t),
@@ -246,13 +248,7 @@ impl DeadJob {
             "enqueued_at" => self.enqueued_at = t.parse().ok().and_then(time_of_ms),
             "origin" => self.origin = Some(t),
             "replayed_from" => self.replayed_from = Some(t),
-            _ => {
-                self.payload = match value {
-                    Value::Bytes(b) => b,
-                    Value::String(s) => s.inner().clone(),
-                    other => Bytes::from(text(&other)),
-                }
-            }
+            _ => self.payload = value.clone(),
         }
     }
 }
@@ -273,12 +269,9 @@ const KNOWN: [&str; 12] = [
     "payload",
 ];
 
-/// A field value as text, invalid UTF-8 replaced.
-pub(super) fn text(v: &Value) -> String {
-    match v.as_bytes() {
-        Some(b) => String::from_utf8_lossy(b).into_owned(),
-        None => v.as_string().unwrap_or_default(),
-    }
+/// A field name or value as text, invalid UTF-8 replaced.
+fn text(v: &Bytes) -> String {
+    String::from_utf8_lossy(v).into_owned()
 }
 
 fn time_of_ms(ms: u64) -> Option<SystemTime> {
@@ -421,17 +414,16 @@ mod tests {
 
     #[test]
     fn odd_entries_read_without_failing() {
-        let raw = vec![
-            ("hello".to_string(), Value::from("world")),
-            ("attempt".to_string(), Value::from("first")),
-            ("attempt".to_string(), Value::from("2")),
-            ("failed_at".to_string(), Value::from("soon")),
-            ("origin".to_string(), Value::from("p:{q}:high 1-0")),
-            (
-                "payload".to_string(),
-                Value::Bytes(Bytes::from_static(&[0xc1])),
-            ),
-        ];
+        let raw: Fields = [
+            ("hello", Bytes::from("world")),
+            ("attempt", Bytes::from("first")),
+            ("attempt", Bytes::from("2")),
+            ("failed_at", Bytes::from("soon")),
+            ("origin", Bytes::from("p:{q}:high 1-0")),
+            ("payload", Bytes::from_static(&[0xc1])),
+        ]
+        .into_iter()
+        .collect();
         let job = DeadJob::from_entry("q", "1700000000000-0".into(), raw);
         assert_eq!(job.attempts, None, "the first `attempt` wins, garbled");
         assert_eq!(job.reason, DeadReason::Other(String::new()));

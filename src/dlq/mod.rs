@@ -8,7 +8,6 @@
 //! that re-enqueues the job and deletes its dead letter together, so replays racing each
 //! other (or a crash midway) re-enqueue every job exactly once.
 
-mod commands;
 mod entry;
 
 use std::fmt;
@@ -16,9 +15,9 @@ use std::time::{Duration, SystemTime};
 
 pub use entry::{DeadJob, DeadReason};
 
-use crate::job::validate_name;
+use crate::names::validate_name;
+use crate::redis::DeadEntry;
 use crate::{Client, Error, JobId, Result};
-use commands::RawEntry;
 use entry::{StreamId, ms_of};
 
 /// Entries a page holds when the query does not say.
@@ -35,12 +34,9 @@ impl Client {
     /// Fails with [`Error::InvalidName`] when `queue` is not a valid queue name.
     pub fn dead_letters(&self, queue: &str) -> Result<DeadLetters> {
         validate_name("queue", queue)?;
-        let keys = self.keys();
-        let [high, normal, low] = keys.streams(queue);
         Ok(DeadLetters {
             client: self.clone(),
             queue: queue.to_string(),
-            keys: [keys.dlq(queue), high, normal, low],
         })
     }
 }
@@ -50,15 +46,13 @@ impl Client {
 pub struct DeadLetters {
     client: Client,
     queue: String,
-    /// The dead-letter stream, then the ready streams high, normal, low (replay's KEYS).
-    keys: [String; 4],
 }
 
 impl fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeadLetters")
             .field("queue", &self.queue)
-            .field("stream", &self.keys[0])
+            .field("stream", &self.client.keys().dlq(&self.queue))
             .finish_non_exhaustive()
     }
 }
@@ -151,7 +145,7 @@ impl DeadLetters {
 
     /// How many dead letters the queue holds.
     pub async fn count(&self) -> Result<u64> {
-        commands::len(self.client.redis(), self.dlq()).await
+        self.client.store().dead_count(&self.queue).await
     }
 
     /// One page of dead letters, newest first, filtered.
@@ -202,9 +196,8 @@ impl DeadLetters {
         } else {
             scan.max(limit as u64 + 1)
         };
-        let client = self.client.redis();
         while start <= end {
-            let entries = commands::range(client, self.dlq(), start, end, chunk, true).await?;
+            let entries = self.range(start, end, chunk, true).await?;
             let full = entries.len() as u64 == chunk;
             let mut oldest = None;
             for (id, fields) in entries {
@@ -233,7 +226,7 @@ impl DeadLetters {
         let Some(id) = StreamId::parse(entry_id) else {
             return Ok(None);
         };
-        let entry = commands::get(self.client.redis(), self.dlq(), id).await?;
+        let entry = self.range(id, id, 1, false).await?.into_iter().next();
         Ok(entry.map(|(id, fields)| DeadJob::from_entry(&self.queue, id, fields)))
     }
 
@@ -273,21 +266,26 @@ impl DeadLetters {
         let Some(id) = StreamId::parse(entry_id) else {
             return Ok(false);
         };
-        let deleted = commands::delete(self.client.redis(), self.dlq(), vec![id.to_string()]);
+        let deleted = self
+            .client
+            .store()
+            .dead_delete(&self.queue, vec![id.to_string()]);
         Ok(deleted.await? > 0)
     }
 
     /// Deletes every dead letter of the queue in one atomic step; returns how many.
     pub async fn purge_all(&self) -> Result<u64> {
-        commands::delete_all(self.client.redis(), self.dlq()).await
+        self.client.store().dead_delete_all(&self.queue).await
     }
 
     /// Deletes the dead letters that died more than `age` ago, measured on Redis' clock
     /// (never this machine's); returns how many.
     pub async fn purge_older_than(&self, age: Duration) -> Result<u64> {
         let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-        let script = &self.client.scripts().purge_older;
-        commands::delete_older(self.client.redis(), script, self.dlq(), age_ms).await
+        self.client
+            .store()
+            .dead_delete_older(&self.queue, age_ms)
+            .await
     }
 
     /// Deletes the matching dead letters; returns how many.
@@ -301,15 +299,34 @@ impl DeadLetters {
         self.apply(filter, Action::Purge).await
     }
 
-    fn dlq(&self) -> &str {
-        &self.keys[0]
+    /// Up to `count` entries with ids from `start` to `end` (both included), oldest first,
+    /// or newest first when `newest_first`.
+    async fn range(
+        &self,
+        start: StreamId,
+        end: StreamId,
+        count: u64,
+        newest_first: bool,
+    ) -> Result<Vec<DeadEntry>> {
+        let (start, end) = (start.to_string(), end.to_string());
+        self.client
+            .store()
+            .dead_range(&self.queue, &start, &end, count, newest_first)
+            .await
+    }
+
+    /// The newest entry's id, `None` for an empty or missing stream.
+    async fn newest(&self) -> Result<Option<StreamId>> {
+        let newest = self.range(StreamId::MIN, StreamId::MAX, 1, true).await?;
+        Ok(newest.first().and_then(|(id, _)| StreamId::parse(id)))
     }
 
     async fn replay_ids(&self, ids: &[String]) -> Result<Vec<Option<String>>> {
-        let script = &self.client.scripts().replay;
-        let status_prefix = self.client.keys().job_prefix(&self.queue);
-        let status = (status_prefix.as_str(), self.client.status_retention_ms());
-        commands::replay(self.client.redis(), script, &self.keys, status, ids).await
+        let retention = self.client.status_retention_ms();
+        self.client
+            .store()
+            .dead_replay(&self.queue, ids, retention)
+            .await
     }
 
     /// Replays or purges the entries matching `filter`, oldest first, chunk by chunk, up
@@ -319,20 +336,19 @@ impl DeadLetters {
         let Some((mut start, end)) = filter.id_range() else {
             return Ok(0);
         };
-        let client = self.client.redis();
-        let Some(newest) = commands::newest(client, self.dlq()).await? else {
+        let Some(newest) = self.newest().await? else {
             return Ok(0);
         };
         let end = end.min(newest);
         let mut changed = 0;
         while start <= end {
-            let entries = commands::range(client, self.dlq(), start, end, CHUNK, false).await?;
+            let entries = self.range(start, end, CHUNK, false).await?;
             let full = entries.len() as u64 == CHUNK;
             let last = entries.last().and_then(|(id, _)| StreamId::parse(id));
             let ids = self.matching_ids(filter, entries);
             changed += match action {
                 Action::Replay => self.replay_ids(&ids).await?.iter().flatten().count() as u64,
-                Action::Purge => commands::delete(client, self.dlq(), ids).await?,
+                Action::Purge => self.client.store().dead_delete(&self.queue, ids).await?,
             };
             match last.and_then(StreamId::next) {
                 Some(n) if full => start = n,
@@ -342,7 +358,7 @@ impl DeadLetters {
         Ok(changed)
     }
 
-    fn matching_ids(&self, filter: &DeadLetterFilter, entries: Vec<RawEntry>) -> Vec<String> {
+    fn matching_ids(&self, filter: &DeadLetterFilter, entries: Vec<DeadEntry>) -> Vec<String> {
         if filter.by_time_only() {
             return entries.into_iter().map(|(id, _)| id).collect();
         }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{Metrics, QueueLabel, QueuePriority};
-use crate::redis::stats::{self, LIVE_WORKER_WINDOW_MS};
+use crate::redis::LIVE_WORKER_WINDOW_MS;
 use crate::{Client, Priority};
 
 pub(crate) struct Sampler {
@@ -142,7 +142,7 @@ async fn sample(metrics: &Metrics, watched: &[(String, String, Client)]) {
             .or_insert_with(|| (client, Vec::new()))
             .1
             .push(queue.as_str());
-        match stats::queue_counts(client.redis(), client.keys(), client.scripts(), queue).await {
+        match client.store().queue_counts(queue).await {
             Ok(c) => {
                 for p in Priority::ALL {
                     let qp = QueuePriority::new(queue, p);
@@ -163,14 +163,7 @@ async fn sample(metrics: &Metrics, watched: &[(String, String, Client)]) {
         }
     }
     for (client, queues) in by_prefix.values() {
-        let live = match stats::live_workers(
-            client.redis(),
-            client.keys(),
-            client.scripts(),
-            LIVE_WORKER_WINDOW_MS,
-        )
-        .await
-        {
+        let live = match client.store().live_workers(LIVE_WORKER_WINDOW_MS).await {
             Ok(live) => live,
             Err(e) => {
                 tracing::debug!(error = %e, "sampling live workers failed");

@@ -11,22 +11,45 @@ use futures::future::{BoxFuture, MaybeDone, maybe_done};
 
 use fred::prelude::*;
 
+use super::entry::fields_of;
 use super::keys;
 use super::scripts::Scripts;
+use super::{Store, fail};
 use crate::Priority;
+use crate::envelope::Envelope;
 
 /// One job to write.
 pub(crate) struct JobWrite {
-    pub(crate) job_id: String,
-    pub(crate) job_type: String,
     pub(crate) queue: String,
     pub(crate) priority: Priority,
-    pub(crate) max_attempts: u32,
-    pub(crate) fields: Vec<(&'static str, Value)>,
     /// `("in", delay ms)` or `("at", epoch ms)` for a delayed job.
     pub(crate) when: Option<(&'static str, u64)>,
-    /// `(key, ttl ms)` of a unique job.
+    /// `(unique key, ttl ms)` of a unique job; the key without prefix, as the caller chose.
     pub(crate) unique: Option<(String, u64)>,
+    pub(crate) envelope: Envelope,
+}
+
+impl Store {
+    /// Writes jobs in one round trip and returns their ids: for a duplicate of a unique
+    /// job, the id of the job already enqueued. A status record is written for each when
+    /// `retention_ms` is above 0, and `new_queues` are added to the known queues in the same
+    /// round trip. See [`write_jobs`] for how the calls are made.
+    pub(crate) async fn enqueue_batch(
+        &self,
+        new_queues: Vec<String>,
+        writes: Vec<JobWrite>,
+        retention_ms: u64,
+    ) -> crate::Result<Vec<String>> {
+        write_jobs(
+            self.conn(),
+            &self.keys,
+            &self.scripts,
+            new_queues,
+            writes,
+            retention_ms,
+        )
+        .await
+    }
 }
 
 /// Ready jobs sent per call of the batch enqueue script at most: a script holds the server
@@ -57,14 +80,14 @@ enum EnqueueCommand {
 /// single-job script closes its queue's batch, so every stream gets its jobs in order. Each
 /// call is sent as soon as it is complete, in order, so Redis runs the first hundred jobs
 /// while the next are still being encoded; the replies are read once all are sent.
-pub(crate) async fn write_jobs(
+async fn write_jobs(
     client: &Client,
     keys: &keys::Keys,
     scripts: &Scripts,
     new_queues: Vec<String>,
     writes: Vec<JobWrite>,
     retention_ms: u64,
-) -> Result<Vec<String>, Error> {
+) -> crate::Result<Vec<String>> {
     // Every call that writes a job goes by SHA, and both enqueue scripts are loaded
     // together: a server that lost its scripts refuses all of a write's calls, which then go
     // again in order, so no queue's jobs change order. Loading them before a client's first
@@ -72,7 +95,7 @@ pub(crate) async fn write_jobs(
     if !scripts.enqueue_loaded.load(Ordering::Relaxed) {
         scripts.load_enqueue(client).await?;
     }
-    let now = crate::job::now_ms() as i64;
+    let now = crate::clock::now_ms() as i64;
     let mut commands: Vec<EnqueueCommand> = Vec::new();
     // Per command: whether it takes no more jobs, so it can be sent.
     let mut closed: Vec<bool> = Vec::new();
@@ -89,6 +112,7 @@ pub(crate) async fn write_jobs(
     // The open batch of each queue, by index into `commands`.
     let mut open: HashMap<String, usize> = HashMap::new();
     for w in writes {
+        let w = Write::from(w, keys);
         if w.when.is_none() && w.unique.is_none() {
             let at = match open.get(&w.queue) {
                 Some(&at) => at,
@@ -196,7 +220,7 @@ pub(crate) async fn write_jobs(
         }
     }
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-        return Err(e.clone());
+        return Err(fail(e.clone()));
     }
     let mut ids = Vec::with_capacity(outcomes.len());
     for (index, scripted, id) in outcomes {
@@ -211,6 +235,34 @@ pub(crate) async fn write_jobs(
         ids.push(existing.unwrap_or(id));
     }
     Ok(ids)
+}
+
+/// A job to write, as the commands take it.
+struct Write {
+    job_id: String,
+    job_type: String,
+    queue: String,
+    priority: Priority,
+    max_attempts: u32,
+    fields: Vec<(&'static str, Value)>,
+    when: Option<(&'static str, u64)>,
+    /// `(full key, ttl ms)` of a unique job.
+    unique: Option<(String, u64)>,
+}
+
+impl Write {
+    fn from(w: JobWrite, keys: &keys::Keys) -> Write {
+        Write {
+            fields: fields_of(&w.envelope),
+            unique: w.unique.map(|(k, ttl)| (keys.unique(&w.queue, &k), ttl)),
+            job_id: w.envelope.id,
+            job_type: w.envelope.job_type,
+            max_attempts: w.envelope.max_attempts,
+            queue: w.queue,
+            priority: w.priority,
+            when: w.when,
+        }
+    }
 }
 
 /// The fields every entry has, in the order `enqueue_ready.lua` takes their values.

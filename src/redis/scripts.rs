@@ -1,74 +1,102 @@
-//! The Lua scripts in `lua/`, one per atomic multi-key operation, loaded once per server.
+//! The script registry: every Lua script of `lua/`, one per atomic multi-key operation,
+//! with the shared prelude (`lua/prelude.lua`: Redis' clock, status writes) put in front.
 //!
-//! Each script is sent by SHA and reloaded on `NOSCRIPT` (a restarted or flushed server),
-//! so callers never see a missing script.
+//! Each script's header states its KEYS and ARGV; the one function of this layer that calls
+//! it (named for what it does) builds exactly those and reads its reply into a typed
+//! outcome. Scripts are sent by SHA and reloaded on `NOSCRIPT` (a restarted or flushed
+//! server), so callers never see a missing script.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use fred::prelude::*;
-pub(crate) use fred::types::scripts::Script;
+use fred::types::scripts::Script;
+
+use super::fail;
+
+/// The script `lua/<name>.lua` with the prelude in front.
+macro_rules! script {
+    ($name:literal) => {
+        Script::from_lua(concat!(
+            include_str!("../../lua/prelude.lua"),
+            include_str!(concat!("../../lua/", $name, ".lua"))
+        ))
+    };
+}
 
 /// The scripts, hashed once per process.
-pub(crate) struct Scripts {
-    pub(crate) ack: Script,
-    pub(crate) started: Script,
-    pub(crate) enqueue_ready: Script,
-    pub(crate) enqueue: Script,
+pub(super) struct Scripts {
+    pub(super) ack: Script,
+    pub(super) started: Script,
+    pub(super) enqueue_ready: Script,
+    pub(super) enqueue: Script,
     /// Whether both enqueue scripts were loaded on this client's server (see
-    /// `redis::write_jobs`).
-    pub(crate) enqueue_loaded: AtomicBool,
-    pub(crate) dead_letter: Script,
-    pub(crate) replay: Script,
-    pub(crate) purge_older: Script,
-    pub(crate) retry: Script,
-    pub(crate) promote: Script,
-    pub(crate) renew: Script,
-    pub(crate) reclaim: Script,
-    pub(crate) heartbeat: Script,
-    pub(crate) alive: Script,
-    pub(crate) prune_consumers: Script,
-    pub(crate) cron_claim: Script,
-    pub(crate) queue_stats: Script,
+    /// `Store::enqueue_batch`).
+    pub(super) enqueue_loaded: AtomicBool,
+    pub(super) dead_letter: Script,
+    pub(super) replay: Script,
+    pub(super) purge_older: Script,
+    pub(super) retry: Script,
+    pub(super) promote: Script,
+    pub(super) renew: Script,
+    pub(super) reclaim: Script,
+    pub(super) heartbeat: Script,
+    pub(super) alive: Script,
+    pub(super) prune_consumers: Script,
+    pub(super) cron_claim: Script,
+    pub(super) queue_stats: Script,
 }
 
 impl Scripts {
-    /// Loads both enqueue scripts, which every enqueue sends by SHA, together.
-    pub(crate) async fn load_enqueue(&self, client: &Client) -> Result<(), Error> {
-        self.enqueue_ready.load(client).await?;
-        self.enqueue.load(client).await?;
-        self.enqueue_loaded.store(true, Ordering::Relaxed);
-        Ok(())
+    pub(super) fn new() -> Self {
+        Scripts {
+            ack: script!("ack"),
+            started: script!("started"),
+            enqueue_ready: script!("enqueue_ready"),
+            enqueue: script!("enqueue"),
+            enqueue_loaded: AtomicBool::new(false),
+            dead_letter: script!("dead_letter"),
+            replay: script!("replay"),
+            purge_older: script!("purge_older"),
+            retry: script!("retry"),
+            promote: script!("promote"),
+            renew: script!("renew"),
+            reclaim: script!("reclaim"),
+            heartbeat: script!("heartbeat"),
+            alive: script!("alive"),
+            prune_consumers: script!("prune_consumers"),
+            cron_claim: script!("cron_claim"),
+            queue_stats: script!("queue_stats"),
+        }
     }
 
-    pub(crate) fn new() -> Self {
-        Scripts {
-            ack: Script::from_lua(include_str!("../../lua/ack.lua")),
-            started: Script::from_lua(include_str!("../../lua/started.lua")),
-            enqueue_ready: Script::from_lua(include_str!("../../lua/enqueue_ready.lua")),
-            enqueue: Script::from_lua(include_str!("../../lua/enqueue.lua")),
-            enqueue_loaded: AtomicBool::new(false),
-            dead_letter: Script::from_lua(include_str!("../../lua/dead_letter.lua")),
-            replay: Script::from_lua(include_str!("../../lua/replay.lua")),
-            purge_older: Script::from_lua(include_str!("../../lua/purge_older.lua")),
-            retry: Script::from_lua(include_str!("../../lua/retry.lua")),
-            promote: Script::from_lua(include_str!("../../lua/promote.lua")),
-            renew: Script::from_lua(include_str!("../../lua/renew.lua")),
-            reclaim: Script::from_lua(include_str!("../../lua/reclaim.lua")),
-            heartbeat: Script::from_lua(include_str!("../../lua/heartbeat.lua")),
-            alive: Script::from_lua(include_str!("../../lua/alive.lua")),
-            prune_consumers: Script::from_lua(include_str!("../../lua/prune_consumers.lua")),
-            cron_claim: Script::from_lua(include_str!("../../lua/cron_claim.lua")),
-            queue_stats: Script::from_lua(include_str!("../../lua/queue_stats.lua")),
-        }
+    /// Loads both enqueue scripts, which every enqueue sends by SHA, together.
+    pub(super) async fn load_enqueue(&self, client: &Client) -> crate::Result<()> {
+        self.enqueue_ready.load(client).await.map_err(fail)?;
+        self.enqueue.load(client).await.map_err(fail)?;
+        self.enqueue_loaded.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 
 /// Runs `script` by SHA, loading it first if the server does not know it.
-pub(crate) async fn run<R: FromValue>(
+pub(super) async fn run<R: FromValue>(
     client: &Client,
     script: &Script,
     keys: Vec<String>,
     args: Vec<Value>,
-) -> Result<R, Error> {
-    script.evalsha_with_reload(client, keys, args).await
+) -> crate::Result<R> {
+    script
+        .evalsha_with_reload(client, keys, args)
+        .await
+        .map_err(fail)
+}
+
+/// Runs `script` and returns its raw reply, for outcomes read by hand.
+pub(super) async fn run_raw(
+    client: &Client,
+    script: &Script,
+    keys: Vec<String>,
+    args: Vec<Value>,
+) -> crate::Result<Value> {
+    run(client, script, keys, args).await
 }

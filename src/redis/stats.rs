@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use fred::prelude::*;
 
-use super::keys::{GROUP, Keys};
-use super::scripts::{self, Scripts};
+use super::keys::GROUP;
+use super::scripts::run;
+use super::{Store, fail};
 
 /// How long a worker's heartbeat stays fresh for the live-worker counts: several heartbeat
 /// periods (workers beat every `min(lease / 3, 5 s)`).
-pub(crate) const LIVE_WORKER_WINDOW_MS: i64 = 15_000;
+pub(crate) const LIVE_WORKER_WINDOW_MS: u64 = 15_000;
 
 /// Where one queue's jobs are, at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,63 +26,97 @@ pub(crate) struct QueueCounts {
     pub(crate) oldest_waiting_ms: u64,
 }
 
-/// Counts `queue`'s jobs in one script call.
-pub(crate) async fn queue_counts(
-    redis: &Client,
-    keys: &Keys,
-    scripts: &Scripts,
-    queue: &str,
-) -> Result<QueueCounts, Error> {
-    let [high, normal, low] = keys.streams(queue);
-    let reply: Vec<i64> = scripts::run(
-        redis,
-        &scripts.queue_stats,
-        vec![high, normal, low, keys.scheduled(queue), keys.dlq(queue)],
-        vec![GROUP.into()],
-    )
-    .await?;
-    let n = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
-    if reply.len() != 9 {
-        return Err(Error::new(
-            ErrorKind::Parse,
-            format!("queue stats: expected 9 numbers, got {}", reply.len()),
-        ));
+impl QueueCounts {
+    /// Reads `lua/queue_stats.lua`'s nine numbers.
+    fn from_reply(reply: &[i64]) -> crate::Result<QueueCounts> {
+        if reply.len() != 9 {
+            return Err(crate::Error::Decode(format!(
+                "queue stats: expected 9 numbers, got {}",
+                reply.len()
+            )));
+        }
+        let n = |i: usize| reply[i].max(0) as u64;
+        Ok(QueueCounts {
+            ready: [n(0), n(2), n(4)],
+            pending: [n(1), n(3), n(5)],
+            scheduled: n(6),
+            dead: n(7),
+            oldest_waiting_ms: n(8),
+        })
     }
-    Ok(QueueCounts {
-        ready: [n(0), n(2), n(4)],
-        pending: [n(1), n(3), n(5)],
-        scheduled: n(6),
-        dead: n(7),
-        oldest_waiting_ms: n(8),
-    })
 }
 
-/// The live workers (heartbeat within `window_ms` on Redis' clock) and the queues each
-/// consumes, in two round trips.
-pub(crate) async fn live_workers(
-    redis: &Client,
-    keys: &Keys,
-    scripts: &Scripts,
-    window_ms: i64,
-) -> Result<Vec<(String, HashMap<String, String>)>, Error> {
-    let alive: Vec<String> = scripts::run(
-        redis,
-        &scripts.alive,
-        vec![keys.workers()],
-        vec![Value::from(window_ms)],
-    )
-    .await?;
-    if alive.is_empty() {
-        return Ok(Vec::new());
+impl Store {
+    /// Counts `queue`'s jobs in one script call (`lua/queue_stats.lua`).
+    pub(crate) async fn queue_counts(&self, queue: &str) -> crate::Result<QueueCounts> {
+        let keys = &self.keys;
+        let [high, normal, low] = keys.streams(queue);
+        let reply: Vec<i64> = run(
+            self.conn(),
+            &self.scripts.queue_stats,
+            vec![high, normal, low, keys.scheduled(queue), keys.dlq(queue)],
+            vec![GROUP.into()],
+        )
+        .await?;
+        QueueCounts::from_reply(&reply)
     }
-    let p = redis.pipeline();
-    for id in &alive {
-        let _: () = p.hgetall(keys.worker(id)).await?;
+
+    /// The workers whose heartbeat is younger than `window_ms` on Redis' clock
+    /// (`lua/alive.lua`).
+    pub(crate) async fn alive_workers(&self, window_ms: u64) -> crate::Result<Vec<String>> {
+        run(
+            self.conn(),
+            &self.scripts.alive,
+            vec![self.keys.workers()],
+            vec![Value::from(window_ms as i64)],
+        )
+        .await
     }
-    let details: Vec<Result<HashMap<String, String>, Error>> = p.try_all().await;
-    Ok(alive
-        .into_iter()
-        .zip(details)
-        .map(|(id, d)| (id, d.unwrap_or_default()))
-        .collect())
+
+    /// The live workers (heartbeat within `window_ms`) with the details each published
+    /// (queues, concurrency, in flight...), in two round trips.
+    pub(crate) async fn live_workers(
+        &self,
+        window_ms: u64,
+    ) -> crate::Result<Vec<(String, HashMap<String, String>)>> {
+        let alive = self.alive_workers(window_ms).await?;
+        if alive.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.conn().pipeline();
+        for id in &alive {
+            let _: () = p.hgetall(self.keys.worker(id)).await.map_err(fail)?;
+        }
+        let details: Vec<Result<HashMap<String, String>, fred::error::Error>> = p.try_all().await;
+        Ok(alive
+            .into_iter()
+            .zip(details)
+            .map(|(id, d)| (id, d.unwrap_or_default()))
+            .collect())
+    }
+
+    /// A queue's lifetime totals (`succeeded`, `failed`, ...), as the workers flushed them.
+    pub(crate) async fn totals(&self, queue: &str) -> crate::Result<HashMap<String, u64>> {
+        self.conn()
+            .hgetall(self.keys.totals(queue))
+            .await
+            .map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueueCounts;
+
+    #[test]
+    fn counts_read_in_script_order_and_a_short_reply_is_an_error() {
+        let c = QueueCounts::from_reply(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).expect("nine numbers");
+        assert_eq!(c.ready, [1, 3, 5]);
+        assert_eq!(c.pending, [2, 4, 6]);
+        assert_eq!((c.scheduled, c.dead, c.oldest_waiting_ms), (7, 8, 9));
+        assert!(matches!(
+            QueueCounts::from_reply(&[1, 2]),
+            Err(crate::Error::Decode(_))
+        ));
+    }
 }

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Client;
-use crate::redis::{self, StreamAcks, keys::GROUP};
+use crate::backoff::Backoff;
+use crate::redis::StreamAcks;
 
 /// Entries acknowledged per round trip at most.
 const MAX_BATCH: usize = 1024;
@@ -50,16 +51,14 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
 }
 
 async fn send(client: &Client, by_stream: &HashMap<Arc<str>, StreamAcks>) {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let retention = client.status_retention_ms();
-    let script = &client.scripts().ack;
     for attempt in 1..=MAX_TRIES {
-        match redis::ack_and_delete(client.redis(), script, GROUP, by_stream, retention).await {
-            Ok(()) => return,
+        match client.store().ack_batch(by_stream, retention).await {
+            Ok(_) => return,
             Err(e) if attempt < MAX_TRIES => {
                 tracing::warn!(error = %e, attempt, "acknowledging finished jobs failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                backoff.sleep().await;
             }
             Err(e) => {
                 let n: usize = by_stream.values().map(|a| a.ids.len()).sum();

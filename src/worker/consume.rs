@@ -17,8 +17,9 @@ use super::Runtime;
 use super::dispatch::Delivery;
 use super::started;
 use crate::Priority;
+use crate::backoff::Backoff;
 use crate::priority::SlotSplitter;
-use crate::redis::{self, Entry, keys::GROUP};
+use crate::redis::{self, Entry, Reader};
 
 /// How long one blocking read waits before it is sent again.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -66,21 +67,23 @@ impl Stall {
     }
 }
 
+/// The pause between failed attempts to reach Redis: 100 ms doubling to 5 s.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+}
+
 /// `read`, or a timeout error once it has gone unanswered for `deadline`.
 async fn within<T>(
     deadline: Duration,
-    read: impl Future<Output = Result<T, fred::error::Error>>,
-) -> Result<T, fred::error::Error> {
+    read: impl Future<Output = crate::Result<T>>,
+) -> crate::Result<T> {
     tokio::time::timeout(deadline, read)
         .await
         .unwrap_or_else(|_| {
-            Err(fred::error::Error::new(
-                fred::error::ErrorKind::Timeout,
-                format!(
-                    "redis did not answer a read within {}",
-                    humantime::format_duration(deadline)
-                ),
-            ))
+            Err(crate::Error::Timeout(format!(
+                "redis did not answer a read within {}",
+                humantime::format_duration(deadline)
+            )))
         })
 }
 
@@ -90,26 +93,21 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     // Shared by every delivery of this loop, instead of a copy each.
     let queue_name: Arc<str> = Arc::from(queue.as_str());
     let stream_names: [Arc<str>; 3] = streams.clone().map(Arc::from);
-    let mut backoff = Backoff::default();
+    let mut backoff = reconnect_backoff();
     let mut stall = Stall::default();
     let conn = loop {
         let sent = Instant::now();
         let connecting = async {
-            match rt.client.connector().dedicated().await {
-                Ok(c) => match redis::ensure_groups(&c, &streams, GROUP).await {
-                    Ok(()) => Ok(c),
-                    Err(e) => Err(crate::Error::from(e)),
-                },
-                Err(e) => Err(e),
-            }
+            let reader = rt.client.store().reader(&rt.settings.consumer).await?;
+            reader.ensure_groups(&streams).await?;
+            Ok::<_, crate::Error>(reader)
         };
         let connected = tokio::time::timeout(READ_DEADLINE, connecting)
             .await
             .unwrap_or_else(|_| {
-                Err(crate::Error::Connection(fred::error::Error::new(
-                    fred::error::ErrorKind::Timeout,
-                    "redis did not answer while connecting",
-                )))
+                Err(crate::Error::Timeout(
+                    "redis did not answer while connecting".into(),
+                ))
             });
         match connected {
             Ok(c) => break c,
@@ -122,9 +120,9 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             }
         }
     };
-    tracing::debug!(queue, consumer = %rt.consumer, "consuming");
+    tracing::debug!(queue, consumer = %rt.settings.consumer, "consuming");
     rt.consume_state.set_consuming(&queue, true);
-    let mut splitter = SlotSplitter::new(rt.weights);
+    let mut splitter = SlotSplitter::new(rt.settings.weights);
     let mut paused = rt.pause.subscribe(&queue);
 
     'fetch: loop {
@@ -152,7 +150,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
         let mut sent = Instant::now();
         let mut fetched = within(
             READ_DEADLINE,
-            fetch_ready(&rt, &conn, &streams, free, &mut splitter),
+            fetch_ready(&conn, &streams, free, &mut splitter),
         )
         .await;
         if matches!(&fetched, Ok(b) if b.is_empty()) {
@@ -162,7 +160,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             sent = Instant::now();
             fetched = within(
                 BLOCK + READ_DEADLINE,
-                fetch_blocking(&rt, &conn, &streams, &stop),
+                fetch_blocking(&conn, &streams, &stop),
             )
             .await;
         }
@@ -179,7 +177,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                     "consumer group missing (server restarted without persistence, or destroyed); recreating it"
                 );
                 drop(first);
-                if let Err(e) = redis::ensure_groups(&conn, &streams, GROUP).await {
+                if let Err(e) = conn.ensure_groups(&streams).await {
                     tracing::warn!(queue, error = %e, "recreating the consumer group failed");
                     if !backoff.wait(&stop).await {
                         break;
@@ -222,14 +220,9 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             break 'fetch;
         }
     }
-    // The connection may still be inside a blocking read: interrupt it (fred sends CLIENT
-    // UNBLOCK for a command on a blocked client; a PING does, QUIT does not), so an entry
-    // arriving now stays undelivered for the workers still running.
-    let close = async {
-        let _: Result<(), _> = fred::prelude::ClientLike::ping(&conn, None).await;
-        let _ = fred::prelude::ClientLike::quit(&conn).await;
-    };
-    if tokio::time::timeout(Duration::from_secs(2), close)
+    // The connection may still be inside a blocking read: closing interrupts it first, so
+    // an entry arriving now stays undelivered for the workers still running.
+    if tokio::time::timeout(Duration::from_secs(2), conn.close())
         .await
         .is_err()
     {
@@ -242,12 +235,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
 /// Reads up to `free` entries that are already waiting, without blocking, most urgent
 /// first.
 async fn fetch_ready(
-    rt: &Runtime,
-    conn: &fred::prelude::Client,
+    conn: &Reader,
     streams: &[String; 3],
     free: u32,
     splitter: &mut SlotSplitter,
-) -> Result<Vec<(Priority, Entry)>, fred::error::Error> {
+) -> crate::Result<Vec<(Priority, Entry)>> {
     let mut out: Vec<(Priority, Entry)> = Vec::new();
     let mut open = [true; 3];
     let mut remaining = free;
@@ -265,7 +257,7 @@ async fn fetch_ready(
             .iter()
             .map(|(p, n)| (streams[p.index()].clone(), u64::from(*n)))
             .collect();
-        let replies = redis::read_group_counts(conn, GROUP, &rt.consumer, &requests).await?;
+        let replies = conn.read_ready(&requests).await?;
         let mut got = 0u32;
         let mut failed = None;
         for ((priority, share), reply) in asked.into_iter().zip(replies) {
@@ -296,7 +288,7 @@ async fn fetch_ready(
                     ?streams,
                     "consumer group missing on one stream; recreating it"
                 );
-                if let Err(e) = redis::ensure_groups(conn, streams, GROUP).await {
+                if let Err(e) = conn.ensure_groups(streams).await {
                     tracing::warn!(error = %e, "recreating the consumer group failed");
                 }
             }
@@ -314,12 +306,11 @@ async fn fetch_ready(
 /// Blocks until an entry arrives on any of the three streams (or the BLOCK time passes,
 /// or `stop` fires) and returns what arrived, one entry per stream at most.
 async fn fetch_blocking(
-    rt: &Runtime,
-    conn: &fred::prelude::Client,
+    conn: &Reader,
     streams: &[String; 3],
     stop: &CancellationToken,
-) -> Result<Vec<(Priority, Entry)>, fred::error::Error> {
-    let read = redis::read_group(conn, GROUP, &rt.consumer, 1, Some(BLOCK), streams.to_vec());
+) -> crate::Result<Vec<(Priority, Entry)>> {
+    let read = conn.read_blocking(1, BLOCK, streams.to_vec());
     let reply = tokio::select! {
         biased;
         _ = stop.cancelled() => return Ok(Vec::new()),
@@ -332,26 +323,4 @@ async fn fetch_blocking(
     }
     out.sort_by_key(|(p, _)| *p);
     Ok(out)
-}
-
-/// Exponential pause between failed attempts to reach Redis: 100 ms doubling to 5 s.
-#[derive(Debug, Default)]
-struct Backoff {
-    next: Option<Duration>,
-}
-
-impl Backoff {
-    /// Sleeps; false when `stop` fired meanwhile.
-    async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let d = self.next.unwrap_or(Duration::from_millis(100));
-        self.next = Some((d * 2).min(Duration::from_secs(5)));
-        tokio::select! {
-            _ = stop.cancelled() => false,
-            _ = tokio::time::sleep(d) => true,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = None;
-    }
 }

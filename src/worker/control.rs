@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fred::prelude::*;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -113,20 +112,17 @@ impl PauseFlags {
 }
 
 /// Runs until `stop` fires, then flushes the last totals.
-pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: CancellationToken) {
-    let keys = rt.client.keys();
+pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
+    let queues = &rt.settings.queues;
     // A worker's queues are known queues, even before their first job.
-    let _: Result<(), _> = rt.client.redis().sadd(keys.queues(), queues.clone()).await;
+    if let Err(e) = rt.client.store().register_queues(queues).await {
+        tracing::debug!(error = %e, "recording the worker's queues failed");
+    }
     let mut ticker = Ticker::new(CONTROL_INTERVAL, stop);
     while ticker.tick().await {
-        match rt
-            .client
-            .redis()
-            .smembers::<Vec<String>, _>(keys.paused())
-            .await
-        {
+        match rt.client.store().paused_queues().await {
             Ok(paused) => {
-                for q in &queues {
+                for q in queues {
                     let was = rt.pause.subscribe(q).is_some_and(|r| *r.borrow());
                     let is = paused.contains(q);
                     if was != is {
@@ -147,18 +143,7 @@ async fn flush(rt: &Runtime) {
     if counts.is_empty() {
         return;
     }
-    let keys = rt.client.keys();
-    let p = rt.client.redis().pipeline();
-    for (queue, c) in &counts {
-        let key = keys.totals(queue);
-        for (name, n) in TOTALS.iter().zip(c) {
-            if *n > 0 {
-                let _: Result<(), _> = p.hincrby(key.as_str(), *name, *n as i64).await;
-            }
-        }
-    }
-    let results: Vec<Result<Value, Error>> = p.try_all().await;
-    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+    if let Err(e) = rt.client.store().add_totals(&TOTALS, &counts).await {
         tracing::debug!(error = %e, "flushing job totals failed; retrying next round");
         rt.totals.restore(counts);
     }

@@ -12,7 +12,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fred::types::Value;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
@@ -23,12 +22,12 @@ use super::ack::Ack;
 use super::lease::LeaseGuard;
 use crate::Priority;
 use crate::dlq::DeadReason;
+use crate::envelope::Envelope;
 use crate::handler::{
     ContextFacts, ErasedHandler, JobContext, JobError, Retry, UndecodablePayload,
 };
-use crate::job::Envelope;
 use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
-use crate::redis::{Fields, keys::GROUP, scripts};
+use crate::redis::{self, Fenced, Fields};
 
 /// One entry handed to this worker.
 #[derive(Debug)]
@@ -86,7 +85,7 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
     let Some(fields) = d.fields.as_ref() else {
         return Prepared::Deleted(d);
     };
-    let mut env = match Envelope::from_fields(fields, rt.client.payload_limit()) {
+    let mut env = match redis::envelope_of(fields, rt.client.payload_limit()) {
         Ok(env) => env,
         Err(why) => return Prepared::BadEntry(d, why),
     };
@@ -207,7 +206,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemap
             let why = format!("no handler for job type {:?} on this worker", env.job_type);
             let _entered = span.enter();
             if env.attempt < env.max_attempts {
-                let delay = rt.retry_policy.delay(env.attempt);
+                let delay = rt.settings.retry_policy.delay(env.attempt);
                 if Box::pin(retry_later(&rt, &d, &env.id, delay, &why)).await {
                     rt.observers.each(|o| o.retried(&job, delay, &why));
                 }
@@ -319,7 +318,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
                     _ => handler
                         .options()
                         .retry
-                        .unwrap_or(rt.retry_policy)
+                        .unwrap_or(rt.settings.retry_policy)
                         .delay(env.attempt),
                 };
                 if Box::pin(retry_later(rt, &d, &env.id, delay, &error)).await {
@@ -363,7 +362,7 @@ fn waited_since(entry_id: &str) -> Duration {
         .split_once('-')
         .and_then(|(ms, _)| ms.parse::<u64>().ok())
         .unwrap_or(0);
-    let now = crate::job::now_ms();
+    let now = crate::clock::now_ms();
     Duration::from_millis(now.saturating_sub(added).min(now))
 }
 
@@ -376,20 +375,6 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     format!("handler panicked: {what}")
 }
 
-/// Longest error text stored with a job.
-const MAX_ERROR_LEN: usize = 4096;
-
-fn truncate(s: &str) -> &str {
-    if s.len() <= MAX_ERROR_LEN {
-        return s;
-    }
-    let mut end = MAX_ERROR_LEN;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// Moves the entry to the queue's dead-letter stream, if this worker still owns it.
 pub(crate) async fn dead_letter(
     rt: &Runtime,
@@ -398,33 +383,19 @@ pub(crate) async fn dead_letter(
     reason: DeadReason,
     error: &str,
 ) -> bool {
-    let keys = rt.client.keys();
-    // Without a job id there is no status to mark; the DLQ key stands in (same slot).
-    let (status, retention) = match job_id {
-        Some(id) => (keys.job(&d.queue, id), rt.client.status_retention_ms()),
-        None => (keys.dlq(&d.queue), 0),
+    let letter = redis::DeadLetter {
+        queue: &d.queue,
+        stream: &d.stream,
+        entry_id: &d.entry_id,
+        consumer: &rt.settings.consumer,
+        job_id,
+        retention_ms: rt.client.status_retention_ms(),
+        reason: reason.as_str(),
+        error,
     };
-    let keys = vec![d.stream.to_string(), keys.dlq(&d.queue), status];
-    let args: Vec<Value> = vec![
-        GROUP.into(),
-        rt.consumer.as_str().into(),
-        d.entry_id.as_str().into(),
-        reason.as_str().into(),
-        truncate(error).into(),
-        Value::from(retention as i64),
-    ];
-    let r: Result<i64, _> = with_retries(|| {
-        scripts::run(
-            rt.client.redis(),
-            &rt.client.scripts().dead_letter,
-            keys.clone(),
-            args.clone(),
-        )
-    })
-    .await;
-    match r {
-        Ok(1) | Ok(-1) => true,
-        Ok(_) => {
+    match with_retries(|| rt.client.store().dead_letter(&letter)).await {
+        Ok(Fenced::Done | Fenced::Deleted) => true,
+        Ok(Fenced::LeaseLost) => {
             tracing::warn!(entry = %d.entry_id, "lease lost before dead-lettering; another worker owns the entry now");
             false
         }
@@ -444,36 +415,23 @@ async fn retry_later(
     delay: Duration,
     error: &str,
 ) -> bool {
-    let keys = vec![
-        d.stream.to_string(),
-        rt.client.keys().scheduled(&d.queue),
-        rt.client.keys().job(&d.queue, job_id),
-    ];
-    let args: Vec<Value> = vec![
-        GROUP.into(),
-        rt.consumer.as_str().into(),
-        d.entry_id.as_str().into(),
-        Value::from(crate::job::clamped_ms(delay) as i64),
-        d.priority.as_str().into(),
-        rt.client.keys().wake(&d.queue).into(),
-        Value::from(rt.client.status_retention_ms() as i64),
-        truncate(error).into(),
-    ];
-    let r: Result<i64, _> = with_retries(|| {
-        scripts::run(
-            rt.client.redis(),
-            &rt.client.scripts().retry,
-            keys.clone(),
-            args.clone(),
-        )
-    })
-    .await;
-    match r {
-        Ok(0) => {
+    let retry = redis::Retry {
+        queue: &d.queue,
+        priority: d.priority,
+        stream: &d.stream,
+        entry_id: &d.entry_id,
+        consumer: &rt.settings.consumer,
+        job_id,
+        delay_ms: crate::clock::clamped_ms(delay),
+        retention_ms: rt.client.status_retention_ms(),
+        error,
+    };
+    match with_retries(|| rt.client.store().retry_later(&retry)).await {
+        Ok(Fenced::LeaseLost) => {
             tracing::warn!(entry = %d.entry_id, "lease lost before retrying; another worker owns the entry now");
             false
         }
-        Ok(_) => true,
+        Ok(Fenced::Done | Fenced::Deleted) => true,
         Err(e) => {
             tracing::error!(entry = %d.entry_id, error = %e, "could not schedule the retry; the entry stays pending");
             false
@@ -481,24 +439,21 @@ async fn retry_later(
     }
 }
 
-/// Runs a fenced script, retrying while the connection is down (the scripts are safe to
-/// repeat: a second run finds the entry gone from this consumer and does nothing).
-async fn with_retries<R, F, Fut>(mut call: F) -> Result<R, fred::error::Error>
+/// Runs a fenced script, retrying while Redis is unreachable or slow (the scripts are safe
+/// to repeat: a second run finds the entry gone from this consumer and does nothing).
+async fn with_retries<R, F, Fut>(mut call: F) -> crate::Result<R>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<R, fred::error::Error>>,
+    Fut: Future<Output = crate::Result<R>>,
 {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let mut tries = 0;
     loop {
         match call().await {
-            Err(e)
-                if tries < 8
-                    && !matches!(crate::Error::from_redis(e.clone()), crate::Error::Redis(_)) =>
-            {
+            Err(e) if tries < 8 && e.is_connection() => {
                 tries += 1;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                backoff.sleep().await;
             }
             other => return other,
         }

@@ -17,11 +17,9 @@
 //! lease. A worker that dies without stopping leaves no hand-off: its entries wait for
 //! the lease.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Delivery;
@@ -29,17 +27,21 @@ use super::{Runtime, Ticker, started};
 use crate::Priority;
 use crate::dlq::DeadReason;
 use crate::observe::DeadJobEvent;
-use crate::redis::{keys::GROUP, scripts};
+use crate::redis::{self, ReclaimScan};
 
 /// Janitor rounds (lease/2 each) between prunings of idle consumers.
 const PRUNE_EVERY: u64 = 20;
 
 /// Pending entries examined per script call.
-const PAGE: i64 = 100;
+const PAGE: u32 = 100;
 
 /// Scans `queues` every lease/2 until `stop` fires.
-pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: CancellationToken) {
-    let mut ticker = Ticker::new((rt.lease / 2).max(Duration::from_millis(20)), stop.clone());
+pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
+    let queues = &rt.settings.queues;
+    let mut ticker = Ticker::new(
+        (rt.settings.lease / 2).max(Duration::from_millis(20)),
+        stop.clone(),
+    );
     let mut round: u64 = 0;
     loop {
         // A round each lease/2, or at once when a stopping worker hands entries back.
@@ -51,11 +53,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, queues: Vec<String>, stop: Cancellatio
         round += 1;
         // Every tenth lease, forget consumers of past worker runs.
         let prune = round.is_multiple_of(PRUNE_EVERY);
-        match sweep(&rt, &queues, &stop, prune).await {
+        match sweep(&rt, queues, &stop, prune).await {
             Ok(()) => {}
             // At a worker's first start the fetch loops may not have created the groups
             // yet (or a restarted Redis lost them and the loops are recreating them).
-            Err(e) if crate::redis::is_nogroup(&e) => {
+            Err(e) if redis::is_nogroup(&e) => {
                 tracing::debug!(error = %e, "janitor round skipped: consumer group not there yet");
             }
             Err(e) => tracing::warn!(error = %e, "janitor round failed; retrying next round"),
@@ -68,24 +70,24 @@ async fn sweep(
     queues: &[String],
     stop: &CancellationToken,
     prune: bool,
-) -> Result<(), fred::error::Error> {
+) -> crate::Result<()> {
     let keys = rt.client.keys();
-    let alive: Vec<String> = scripts::run(
-        rt.client.redis(),
-        &rt.client.scripts().alive,
-        vec![keys.workers()],
-        vec![Value::from(rt.lease.as_millis() as i64)],
-    )
-    .await?;
-    if !alive.iter().any(|a| a == &rt.consumer) {
+    let store = rt.client.store();
+    let alive = store
+        .alive_workers(rt.settings.lease.as_millis() as u64)
+        .await?;
+    if !alive.iter().any(|a| a == &rt.settings.consumer) {
         // Our own heartbeat is stale: Redis (or this process) was paused, and every other
         // heartbeat looks stale too. Wait for a round after fresh heartbeats.
         tracing::debug!("janitor skips a round: this worker's heartbeat is not fresh yet");
         return Ok(());
     }
-    let others: Vec<&String> = alive.iter().filter(|a| *a != &rt.consumer).collect();
+    let others: Vec<&String> = alive
+        .iter()
+        .filter(|a| *a != &rt.settings.consumer)
+        .collect();
     for queue in queues {
-        if let Some(retention) = rt.dlq_retention {
+        if let Some(retention) = rt.settings.dlq_retention {
             match rt.client.dead_letters(queue) {
                 Ok(dlq) => match dlq.purge_older_than(retention).await {
                     Ok(0) => {}
@@ -110,7 +112,7 @@ async fn sweep(
                 queue,
                 priority,
                 stream: &stream,
-                idle: rt.lease,
+                idle: rt.settings.lease,
                 only: None,
             };
             if !scan.run(rt, &others, stop).await? {
@@ -118,9 +120,9 @@ async fn sweep(
             }
         }
         // Stopped workers that handed entries back: taken now, not after their lease.
-        let handed: Vec<String> = rt.client.redis().smembers(keys.handoff(queue)).await?;
+        let handed = store.handed_off(queue).await?;
         for gone in handed {
-            if gone != rt.consumer && !alive.contains(&gone) {
+            if gone != rt.settings.consumer && !alive.contains(&gone) {
                 for priority in Priority::ALL {
                     let stream = keys.stream(queue, priority);
                     let scan = Scan {
@@ -137,7 +139,7 @@ async fn sweep(
             }
             // Every entry it left is taken (or it runs again under that name, and owns
             // its entries).
-            let _: i64 = rt.client.redis().srem(keys.handoff(queue), gone).await?;
+            store.forget_handoff(queue, &gone).await?;
         }
     }
     Ok(())
@@ -160,43 +162,39 @@ impl Scan<'_> {
         rt: &Arc<Runtime>,
         others: &[&String],
         stop: &CancellationToken,
-    ) -> Result<bool, fred::error::Error> {
+    ) -> crate::Result<bool> {
         let (queue, priority, stream) = (self.queue, self.priority, self.stream);
-        let keys = rt.client.keys();
         let mut start = "-".to_string();
         loop {
             if stop.is_cancelled() {
                 return Ok(false);
             }
-            let mut args: Vec<Value> = vec![
-                GROUP.into(),
-                rt.consumer.as_str().into(),
-                Value::from(self.idle.as_millis() as i64),
-                Value::from(i64::from(rt.max_deliveries)),
-                Value::from(PAGE),
-                start.as_str().into(),
-                keys.job_prefix(queue).into(),
-                self.only.unwrap_or_default().into(),
-            ];
-            args.extend(others.iter().map(|a| Value::from(a.as_str())));
-            let reply: Value = scripts::run(
-                rt.client.redis(),
-                &rt.client.scripts().reclaim,
-                vec![stream.to_string(), keys.dlq(queue)],
-                args,
-            )
-            .await?;
-            let page = Page::parse(reply);
-            for (entry, job_id, job_type) in &page.poisoned {
+            let scan = ReclaimScan {
+                queue,
+                stream,
+                consumer: &rt.settings.consumer,
+                idle: self.idle,
+                max_deliveries: rt.settings.max_deliveries,
+                page: PAGE,
+                start: &start,
+                only: self.only,
+                alive: others,
+            };
+            let page = rt.client.store().reclaim_page(&scan).await?;
+            for p in &page.poisoned {
+                let (entry, job_id, job_type) = (&p.entry_id, &p.job_id, &p.job_type);
                 let known = rt.registry.get(job_type).is_some();
-                let error = format!("delivered {} times without finishing", rt.max_deliveries);
+                let error = format!(
+                    "delivered {} times without finishing",
+                    rt.settings.max_deliveries
+                );
                 // Read from the entry by the script, unchecked: only well-formed ones
                 // reach logs and observers.
                 let event = DeadJobEvent {
                     job_id: Some(job_id.as_str())
-                        .filter(|s| crate::job::validate_job_id(s).is_ok()),
+                        .filter(|s| crate::names::validate_job_id(s).is_ok()),
                     job_type: Some(job_type.as_str())
-                        .filter(|s| crate::job::validate_name("job type", s).is_ok()),
+                        .filter(|s| crate::names::validate_name("job type", s).is_ok()),
                     known_type: known,
                     queue,
                     priority,
@@ -219,7 +217,12 @@ impl Scan<'_> {
                 .filter(|id| !rt.leases.holds(stream, id))
                 .collect();
             if !lost.is_empty() {
-                claimed.extend(take_back(rt, stream, lost).await?);
+                claimed.extend(
+                    rt.client
+                        .store()
+                        .take_back(stream, &rt.settings.consumer, rt.settings.lease, lost)
+                        .await?,
+                );
             }
             if !claimed.is_empty() {
                 let n = claimed.len() as u64;
@@ -240,7 +243,7 @@ impl Scan<'_> {
                         priority,
                         stream: stream_name.clone(),
                         entry_id,
-                        fields: Some(fields.into_iter().collect()),
+                        fields: Some(fields),
                         token,
                         _lease: lease,
                     }
@@ -257,133 +260,18 @@ impl Scan<'_> {
     }
 }
 
-/// Claims this worker's own entries `ids` again (a new delivery), with their fields.
-async fn take_back(
-    rt: &Runtime,
-    stream: &str,
-    ids: Vec<String>,
-) -> Result<Vec<(String, HashMap<String, Value>)>, fred::error::Error> {
-    let lease_ms = rt.lease.as_millis() as u64;
-    let entries: Vec<(String, Option<HashMap<String, Value>>)> = rt
-        .client
-        .redis()
-        .xclaim(
-            stream,
-            GROUP,
-            rt.consumer.as_str(),
-            lease_ms,
-            ids,
-            None,
-            None,
-            None,
-            false,
-            false,
-        )
-        .await?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|(id, fields)| fields.map(|f| (id, f)))
-        .collect())
-}
-
 /// Removes consumers of `stream` that own nothing, idle for ten leases, of no live worker.
 async fn prune_consumers(rt: &Runtime, stream: &str, alive: &[String]) {
-    let mut args: Vec<Value> = vec![
-        GROUP.into(),
-        Value::from((rt.lease * 10).as_millis() as i64),
-    ];
-    args.extend(alive.iter().map(|a| Value::from(a.as_str())));
-    let removed: Result<Vec<String>, _> = scripts::run(
-        rt.client.redis(),
-        &rt.client.scripts().prune_consumers,
-        vec![stream.to_string()],
-        args,
-    )
-    .await;
-    match removed {
+    match rt
+        .client
+        .store()
+        .prune_consumers(stream, rt.settings.lease * 10, alive)
+        .await
+    {
         Ok(names) if !names.is_empty() => {
             tracing::info!(stream, removed = ?names, "forgot idle consumers of past worker runs")
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(stream, error = %e, "pruning idle consumers failed"),
     }
-}
-
-struct Page {
-    next: Option<String>,
-    claimed: Vec<(String, HashMap<String, Value>)>,
-    /// Entry id, job id and job type of each poison entry ('' when missing).
-    poisoned: Vec<(String, String, String)>,
-    deleted: Vec<String>,
-    mine: Vec<String>,
-}
-
-impl Page {
-    fn parse(reply: Value) -> Page {
-        let mut parts = match reply {
-            Value::Array(a) => a.into_iter(),
-            _ => Vec::new().into_iter(),
-        };
-        let next = parts
-            .next()
-            .and_then(|v| v.as_string())
-            .filter(|s| !s.is_empty());
-        let claimed = match parts.next() {
-            Some(Value::Array(entries)) => entries.into_iter().filter_map(entry).collect(),
-            _ => Vec::new(),
-        };
-        let ids = |v: Option<Value>| match v {
-            Some(Value::Array(a)) => a.into_iter().filter_map(|v| v.as_string()).collect(),
-            _ => Vec::new(),
-        };
-        let poisoned = match parts.next() {
-            Some(Value::Array(a)) => a
-                .into_iter()
-                .filter_map(|v| match v {
-                    Value::Array(t) => {
-                        let mut t = t.into_iter().map(|v| v.as_string().unwrap_or_default());
-                        Some((
-                            t.next()?,
-                            t.next().unwrap_or_default(),
-                            t.next().unwrap_or_default(),
-                        ))
-                    }
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let deleted = ids(parts.next());
-        let mine = ids(parts.next());
-        Page {
-            next,
-            claimed,
-            poisoned,
-            deleted,
-            mine,
-        }
-    }
-}
-
-/// `[id, [field, value, ...]]` as XCLAIM returns it.
-fn entry(v: Value) -> Option<(String, HashMap<String, Value>)> {
-    let Value::Array(mut pair) = v else {
-        return None;
-    };
-    if pair.len() != 2 {
-        return None;
-    }
-    let fields = pair.pop()?;
-    let id = pair.pop()?.as_string()?;
-    let Value::Array(flat) = fields else {
-        return Some((id, HashMap::new()));
-    };
-    let mut map = HashMap::with_capacity(flat.len() / 2);
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        if let Some(k) = k.as_string() {
-            map.insert(k, v);
-        }
-    }
-    Some((id, map))
 }

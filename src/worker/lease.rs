@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::{Runtime, Ticker};
-use crate::redis::{keys::GROUP, scripts};
+use crate::redis::WorkerDetails;
 
 /// Held entries of one stream: entry id → the job's cancellation token.
 type Held = HashMap<String, CancellationToken>;
@@ -107,29 +106,23 @@ pub(crate) fn renew_interval(lease: Duration) -> Duration {
 
 /// Renews every held lease each `lease / 3` until `stop` fires.
 pub(crate) async fn renew(rt: Arc<Runtime>, stop: CancellationToken) {
-    let mut ticker = Ticker::new(renew_interval(rt.lease), stop.clone());
+    let mut ticker = Ticker::new(renew_interval(rt.settings.lease), stop.clone());
     while ticker.tick().await {
         for (stream, ids) in rt.leases.by_stream() {
-            for chunk in ids.chunks(500) {
-                let mut args: Vec<Value> = vec![GROUP.into(), rt.consumer.as_str().into()];
-                args.extend(chunk.iter().map(|id| Value::from(id.as_str())));
-                let r: Result<Vec<String>, _> = scripts::run(
-                    rt.client.redis(),
-                    &rt.client.scripts().renew,
-                    vec![stream.clone()],
-                    args,
-                )
-                .await;
-                match r {
-                    Ok(lost) => {
-                        for id in lost {
-                            tracing::warn!(stream = %stream, entry = %id, "lease lost: another worker owns the entry now; cancelling the job");
-                            rt.leases.lost(&stream, &id);
-                        }
+            match rt
+                .client
+                .store()
+                .renew_leases(&stream, &rt.settings.consumer, &ids)
+                .await
+            {
+                Ok(lost) => {
+                    for id in lost {
+                        tracing::warn!(stream = %stream, entry = %id, "lease lost: another worker owns the entry now; cancelling the job");
+                        rt.leases.lost(&stream, &id);
                     }
-                    Err(e) => {
-                        tracing::warn!(stream = %stream, error = %e, "renewing leases failed; retrying next round")
-                    }
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "renewing leases failed; retrying next round")
                 }
             }
         }
@@ -138,63 +131,40 @@ pub(crate) async fn renew(rt: Arc<Runtime>, stop: CancellationToken) {
 
 /// Sends a heartbeat each `lease / 3` until `stop` fires, then withdraws it so janitors
 /// reclaim whatever this worker left pending without waiting.
-pub(crate) async fn heartbeat(
-    rt: Arc<Runtime>,
-    queues: Vec<String>,
-    concurrency: usize,
-    stop: CancellationToken,
-) {
-    let keys = rt.client.keys();
-    let interval = renew_interval(rt.lease).min(Duration::from_secs(5));
-    let forget_after = (rt.lease * 10).max(Duration::from_secs(300));
-    let details_ttl = (rt.lease * 3).max(Duration::from_secs(60));
-    let started_at = crate::job::now_ms();
+pub(crate) async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
+    let (queues, concurrency) = (&rt.settings.queues, rt.settings.concurrency);
+    let store = rt.client.store();
+    let interval = renew_interval(rt.settings.lease).min(Duration::from_secs(5));
+    let forget_after = (rt.settings.lease * 10).max(Duration::from_secs(300));
+    let details_ttl = (rt.settings.lease * 3).max(Duration::from_secs(60));
+    let started_at_ms = crate::clock::now_ms();
     let mut ticker = Ticker::new(interval, stop.clone());
     while ticker.tick().await {
-        let args: Vec<Value> = vec![
-            rt.consumer.as_str().into(),
-            Value::from(forget_after.as_millis() as i64),
-        ];
-        let beat: Result<i64, _> = scripts::run(
-            rt.client.redis(),
-            &rt.client.scripts().heartbeat,
-            vec![keys.workers()],
-            args,
-        )
-        .await;
-        match beat {
+        match store.heartbeat(&rt.settings.consumer, forget_after).await {
             Ok(now_ms) => {
-                let details: Vec<(&str, Value)> = vec![
-                    ("queues", queues.join(",").into()),
-                    ("concurrency", Value::from(concurrency as i64)),
-                    ("in_flight", Value::from(rt.leases.len() as i64)),
-                    ("started_at", Value::from(started_at as i64)),
-                    ("last_heartbeat", Value::from(now_ms)),
-                    ("pid", Value::from(i64::from(std::process::id()))),
-                ];
-                let key = keys.worker(&rt.consumer);
-                let p = rt.client.redis().pipeline();
-                let _: Result<(), _> = p.hset(key.as_str(), details).await;
-                let _: Result<(), _> = p
-                    .pexpire(key.as_str(), details_ttl.as_millis() as i64, None)
-                    .await;
-                let _: Vec<Result<Value, _>> = p.try_all().await;
+                let details = WorkerDetails {
+                    queues,
+                    concurrency,
+                    in_flight: rt.leases.len(),
+                    started_at_ms,
+                    pid: std::process::id(),
+                };
+                if let Err(e) = store
+                    .publish_worker(&rt.settings.consumer, &details, now_ms, details_ttl)
+                    .await
+                {
+                    tracing::debug!(error = %e, "publishing the worker's details failed");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
         }
     }
     // Withdraw the heartbeat, then hand back whatever is still pending under this
     // consumer: janitors take it at once (see the janitor's module docs).
-    let p = rt.client.redis().pipeline();
-    let _: Result<(), _> = p.zrem(keys.workers(), rt.consumer.as_str()).await;
-    let _: Result<(), _> = p.del(keys.worker(&rt.consumer)).await;
-    for q in &queues {
-        let handoff = keys.handoff(q);
-        let _: Result<(), _> = p.sadd(handoff.as_str(), rt.consumer.as_str()).await;
-        let _: Result<(), _> = p
-            .pexpire(handoff.as_str(), forget_after.as_millis() as i64, None)
-            .await;
-        let _: Result<(), _> = p.publish(keys.wake(q), super::promoter::HANDOFF).await;
+    if let Err(e) = store
+        .withdraw(&rt.settings.consumer, queues, forget_after)
+        .await
+    {
+        tracing::debug!(error = %e, "withdrawing the heartbeat failed; janitors wait for the lease");
     }
-    let _: Vec<Result<Value, _>> = p.try_all().await;
 }

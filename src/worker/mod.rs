@@ -10,6 +10,7 @@
 //! `periodic` task enqueues the ticks of cron schedules ([`Periodic`](crate::Periodic)).
 
 pub(crate) mod ack;
+mod builder;
 pub(crate) mod consume;
 pub(crate) mod control;
 pub(crate) mod dispatch;
@@ -17,6 +18,7 @@ pub(crate) mod janitor;
 pub(crate) mod lease;
 pub(crate) mod periodic;
 pub(crate) mod promoter;
+mod settings;
 pub(crate) mod shutdown;
 pub(crate) mod started;
 
@@ -25,20 +27,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::ConfigInterface as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{JobHandler, Registry};
+use crate::handler::Registry;
 use crate::health::{ConsumeState, Health};
-use crate::job::validate_name;
 use crate::metrics::Metrics;
 use crate::observe::{LogEvents, Observer, Observers};
-use crate::priority::PriorityWeights;
-use crate::retry::RetryPolicy;
 use crate::{Client, Error, Result};
+
+pub use builder::WorkerBuilder;
+pub(crate) use settings::Settings;
 
 /// Handlers run at once per worker unless set otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 10;
@@ -77,16 +78,8 @@ impl Ticker {
 pub(crate) struct Runtime {
     pub(crate) client: Client,
     pub(crate) registry: Registry,
-    pub(crate) consumer: String,
-    pub(crate) weights: PriorityWeights,
-    /// Retry policy for handlers without their own, and for unknown job types.
-    pub(crate) retry_policy: RetryPolicy,
-    /// How long an entry may stay pending unrenewed before a janitor takes it back.
-    pub(crate) lease: Duration,
-    /// Deliveries after which an unfinished entry is poison.
-    pub(crate) max_deliveries: u32,
-    /// Dead letters older than this are purged by the janitor.
-    pub(crate) dlq_retention: Option<Duration>,
+    /// The worker's settings, checked by the builder.
+    pub(crate) settings: Settings,
     /// Entries this worker holds, renewed while held.
     pub(crate) leases: Arc<lease::LeaseTable>,
     /// Wakes the janitor before its next round: a stopping worker handed entries back.
@@ -112,15 +105,7 @@ pub(crate) struct Runtime {
 pub struct Worker {
     client: Client,
     registry: Registry,
-    queues: Vec<String>,
-    consumer: String,
-    concurrency: usize,
-    weights: PriorityWeights,
-    retry_policy: RetryPolicy,
-    lease: Duration,
-    max_deliveries: u32,
-    dlq_retention: Option<Duration>,
-    drain_timeout: Duration,
+    settings: Settings,
     /// Cron schedules this worker runs (see `periodic`).
     periodic: Vec<periodic::CronSchedule>,
     observers: Vec<Arc<dyn Observer>>,
@@ -131,236 +116,18 @@ pub struct Worker {
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
-            .field("consumer", &self.consumer)
-            .field("queues", &self.queues)
-            .field("concurrency", &self.concurrency)
+            .field("consumer", &self.settings.consumer)
+            .field("queues", &self.settings.queues)
+            .field("concurrency", &self.settings.concurrency)
             .field("job_types", &self.registry.names().collect::<Vec<_>>())
             .finish()
     }
 }
 
-/// Settings for a [`Worker`].
-#[must_use = "call build() to get a worker"]
-pub struct WorkerBuilder {
-    client: Client,
-    registry: Registry,
-    errors: Vec<String>,
-    queues: Option<Vec<String>>,
-    consumer: Option<String>,
-    concurrency: usize,
-    weights: PriorityWeights,
-    retry_policy: RetryPolicy,
-    lease: Duration,
-    max_deliveries: u32,
-    dlq_retention: Option<Duration>,
-    drain_timeout: Duration,
-    /// Cron schedules this worker runs (see `periodic`).
-    periodic: Vec<periodic::CronSchedule>,
-    observers: Vec<Arc<dyn Observer>>,
-    metrics: Option<Metrics>,
-}
-
-impl fmt::Debug for WorkerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerBuilder")
-            .field("queues", &self.queues)
-            .field("concurrency", &self.concurrency)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WorkerBuilder {
-    /// Registers a handler (`send_email::handler()` for a `#[job_handler] fn send_email`).
-    /// Its queue is consumed unless [`queues`](Self::queues) says otherwise.
-    pub fn handler<H: JobHandler>(mut self, handler: H) -> Self {
-        if let Err(e) = self.registry.insert(handler) {
-            self.errors.push(e);
-        }
-        self
-    }
-
-    /// The queues to consume, replacing the handlers' own. Every registered handler runs
-    /// for its job type on every one of these queues.
-    pub fn queues<I, S>(mut self, queues: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.queues = Some(queues.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Handlers running at once, across all queues (default 10). A full worker stops
-    /// fetching until a slot frees up.
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n;
-        self
-    }
-
-    /// How free slots are split between priorities (default 6 : 3 : 1).
-    pub fn priority_weights(mut self, weights: PriorityWeights) -> Self {
-        self.weights = weights;
-        self
-    }
-
-    /// Retry policy for handlers that do not set their own, and for job types this worker
-    /// does not know (default: exponential from 1 s to 10 min, with jitter).
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry_policy = policy;
-        self
-    }
-
-    /// How long an entry may stay pending without its worker renewing it before a janitor
-    /// takes it back (default 30 s). Running jobs renew every lease/3, so this bounds how
-    /// long a crashed worker's jobs wait, not how long a job may run.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// Keeps dead letters of this worker's queues for `retention` (by failure time, on
-    /// Redis' clock); the janitor purges older ones. Unset by default: dead letters stay
-    /// until replayed or purged.
-    pub fn dlq_retention(mut self, retention: Duration) -> Self {
-        self.dlq_retention = Some(retention);
-        self
-    }
-
-    /// Deliveries after which an entry whose workers keep dying is dead-lettered as
-    /// `poison` (default 3). Separate from `max_attempts`, which counts handler failures.
-    pub fn max_deliveries(mut self, n: u32) -> Self {
-        self.max_deliveries = n;
-        self
-    }
-
-    /// How long shutdown waits for running jobs before leaving them pending (default 30 s).
-    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
-        self
-    }
-
-    /// The consumer name in the queues' groups (default: host name, process id and a random
-    /// suffix, unique per run).
-    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
-        self.consumer = Some(name.into());
-        self
-    }
-
-    /// Reports this worker's job events to `observer` too, after the client's observers.
-    /// See [`observe`](crate::observe).
-    pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observers.push(Arc::new(observer));
-        self
-    }
-
-    /// Records this worker in `metrics`: its job events (unless the client already reports
-    /// to the same `metrics`), its concurrency and in-flight gauges, and its queues' depths,
-    /// sampled from Redis while it runs. See [`Metrics`].
-    pub fn metrics(mut self, metrics: &Metrics) -> Self {
-        self.metrics = Some(metrics.clone());
-        self
-    }
-
-    /// Checks the settings.
-    pub fn build(self) -> Result<Worker> {
-        if let Some(e) = self.errors.into_iter().next() {
-            return Err(Error::InvalidConfig(e));
-        }
-        if self.registry.is_empty() {
-            return Err(Error::InvalidConfig(
-                "a worker needs at least one handler".into(),
-            ));
-        }
-        if self.concurrency == 0 {
-            return Err(Error::InvalidConfig(
-                "concurrency must be at least 1".into(),
-            ));
-        }
-        if self.lease < Duration::from_millis(30) {
-            return Err(Error::InvalidConfig("lease must be at least 30 ms".into()));
-        }
-        if self.max_deliveries == 0 {
-            return Err(Error::InvalidConfig(
-                "max_deliveries must be at least 1".into(),
-            ));
-        }
-        if self.weights.all_zero() {
-            return Err(Error::InvalidConfig(
-                "at least one priority weight must be above 0".into(),
-            ));
-        }
-        let mut queues = self
-            .queues
-            .unwrap_or_else(|| self.registry.queues().to_vec());
-        queues.dedup();
-        if queues.is_empty() {
-            return Err(Error::InvalidConfig(
-                "a worker needs at least one queue".into(),
-            ));
-        }
-        for q in &queues {
-            validate_name("queue", q)?;
-        }
-        let consumer = self.consumer.unwrap_or_else(default_consumer_name);
-        if consumer.is_empty() || consumer.len() > 200 {
-            return Err(Error::InvalidConfig(
-                "consumer name must have 1 to 200 characters".into(),
-            ));
-        }
-        Ok(Worker {
-            client: self.client,
-            registry: self.registry,
-            consumer,
-            concurrency: self.concurrency,
-            weights: self.weights,
-            retry_policy: self.retry_policy,
-            lease: self.lease,
-            max_deliveries: self.max_deliveries,
-            dlq_retention: self.dlq_retention,
-            drain_timeout: self.drain_timeout,
-            periodic: self.periodic,
-            observers: self.observers,
-            metrics: self.metrics,
-            consume_state: Arc::new(ConsumeState::new(&queues)),
-            queues,
-        })
-    }
-}
-
-fn default_consumer_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "worker".to_string());
-    format!(
-        "{host}-{}-{:04x}",
-        std::process::id(),
-        rand::random::<u16>()
-    )
-}
-
 impl Worker {
     /// A builder for a worker that uses `client`'s Redis and prefix.
     pub fn builder(client: Client) -> WorkerBuilder {
-        WorkerBuilder {
-            client,
-            registry: Registry::default(),
-            errors: Vec::new(),
-            queues: None,
-            consumer: None,
-            concurrency: DEFAULT_CONCURRENCY,
-            weights: PriorityWeights::default(),
-            retry_policy: RetryPolicy::default(),
-            lease: DEFAULT_LEASE,
-            max_deliveries: DEFAULT_MAX_DELIVERIES,
-            dlq_retention: None,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            periodic: Vec::new(),
-            observers: Vec::new(),
-            metrics: None,
-        }
+        WorkerBuilder::new(client)
     }
 
     /// A health handle for this worker: `/readyz` is ready while it runs and every queue's
@@ -371,12 +138,12 @@ impl Worker {
 
     /// This worker's consumer name in its queues' groups.
     pub fn consumer_name(&self) -> &str {
-        &self.consumer
+        &self.settings.consumer
     }
 
     /// The queues this worker consumes.
     pub fn queues(&self) -> &[String] {
-        &self.queues
+        &self.settings.queues
     }
 
     /// Runs until `signal` resolves (e.g. [`shutdown_signal`](crate::shutdown_signal)),
@@ -403,42 +170,40 @@ impl Worker {
             .with(extra);
         let _sampling = metrics.as_ref().map(|m| {
             let types: Vec<&str> = self.registry.names().collect();
-            m.prepare(&self.queues, &types);
-            m.add_concurrency(self.concurrency as i64);
-            (m.clone(), m.watch(&self.client, &self.queues))
+            m.prepare(&self.settings.queues, &types);
+            m.add_concurrency(self.settings.concurrency as i64);
+            (m.clone(), m.watch(&self.client, &self.settings.queues))
         });
         self.consume_state.set_running(true);
         let (tx, rx) = mpsc::channel(4096);
         let acker = ack::spawn(self.client.clone(), rx);
+        let concurrency = self.settings.concurrency;
+        let drain_timeout = self.settings.drain_timeout;
         let rt = Arc::new(Runtime {
             client: self.client,
             registry: self.registry,
-            consumer: self.consumer,
-            weights: self.weights,
-            retry_policy: self.retry_policy,
-            lease: self.lease,
-            max_deliveries: self.max_deliveries,
-            dlq_retention: self.dlq_retention,
+            pause: control::PauseFlags::new(&self.settings.queues),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            settings: self.settings,
             leases: Arc::default(),
             janitor_wake: tokio::sync::Notify::new(),
             observers,
             consume_state: self.consume_state.clone(),
-            pause: control::PauseFlags::new(&self.queues),
             totals,
-            slots: Arc::new(Semaphore::new(self.concurrency)),
             acks: tx,
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
-        tracing::info!(consumer = %rt.consumer, queues = ?self.queues, concurrency = self.concurrency, "worker started");
+        let settings = &rt.settings;
+        tracing::info!(consumer = %settings.consumer, queues = ?settings.queues, concurrency, "worker started");
 
         let stop = CancellationToken::new();
         let mut loops = JoinSet::new();
-        for q in &self.queues {
+        for q in &settings.queues {
             loops.spawn(consume::run(rt.clone(), q.clone(), stop.clone()));
         }
-        loops.spawn(promoter::run(rt.clone(), self.queues.clone(), stop.clone()));
-        loops.spawn(janitor::run(rt.clone(), self.queues.clone(), stop.clone()));
+        loops.spawn(promoter::run(rt.clone(), stop.clone()));
+        loops.spawn(janitor::run(rt.clone(), stop.clone()));
         if !self.periodic.is_empty() {
             loops.spawn(periodic::run(rt.clone(), self.periodic, stop.clone()));
         }
@@ -447,17 +212,8 @@ impl Worker {
         let keep_alive = CancellationToken::new();
         let mut keepers = JoinSet::new();
         keepers.spawn(lease::renew(rt.clone(), keep_alive.clone()));
-        keepers.spawn(control::run(
-            rt.clone(),
-            self.queues.clone(),
-            keep_alive.clone(),
-        ));
-        keepers.spawn(lease::heartbeat(
-            rt.clone(),
-            self.queues.clone(),
-            self.concurrency,
-            keep_alive.clone(),
-        ));
+        keepers.spawn(control::run(rt.clone(), keep_alive.clone()));
+        keepers.spawn(lease::heartbeat(rt.clone(), keep_alive.clone()));
         tokio::pin!(signal);
         tokio::select! {
             _ = &mut signal => {}
@@ -467,11 +223,11 @@ impl Worker {
                 }
             }
         }
-        tracing::info!(consumer = %rt.consumer, "worker stopping: no new jobs, waiting for running ones");
+        tracing::info!(consumer = %rt.settings.consumer, "worker stopping: no new jobs, waiting for running ones");
         // Every step from here on is bounded, so the drain deadline holds whatever Redis
         // does: a step that waits on an unreachable server is abandoned, and what it did
         // not write stays pending for another worker's janitor.
-        let drained_by = tokio::time::Instant::now() + self.drain_timeout;
+        let drained_by = tokio::time::Instant::now() + drain_timeout;
         stop.cancel();
         if tokio::time::timeout_at(drained_by, async {
             while loops.join_next().await.is_some() {}
@@ -501,7 +257,7 @@ impl Worker {
                     "jobs past the drain deadline could not record their outcome (redis unreachable?); they stay pending and run again"
                 );
             }
-            result = Err(Error::DrainTimeout(self.drain_timeout));
+            result = Err(Error::DrainTimeout(drain_timeout));
         }
         let tidy_by = tokio::time::Instant::now() + TIDY_UP;
         keep_alive.cancel();
@@ -516,11 +272,11 @@ impl Worker {
             );
             keepers.abort_all();
         }
-        let consumer = rt.consumer.clone();
+        let consumer = rt.settings.consumer.clone();
         rt.consume_state.set_running(false);
         drop(rt);
         if let Some((m, _)) = &_sampling {
-            m.add_concurrency(-(self.concurrency as i64));
+            m.add_concurrency(-(concurrency as i64));
         }
         let acker_abort = acker.abort_handle();
         match tokio::time::timeout_at(tidy_by, acker).await {
@@ -548,15 +304,15 @@ const TIDY_UP: Duration = Duration::from_secs(3);
 /// Logs a warning when the server can lose jobs: no AOF, or an eviction policy that may
 /// drop keys under memory pressure. Servers that refuse CONFIG are left alone.
 async fn warn_about_durability(client: &Client) {
-    let redis = client.redis();
-    let appendonly: Result<Vec<String>, _> = redis.config_get("appendonly").await;
-    if matches!(appendonly.as_deref(), Ok([_, v]) if v == "no") {
+    let Ok(d) = client.store().durability().await else {
+        return;
+    };
+    if d.appendonly.as_deref() == Some("no") {
         tracing::warn!(
             "redis runs without AOF (appendonly no): a redis restart loses queued jobs; set appendonly yes"
         );
     }
-    let policy: Result<Vec<String>, _> = redis.config_get("maxmemory-policy").await;
-    if let Ok([_, policy]) = policy.as_deref()
+    if let Some(policy) = d.maxmemory_policy
         && policy != "noeviction"
     {
         tracing::warn!(policy = %policy, "redis may evict keys under memory pressure, losing jobs; set maxmemory-policy noeviction");

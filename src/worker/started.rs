@@ -10,18 +10,12 @@
 
 use std::sync::Arc;
 
-use fred::error::Error;
-use fred::types::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
 use super::dispatch::{self, Delivery, Prepared};
-use crate::job::Envelope;
-use crate::redis::scripts;
-
-/// Attempts recorded per script call at most: a script holds the server while it runs.
-const SCRIPT_BATCH: usize = 256;
+use crate::envelope::Envelope;
 
 /// Starts `deliveries` in order as slots free up: the next one as soon as it has a slot
 /// (`first`, when the caller holds one already), together with every one behind it that
@@ -94,22 +88,21 @@ async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) 
 /// status write of theirs can be overwritten. A failure is logged per job and the jobs run
 /// anyway, as a failed status write never stopped a job.
 async fn record(rt: &Runtime, attempts: &[(&str, &Envelope)]) {
-    let now = Value::from(crate::job::now_ms() as i64);
-    for chunk in attempts.chunks(SCRIPT_BATCH) {
-        let mut keys = Vec::with_capacity(chunk.len());
-        let mut args = Vec::with_capacity(3 * chunk.len());
-        for (key, env) in chunk {
-            keys.push(key.to_string());
-            args.push(Value::from(i64::from(env.attempt)));
-            args.push(Value::from(i64::from(env.max_attempts)));
-            args.push(now.clone());
-        }
-        let r: Result<Value, Error> =
-            scripts::run(rt.client.redis(), &rt.client.scripts().started, keys, args).await;
-        if let Err(e) = r {
-            for (_, env) in chunk {
-                tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
-            }
+    if attempts.is_empty() {
+        return;
+    }
+    let rows: Vec<(&str, u32, u32)> = attempts
+        .iter()
+        .map(|(key, env)| (*key, env.attempt, env.max_attempts))
+        .collect();
+    let failed = rt
+        .client
+        .store()
+        .mark_started(&rows, crate::clock::now_ms())
+        .await;
+    for (e, range) in failed {
+        for (_, env) in &attempts[range] {
+            tracing::warn!(job_id = %env.id, error = %e, "could not record the job as running");
         }
     }
 }

@@ -367,8 +367,10 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
 
 /// `<job type>-<first 10 hex digits of SHA-1(queue, job type, expression, zone)>`.
 fn default_name(queue: &str, job_type: &str, expr: &str, zone: &str) -> String {
-    let digest = fred::util::sha1_hash(&format!("{queue}\n{job_type}\n{expr}\n{zone}"));
-    format!("{job_type}-{}", &digest[..10])
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(format!("{queue}\n{job_type}\n{expr}\n{zone}").as_bytes());
+    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    format!("{job_type}-{hex}")
 }
 
 /// A schedule as a worker runs it.

@@ -5,15 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use fred::prelude::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::CronSchedule;
 use super::ticks::{next_tick, settled_at_start};
+use crate::Result;
 use crate::job::{IntoJob, PreparedJob};
-use crate::redis::scripts;
+use crate::redis::{CronClaim as Claim, CronState};
 use crate::worker::Runtime;
-use crate::{Error, Result};
 
 /// Longest sleep before Redis' clock is read again, so a long wait cannot drift.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -49,49 +48,12 @@ impl Clock {
     }
 }
 
-/// What `lua/cron_claim.lua` answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Claim {
-    Claimed,
-    Taken,
-    NotDue,
-    Read,
-}
-
-struct Reply {
-    claim: Claim,
-    now: i64,
-    /// The newest claimed tick, if any.
-    last: Option<i64>,
-}
-
-async fn call_claim(
-    rt: &Runtime,
-    s: &CronSchedule,
-    tick: Option<i64>,
-) -> std::result::Result<Reply, fred::error::Error> {
-    let (status, now, last): (i64, i64, i64) = scripts::run(
-        rt.client.redis(),
-        &rt.client.scripts().cron_claim,
-        vec![rt.client.keys().cron(&s.queue)],
-        vec![
-            Value::from(s.name.as_str()),
-            Value::from(tick.unwrap_or(-1)),
-            Value::from(rt.consumer.as_str()),
-        ],
-    )
-    .await?;
-    let claim = match status {
-        1 => Claim::Claimed,
-        0 => Claim::Taken,
-        -1 => Claim::NotDue,
-        _ => Claim::Read,
-    };
-    Ok(Reply {
-        claim,
-        now,
-        last: (last >= 0).then_some(last),
-    })
+/// Claims `tick` of `s` (or only reads its state, `None`), on Redis' clock.
+async fn call_claim(rt: &Runtime, s: &CronSchedule, tick: Option<i64>) -> Result<CronState> {
+    rt.client
+        .store()
+        .cron_claim(&s.queue, &s.name, tick, &rt.settings.consumer)
+        .await
 }
 
 /// Runs `schedules` until `stop` fires.
@@ -115,8 +77,8 @@ async fn run_one(rt: Arc<Runtime>, s: CronSchedule, stop: CancellationToken) {
         match call_claim(&rt, &s, None).await {
             Ok(r) => {
                 break (
-                    Clock::new(r.now),
-                    settled_at_start(s.catch_up, r.now, r.last),
+                    Clock::new(r.now_ms),
+                    settled_at_start(s.catch_up, r.now_ms, r.last),
                 );
             }
             Err(e) => {
@@ -145,7 +107,7 @@ async fn run_one(rt: Arc<Runtime>, s: CronSchedule, stop: CancellationToken) {
             match call_claim(&rt, &s, None).await {
                 Ok(r) => {
                     pause = RETRY_FIRST;
-                    clock = Clock::new(r.now);
+                    clock = Clock::new(r.now_ms);
                 }
                 Err(e) => {
                     tracing::warn!(schedule = %s.name, error = %e, "reading Redis' clock failed; retrying");
@@ -174,12 +136,12 @@ async fn run_one(rt: Arc<Runtime>, s: CronSchedule, stop: CancellationToken) {
             }
         };
         pause = RETRY_FIRST;
-        clock = Clock::new(reply.now);
+        clock = Clock::new(reply.now_ms);
         match reply.claim {
             Claim::Claimed => settled = next.at,
             Claim::Taken => {
                 // Another worker has it (or a newer one): move on past both.
-                settled = next.at.max(reply.last.unwrap_or(next.at).min(reply.now));
+                settled = next.at.max(reply.last.unwrap_or(next.at).min(reply.now_ms));
             }
             // Our clock ran ahead of Redis': wait for the rest.
             Claim::NotDue | Claim::Read => {}
@@ -225,7 +187,7 @@ async fn enqueue(rt: &Runtime, s: &CronSchedule, tick: i64, stop: &CancellationT
             }
             Err(e) => e,
         };
-        let retryable = matches!(e, Error::Connection(_) | Error::Redis(_));
+        let retryable = e.is_redis();
         if !retryable || Instant::now() + pause > give_up {
             tracing::error!(schedule = %s.name, tick = %show(tick), error = %e, "enqueueing a periodic job failed; this tick is skipped");
             return;

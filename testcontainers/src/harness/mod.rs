@@ -168,11 +168,11 @@ impl HarnessBuilder {
             .prefix(&prefix);
         let client = client_builder.clone().connect().await?;
         let raw = fred::prelude::Builder::from_config(
-            fred::prelude::Config::from_url(&url).map_err(stevedore::Error::from)?,
+            fred::prelude::Config::from_url(&url).map_err(redis_error)?,
         )
         .build()
-        .map_err(stevedore::Error::from)?;
-        raw.init().await.map_err(stevedore::Error::from)?;
+        .map_err(redis_error)?;
+        raw.init().await.map_err(redis_error)?;
 
         let (lease, retry, drain) = (self.lease, self.retry_policy, self.drain_timeout);
         let defaults: Setup = Arc::new(move |w: WorkerBuilder| {
@@ -382,7 +382,7 @@ impl Harness {
                 }
                 Ok(_) => {}
                 Err(e) if e.details().starts_with("NOGROUP") => {}
-                Err(e) => return Err(stevedore::Error::from(e).into()),
+                Err(e) => return Err(redis_error(e).into()),
             }
         }
         Ok(n)
@@ -467,15 +467,25 @@ impl Harness {
                 .try_collect()
                 .await
         }
-        .map_err(stevedore::Error::from)?;
+        .map_err(redis_error)?;
         // One key per command: keys of different queues live in different cluster slots.
         for key in keys {
-            let _: i64 = self.raw.del(key).await.map_err(stevedore::Error::from)?;
+            let _: i64 = self.raw.del(key).await.map_err(redis_error)?;
         }
         Ok(())
     }
 
     fn lock_workers(&self) -> MutexGuard<'_, VecDeque<InProcessWorker>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A client library error as the library reports Redis failures.
+fn redis_error(e: fred::error::Error) -> stevedore::Error {
+    use fred::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::IO | ErrorKind::Canceled => stevedore::Error::Connection(e.to_string()),
+        ErrorKind::Timeout => stevedore::Error::Timeout(e.to_string()),
+        _ => stevedore::Error::Redis(e.to_string()),
     }
 }

@@ -17,7 +17,11 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Priority;
-use crate::job::{HandlerOptions, decode_payload};
+use crate::codec::decode_payload;
+
+mod options;
+
+pub use options::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, HandlerOptions};
 
 /// A job handler: a payload type, a wire name, a default queue and an async function.
 ///
@@ -110,7 +114,7 @@ impl JobContext {
     /// A context for calling a handler directly in a unit test: a fresh id, attempt 1 of 1,
     /// queue `test`, never cancelled.
     pub fn for_tests(job_type: &str) -> Self {
-        let id = crate::job::JobId::generate();
+        let id = crate::names::JobId::generate();
         JobContext::new(
             ContextFacts {
                 id: id.as_str(),
@@ -119,7 +123,7 @@ impl JobContext {
                 priority: Priority::Normal,
                 attempt: 1,
                 max_attempts: 1,
-                enqueued_at: crate::job::now_ms(),
+                enqueued_at: crate::clock::now_ms(),
             },
             CancellationToken::new(),
         )

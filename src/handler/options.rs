@@ -1,0 +1,70 @@
+//! The defaults a handler gives its jobs.
+
+use std::time::Duration;
+
+use crate::Priority;
+use crate::retry::RetryPolicy;
+
+/// Attempts a job gets when neither the handler nor the enqueue call says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// How long one attempt may run when neither the handler nor the enqueue call says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Defaults a handler gives its jobs; the `#[job_handler]` options end up here.
+///
+/// Built with `const fn`s so the macro can emit it as a constant. Options given at enqueue
+/// time win over these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerOptions {
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: Option<Priority>,
+    pub(crate) retry: Option<RetryPolicy>,
+}
+
+impl HandlerOptions {
+    /// No defaults of its own: the library's (and the worker's) apply.
+    pub const fn new() -> Self {
+        HandlerOptions {
+            max_attempts: None,
+            timeout: None,
+            priority: None,
+            retry: None,
+        }
+    }
+
+    /// How long failed jobs wait before their next attempt (default: the worker's policy,
+    /// itself exponential from 1 s to 10 min with jitter unless set).
+    pub const fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Attempts before a failing job is dead-lettered (at least 1: 0 counts as 1). Jobs
+    /// enqueued without their own `max_attempts` get this, whoever enqueued them.
+    pub const fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(if n == 0 { 1 } else { n });
+        self
+    }
+
+    /// How long one attempt may run before it is cancelled and counted as failed.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The priority jobs get unless the enqueue call sets one.
+    pub const fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// The attempts in effect: this handler's, or [`DEFAULT_MAX_ATTEMPTS`].
+    pub fn effective_max_attempts(&self) -> u32 {
+        self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+
+    /// The timeout in effect: this handler's, or [`DEFAULT_TIMEOUT`].
+    pub fn effective_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+}

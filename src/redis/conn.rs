@@ -1,0 +1,192 @@
+//! Connections: the URL, TLS, timeouts and reconnect policy every connection shares.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use super::fail;
+use crate::error::redact_url;
+
+/// Certificate files for TLS connections (`rediss://`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsFiles {
+    /// PEM certificates trusted besides the system's roots (a private CA).
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain and private key presented to the server (mutual TLS).
+    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.client_cert.is_none()
+    }
+
+    /// A rustls client configuration (ring) from the system roots and these files.
+    fn client_config(&self) -> crate::Result<rustls::ClientConfig> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |path: &std::path::Path, why: String| {
+            crate::Error::InvalidConfig(format!("TLS file {}: {why}", path.display()))
+        };
+        let certs_of = |path: &std::path::Path| -> crate::Result<Vec<CertificateDer<'static>>> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(path, e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(path, e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(path, "holds no PEM certificate".into()));
+            }
+            Ok(certs)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        // The system's roots, as a rediss:// URL without a CA file gets them; unreadable
+        // ones are skipped (a private CA file may be all there is).
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &self.ca_file {
+            for cert in certs_of(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(path, format!("not a usable CA certificate: {e}")))?;
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| crate::Error::InvalidConfig(format!("TLS: {e}")))?
+            .with_root_certificates(roots);
+        match &self.client_cert {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert, key)) => {
+                let chain = certs_of(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    bad(
+                        key,
+                        format!("no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+                    )
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    bad(
+                        cert,
+                        format!("the certificate and key do not go together: {e}"),
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Builds connections that all share one configuration and reconnect policy.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    config: Config,
+    /// Deadline of one command on the pool (`Duration::ZERO`: none).
+    command_timeout: Duration,
+}
+
+impl Connector {
+    pub(crate) fn from_url(url: &str) -> crate::Result<Self> {
+        const SCHEMES: [&str; 6] = [
+            "redis",
+            "rediss",
+            "redis-cluster",
+            "rediss-cluster",
+            "redis-sentinel",
+            "rediss-sentinel",
+        ];
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+        if !SCHEMES.contains(&scheme) {
+            return Err(crate::Error::InvalidUrl {
+                url: redact_url(url),
+                reason: format!("the scheme must be one of {}", SCHEMES.join(", ")),
+            });
+        }
+        let config = Config::from_url(url).map_err(|e| crate::Error::InvalidUrl {
+            url: redact_url(url),
+            reason: e.details().to_string(),
+        })?;
+        Ok(Connector {
+            config,
+            command_timeout: Duration::ZERO,
+        })
+    }
+
+    /// Verifies a TLS server against the system's roots plus the certificates of
+    /// `tls.ca_file`, and presents `tls.client_cert` when given. Fails when TLS options
+    /// come with a plain `redis://` URL: the caller expects TLS and would not get it.
+    pub(crate) fn with_tls(mut self, tls: &TlsFiles) -> crate::Result<Self> {
+        if tls.is_empty() {
+            return Ok(self);
+        }
+        if !self.config.uses_tls() {
+            return Err(crate::Error::InvalidConfig(
+                "TLS options (a CA file or a client certificate) were given with a URL that \
+                 does not use TLS: use a rediss:// URL"
+                    .into(),
+            ));
+        }
+        let client_config = tls.client_config()?;
+        self.config.tls = Some(fred::types::config::TlsConfig {
+            connector: fred::types::config::TlsConnector::from(client_config),
+            hostnames: fred::types::config::TlsHostMapping::None,
+        });
+        Ok(self)
+    }
+
+    fn builder(&self) -> Builder {
+        let mut b = Builder::from_config(self.config.clone());
+        b.with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.max_command_attempts = 3;
+            // Commands are small and latency matters: no Nagle delay (fred leaves it on).
+            c.tcp.nodelay = Some(true);
+        })
+        .with_performance_config(|p| {
+            // No client-side timeout: it would leave a blocked read's connection stuck.
+            p.default_command_timeout = Duration::ZERO;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        b
+    }
+
+    /// Gives every command on the pool this deadline (never blocking reads: they use
+    /// [`dedicated`](Self::dedicated) connections).
+    pub(crate) fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// A pool for enqueueing and admin calls, connected.
+    pub(crate) async fn pool(&self, size: usize) -> crate::Result<Pool> {
+        let mut builder = self.builder();
+        let timeout = self.command_timeout;
+        builder.with_performance_config(|p| p.default_command_timeout = timeout);
+        let pool = builder.build_pool(size.max(1)).map_err(fail)?;
+        pool.init().await.map_err(fail)?;
+        Ok(pool)
+    }
+
+    /// A client of its own for one blocking read loop, connected. Blocking reads must never
+    /// share a connection: every other command on it would wait for the read. A command
+    /// sent while its read is blocked (the QUIT at shutdown) first unblocks the read with
+    /// `CLIENT UNBLOCK`, so no entry is delivered to a loop that stopped listening.
+    pub(crate) async fn dedicated(&self) -> crate::Result<Client> {
+        let mut builder = self.builder();
+        builder.with_config(|c| c.blocking = Blocking::Interrupt);
+        let client = builder.build().map_err(fail)?;
+        client.init().await.map_err(fail)?;
+        Ok(client)
+    }
+}
+
+impl Connector {
+    /// A pub/sub client that resubscribes by itself after a reconnect, connected.
+    pub(crate) async fn subscriber(&self) -> crate::Result<fred::clients::SubscriberClient> {
+        let client = self.builder().build_subscriber_client().map_err(fail)?;
+        client.init().await.map_err(fail)?;
+        // Detached: resubscribes after every reconnect until the client is dropped.
+        drop(client.manage_subscriptions());
+        Ok(client)
+    }
+}

@@ -1,0 +1,179 @@
+//! The janitor's takeover: pending entries of dead workers claimed, poison dead-lettered,
+//! idle consumers of past runs forgotten.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use super::entry::{Fields, list_of, text_of};
+use super::keys::GROUP;
+use super::scripts::run_raw;
+use super::{Store, fail};
+
+/// One page of a scan of a ready stream's pending entries (`lua/reclaim.lua`).
+#[derive(Debug, Clone)]
+pub(crate) struct ReclaimScan<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) stream: &'a str,
+    /// The scanning worker: it takes the entries over.
+    pub(crate) consumer: &'a str,
+    /// Entries idle for less are left alone (zero for entries handed back at a stop).
+    pub(crate) idle: Duration,
+    /// Deliveries after which an entry is poison.
+    pub(crate) max_deliveries: u32,
+    pub(crate) page: u32,
+    /// `-` for the first page, then the previous page's `next`.
+    pub(crate) start: &'a str,
+    /// Only entries of this consumer (a stopped worker's hand-off), or of any.
+    pub(crate) only: Option<&'a str>,
+    /// Other consumers that are alive: their entries are left alone.
+    pub(crate) alive: &'a [&'a String],
+}
+
+/// A poison entry moved to the dead-letter stream by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Poisoned {
+    pub(crate) entry_id: String,
+    /// The job id and type the entry held ('' when missing), unchecked.
+    pub(crate) job_id: String,
+    pub(crate) job_type: String,
+}
+
+/// What one page of a scan did.
+#[derive(Debug, Default)]
+pub(crate) struct ReclaimPage {
+    /// Where the next page starts; `None` when the scan is done.
+    pub(crate) next: Option<String>,
+    /// Entries now owned by the scanning worker (a delivery counted), with their fields.
+    pub(crate) claimed: Vec<(String, Fields)>,
+    pub(crate) poisoned: Vec<Poisoned>,
+    /// Pending entries whose data was gone: acknowledged.
+    pub(crate) deleted: Vec<String>,
+    /// The scanning worker's own entries idle past the lease (left as they are).
+    pub(crate) mine: Vec<String>,
+}
+
+impl Store {
+    /// Scans one page (`lua/reclaim.lua`).
+    pub(crate) async fn reclaim_page(&self, s: &ReclaimScan<'_>) -> crate::Result<ReclaimPage> {
+        let mut args: Vec<Value> = vec![
+            GROUP.into(),
+            s.consumer.into(),
+            Value::from(s.idle.as_millis() as i64),
+            Value::from(i64::from(s.max_deliveries)),
+            Value::from(i64::from(s.page)),
+            s.start.into(),
+            self.keys.job_prefix(s.queue).into(),
+            s.only.unwrap_or_default().into(),
+        ];
+        args.extend(s.alive.iter().map(|a| Value::from(a.as_str())));
+        let reply = run_raw(
+            self.conn(),
+            &self.scripts.reclaim,
+            vec![s.stream.to_string(), self.keys.dlq(s.queue)],
+            args,
+        )
+        .await?;
+        ReclaimPage::parse(reply)
+    }
+
+    /// Claims `consumer`'s own entries `ids` of `stream` again (a new delivery), with their
+    /// fields; entries whose data is gone are left out.
+    pub(crate) async fn take_back(
+        &self,
+        stream: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: Vec<String>,
+    ) -> crate::Result<Vec<(String, Fields)>> {
+        let reply: Value = self
+            .conn()
+            .xclaim(
+                stream,
+                GROUP,
+                consumer,
+                min_idle.as_millis() as u64,
+                ids,
+                None,
+                None,
+                None,
+                false,
+                false,
+            )
+            .await
+            .map_err(fail)?;
+        Ok(super::entry::entries_of(reply)?
+            .into_iter()
+            .filter_map(|(id, fields)| fields.map(|f| (id, f)))
+            .collect())
+    }
+
+    /// Removes consumers of `stream` that own nothing, idle for `idle`, of no live worker
+    /// (`lua/prune_consumers.lua`); returns their names.
+    pub(crate) async fn prune_consumers(
+        &self,
+        stream: &str,
+        idle: Duration,
+        alive: &[String],
+    ) -> crate::Result<Vec<String>> {
+        let mut args: Vec<Value> = vec![GROUP.into(), Value::from(idle.as_millis() as i64)];
+        args.extend(alive.iter().map(|a| Value::from(a.as_str())));
+        let reply = run_raw(
+            self.conn(),
+            &self.scripts.prune_consumers,
+            vec![stream.to_string()],
+            args,
+        )
+        .await?;
+        Ok(strings(reply))
+    }
+}
+
+impl ReclaimPage {
+    /// Reads `{next start or '', claimed, poisoned, deleted, mine}`.
+    fn parse(reply: Value) -> crate::Result<ReclaimPage> {
+        let Value::Array(parts) = reply else {
+            return Err(crate::Error::Decode(
+                "reclaim: expected a list of five parts".into(),
+            ));
+        };
+        if parts.len() != 5 {
+            return Err(crate::Error::Decode(format!(
+                "reclaim: expected five parts, got {}",
+                parts.len()
+            )));
+        }
+        let mut parts = parts.into_iter();
+        let mut next_part = || parts.next().unwrap_or(Value::Null);
+        let next = Some(text_of(&next_part())).filter(|s| !s.is_empty());
+        let claimed = super::entry::entries_of(next_part())?
+            .into_iter()
+            .filter_map(|(id, fields)| fields.map(|f| (id, f)))
+            .collect();
+        let poisoned = list_of(next_part())
+            .into_iter()
+            .filter_map(|v| {
+                let mut t = list_of(v).into_iter().map(|v| text_of(&v));
+                Some(Poisoned {
+                    entry_id: t.next()?,
+                    job_id: t.next().unwrap_or_default(),
+                    job_type: t.next().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let deleted = strings(next_part());
+        let mine = strings(next_part());
+        Ok(ReclaimPage {
+            next,
+            claimed,
+            poisoned,
+            deleted,
+            mine,
+        })
+    }
+}
+
+/// A list of strings; anything else reads as none.
+fn strings(v: Value) -> Vec<String> {
+    list_of(v).into_iter().map(|v| text_of(&v)).collect()
+}

@@ -1,0 +1,202 @@
+//! Settling deliveries: recorded as running, acknowledged, retried later, dead-lettered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fred::prelude::*;
+
+use super::Store;
+use super::keys::GROUP;
+use super::scripts::run;
+use crate::Priority;
+
+/// Attempts recorded per script call at most: a script holds the server while it runs.
+const STARTED_BATCH: usize = 256;
+
+/// Entries acknowledged per call of `ack.lua` at most: a script holds the server while it
+/// runs, and this many take about a millisecond.
+const ACK_BATCH: usize = 256;
+
+/// Longest error text stored in a status or a dead letter.
+const MAX_ERROR_LEN: usize = 4096;
+
+/// The finished entries of one ready stream, with their jobs' status keys and results.
+#[derive(Debug, Default)]
+pub(crate) struct StreamAcks {
+    pub(crate) ids: Vec<String>,
+    /// Status key and the handler's result (JSON), for each job that tracks status.
+    pub(crate) statuses: Vec<(String, Option<String>)>,
+}
+
+/// What a fenced change of a pending entry came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fenced {
+    /// Done: this consumer owned the entry.
+    Done,
+    /// The entry's data was deleted while it was pending: it was acknowledged, nothing else.
+    Deleted,
+    /// Another consumer owns the entry now (or it is no longer pending): nothing changed.
+    LeaseLost,
+}
+
+/// A failed attempt to schedule again (`lua/retry.lua`).
+pub(crate) struct Retry<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) priority: Priority,
+    pub(crate) stream: &'a str,
+    pub(crate) entry_id: &'a str,
+    pub(crate) consumer: &'a str,
+    pub(crate) job_id: &'a str,
+    pub(crate) delay_ms: u64,
+    pub(crate) retention_ms: u64,
+    pub(crate) error: &'a str,
+}
+
+/// A delivery to move to the dead-letter stream (`lua/dead_letter.lua`).
+pub(crate) struct DeadLetter<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) stream: &'a str,
+    pub(crate) entry_id: &'a str,
+    pub(crate) consumer: &'a str,
+    /// The job's id, when the entry had a readable one (its status is marked dead).
+    pub(crate) job_id: Option<&'a str>,
+    pub(crate) retention_ms: u64,
+    pub(crate) reason: &'a str,
+    pub(crate) error: &'a str,
+}
+
+impl Store {
+    /// Records attempts as running since `now_ms` (`lua/started.lua`): for each job its
+    /// status key, attempt and attempt budget. One call per 256 jobs, sent in turn. Returns,
+    /// per call that failed, the error and the range of `attempts` it covered.
+    pub(crate) async fn mark_started(
+        &self,
+        attempts: &[(&str, u32, u32)],
+        now_ms: u64,
+    ) -> Vec<(crate::Error, std::ops::Range<usize>)> {
+        let now = Value::from(now_ms as i64);
+        let mut failed = Vec::new();
+        for (i, chunk) in attempts.chunks(STARTED_BATCH).enumerate() {
+            let mut keys = Vec::with_capacity(chunk.len());
+            let mut args = Vec::with_capacity(3 * chunk.len());
+            for (key, attempt, max_attempts) in chunk {
+                keys.push(key.to_string());
+                args.push(Value::from(i64::from(*attempt)));
+                args.push(Value::from(i64::from(*max_attempts)));
+                args.push(now.clone());
+            }
+            let r: crate::Result<i64> = run(self.conn(), &self.scripts.started, keys, args).await;
+            if let Err(e) = r {
+                let start = i * STARTED_BATCH;
+                failed.push((e, start..start + chunk.len()));
+            }
+        }
+        failed
+    }
+
+    /// Acknowledges and deletes finished entries and marks their jobs succeeded (kept for
+    /// `retention_ms`): one call of `lua/ack.lua` per stream and 256 entries, all sent
+    /// together. Returns how many entries were acknowledged.
+    pub(crate) async fn ack_batch(
+        &self,
+        by_stream: &HashMap<Arc<str>, StreamAcks>,
+        retention_ms: u64,
+    ) -> crate::Result<u64> {
+        let now = crate::clock::now_ms() as i64;
+        let mut calls = Vec::new();
+        for (stream, acks) in by_stream {
+            // Not every entry has a status (one deleted while pending has none): each call
+            // takes as many statuses as it has entries, until none are left.
+            let mut statuses = acks.statuses.as_slice();
+            for ids in acks.ids.chunks(ACK_BATCH) {
+                let (these, rest) = statuses.split_at(statuses.len().min(ids.len()));
+                statuses = rest;
+                let mut keys = Vec::with_capacity(1 + these.len());
+                keys.push(stream.to_string());
+                keys.extend(these.iter().map(|(key, _)| key.clone()));
+                let mut args: Vec<Value> = Vec::with_capacity(4 + ids.len() + these.len());
+                args.extend([
+                    Value::from(GROUP),
+                    Value::from(now),
+                    Value::from(retention_ms as i64),
+                    Value::from(ids.len() as i64),
+                ]);
+                args.extend(ids.iter().map(|id| Value::from(id.as_str())));
+                args.extend(
+                    these
+                        .iter()
+                        .map(|(_, result)| Value::from(result.as_deref().unwrap_or(""))),
+                );
+                calls.push(run::<u64>(self.conn(), &self.scripts.ack, keys, args));
+            }
+        }
+        let mut acked = 0;
+        for r in futures::future::join_all(calls).await {
+            acked += r?;
+        }
+        Ok(acked)
+    }
+
+    /// Schedules a failed attempt's next try `delay_ms` from now on Redis' clock, if
+    /// `consumer` still owns the entry (`lua/retry.lua`).
+    pub(crate) async fn retry_later(&self, r: &Retry<'_>) -> crate::Result<Fenced> {
+        let keys = vec![
+            r.stream.to_string(),
+            self.keys.scheduled(r.queue),
+            self.keys.job(r.queue, r.job_id),
+        ];
+        let args: Vec<Value> = vec![
+            GROUP.into(),
+            r.consumer.into(),
+            r.entry_id.into(),
+            Value::from(r.delay_ms as i64),
+            r.priority.as_str().into(),
+            self.keys.wake(r.queue).into(),
+            Value::from(r.retention_ms as i64),
+            truncate(r.error).into(),
+        ];
+        let due: i64 = run(self.conn(), &self.scripts.retry, keys, args).await?;
+        Ok(match due {
+            0 => Fenced::LeaseLost,
+            -1 => Fenced::Deleted,
+            _ => Fenced::Done,
+        })
+    }
+
+    /// Moves a delivery to its queue's dead-letter stream with its reason, if `consumer`
+    /// still owns it (`lua/dead_letter.lua`).
+    pub(crate) async fn dead_letter(&self, d: &DeadLetter<'_>) -> crate::Result<Fenced> {
+        // Without a job id there is no status to mark; the DLQ key stands in (same slot).
+        let (status, retention) = match d.job_id {
+            Some(id) => (self.keys.job(d.queue, id), d.retention_ms),
+            None => (self.keys.dlq(d.queue), 0),
+        };
+        let keys = vec![d.stream.to_string(), self.keys.dlq(d.queue), status];
+        let args: Vec<Value> = vec![
+            GROUP.into(),
+            d.consumer.into(),
+            d.entry_id.into(),
+            d.reason.into(),
+            truncate(d.error).into(),
+            Value::from(retention as i64),
+        ];
+        let moved: i64 = run(self.conn(), &self.scripts.dead_letter, keys, args).await?;
+        Ok(match moved {
+            1 => Fenced::Done,
+            -1 => Fenced::Deleted,
+            _ => Fenced::LeaseLost,
+        })
+    }
+}
+
+/// `s` cut to [`MAX_ERROR_LEN`] bytes at a character boundary.
+fn truncate(s: &str) -> &str {
+    if s.len() <= MAX_ERROR_LEN {
+        return s;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,212 @@
+//! The worker's builder: collects handlers and settings, and checks them at `build`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Settings, Worker, periodic};
+use crate::handler::{JobHandler, Registry};
+use crate::health::ConsumeState;
+use crate::metrics::Metrics;
+use crate::observe::Observer;
+use crate::priority::PriorityWeights;
+use crate::retry::RetryPolicy;
+use crate::{Client, Error, Result};
+
+/// Settings for a [`Worker`].
+#[must_use = "call build() to get a worker"]
+pub struct WorkerBuilder {
+    pub(super) client: Client,
+    pub(super) registry: Registry,
+    pub(super) errors: Vec<String>,
+    /// The queues to consume when set; else the handlers' own.
+    pub(super) queues: Option<Vec<String>>,
+    /// The consumer name when set; else one made up at build time.
+    consumer: Option<String>,
+    /// The other settings; queues and consumer are filled in by `build`.
+    settings: Settings,
+    /// Cron schedules this worker runs (see `periodic`).
+    pub(super) periodic: Vec<periodic::CronSchedule>,
+    observers: Vec<Arc<dyn Observer>>,
+    metrics: Option<Metrics>,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queues", &self.queues)
+            .field("concurrency", &self.settings.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// Registers a handler (`send_email::handler()` for a `#[job_handler] fn send_email`).
+    /// Its queue is consumed unless [`queues`](Self::queues) says otherwise.
+    pub fn handler<H: JobHandler>(mut self, handler: H) -> Self {
+        if let Err(e) = self.registry.insert(handler) {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// The queues to consume, replacing the handlers' own. Every registered handler runs
+    /// for its job type on every one of these queues.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Handlers running at once, across all queues (default 10). A full worker stops
+    /// fetching until a slot frees up.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.settings.concurrency = n;
+        self
+    }
+
+    /// How free slots are split between priorities (default 6 : 3 : 1).
+    pub fn priority_weights(mut self, weights: PriorityWeights) -> Self {
+        self.settings.weights = weights;
+        self
+    }
+
+    /// Retry policy for handlers that do not set their own, and for job types this worker
+    /// does not know (default: exponential from 1 s to 10 min, with jitter).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.settings.retry_policy = policy;
+        self
+    }
+
+    /// How long an entry may stay pending without its worker renewing it before a janitor
+    /// takes it back (default 30 s). Running jobs renew every lease/3, so this bounds how
+    /// long a crashed worker's jobs wait, not how long a job may run.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = lease;
+        self
+    }
+
+    /// Keeps dead letters of this worker's queues for `retention` (by failure time, on
+    /// Redis' clock); the janitor purges older ones. Unset by default: dead letters stay
+    /// until replayed or purged.
+    pub fn dlq_retention(mut self, retention: Duration) -> Self {
+        self.settings.dlq_retention = Some(retention);
+        self
+    }
+
+    /// Deliveries after which an entry whose workers keep dying is dead-lettered as
+    /// `poison` (default 3). Separate from `max_attempts`, which counts handler failures.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.settings.max_deliveries = n;
+        self
+    }
+
+    /// How long shutdown waits for running jobs before leaving them pending (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.drain_timeout = timeout;
+        self
+    }
+
+    /// The consumer name in the queues' groups (default: host name, process id and a random
+    /// suffix, unique per run).
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.consumer = Some(name.into());
+        self
+    }
+
+    /// Reports this worker's job events to `observer` too, after the client's observers.
+    /// See [`observe`](crate::observe).
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Records this worker in `metrics`: its job events (unless the client already reports
+    /// to the same `metrics`), its concurrency and in-flight gauges, and its queues' depths,
+    /// sampled from Redis while it runs. See [`Metrics`].
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<Worker> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(Error::InvalidConfig(e));
+        }
+        if self.registry.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a worker needs at least one handler".into(),
+            ));
+        }
+        let mut settings = self.settings;
+        settings.queues = distinct(
+            self.queues
+                .unwrap_or_else(|| self.registry.queues().to_vec()),
+        );
+        settings.consumer = self.consumer.unwrap_or_else(default_consumer_name);
+        settings.check()?;
+        Ok(Worker {
+            client: self.client,
+            registry: self.registry,
+            periodic: self.periodic,
+            observers: self.observers,
+            metrics: self.metrics,
+            consume_state: Arc::new(ConsumeState::new(&settings.queues)),
+            settings,
+        })
+    }
+}
+
+/// `queues` with repeats left out, in the order of their first mention.
+fn distinct(queues: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    queues
+        .into_iter()
+        .filter(|q| seen.insert(q.clone()))
+        .collect()
+}
+
+fn default_consumer_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".to_string());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+impl WorkerBuilder {
+    pub(super) fn new(client: Client) -> Self {
+        WorkerBuilder {
+            client,
+            registry: Registry::default(),
+            errors: Vec::new(),
+            queues: None,
+            consumer: None,
+            settings: Settings::default(),
+            periodic: Vec::new(),
+            observers: Vec::new(),
+            metrics: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct;
+
+    #[test]
+    fn repeated_queues_are_consumed_once_in_first_mention_order() {
+        let q = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(distinct(q(&["a", "b", "a", "c", "b"])), q(&["a", "b", "c"]));
+    }
+}

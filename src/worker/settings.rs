@@ -1,0 +1,78 @@
+//! A worker's settings as one value: made by the builder, checked once at `build`, then
+//! shared by every task of the running worker through its `Runtime`.
+
+use std::time::Duration;
+
+use super::{DEFAULT_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_DELIVERIES};
+use crate::names::validate_name;
+use crate::priority::PriorityWeights;
+use crate::retry::RetryPolicy;
+use crate::{Error, Result};
+
+/// What a worker runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// The queues consumed, each once, in the order given.
+    pub(crate) queues: Vec<String>,
+    /// This worker's consumer name in its queues' groups.
+    pub(crate) consumer: String,
+    /// Handlers running at once, across all queues.
+    pub(crate) concurrency: usize,
+    /// How free slots are split between priorities.
+    pub(crate) weights: PriorityWeights,
+    /// Retry policy for handlers without their own, and for unknown job types.
+    pub(crate) retry_policy: RetryPolicy,
+    /// How long an entry may stay pending unrenewed before a janitor takes it back.
+    pub(crate) lease: Duration,
+    /// Deliveries after which an unfinished entry is poison.
+    pub(crate) max_deliveries: u32,
+    /// Dead letters older than this are purged by the janitor.
+    pub(crate) dlq_retention: Option<Duration>,
+    /// How long shutdown waits for running jobs.
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            queues: Vec::new(),
+            consumer: String::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            weights: PriorityWeights::default(),
+            retry_policy: RetryPolicy::default(),
+            lease: DEFAULT_LEASE,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            dlq_retention: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+impl Settings {
+    /// Refuses settings a worker cannot run with; the message names the setting.
+    pub(crate) fn check(&self) -> Result<()> {
+        let refuse = |why: &str| Err(Error::InvalidConfig(why.into()));
+        if self.concurrency == 0 {
+            return refuse("concurrency must be at least 1");
+        }
+        if self.lease < Duration::from_millis(30) {
+            return refuse("lease must be at least 30 ms");
+        }
+        if self.max_deliveries == 0 {
+            return refuse("max_deliveries must be at least 1");
+        }
+        if self.weights.all_zero() {
+            return refuse("at least one priority weight must be above 0");
+        }
+        if self.queues.is_empty() {
+            return refuse("a worker needs at least one queue");
+        }
+        for q in &self.queues {
+            validate_name("queue", q)?;
+        }
+        if self.consumer.is_empty() || self.consumer.len() > 200 {
+            return refuse("consumer name must have 1 to 200 characters");
+        }
+        Ok(())
+    }
+}
