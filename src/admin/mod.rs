@@ -233,11 +233,7 @@ impl JsonJob {
             job = job.delay(parse_duration("delay", d)?);
         }
         if let Some(n) = self.max_attempts {
-            if n == 0 {
-                return Err(Error::InvalidInput(
-                    "max_attempts must be at least 1".into(),
-                ));
-            }
+            // 0 is refused by the job itself when it is prepared.
             job = job.max_attempts(n);
         }
         if let Some(key) = self.unique {

@@ -39,10 +39,17 @@ impl HandlerOptions {
         self
     }
 
-    /// Attempts before a failing job is dead-lettered (at least 1: 0 counts as 1). Jobs
-    /// enqueued without their own `max_attempts` get this, whoever enqueued them.
+    /// Attempts before a failing job is dead-lettered, at least 1. Jobs enqueued without
+    /// their own `max_attempts` get this, whoever enqueued them.
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0 (in a constant, as `#[job_handler]` makes, that is a compile error):
+    /// 0 is never a budget. In a stream entry and a job's status, `max_attempts` 0 means
+    /// that none was set, and the handler's applies.
     pub const fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(if n == 0 { 1 } else { n });
+        assert!(n > 0, "max_attempts must be at least 1");
+        self.max_attempts = Some(n);
         self
     }
 

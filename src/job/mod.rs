@@ -68,11 +68,12 @@ macro_rules! job_option_setters {
             self
         }
 
-        /// Attempts before the job is dead-lettered (at least 1: 0 counts as 1). Without
-        /// it, the job gets its handler's `max_attempts` (5 when the handler sets none),
-        /// decided by the worker that runs it.
+        /// Attempts before the job is dead-lettered, at least 1 (0 is refused at enqueue
+        /// with [`Error::InvalidInput`](crate::Error::InvalidInput)). Without it, the job gets
+        /// its handler's `max_attempts` (5 when the handler sets none), decided by the worker
+        /// that runs it; the entry then holds `max_attempts` 0, which means "not set".
         pub fn max_attempts(mut self, n: u32) -> Self {
-            self.options.max_attempts = Some(n.max(1));
+            self.options.max_attempts = Some(n);
             self
         }
 

@@ -21,6 +21,11 @@ pub(super) fn prepare(
     let queue = options.queue.unwrap_or_else(|| default_queue.to_string());
     validate_name("queue", &queue)?;
     validate_name("job type", job_type)?;
+    if options.max_attempts == Some(0) {
+        return Err(Error::InvalidInput(
+            "max_attempts must be at least 1 (leave it out to use the handler's)".into(),
+        ));
+    }
     // 0 on the wire: not set here, so the worker applies the handler's (see `Envelope`).
     let max_attempts = options
         .max_attempts
@@ -139,6 +144,11 @@ mod tests {
             .prepare()
             .expect("prepared");
         assert_eq!(set.envelope.max_attempts, 2);
+        let zero = RawJob::new("a.b", "q", &1).expect("job").max_attempts(0);
+        assert!(
+            matches!(zero.prepare(), Err(Error::InvalidInput(m)) if m.contains("at least 1")),
+            "0 is never a budget"
+        );
         let mut env = raw.envelope;
         env.resolve_max_attempts(3);
         assert_eq!(env.max_attempts, 3);

@@ -491,3 +491,47 @@ async fn a_bulk_enqueue_keeps_every_stream_in_order_across_batches_queues_and_un
     let _: () = env.raw.script_flush(false).await.expect("script flush");
     mixed_bulk_keeps_order(&env, &env.client, "c", "d").await;
 }
+
+#[tokio::test]
+async fn a_queue_named_twice_is_consumed_by_one_loop() {
+    let env = TestEnv::start().await;
+    let worker = Worker::builder(env.client.clone())
+        .queues(["rt-a", "rt-b", "rt-a"])
+        .handler(ping::handler())
+        .build()
+        .expect("worker");
+    assert_eq!(
+        worker.queues(),
+        ["rt-a", "rt-b"],
+        "one loop per distinct queue, order kept"
+    );
+    let running = support::spawn(worker);
+    let mut ids = Vec::new();
+    for queue in ["rt-a", "rt-b"] {
+        let job = RawJob::new("rt.ping", queue, &Ping).expect("raw job");
+        ids.push(env.client.enqueue(job).await.expect("enqueue"));
+    }
+    eventually(
+        Duration::from_secs(10),
+        "both queues' jobs ran once",
+        || async { ids.iter().all(|id| support::runs(id.as_str()) == 1) },
+    )
+    .await;
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn zero_attempts_is_refused_at_enqueue() {
+    let env = TestEnv::start().await;
+    let job = ping::job(Ping).max_attempts(0);
+    let err = env
+        .client
+        .enqueue(job)
+        .await
+        .expect_err("0 is never a budget");
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("max_attempts must be at least 1")),
+        "{err:?}"
+    );
+    assert_eq!(env.ready("rt").await, 0, "nothing written");
+}
