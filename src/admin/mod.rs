@@ -22,14 +22,20 @@
 #[cfg(feature = "admin")]
 mod api;
 #[cfg(feature = "admin")]
+mod errors;
+#[cfg(feature = "admin")]
+mod limits;
+#[cfg(feature = "admin")]
 mod openapi;
 #[cfg(feature = "admin")]
 mod security;
 
 #[cfg(feature = "admin")]
-pub use api::{
+pub use api::{router, serve};
+#[cfg(feature = "admin")]
+pub use limits::{
     DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, LIST_PAGE_BYTES,
-    LIST_PAYLOAD_LIMIT, REDIS_DEADLINE, router, serve,
+    LIST_PAYLOAD_LIMIT, REDIS_DEADLINE,
 };
 #[cfg(feature = "admin")]
 pub use security::AdminConfig;

@@ -22,7 +22,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::api::{ApiError, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT};
+use super::errors::ApiError;
+use super::limits::{DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT};
 use crate::Metrics;
 
 /// Who may call the API.

@@ -192,3 +192,34 @@ fn is_port_conflict(e: &TestcontainersError) -> bool {
     let text = e.to_string().to_ascii_lowercase();
     text.contains("address already in use") || text.contains("port is already allocated")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn image_refs_parse() -> TestResult {
+        assert_eq!(ImageRef::parse("redis:7")?.to_string(), "redis:7");
+        let r = ImageRef::parse("registry.local:5000/redis:7.2")?;
+        assert_eq!(
+            (r.name.as_str(), r.tag.as_str()),
+            ("registry.local:5000/redis", "7.2")
+        );
+        for bad in ["redis", "registry.local:5000/redis", ":7", "redis:"] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ImageRef::default().to_string(), "redis:7");
+        Ok(())
+    }
+
+    #[test]
+    fn published_host_follows_remote_docker_host_only() {
+        assert_eq!(published_host(None), "127.0.0.1");
+        assert_eq!(published_host(Some("unix:///run/podman.sock")), "127.0.0.1");
+        assert_eq!(published_host(Some("tcp://localhost:2375")), "127.0.0.1");
+        assert_eq!(published_host(Some("tcp://docker:2376")), "docker");
+        assert_eq!(published_host(Some("tcp://[fd00::1]:2375")), "fd00::1");
+    }
+}

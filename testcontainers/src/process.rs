@@ -320,3 +320,104 @@ fn tail(text: &str, n: usize) -> String {
     }
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::resp::test_support::{Reply, command, wait_until_down};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[tokio::test]
+    async fn process_starts_and_answers_ping() -> TestResult {
+        let t = Instant::now();
+        let mut server = RedisServer::start().await?;
+        eprintln!("process start took {} ms", t.elapsed().as_millis());
+        assert!(server.is_running());
+        assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
+        resp::ping("127.0.0.1", server.port()).await?;
+        assert_eq!(
+            command("127.0.0.1", server.port(), &["SET", "k", "v"]).await?,
+            Reply::Simple("OK".into())
+        );
+        let dir = server.dir().to_owned();
+        assert!(dir.join("redis.log").exists());
+        let port = server.port();
+        drop(server);
+        assert!(
+            wait_until_down("127.0.0.1", port).await,
+            "server still answers after drop"
+        );
+        assert!(!dir.exists(), "temp dir not removed");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn kill_then_restart_keeps_data_with_appendonly() -> TestResult {
+        let mut server = RedisServer::builder().appendonly(true).start().await?;
+        let port = server.port();
+        let dir = server.dir().to_owned();
+        assert_eq!(
+            command("127.0.0.1", port, &["SET", "durable", "yes"]).await?,
+            Reply::Simple("OK".into())
+        );
+        server.kill()?;
+        assert!(!server.is_running());
+        assert!(resp::ping("127.0.0.1", port).await.is_err());
+        let t = Instant::now();
+        server.restart().await?;
+        eprintln!("restart took {} ms", t.elapsed().as_millis());
+        assert!(server.is_running());
+        assert_eq!(server.port(), port);
+        assert_eq!(server.dir(), dir);
+        assert_eq!(
+            command("127.0.0.1", port, &["GET", "durable"]).await?,
+            Reply::Bulk(Some(b"yes".to_vec()))
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn kill_then_restart_loses_data_without_appendonly() -> TestResult {
+        let mut server = RedisServer::start().await?;
+        let port = server.port();
+        command("127.0.0.1", port, &["SET", "volatile", "yes"]).await?;
+        server.restart().await?; // restart kills a running server first
+        assert_eq!(
+            command("127.0.0.1", port, &["GET", "volatile"]).await?,
+            Reply::Bulk(None)
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bad_argument_reports_the_log_tail() {
+        let err = RedisServer::builder()
+            .arg("--no-such-directive")
+            .arg("1")
+            .start()
+            .await
+            .expect_err("a bad directive must fail");
+        match &err {
+            KitError::RedisServerExited { log_tail, .. } => {
+                assert!(log_tail.contains("no-such-directive"), "{log_tail}");
+            }
+            other => panic!("unexpected error: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_binary_is_reported() {
+        let err = RedisServer::builder()
+            .program("/nonexistent/redis-server")
+            .start()
+            .await
+            .expect_err("a missing binary must fail");
+        assert!(
+            matches!(err, KitError::RedisServerNotFound { .. }),
+            "{err:?}"
+        );
+    }
+}

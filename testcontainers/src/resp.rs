@@ -83,7 +83,8 @@ pub(crate) enum WaitError<E> {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! A tiny RESP client for the tests: send a command as an array of bulk strings, read one reply.
+    //! For the tests: a tiny RESP client (send a command as an array of bulk strings, read one
+    //! reply), and waiting for a server to go away.
 
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpStream;
@@ -131,5 +132,25 @@ pub(crate) mod test_support {
             }
             _ => return Err(bad()),
         })
+    }
+
+    /// Host and port of a `redis://host:port` URL.
+    pub(crate) fn host_port(url: &str) -> (String, u16) {
+        let rest = url.trim_start_matches("redis://");
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let (host, port) = rest.rsplit_once(':').expect("url has a port");
+        let port = port.trim_end_matches('/').parse().expect("numeric port");
+        (host.trim_matches(['[', ']']).to_owned(), port)
+    }
+
+    /// Polls `host:port` until it no longer answers PING (5 s at most); false if it still does.
+    pub(crate) async fn wait_until_down(host: &str, port: u16) -> bool {
+        for _ in 0..500 {
+            if super::ping(host, port).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
     }
 }

@@ -1,14 +1,12 @@
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use stevedore::admin::AdminConfig;
-use stevedore::{Client, JobContext, JobError, Worker, job_handler};
+use stevedore::{JobContext, JobError, Worker, job_handler};
 use stevedore_testcontainers::RedisServer;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{self, TestEnv, eventually};
+use crate::support::{self, AdminServer, TestEnv, eventually, serve_admin};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Mail {
@@ -37,97 +35,32 @@ type BadCase = (
     &'static str,
 );
 
-/// The admin API served on a free loopback port until dropped.
-struct Api {
-    addr: SocketAddr,
-    stop: CancellationToken,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn serve(client: &Client, config: AdminConfig) -> Api {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    let router = stevedore::admin::router(client.admin(), config);
-    tokio::spawn(stevedore::admin::serve(
-        listener,
-        router,
-        stop.clone().cancelled_owned(),
-    ));
-    Api { addr, stop }
-}
-
-/// One HTTP/1.1 request over a fresh connection: status and body (JSON when it parses).
+/// One HTTP/1.1 request over a fresh connection: status and body (JSON when it parses,
+/// else the text).
 async fn call(
-    api: &Api,
+    api: &AdminServer,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(api.addr)
-        .await
-        .expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json");
     if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        head.push_str(&format!("\r\nAuthorization: Bearer {t}"));
     }
-    let body = body.unwrap_or_default();
-    req.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    ));
-    s.write_all(req.as_bytes()).await.expect("write head");
-    // A server may answer (413) and close before reading a large body.
-    let _ = s.write_all(body).await;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let (head, raw) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let raw = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(raw)
-    } else {
-        raw.to_string()
-    };
-    let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+    let (code, raw, _) = support::exchange(api.addr, &head, body.unwrap_or_default()).await;
+    let value = serde_json::from_slice(&raw)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()));
     (code, value)
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-async fn post(api: &Api, path: &str, body: Value) -> (u16, Value) {
+async fn post(api: &AdminServer, path: &str, body: Value) -> (u16, Value) {
     let bytes = serde_json::to_vec(&body).expect("json");
     call(api, "POST", path, Some(TOKEN), Some(&bytes)).await
 }
 
-async fn get(api: &Api, path: &str) -> (u16, Value) {
+async fn get(api: &AdminServer, path: &str) -> (u16, Value) {
     // A server without a token ignores it.
     call(api, "GET", path, Some(TOKEN), None).await
 }
@@ -135,7 +68,7 @@ async fn get(api: &Api, path: &str) -> (u16, Value) {
 #[tokio::test]
 async fn the_api_enqueues_reports_pauses_and_replays() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::with_token(TOKEN)).await;
+    let api = serve_admin(&env.client, AdminConfig::with_token(TOKEN)).await;
     let running = support::spawn(
         Worker::builder(env.client.clone())
             .handler(mail::handler())
@@ -250,8 +183,9 @@ async fn the_api_enqueues_reports_pauses_and_replays() {
     // Pause: enqueue still works, nothing runs, and the state is visible; resume drains.
     let (code, p) = post(&api, "/api/v1/queues/mail/pause", json!({})).await;
     assert_eq!((code, &p["changed"]), (200, &json!(true)), "{p}");
-    // Workers pick the pause up within a control round plus one blocking read.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Workers pick the pause up within a control round plus one blocking read; then their
+    // read loop fetches nothing more, which is what lets the job below wait.
+    support::readers_quiet(&env, Duration::from_millis(250), Duration::from_secs(10)).await;
     let (_, body) = post(
         &api,
         "/api/v1/jobs",
@@ -259,7 +193,9 @@ async fn the_api_enqueues_reports_pauses_and_replays() {
     )
     .await;
     let held = body["id"].as_str().expect("id").to_string();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing to wait for: the job must NOT run. A read loop that still fetched would start
+    // it within milliseconds of its enqueue, so half a second of watching is ample.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, q) = get(&api, "/api/v1/queues/mail").await;
     assert_eq!(
         (q["paused"].clone(), q["stats"]["ready"]["normal"].clone()),
@@ -296,7 +232,7 @@ async fn the_api_enqueues_reports_pauses_and_replays() {
 #[tokio::test]
 async fn every_documented_route_is_served() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::loopback_only()).await;
+    let api = serve_admin(&env.client, AdminConfig::loopback_only()).await;
     let doc: Value = serde_json::from_str(include_str!("../../assets/openapi.json")).expect("doc");
     let paths = doc["paths"].as_object().expect("paths");
     for (path, ops) in paths {
@@ -344,7 +280,7 @@ async fn every_documented_route_is_served() {
 #[tokio::test]
 async fn bad_requests_get_clear_errors_and_change_nothing() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::with_token(TOKEN)).await;
+    let api = serve_admin(&env.client, AdminConfig::with_token(TOKEN)).await;
     let job = json!({"type": "adm.mail", "queue": "mail", "payload": {"to": "x"}});
     let bytes = serde_json::to_vec(&job).expect("json");
 
@@ -488,7 +424,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 async fn redis_down_is_a_503_not_a_hang_or_a_500() {
     let mut server = RedisServer::start().await.expect("redis-server");
     let env = TestEnv::on(&server.url()).await;
-    let api = serve(&env.client, AdminConfig::with_token(TOKEN)).await;
+    let api = serve_admin(&env.client, AdminConfig::with_token(TOKEN)).await;
     assert_eq!(get(&api, "/api/v1/stats").await.0, 200);
     server.kill().expect("kill");
     let started = std::time::Instant::now();
@@ -521,7 +457,7 @@ async fn redis_down_is_a_503_not_a_hang_or_a_500() {
 #[tokio::test]
 async fn a_filtered_dead_letter_list_counts_its_matches_over_all_pages() {
     let env = TestEnv::start().await;
-    let api = serve(&env.client, AdminConfig::loopback_only()).await;
+    let api = serve_admin(&env.client, AdminConfig::loopback_only()).await;
     let _: () =
         fred::prelude::SetsInterface::sadd(&env.raw, format!("{}:queues", env.prefix), "mail")
             .await

@@ -7,91 +7,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stevedore::admin::{AdminConfig, LIST_PAGE_BYTES};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use tokio::io::AsyncWriteExt;
 
-use crate::support::TestEnv;
+use crate::support::{TestEnv, exchange, read_response, serve_admin};
 
 const TOKEN: &str = "t0ken";
 const READ: &str = "read-only";
-
-struct Server {
-    addr: SocketAddr,
-    stop: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn start(env: &TestEnv, config: AdminConfig) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    let router = stevedore::admin::router(env.client.admin(), config);
-    tokio::spawn(stevedore::admin::serve(
-        listener,
-        router,
-        stop.clone().cancelled_owned(),
-    ));
-    Server { addr, stop }
-}
-
-/// A raw HTTP/1.1 exchange: `head` is the request line and headers (without the blank
-/// line), `body` follows; returns the status, the body bytes and the body as JSON.
-async fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Vec<u8>, Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let _ = s.write_all(body).await;
-    read_response(&mut s).await
-}
-
-async fn read_response(s: &mut tokio::net::TcpStream) -> (u16, Vec<u8>, Value) {
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(buf.len());
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    let mut body = buf.get(split + 4..).unwrap_or_default().to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (code, body, json)
-}
-
-fn dechunk(mut s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&s[..eol]).unwrap_or("0");
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let rest = &s[eol + 2..];
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.extend_from_slice(&rest[..n]);
-        s = rest.get(n + 2..).unwrap_or_default();
-    }
-    out
-}
 
 /// Makes queue `q` known (one job enqueued), so pause and dead-letter calls find it.
 async fn known_queue(env: &TestEnv, q: &str) {
@@ -106,7 +27,7 @@ async fn requests_another_site_makes_a_browser_send_are_refused() {
     let env = TestEnv::start().await;
     known_queue(&env, "q").await;
     // The default a user without a token gets: loopback clients, no token.
-    let s = start(&env, AdminConfig::loopback_only()).await;
+    let s = serve_admin(&env.client, AdminConfig::loopback_only()).await;
     let host = format!("Host: {}", s.addr);
     let pause = "POST /api/v1/queues/q/pause HTTP/1.1";
     let cases: Vec<(&str, String, &[u8], u16)> = vec![
@@ -174,8 +95,8 @@ async fn requests_another_site_makes_a_browser_send_are_refused() {
 #[tokio::test]
 async fn only_known_hosts_are_answered() {
     let env = TestEnv::start().await;
-    let s = start(
-        &env,
+    let s = serve_admin(
+        &env.client,
         AdminConfig::with_token(TOKEN).allowed_hosts(["jobs.example.com"]),
     )
     .await;
@@ -210,7 +131,7 @@ async fn only_known_hosts_are_answered() {
             .0,
         200
     );
-    let any = start(&env, AdminConfig::with_token(TOKEN).allow_any_host()).await;
+    let any = serve_admin(&env.client, AdminConfig::with_token(TOKEN).allow_any_host()).await;
     assert_eq!(
         exchange(any.addr, &get("evil.example", "/api/v1/stats"), b"")
             .await
@@ -223,7 +144,7 @@ async fn only_known_hosts_are_answered() {
 async fn a_token_guards_reads_and_a_read_token_only_reads() {
     let env = TestEnv::start().await;
     known_queue(&env, "q").await;
-    let s = start(&env, AdminConfig::with_token(TOKEN).read_token(READ)).await;
+    let s = serve_admin(&env.client, AdminConfig::with_token(TOKEN).read_token(READ)).await;
     let req = |method: &str, path: &str, token: Option<&str>| {
         let mut h = format!("{method} {path} HTTP/1.1\r\nHost: {}", s.addr);
         if let Some(t) = token {
@@ -324,7 +245,7 @@ async fn a_list_of_large_dead_letters_stays_small_and_pages_through_all_of_them(
                 .await
                 .expect("xadd");
     }
-    let s = start(&env, AdminConfig::with_token(TOKEN)).await;
+    let s = serve_admin(&env.client, AdminConfig::with_token(TOKEN)).await;
     let get = |path: String| {
         format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}",
@@ -383,8 +304,8 @@ async fn a_list_of_large_dead_letters_stays_small_and_pages_through_all_of_them(
 #[tokio::test]
 async fn oversized_and_slow_bodies_get_json_errors() {
     let env = TestEnv::start().await;
-    let s = start(
-        &env,
+    let s = serve_admin(
+        &env.client,
         AdminConfig::with_token(TOKEN).request_timeout(Duration::from_secs(1)),
     )
     .await;

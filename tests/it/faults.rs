@@ -16,7 +16,7 @@ use stevedore_testcontainers::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{TestEnv, WorkerProcess, eventually};
+use crate::support::{TestEnv, WorkerProcess, eventually, redis_pid, signal};
 
 /// Every job of a run and what became of it.
 struct Ledger {
@@ -122,24 +122,6 @@ fn workers(url: &str, env: &TestEnv, extra: &[&str]) -> (WorkerProcess, WorkerPr
         WorkerProcess::start_on(url, &env.prefix, &args, None),
         WorkerProcess::start_on(url, &env.prefix, &args, None),
     )
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status();
-}
-
-fn redis_pid(port: u16) -> u32 {
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", &format!("redis-server .*:{port}")])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("the redis-server's pid")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,7 +48,15 @@ async fn jobs_running_three_leases_long_finish_once_without_reclaim() {
         .await
         .expect("enqueue");
     // Midway, every running entry is still on its first delivery: renewal never counts one.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Checked once all four are running and a lease and a renewal round more have passed
+    // (so an entry whose lease was not renewed would show idle >= 300 ms), well before the
+    // 1 s jobs finish. That time must pass, so it is waited out, counted from when all four
+    // were running.
+    eventually(Duration::from_secs(10), "all four jobs running", || async {
+        ids.iter().all(|id| support::runs(id.as_str()) >= 1)
+    })
+    .await;
+    tokio::time::sleep(lease + lease / 3).await;
     let pending: Vec<(String, String, u64, u64)> = env
         .raw
         .xpending(env.stream("long", "normal"), "stevedore", ("-", "+", 10))
@@ -357,7 +365,23 @@ async fn the_prune_script_never_removes_a_consumer_that_owns_entries() {
                 .expect(&id);
         }
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The script removes only consumers idle longer than its threshold (5 ms).
+    eventually(
+        Duration::from_secs(5),
+        "both consumers idle past the threshold",
+        || async {
+            let consumers: Vec<HashMap<String, Value>> = env
+                .raw
+                .xinfo_consumers(stream.as_str(), "stevedore")
+                .await
+                .expect("xinfo consumers");
+            consumers.len() == 2
+                && consumers
+                    .iter()
+                    .all(|c| c.get("idle").and_then(Value::as_u64).is_some_and(|i| i > 5))
+        },
+    )
+    .await;
     let removed: Vec<String> = env
         .raw
         .eval(

@@ -32,23 +32,15 @@ struct Frozen(u16);
 
 impl Frozen {
     fn new(port: u16) -> Frozen {
-        signal(port, "STOP");
+        support::signal_redis(port, "STOP");
         Frozen(port)
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        signal(self.0, "CONT");
+        support::signal_redis(self.0, "CONT");
     }
-}
-
-fn signal(port: u16, sig: &str) {
-    let status = std::process::Command::new("pkill")
-        .args([&format!("-{sig}"), "-f", &format!("redis-server .*:{port}")])
-        .status()
-        .expect("pkill runs");
-    assert!(status.success(), "pkill -{sig} found the server");
 }
 
 /// Stall reports, as `stalled <queue>` and `recovered <queue>`.

@@ -174,19 +174,6 @@ async fn workers_and_clients_survive_a_redis_restart() {
     running.shutdown().await.expect("clean shutdown");
 }
 
-/// Sends `signal` to the redis-server process listening on `port`.
-fn signal_redis(port: u16, signal: &str) {
-    let status = std::process::Command::new("pkill")
-        .args([
-            &format!("-{signal}"),
-            "-f",
-            &format!("redis-server .*:{port}"),
-        ])
-        .status()
-        .expect("pkill runs");
-    assert!(status.success(), "pkill -{signal} found the server");
-}
-
 #[tokio::test]
 async fn a_command_timeout_bounds_calls_to_a_stalled_redis() {
     let server = RedisServer::start().await.expect("redis-server");
@@ -199,11 +186,11 @@ async fn a_command_timeout_bounds_calls_to_a_stalled_redis() {
         .await
         .expect("stats while redis answers");
 
-    signal_redis(server.port(), "STOP");
+    support::signal_redis(server.port(), "STOP");
     let started = std::time::Instant::now();
     let err = client.queue_stats("q").await.expect_err("a stalled redis");
     let took = started.elapsed();
-    signal_redis(server.port(), "CONT");
+    support::signal_redis(server.port(), "CONT");
     assert!(err.is_connection(), "{err}");
     assert!(took < Duration::from_secs(3), "gave up after {took:?}");
     eventually(Duration::from_secs(10), "calls work again", || async {

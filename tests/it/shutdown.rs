@@ -5,7 +5,7 @@ use fred::types::{ClusterHash, CustomCommand};
 use serde::{Deserialize, Serialize};
 use stevedore::{Error, JobContext, JobError, Priority, Worker, job_handler};
 
-use crate::support::{self, TestEnv, eventually};
+use crate::support::{self, TestEnv, blocked_readers, eventually};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Nap {
@@ -60,21 +60,6 @@ async fn shutdown_waits_for_the_running_job_and_acknowledges_it() {
         0,
         "finished job acknowledged before shutdown returned"
     );
-}
-
-/// How many connections are blocked in XREADGROUP right now.
-async fn blocked_readers(env: &TestEnv) -> usize {
-    let list: String = env
-        .raw
-        .custom(
-            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
-            vec!["LIST"],
-        )
-        .await
-        .unwrap_or_default();
-    list.lines()
-        .filter(|l| l.contains("cmd=xreadgroup") && l.split_whitespace().any(|f| f == "flags=b"))
-        .count()
 }
 
 #[tokio::test]

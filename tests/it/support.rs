@@ -1,14 +1,19 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use serde_json::Value as Json;
 use stevedore::Worker;
+use stevedore::admin::AdminConfig;
 use stevedore_testcontainers::TestRedis;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -145,14 +150,66 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    wait_for(timeout, what, || {
+        let checked = check();
+        async move { checked.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `check` every 10 ms until it returns a value, and returns that value; panics with
+/// `what` after `timeout`.
+pub(crate) async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if check().await {
-            return;
+        if let Some(value) = check().await {
+            return value;
         }
         assert!(
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How many connections are blocked in XREADGROUP right now: worker read loops waiting
+/// for jobs.
+pub(crate) async fn blocked_readers(env: &TestEnv) -> usize {
+    let list: String = env
+        .raw
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["LIST"],
+        )
+        .await
+        .unwrap_or_default();
+    list.lines()
+        .filter(|l| l.contains("cmd=xreadgroup") && l.split_whitespace().any(|f| f == "flags=b"))
+        .count()
+}
+
+/// Waits until no connection has been blocked in XREADGROUP for `quiet` straight, i.e. the
+/// read loops of the workers on `env` fetch nothing any more (their queue is paused). A
+/// read loop that still fetches is blocked in its read at every poll (every 10 ms) but for
+/// the moment between one read and the next; `quiet` only has to be clearly longer than
+/// that moment. Panics after `timeout`.
+pub(crate) async fn readers_quiet(env: &TestEnv, quiet: Duration, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut unblocked_since: Option<Instant> = None;
+    loop {
+        if blocked_readers(env).await > 0 {
+            unblocked_since = None;
+        } else if unblocked_since.get_or_insert_with(Instant::now).elapsed() >= quiet {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for the read loops to stop reading"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -299,4 +356,120 @@ impl Drop for WorkerProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Sends `sig` (`STOP`, `CONT`, ...) to process `pid`; false when it was not delivered (no
+/// such process).
+pub(crate) fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The pid of the redis-server listening on `port` (one the test started itself, e.g. with
+/// `RedisServer`).
+pub(crate) fn redis_pid(port: u16) -> u32 {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("redis-server .*:{port}")])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the redis-server's pid")
+}
+
+/// Sends `sig` to the redis-server listening on `port`: `STOP` makes it look to its
+/// clients as a hung server does (connections stay open, nothing answers), `CONT` ends that.
+pub(crate) fn signal_redis(port: u16, sig: &str) {
+    assert!(
+        signal(redis_pid(port), sig),
+        "kill -{sig} reached the redis-server on port {port}"
+    );
+}
+
+/// The admin API served on a free loopback port until dropped.
+pub(crate) struct AdminServer {
+    pub(crate) addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Serves the admin API of `client` with `config` on a free loopback port.
+pub(crate) async fn serve_admin(client: &stevedore::Client, config: AdminConfig) -> AdminServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let router = stevedore::admin::router(client.admin(), config);
+    tokio::spawn(stevedore::admin::serve(
+        listener,
+        router,
+        stop.clone().cancelled_owned(),
+    ));
+    AdminServer { addr, stop }
+}
+
+/// A raw HTTP/1.1 exchange over a fresh connection: `head` is the request line and headers
+/// (without the blank line), `body` follows; returns the status, the body bytes and the
+/// body as JSON (`Null` when it is not JSON).
+pub(crate) async fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Vec<u8>, Json) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{head}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    // A server may answer (413) and close before reading a large body.
+    let _ = s.write_all(body).await;
+    read_response(&mut s).await
+}
+
+/// Reads an HTTP/1.1 response to its end (30 s at most): the status, the body bytes (chunks
+/// joined) and the body as JSON (`Null` when it is not JSON).
+pub(crate) async fn read_response(s: &mut tokio::net::TcpStream) -> (u16, Vec<u8>, Json) {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let mut body = buf.get(split + 4..).unwrap_or_default().to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    let json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+    (code, body, json)
+}
+
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&s[..eol]).unwrap_or("0");
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let rest = &s[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        s = rest.get(n + 2..).unwrap_or_default();
+    }
+    out
 }

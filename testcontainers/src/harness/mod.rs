@@ -61,7 +61,10 @@ pub struct HarnessBuilder {
 impl fmt::Debug for HarnessBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HarnessBuilder")
-            .field("redis_url", &self.redis_url.as_deref().map(crate::redact))
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(crate::announce::redact),
+            )
             .field("prefix", &self.prefix)
             .field("workers", &self.workers)
             .field("lease", &self.lease)

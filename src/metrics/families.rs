@@ -1,0 +1,168 @@
+//! The metric families: every series stevedore reports, by name, and their registration.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::BUCKETS;
+use super::labels::{QueueLabel, QueuePriority, QueueType, QueueTypePriority, QueueTypeReason};
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Every metric family stevedore reports. The sampler sets the queue gauges (`ready` to
+/// `workers`) from Redis; job events update the rest.
+pub(crate) struct Families {
+    pub(super) enqueued: Family<QueueTypePriority, Counter>,
+    pub(super) started: Family<QueueTypePriority, Counter>,
+    pub(super) succeeded: Family<QueueType, Counter>,
+    pub(super) failed: Family<QueueType, Counter>,
+    pub(super) retried: Family<QueueType, Counter>,
+    pub(super) dead: Family<QueueTypeReason, Counter>,
+    pub(super) reclaimed: Family<QueueLabel, Counter>,
+    pub(super) stalled: Family<QueueLabel, Gauge>,
+    pub(super) read_errors: Family<QueueLabel, Counter>,
+    pub(super) duration: HistogramFamily<QueueType>,
+    pub(super) wait: HistogramFamily<QueueTypePriority>,
+    pub(super) in_flight: Gauge,
+    pub(super) concurrency: Gauge,
+    pub(crate) ready: Family<QueuePriority, Gauge>,
+    pub(crate) pending: Family<QueuePriority, Gauge>,
+    pub(crate) scheduled: Family<QueueLabel, Gauge>,
+    pub(crate) dead_depth: Family<QueueLabel, Gauge>,
+    pub(crate) oldest_waiting: Family<QueueLabel, Gauge<f64, AtomicU64>>,
+    pub(crate) workers: Family<QueueLabel, Gauge>,
+}
+
+impl Families {
+    /// Every family, empty.
+    pub(super) fn new() -> Self {
+        Families {
+            enqueued: Family::default(),
+            started: Family::default(),
+            succeeded: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dead: Family::default(),
+            reclaimed: Family::default(),
+            stalled: Family::default(),
+            read_errors: Family::default(),
+            duration: Family::new_with_constructor(histogram),
+            wait: Family::new_with_constructor(histogram),
+            in_flight: Gauge::default(),
+            concurrency: Gauge::default(),
+            ready: Family::default(),
+            pending: Family::default(),
+            scheduled: Family::default(),
+            dead_depth: Family::default(),
+            oldest_waiting: Family::default(),
+            workers: Family::default(),
+        }
+    }
+
+    /// Registers every family in `r` under its name and help text.
+    pub(super) fn register(&self, r: &mut Registry) {
+        r.register(
+            "stevedore_jobs_enqueued",
+            "Jobs accepted by Redis",
+            self.enqueued.clone(),
+        );
+        r.register(
+            "stevedore_jobs_started",
+            "Attempts started",
+            self.started.clone(),
+        );
+        r.register(
+            "stevedore_jobs_succeeded",
+            "Attempts that succeeded",
+            self.succeeded.clone(),
+        );
+        r.register(
+            "stevedore_jobs_failed",
+            "Attempts that failed (error, panic or timeout)",
+            self.failed.clone(),
+        );
+        r.register(
+            "stevedore_jobs_retried",
+            "Failed attempts scheduled to run again",
+            self.retried.clone(),
+        );
+        r.register(
+            "stevedore_jobs_dead",
+            "Jobs moved to the dead-letter stream, by reason",
+            self.dead.clone(),
+        );
+        r.register(
+            "stevedore_jobs_reclaimed",
+            "Entries the janitor took back from a worker that is gone",
+            self.reclaimed.clone(),
+        );
+        r.register(
+            "stevedore_worker_queue_stalled",
+            "1 while this process has made no progress on the queue for 10 s or more because redis does not answer or refuses its reads",
+            self.stalled.clone(),
+        );
+        r.register(
+            "stevedore_worker_read_errors",
+            "Reads of a queue's streams by this process that failed (redis unreachable, too slow, or refusing)",
+            self.read_errors.clone(),
+        );
+        r.register(
+            "stevedore_job_duration_seconds",
+            "Handler run time per attempt",
+            self.duration.clone(),
+        );
+        r.register(
+            "stevedore_job_wait_seconds",
+            "Time from a job becoming ready (enqueued, or due) to its attempt starting",
+            self.wait.clone(),
+        );
+        r.register(
+            "stevedore_worker_jobs_in_flight",
+            "Handlers running now in this process",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "stevedore_worker_concurrency",
+            "Configured concurrency of the running workers in this process",
+            self.concurrency.clone(),
+        );
+        r.register(
+            "stevedore_queue_ready",
+            "Entries waiting in a priority stream, not yet delivered (sampled)",
+            self.ready.clone(),
+        );
+        r.register(
+            "stevedore_queue_pending",
+            "Entries delivered to a worker and not yet acknowledged (sampled)",
+            self.pending.clone(),
+        );
+        r.register(
+            "stevedore_queue_scheduled",
+            "Delayed jobs and retries waiting for their time (sampled)",
+            self.scheduled.clone(),
+        );
+        r.register(
+            "stevedore_queue_dead",
+            "Entries in the dead-letter stream (sampled)",
+            self.dead_depth.clone(),
+        );
+        r.register(
+            "stevedore_queue_oldest_waiting_seconds",
+            "Age of the oldest ready job not yet started, 0 when none waits (sampled)",
+            self.oldest_waiting.clone(),
+        );
+        r.register(
+            "stevedore_queue_workers",
+            "Live workers consuming the queue (sampled)",
+            self.workers.clone(),
+        );
+    }
+}
