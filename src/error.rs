@@ -163,7 +163,9 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
     out
 }
 
-/// Hides the password of a `redis://user:password@host` URL, for messages and logs.
+/// Hides the password of a `redis://user:password@host` URL, for messages and logs: the
+/// one redactor of the library, its CLI and its test kit. Only the authority (before the
+/// first `/`) is read, so an `@` in the path or query stays as it is.
 ///
 /// ```
 /// use stevedore::error::redact_url;
@@ -174,10 +176,12 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.rsplit_once('@') {
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None if !userinfo.is_empty() => format!("{scheme}://***@{host}"),
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None if !userinfo.is_empty() => format!("{scheme}://***@{host}{path}"),
             None => url.to_string(),
         },
         None => url.to_string(),
@@ -229,5 +233,10 @@ mod tests {
         assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
         assert_eq!(redact_url("nonsense"), "nonsense");
+        assert_eq!(
+            redact_url("rediss://u:pw@h:1/0?note=a@b"),
+            "rediss://u:***@h:1/0?note=a@b",
+            "an @ after the authority is not a password's end"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Jobs on their way in: names, ids, options, and the envelope a stream entry holds.
+//! Jobs on their way in: typed and raw jobs, their options, their ids and limits.
 //!
 //! A job travels as one stream entry whose fields a person can read with `XRANGE`
 //! (`id`, `type`, `attempt`, `max_attempts`, `enqueued_at`, optional `timeout`, `unique`,

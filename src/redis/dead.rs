@@ -121,3 +121,20 @@ fn replayed(reply: Value) -> crate::Result<Option<String>> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fred::types::Value;
+
+    use super::replayed;
+
+    #[test]
+    fn replay_replies_read_as_a_job_id_none_or_a_decode_error() {
+        let ok = Value::Array(vec![Value::from("5-0"), Value::from("j1")]);
+        assert_eq!(replayed(ok).ok(), Some(Some("j1".to_string())));
+        assert_eq!(replayed(Value::Integer(0)).ok(), Some(None));
+        for bad in [Value::from("what"), Value::Array(vec![Value::from("5-0")])] {
+            assert!(matches!(replayed(bad), Err(crate::Error::Decode(_))));
+        }
+    }
+}

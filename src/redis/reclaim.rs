@@ -177,3 +177,54 @@ impl ReclaimPage {
 fn strings(v: Value) -> Vec<String> {
     list_of(v).into_iter().map(|v| text_of(&v)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use fred::types::Value;
+
+    use super::ReclaimPage;
+
+    #[test]
+    fn a_page_reads_its_five_parts_and_anything_else_is_a_decode_error() {
+        let entry = Value::Array(vec![
+            Value::from("1-0"),
+            Value::Array(vec![Value::from("id"), Value::from("j1")]),
+        ]);
+        let reply = Value::Array(vec![
+            Value::from("(1-0"),
+            Value::Array(vec![entry]),
+            Value::Array(vec![Value::Array(vec![
+                Value::from("2-0"),
+                Value::from("j2"),
+                Value::from("t.job"),
+            ])]),
+            Value::Array(vec![Value::from("3-0")]),
+            Value::Array(vec![]),
+        ]);
+        let page = ReclaimPage::parse(reply).expect("a page");
+        assert_eq!(page.next.as_deref(), Some("(1-0"));
+        assert_eq!(page.claimed.len(), 1);
+        assert_eq!(page.poisoned[0].job_type, "t.job");
+        assert_eq!(page.deleted, vec!["3-0".to_string()]);
+        assert!(page.mine.is_empty());
+        for bad in [
+            Value::Integer(1),
+            Value::Null,
+            Value::Array(vec![Value::from(""), Value::Array(vec![])]),
+        ] {
+            assert!(
+                matches!(ReclaimPage::parse(bad), Err(crate::Error::Decode(_))),
+                "a malformed page is an error, not a panic"
+            );
+        }
+        let done = ReclaimPage::parse(Value::Array(vec![
+            Value::from(""),
+            Value::Array(vec![]),
+            Value::Array(vec![]),
+            Value::Array(vec![]),
+            Value::Array(vec![]),
+        ]))
+        .expect("an empty page");
+        assert!(done.next.is_none() && done.claimed.is_empty());
+    }
+}

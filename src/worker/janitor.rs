@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::Delivery;
 use super::{Runtime, Ticker, started};
 use crate::Priority;
+use crate::backoff::Backoff;
 use crate::dlq::DeadReason;
 use crate::observe::DeadJobEvent;
 use crate::redis::{self, ReclaimScan};
@@ -43,6 +44,9 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
         stop.clone(),
     );
     let mut round: u64 = 0;
+    // After a failed round, the next waits longer (up to 5 s more): an unreachable Redis is
+    // not asked every lease/2, nor logged about each time.
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     loop {
         // A round each lease/2, or at once when a stopping worker hands entries back.
         tokio::select! {
@@ -54,13 +58,18 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
         // Every tenth lease, forget consumers of past worker runs.
         let prune = round.is_multiple_of(PRUNE_EVERY);
         match sweep(&rt, queues, &stop, prune).await {
-            Ok(()) => {}
+            Ok(()) => backoff.reset(),
             // At a worker's first start the fetch loops may not have created the groups
             // yet (or a restarted Redis lost them and the loops are recreating them).
             Err(e) if redis::is_nogroup(&e) => {
                 tracing::debug!(error = %e, "janitor round skipped: consumer group not there yet");
             }
-            Err(e) => tracing::warn!(error = %e, "janitor round failed; retrying next round"),
+            Err(e) => {
+                tracing::warn!(error = %e, "janitor round failed; retrying");
+                if !backoff.wait(&stop).await {
+                    break;
+                }
+            }
         }
     }
 }

@@ -40,15 +40,9 @@ pub(crate) fn forced_note(source: RedisSource) -> String {
     format!("forced by {SOURCE_ENV}={source}")
 }
 
-/// Hides the password (userinfo) of a URL for logs: `redis://user:pw@h:1` → `redis://***@h:1`.
+/// Hides the password of a URL for logs (the library's redactor).
 pub(crate) fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{scheme}://***@{}", &rest[at + 1..]);
-        }
-    }
-    url.to_owned()
+    stevedore::error::redact_url(url)
 }
 
 #[cfg(test)]
@@ -58,7 +52,7 @@ mod tests {
     #[test]
     fn urls_are_redacted_in_logs() {
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://***@h:1/0");
-        assert_eq!(redact("rediss://:pw@h:1"), "rediss://***@h:1");
+        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("rediss://:pw@h:1"), "rediss://:***@h:1");
     }
 }

@@ -1,0 +1,119 @@
+//! Queue registry, pause, totals, probes, periodic claims, and failures: replies that do
+//! not read, keys of the wrong type, an unreachable server.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use super::*;
+
+#[tokio::test]
+async fn control_totals_probes_and_periodic_claims() {
+    let (s, raw, _redis) = store("t-control").await;
+    s.register_queues(&["a".into(), "b".into()])
+        .await
+        .expect("register");
+    assert!(s.is_known_queue("a").await.expect("known"));
+    assert!(!s.is_known_queue("zz").await.expect("known"));
+    assert!(s.pause("a").await.expect("pause"));
+    assert!(!s.pause("a").await.expect("pause again"));
+    assert!(s.is_paused("a").await.expect("paused"));
+    assert_eq!(
+        s.paused_queues().await.expect("paused"),
+        vec!["a".to_string()]
+    );
+    assert!(s.resume("a").await.expect("resume"));
+    assert!(!s.resume("a").await.expect("resume again"));
+
+    let counts = HashMap::from([("a".to_string(), [2, 0, 1])]);
+    s.add_totals(&["succeeded", "failed", "dead"], &counts)
+        .await
+        .expect("totals");
+    s.add_totals(&["succeeded", "failed", "dead"], &counts)
+        .await
+        .expect("totals");
+    let t = s.totals("a").await.expect("totals");
+    assert_eq!((t["succeeded"], t["dead"], t.get("failed")), (4, 2, None));
+
+    assert_eq!(
+        s.ping(Duration::from_secs(2)).await.expect("ping"),
+        Probe::Ok
+    );
+    assert_eq!(
+        s.probe_write(Duration::from_secs(2)).await.expect("write"),
+        Probe::Ok
+    );
+    let d = s.durability().await.expect("config");
+    assert!(
+        d.appendonly.is_some() && d.maxmemory_policy.is_some(),
+        "{d:?}"
+    );
+
+    let read = s.cron_claim("a", "nightly", None, "w").await.expect("read");
+    assert_eq!((read.claim, read.last), (CronClaim::Read, None));
+    let tick = read.now_ms - 1_000;
+    let claim = s
+        .cron_claim("a", "nightly", Some(tick), "w")
+        .await
+        .expect("claim");
+    assert_eq!((claim.claim, claim.last), (CronClaim::Claimed, Some(tick)));
+    let again = s
+        .cron_claim("a", "nightly", Some(tick), "v")
+        .await
+        .expect("claim");
+    assert_eq!(again.claim, CronClaim::Taken);
+    let future = s
+        .cron_claim("a", "nightly", Some(tick + 3_600_000), "w")
+        .await
+        .expect("claim");
+    assert_eq!(future.claim, CronClaim::NotDue);
+    let _: () = raw.del(s.keys().cron("a")).await.expect("del");
+}
+
+#[tokio::test]
+async fn replies_that_do_not_read_are_clear_errors() {
+    let (s, raw, _redis) = store("t-bad").await;
+    // A totals counter that is not a number: the reply does not decode.
+    let _: () = raw
+        .hset(s.keys().totals("q"), ("succeeded", "many"))
+        .await
+        .expect("hset");
+    match s.totals("q").await {
+        Err(crate::Error::Decode(m)) => assert!(m.contains("unexpected reply"), "{m}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // A key of the wrong type: Redis refuses, and says so.
+    let _: () = raw
+        .set(s.keys().dlq("q"), "not a stream", None, None, false)
+        .await
+        .expect("set");
+    match s.dead_range("q", "-", "+", 10, false).await {
+        Err(crate::Error::Redis(m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
+        other => panic!("expected WRONGTYPE, got {other:?}"),
+    }
+    let _: () = raw
+        .set(s.keys().job("q", "j"), "x", None, None, false)
+        .await
+        .expect("set");
+    assert!(matches!(
+        s.job_status("q", "j").await,
+        Err(crate::Error::Redis(_))
+    ));
+    // A consumer group that is gone reads as NOGROUP, which the fetch loop recreates.
+    let reader = s.reader("c").await.expect("reader");
+    let stream = s.keys().stream("q", crate::Priority::High);
+    let r = reader.read_ready(&[(stream, 1)]).await.expect("pipeline");
+    assert!(r[0].as_ref().is_err_and(is_nogroup), "{r:?}");
+    reader.close().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_connection_error() {
+    let port = stevedore_testcontainers::free_port().expect("port");
+    let connector = Connector::from_url(&format!("redis://127.0.0.1:{port}")).expect("url");
+    match Store::connect(connector, 1, "t-down").await {
+        Err(e) => assert!(e.is_connection(), "{e:?}"),
+        Ok(_) => panic!("nothing listens on port {port}"),
+    }
+}
