@@ -102,21 +102,47 @@ impl Connector {
                 reason: format!("the scheme must be one of {}", SCHEMES.join(", ")),
             });
         }
-        let config = Config::from_url(url).map_err(|e| crate::Error::InvalidUrl {
+        // A TLS scheme is parsed as its plain twin, and the TLS setup is this library's own
+        // (see `with_tls`): the client library's default one takes the process-wide crypto
+        // provider and fails on any system root it cannot read.
+        let tls = scheme.starts_with("rediss");
+        let parsed = match tls {
+            true => Config::from_url(&format!("redis{}", &url["rediss".len()..])),
+            false => Config::from_url(url),
+        };
+        let config = parsed.map_err(|e| crate::Error::InvalidUrl {
             url: redact_url(url),
             reason: e.details().to_string(),
         })?;
-        Ok(Connector {
+        let connector = Connector {
             config,
             command_timeout: Duration::ZERO,
-        })
+        };
+        match tls {
+            true => connector.tls_from(&TlsFiles::default()),
+            false => Ok(connector),
+        }
+    }
+
+    /// Connects with TLS, set up from `tls` (see `with_tls`).
+    fn tls_from(mut self, tls: &TlsFiles) -> crate::Result<Self> {
+        let client_config = tls.client_config()?;
+        self.config.tls = Some(fred::types::config::TlsConfig {
+            connector: fred::types::config::TlsConnector::from(client_config),
+            hostnames: fred::types::config::TlsHostMapping::None,
+        });
+        Ok(self)
     }
 
     /// Verifies a TLS server against the system's roots plus the certificates of
-    /// `tls.ca_file`, and presents `tls.client_cert` when given. Fails when TLS options
-    /// come with a plain `redis://` URL: the caller expects TLS and would not get it.
-    pub(crate) fn with_tls(mut self, tls: &TlsFiles) -> crate::Result<Self> {
+    /// `tls.ca_file`, and presents `tls.client_cert` when given. Every TLS URL gets this
+    /// configuration, with or without files: ring as the crypto provider (never the
+    /// process default, which is ambiguous when the application links another) and the
+    /// system roots that can be read. Fails when TLS options come with a plain `redis://`
+    /// URL: the caller expects TLS and would not get it.
+    pub(crate) fn with_tls(self, tls: &TlsFiles) -> crate::Result<Self> {
         if tls.is_empty() {
+            // A TLS URL has its setup already (system roots, no client certificate).
             return Ok(self);
         }
         if !self.config.uses_tls() {
@@ -126,12 +152,7 @@ impl Connector {
                     .into(),
             ));
         }
-        let client_config = tls.client_config()?;
-        self.config.tls = Some(fred::types::config::TlsConfig {
-            connector: fred::types::config::TlsConnector::from(client_config),
-            hostnames: fred::types::config::TlsHostMapping::None,
-        });
-        Ok(self)
+        self.tls_from(tls)
     }
 
     fn builder(&self) -> Builder {
@@ -188,5 +209,29 @@ impl Connector {
         // Detached: resubscribes after every reconnect until the client is dropped.
         drop(client.manage_subscriptions());
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Connector;
+
+    #[test]
+    fn every_tls_scheme_gets_tls_and_no_plain_scheme_does() {
+        for url in [
+            "rediss://h:6380",
+            "rediss://u:pw@h:6380/2",
+            "rediss-cluster://h:7000?node=h:7001",
+        ] {
+            let c = Connector::from_url(url).expect("a TLS url");
+            assert!(c.config.uses_tls(), "{url}");
+        }
+        for url in ["redis://h:6379", "redis-cluster://h:7000"] {
+            let c = Connector::from_url(url).expect("a plain url");
+            assert!(!c.config.uses_tls(), "{url}");
+        }
+        let c = Connector::from_url("rediss://u:pw@h:6380/2").expect("url");
+        assert_eq!(c.config.server.hosts()[0].port, 6380);
+        assert_eq!(c.config.database, Some(2));
     }
 }
