@@ -165,8 +165,7 @@ impl ClientBuilder {
         if self.pool_size == 0 {
             return Err(Error::InvalidConfig("pool_size must be at least 1".into()));
         }
-        let connector = Connector::from_url(&self.url)?
-            .with_tls(&self.tls)?
+        let connector = Connector::new(&self.url, &self.tls)?
             .with_command_timeout(self.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT));
         let store = Store::connect(connector, self.pool_size, &self.prefix).await?;
         Ok(Client {

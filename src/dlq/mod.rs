@@ -281,10 +281,9 @@ impl DeadLetters {
     /// Deletes the dead letters that died more than `age` ago, measured on Redis' clock
     /// (never this machine's); returns how many.
     pub async fn purge_older_than(&self, age: Duration) -> Result<u64> {
-        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         self.client
             .store()
-            .dead_delete_older(&self.queue, age_ms)
+            .dead_delete_older(&self.queue, age)
             .await
     }
 

@@ -75,3 +75,23 @@ impl HandlerOptions {
         self.timeout.unwrap_or(DEFAULT_TIMEOUT)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HandlerOptions;
+
+    #[test]
+    #[should_panic(expected = "max_attempts must be at least 1")]
+    fn zero_attempts_is_not_a_budget() {
+        let n = std::hint::black_box(0);
+        let _ = HandlerOptions::new().max_attempts(n);
+    }
+
+    #[test]
+    fn a_budget_is_kept() {
+        assert_eq!(
+            HandlerOptions::new().max_attempts(3).effective_max_attempts(),
+            3
+        );
+    }
+}

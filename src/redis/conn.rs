@@ -86,7 +86,13 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    pub(crate) fn from_url(url: &str) -> crate::Result<Self> {
+    /// Connections to `url`. A TLS URL (`rediss://`, `rediss-cluster://`,
+    /// `rediss-sentinel://`) verifies the server against the system's roots that can be
+    /// read plus the certificates of `tls.ca_file`, and presents `tls.client_cert` when
+    /// given, always with ring as the crypto provider (never the process default, which is
+    /// ambiguous when the application links another). TLS files with a plain URL are an
+    /// error: the caller expects TLS and would not get it.
+    pub(crate) fn new(url: &str, tls: &TlsFiles) -> crate::Result<Self> {
         const SCHEMES: [&str; 6] = [
             "redis",
             "rediss",
@@ -102,57 +108,35 @@ impl Connector {
                 reason: format!("the scheme must be one of {}", SCHEMES.join(", ")),
             });
         }
-        // A TLS scheme is parsed as its plain twin, and the TLS setup is this library's own
-        // (see `with_tls`): the client library's default one takes the process-wide crypto
-        // provider and fails on any system root it cannot read.
-        let tls = scheme.starts_with("rediss");
-        let parsed = match tls {
-            true => Config::from_url(&format!("redis{}", &url["rediss".len()..])),
-            false => Config::from_url(url),
-        };
-        let config = parsed.map_err(|e| crate::Error::InvalidUrl {
-            url: redact_url(url),
-            reason: e.details().to_string(),
-        })?;
-        let connector = Connector {
-            config,
-            command_timeout: Duration::ZERO,
-        };
-        match tls {
-            true => connector.tls_from(&TlsFiles::default()),
-            false => Ok(connector),
-        }
-    }
-
-    /// Connects with TLS, set up from `tls` (see `with_tls`).
-    fn tls_from(mut self, tls: &TlsFiles) -> crate::Result<Self> {
-        let client_config = tls.client_config()?;
-        self.config.tls = Some(fred::types::config::TlsConfig {
-            connector: fred::types::config::TlsConnector::from(client_config),
-            hostnames: fred::types::config::TlsHostMapping::None,
-        });
-        Ok(self)
-    }
-
-    /// Verifies a TLS server against the system's roots plus the certificates of
-    /// `tls.ca_file`, and presents `tls.client_cert` when given. Every TLS URL gets this
-    /// configuration, with or without files: ring as the crypto provider (never the
-    /// process default, which is ambiguous when the application links another) and the
-    /// system roots that can be read. Fails when TLS options come with a plain `redis://`
-    /// URL: the caller expects TLS and would not get it.
-    pub(crate) fn with_tls(self, tls: &TlsFiles) -> crate::Result<Self> {
-        if tls.is_empty() {
-            // A TLS URL has its setup already (system roots, no client certificate).
-            return Ok(self);
-        }
-        if !self.config.uses_tls() {
+        let uses_tls = scheme.starts_with("rediss");
+        if !uses_tls && !tls.is_empty() {
             return Err(crate::Error::InvalidConfig(
                 "TLS options (a CA file or a client certificate) were given with a URL that \
                  does not use TLS: use a rediss:// URL"
                     .into(),
             ));
         }
-        self.tls_from(tls)
+        // A TLS scheme is parsed as its plain twin and given this library's TLS setup: the
+        // client library's default one takes the process-wide crypto provider and fails on
+        // any system root it cannot read.
+        let parsed = match uses_tls {
+            true => Config::from_url(&format!("redis{}", &url["rediss".len()..])),
+            false => Config::from_url(url),
+        };
+        let mut config = parsed.map_err(|e| crate::Error::InvalidUrl {
+            url: redact_url(url),
+            reason: e.details().to_string(),
+        })?;
+        if uses_tls {
+            config.tls = Some(fred::types::config::TlsConfig {
+                connector: fred::types::config::TlsConnector::from(tls.client_config()?),
+                hostnames: fred::types::config::TlsHostMapping::None,
+            });
+        }
+        Ok(Connector {
+            config,
+            command_timeout: Duration::ZERO,
+        })
     }
 
     fn builder(&self) -> Builder {
@@ -214,7 +198,7 @@ impl Connector {
 
 #[cfg(test)]
 mod tests {
-    use super::Connector;
+    use super::{Connector, TlsFiles};
 
     #[test]
     fn every_tls_scheme_gets_tls_and_no_plain_scheme_does() {
@@ -223,14 +207,14 @@ mod tests {
             "rediss://u:pw@h:6380/2",
             "rediss-cluster://h:7000?node=h:7001",
         ] {
-            let c = Connector::from_url(url).expect("a TLS url");
+            let c = Connector::new(url, &TlsFiles::default()).expect("a TLS url");
             assert!(c.config.uses_tls(), "{url}");
         }
         for url in ["redis://h:6379", "redis-cluster://h:7000"] {
-            let c = Connector::from_url(url).expect("a plain url");
+            let c = Connector::new(url, &TlsFiles::default()).expect("a plain url");
             assert!(!c.config.uses_tls(), "{url}");
         }
-        let c = Connector::from_url("rediss://u:pw@h:6380/2").expect("url");
+        let c = Connector::new("rediss://u:pw@h:6380/2", &TlsFiles::default()).expect("url");
         assert_eq!(c.config.server.hosts()[0].port, 6380);
         assert_eq!(c.config.database, Some(2));
     }

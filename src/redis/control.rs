@@ -6,16 +6,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
 
-use super::{Store, fail};
-
-/// How the readiness probe found Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Probe {
-    /// Answered (and accepted the write) within the deadline.
-    Ok,
-    /// Did not answer within the deadline.
-    TimedOut,
-}
+use super::{Store, all_ok, fail};
 
 /// The server settings that decide whether it can lose jobs (`None`: not readable, e.g.
 /// CONFIG is refused).
@@ -116,25 +107,19 @@ impl Store {
                 }
             }
         }
-        let results: Vec<Result<Value, fred::error::Error>> = p.try_all().await;
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(fail(e)),
-            None => Ok(()),
-        }
+        all_ok(p).await
     }
 
-    /// PINGs Redis within `deadline`.
-    pub(crate) async fn ping(&self, deadline: Duration) -> crate::Result<Probe> {
-        match tokio::time::timeout(deadline, self.conn().ping::<String>(None)).await {
-            Ok(Ok(_)) => Ok(Probe::Ok),
-            Ok(Err(e)) => Err(fail(e)),
-            Err(_) => Ok(Probe::TimedOut),
-        }
+    /// PINGs Redis; [`Error::Timeout`](crate::Error::Timeout) when it has not answered
+    /// within `deadline`.
+    pub(crate) async fn ping(&self, deadline: Duration) -> crate::Result<()> {
+        let ping = self.conn().ping::<String>(None);
+        within(deadline, "answer PING", async { ping.await.map(drop) }).await
     }
 
     /// Writes the readiness probe key (`<prefix>:health`, kept 10 s) within `deadline`: a
     /// server that answers but refuses writes (out of memory, a read-only replica) fails.
-    pub(crate) async fn probe_write(&self, deadline: Duration) -> crate::Result<Probe> {
+    pub(crate) async fn probe_write(&self, deadline: Duration) -> crate::Result<()> {
         let write = self.conn().set::<(), _, _>(
             self.keys.health_probe(),
             "ok",
@@ -142,10 +127,22 @@ impl Store {
             None::<SetOptions>,
             false,
         );
-        match tokio::time::timeout(deadline, write).await {
-            Ok(Ok(())) => Ok(Probe::Ok),
-            Ok(Err(e)) => Err(fail(e)),
-            Err(_) => Ok(Probe::TimedOut),
-        }
+        within(deadline, "accept a write", write).await
+    }
+}
+
+/// `call`'s outcome, or [`Error::Timeout`](crate::Error::Timeout) saying Redis did not
+/// `what` within `deadline`.
+async fn within(
+    deadline: Duration,
+    what: &str,
+    call: impl Future<Output = Result<(), fred::error::Error>>,
+) -> crate::Result<()> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(r) => r.map_err(fail),
+        Err(_) => Err(crate::Error::Timeout(format!(
+            "redis did not {what} within {}",
+            humantime::format_duration(deadline)
+        ))),
     }
 }

@@ -1,10 +1,12 @@
 //! Dead-letter streams (`<prefix>:{<queue>}:dlq`): reading, replaying and deleting entries.
 
+use std::time::Duration;
+
 use fred::prelude::*;
 use futures::future::join_all;
 
 use super::entry::{Fields, entries_of, text_of};
-use super::scripts::{run, run_raw};
+use super::scripts::run;
 use super::{Store, fail};
 
 /// One dead letter: its entry id and fields in stream order.
@@ -59,9 +61,10 @@ impl Store {
             .map_err(fail)
     }
 
-    /// Deletes the dead letters of `queue` older than `age_ms` on Redis' clock
+    /// Deletes the dead letters of `queue` older than `age` on Redis' clock
     /// (`lua/purge_older.lua`); returns how many.
-    pub(crate) async fn dead_delete_older(&self, queue: &str, age_ms: u64) -> crate::Result<u64> {
+    pub(crate) async fn dead_delete_older(&self, queue: &str, age: Duration) -> crate::Result<u64> {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         run(
             self.conn(),
             &self.scripts.purge_older,
@@ -88,7 +91,7 @@ impl Store {
         let keys = vec![self.keys.dlq(queue), high, normal, low];
         let status_prefix = self.keys.job_prefix(queue);
         let call = |id: &String| {
-            run_raw(
+            run::<Value>(
                 self.conn(),
                 &self.scripts.replay,
                 keys.clone(),

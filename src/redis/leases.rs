@@ -6,7 +6,7 @@ use fred::prelude::*;
 
 use super::keys::GROUP;
 use super::scripts::run;
-use super::{Store, fail};
+use super::{Store, all_ok, fail};
 
 /// The wake-channel message of a worker that stopped and handed its entries back.
 pub(crate) const HANDOFF: &str = "handoff";
@@ -91,11 +91,7 @@ impl Store {
             .pexpire(key.as_str(), ttl.as_millis() as i64, None)
             .await
             .map_err(fail)?;
-        let results: Vec<Result<Value, fred::error::Error>> = p.try_all().await;
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(fail(e)),
-            None => Ok(()),
-        }
+        all_ok(p).await
     }
 
     /// At a worker's stop: withdraws `consumer`'s heartbeat and details, adds it to each of
@@ -120,11 +116,7 @@ impl Store {
                 .map_err(fail)?;
             let _: () = p.publish(keys.wake(q), HANDOFF).await.map_err(fail)?;
         }
-        let results: Vec<Result<Value, fred::error::Error>> = p.try_all().await;
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(fail(e)),
-            None => Ok(()),
-        }
+        all_ok(p).await
     }
 
     /// The consumers that handed `queue`'s entries back when they stopped.

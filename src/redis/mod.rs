@@ -38,7 +38,6 @@ mod fetch;
 mod tests;
 
 pub(crate) use conn::{Connector, TlsFiles};
-pub(crate) use control::Probe;
 pub(crate) use dead::DeadEntry;
 pub(crate) use enqueue::JobWrite;
 pub(crate) use entry::{Entry, Fields, envelope_of};
@@ -104,6 +103,16 @@ pub(crate) fn fail(e: fred::error::Error) -> crate::Error {
         ErrorKind::Timeout => crate::Error::Timeout(details),
         ErrorKind::Parse => crate::Error::Decode(format!("unexpected reply from redis: {details}")),
         _ => crate::Error::Redis(details),
+    }
+}
+
+/// Sends a pipeline of commands whose replies are not read; fails with the first error
+/// any of them met.
+async fn all_ok(p: fred::clients::Pipeline<Client>) -> crate::Result<()> {
+    let results: Vec<Result<fred::types::Value, fred::error::Error>> = p.try_all().await;
+    match results.into_iter().find_map(Result::err) {
+        Some(e) => Err(fail(e)),
+        None => Ok(()),
     }
 }
 

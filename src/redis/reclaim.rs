@@ -7,7 +7,7 @@ use fred::prelude::*;
 
 use super::entry::{Fields, list_of, text_of};
 use super::keys::GROUP;
-use super::scripts::run_raw;
+use super::scripts::run;
 use super::{Store, fail};
 
 /// One page of a scan of a ready stream's pending entries (`lua/reclaim.lua`).
@@ -67,7 +67,7 @@ impl Store {
             s.only.unwrap_or_default().into(),
         ];
         args.extend(s.alive.iter().map(|a| Value::from(a.as_str())));
-        let reply = run_raw(
+        let reply = run::<Value>(
             self.conn(),
             &self.scripts.reclaim,
             vec![s.stream.to_string(), self.keys.dlq(s.queue)],
@@ -118,7 +118,7 @@ impl Store {
     ) -> crate::Result<Vec<String>> {
         let mut args: Vec<Value> = vec![GROUP.into(), Value::from(idle.as_millis() as i64)];
         args.extend(alive.iter().map(|a| Value::from(a.as_str())));
-        let reply = run_raw(
+        let reply = run::<Value>(
             self.conn(),
             &self.scripts.prune_consumers,
             vec![stream.to_string()],

@@ -90,13 +90,3 @@ pub(super) async fn run<R: FromValue>(
         .await
         .map_err(fail)
 }
-
-/// Runs `script` and returns its raw reply, for outcomes read by hand.
-pub(super) async fn run_raw(
-    client: &Client,
-    script: &Script,
-    keys: Vec<String>,
-    args: Vec<Value>,
-) -> crate::Result<Value> {
-    run(client, script, keys, args).await
-}

@@ -9,6 +9,7 @@ use super::Store;
 use super::keys::GROUP;
 use super::scripts::run;
 use crate::Priority;
+use crate::envelope::Envelope;
 
 /// Attempts recorded per script call at most: a script holds the server while it runs.
 const STARTED_BATCH: usize = 256;
@@ -67,11 +68,11 @@ pub(crate) struct DeadLetter<'a> {
 
 impl Store {
     /// Records attempts as running since `now_ms` (`lua/started.lua`): for each job its
-    /// status key, attempt and attempt budget. One call per 256 jobs, sent in turn. Returns,
-    /// per call that failed, the error and the range of `attempts` it covered.
+    /// status key and envelope (attempt, attempt budget). One call per 256 jobs, sent in
+    /// turn. Returns, per call that failed, the error and the range of `attempts` it covered.
     pub(crate) async fn mark_started(
         &self,
-        attempts: &[(&str, u32, u32)],
+        attempts: &[(&str, &Envelope)],
         now_ms: u64,
     ) -> Vec<(crate::Error, std::ops::Range<usize>)> {
         let now = Value::from(now_ms as i64);
@@ -79,10 +80,10 @@ impl Store {
         for (i, chunk) in attempts.chunks(STARTED_BATCH).enumerate() {
             let mut keys = Vec::with_capacity(chunk.len());
             let mut args = Vec::with_capacity(3 * chunk.len());
-            for (key, attempt, max_attempts) in chunk {
+            for (key, env) in chunk {
                 keys.push(key.to_string());
-                args.push(Value::from(i64::from(*attempt)));
-                args.push(Value::from(i64::from(*max_attempts)));
+                args.push(Value::from(i64::from(env.attempt)));
+                args.push(Value::from(i64::from(env.max_attempts)));
                 args.push(now.clone());
             }
             let r: crate::Result<i64> = run(self.conn(), &self.scripts.started, keys, args).await;

@@ -97,16 +97,11 @@ async fn sweep(
         .collect();
     for queue in queues {
         if let Some(retention) = rt.settings.dlq_retention {
-            match rt.client.dead_letters(queue) {
-                Ok(dlq) => match dlq.purge_older_than(retention).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(queue = %queue, purged = n, "dead letters past their retention purged")
-                    }
-                    Err(e) => {
-                        tracing::warn!(queue = %queue, error = %e, "purging old dead letters failed")
-                    }
-                },
+            match store.dead_delete_older(queue, retention).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(queue = %queue, purged = n, "dead letters past their retention purged")
+                }
                 Err(e) => {
                     tracing::warn!(queue = %queue, error = %e, "purging old dead letters failed")
                 }

@@ -91,14 +91,10 @@ async fn record(rt: &Runtime, attempts: &[(&str, &Envelope)]) {
     if attempts.is_empty() {
         return;
     }
-    let rows: Vec<(&str, u32, u32)> = attempts
-        .iter()
-        .map(|(key, env)| (*key, env.attempt, env.max_attempts))
-        .collect();
     let failed = rt
         .client
         .store()
-        .mark_started(&rows, crate::clock::now_ms())
+        .mark_started(attempts, crate::clock::now_ms())
         .await;
     for (e, range) in failed {
         for (_, env) in &attempts[range] {

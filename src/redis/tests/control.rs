@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
 
 use super::*;
 
@@ -36,14 +37,39 @@ async fn control_totals_probes_and_periodic_claims() {
     let t = s.totals("a").await.expect("totals");
     assert_eq!((t["succeeded"], t["dead"], t.get("failed")), (4, 2, None));
 
-    assert_eq!(
-        s.ping(Duration::from_secs(2)).await.expect("ping"),
-        Probe::Ok
-    );
-    assert_eq!(
-        s.probe_write(Duration::from_secs(2)).await.expect("write"),
-        Probe::Ok
-    );
+    s.ping(Duration::from_secs(2)).await.expect("ping");
+    s.probe_write(Duration::from_secs(2)).await.expect("write");
+    // Writes paused: PING still answers, the probe write does not, within its deadline.
+    let pause = |mode: &'static str| {
+        let raw = raw.clone();
+        async move {
+            let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Random, false);
+            let _: () = raw
+                .custom(cmd, vec!["PAUSE", "1500", mode])
+                .await
+                .expect("client pause");
+        }
+    };
+    pause("WRITE").await;
+    s.ping(Duration::from_millis(300))
+        .await
+        .expect("ping while writes pause");
+    match s.probe_write(Duration::from_millis(300)).await {
+        Err(crate::Error::Timeout(m)) => assert!(m.contains("accept a write"), "{m}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    pause("ALL").await;
+    match s.ping(Duration::from_millis(300)).await {
+        Err(crate::Error::Timeout(m)) => assert!(m.contains("answer PING"), "{m}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let _: () = raw
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["UNPAUSE"],
+        )
+        .await
+        .expect("unpause");
     let d = s.durability().await.expect("config");
     assert!(
         d.appendonly.is_some() && d.maxmemory_policy.is_some(),
@@ -111,7 +137,8 @@ async fn replies_that_do_not_read_are_clear_errors() {
 #[tokio::test]
 async fn an_unreachable_server_is_a_connection_error() {
     let port = stevedore_testcontainers::free_port().expect("port");
-    let connector = Connector::from_url(&format!("redis://127.0.0.1:{port}")).expect("url");
+    let connector =
+        Connector::new(&format!("redis://127.0.0.1:{port}"), &TlsFiles::default()).expect("url");
     match Store::connect(connector, 1, "t-down").await {
         Err(e) => assert!(e.is_connection(), "{e:?}"),
         Ok(_) => panic!("nothing listens on port {port}"),

@@ -34,7 +34,10 @@ async fn enqueue_fetch_start_and_ack_a_batch() {
     assert_eq!(envs.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
 
     let keys: Vec<String> = ids.iter().map(|id| s.keys().job("q", id)).collect();
-    let rows: Vec<(&str, u32, u32)> = keys.iter().map(|k| (k.as_str(), 1, 4)).collect();
+    let mut envs = envs;
+    envs.iter_mut().for_each(|e| e.resolve_max_attempts(4));
+    let rows: Vec<(&str, &crate::envelope::Envelope)> =
+        keys.iter().map(String::as_str).zip(&envs).collect();
     assert!(s.mark_started(&rows, 1_000).await.is_empty());
     let h = s.job_status("q", &ids[1]).await.expect("status");
     assert_eq!(

@@ -20,7 +20,7 @@ pub(super) async fn store(prefix: &str) -> (Store, Client, TestRedis) {
         Err(e) => panic!("no Redis for the storage tests: {e}"),
     };
     let url = redis.url().to_string();
-    let connector = Connector::from_url(&url).expect("url");
+    let connector = Connector::new(&url, &TlsFiles::default()).expect("url");
     let store = Store::connect(connector, 1, prefix).await.expect("connect");
     let raw = Builder::from_config(Config::from_url(&url).expect("url"))
         .build()

@@ -50,8 +50,18 @@ async fn dead_letters_replay_and_purge() {
             .expect("del"),
         1
     );
-    assert_eq!(s.dead_delete_older("q", 3_600_000).await.expect("older"), 0);
-    assert_eq!(s.dead_delete_older("q", 0).await.expect("older"), 1);
+    assert_eq!(
+        s.dead_delete_older("q", Duration::from_secs(3600))
+            .await
+            .expect("older"),
+        0
+    );
+    assert_eq!(
+        s.dead_delete_older("q", Duration::ZERO)
+            .await
+            .expect("older"),
+        1
+    );
     assert_eq!(s.dead_delete_all("q").await.expect("all"), 0);
     assert_eq!(s.dead_count("q").await.expect("count"), 0);
 }
