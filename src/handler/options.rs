@@ -90,7 +90,9 @@ mod tests {
     #[test]
     fn a_budget_is_kept() {
         assert_eq!(
-            HandlerOptions::new().max_attempts(3).effective_max_attempts(),
+            HandlerOptions::new()
+                .max_attempts(3)
+                .effective_max_attempts(),
             3
         );
     }
