@@ -5,6 +5,10 @@
 -- KEYS[3] the job's status hash (any key of the same slot when the job id is unknown)
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] reason  ARGV[5] error text
 -- ARGV[6] status retention (ms; 0: no status)
+-- ARGV[7..] more field, value pairs for the status hash (type, queue, attempts, ...: a job
+--           that had no hash gets a whole one)
+--
+-- The dead letter carries the job id as field `id`, added when the entry had none.
 --
 -- Returns 1 when moved, 0 when the entry is owned by another consumer or no longer pending
 -- (lost lease: do nothing), -1 when the entry was pending but its data was deleted (it is
@@ -34,6 +38,10 @@ for i = 1, last, 2 do
     fields[#fields + 1] = original[i + 1]
   end
 end
+if not field_of(original, 'id') then
+  fields[#fields + 1] = 'id'
+  fields[#fields + 1] = job_id_of(KEYS[1], ARGV[3], original)
+end
 if last < #original then
   fields[#fields + 1] = 'truncated'
   fields[#fields + 1] = tostring((#original - last) / 2)
@@ -54,5 +62,5 @@ redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 set_status(KEYS[3], tonumber(ARGV[6]), 'state', 'dead', 'reason', ARGV[4], 'error', ARGV[5],
-  'finished_at', failed_at, 'updated_at', failed_at)
+  'finished_at', failed_at, 'updated_at', failed_at, unpack(ARGV, 7))
 return 1

@@ -16,3 +16,31 @@ local function set_status(key, retention, ...)
   end
 end
 
+
+-- The job id of a ready entry: its `id` field, or, for an entry without one (a job
+-- enqueued to run now), its queue, its stream's priority letter and its entry id
+-- (`emails:n-1733300000000-0`; src/names.rs, `locator`).
+local function job_id_of(stream, entry_id, fields)
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'id' then
+      return fields[i + 1]
+    end
+  end
+  local letter = 'n'
+  if string.sub(stream, -5) == ':high' then
+    letter = 'h'
+  elseif string.sub(stream, -4) == ':low' then
+    letter = 'l'
+  end
+  return (string.match(stream, '{([^}]*)}') or '') .. ':' .. letter .. '-' .. entry_id
+end
+
+-- The value of field `name` of a flat {field, value, ...} list (the first), or nil.
+local function field_of(fields, name)
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == name then
+      return fields[i + 1]
+    end
+  end
+  return nil
+end

@@ -5,12 +5,13 @@
 -- ARGV[1] group  ARGV[2] this janitor's consumer  ARGV[3] lease (ms): entries idle for
 --         less are left alone (0 for the entries a stopping worker handed back)
 -- ARGV[4] max deliveries  ARGV[5] page size  ARGV[6] scan start ('-' or '(' .. last id)
--- ARGV[7] the queue's status key prefix (`<prefix>:{<queue>}:job:`): an existing status
---         hash of a poison job is marked dead
+-- ARGV[7] the queue's status key prefix (`<prefix>:{<queue>}:job:`): a poison job's
+--         status hash is marked dead (written whole when it had none)
 -- ARGV[8] only entries of this consumer ('' for any): a stopped worker that handed its
 --         entries back, whose entries are taken without waiting for the lease
--- ARGV[9..] other consumers that are alive (heartbeat younger than the lease, on Redis'
---           clock, read by the caller from the workers set, which lives in another slot)
+-- ARGV[9] status retention (ms; 0: no status is written)
+-- ARGV[10..] other consumers that are alive (heartbeat younger than the lease, on Redis'
+--            clock, read by the caller from the workers set, which lives in another slot)
 --
 -- Entries of live owners are left alone even when their idle time passed the lease: they
 -- renew what they hold, and after a Redis pause every lease looks expired at once. The
@@ -33,7 +34,8 @@ else
 end
 local claimed, poisoned, deleted, mine = {}, {}, {}, {}
 local alive = {}
-for i = 9, #ARGV do
+local retention = tonumber(ARGV[9]) or 0
+for i = 10, #ARGV do
   alive[ARGV[i]] = true
 end
 for _, p in ipairs(page) do
@@ -61,19 +63,26 @@ for _, p in ipairs(page) do
       for _, v in ipairs(extra) do
         fields[#fields + 1] = v
       end
+      local job_id = job_id_of(KEYS[1], id, original)
+      local job_type = field_of(original, 'type') or ''
+      if not field_of(original, 'id') then
+        fields[#fields + 1] = 'id'
+        fields[#fields + 1] = job_id
+      end
       redis.call('XADD', KEYS[2], '*', unpack(fields))
-      local job_id, job_type = '', ''
-      for i = 1, #original - 1, 2 do
-        if original[i] == 'type' then job_type = original[i + 1] end
-        if original[i] == 'id' then
-          job_id = original[i + 1]
-          local status = ARGV[7] .. original[i + 1]
-          if redis.call('EXISTS', status) == 1 then
-            redis.call('HSET', status, 'state', 'dead', 'reason', 'poison',
-              'error', 'delivered ' .. deliveries .. ' times without finishing',
-              'finished_at', tostring(now_ms), 'updated_at', tostring(now_ms))
-          end
+      if retention > 0 and string.len(job_id) <= 128 then
+        local status = ARGV[7] .. job_id
+        if redis.call('EXISTS', status) == 0 then
+          redis.call('HSET', status, 'type', job_type,
+            'queue', string.match(ARGV[7], '{([^}]*)}:job:$') or '',
+            'attempts', field_of(original, 'attempt') or '0',
+            'max_attempts', field_of(original, 'max_attempts') or '0',
+            'enqueued_at', field_of(original, 'enqueued_at') or '')
         end
+        redis.call('HSET', status, 'state', 'dead', 'reason', 'poison',
+          'error', 'delivered ' .. deliveries .. ' times without finishing',
+          'finished_at', tostring(now_ms), 'updated_at', tostring(now_ms))
+        redis.call('PEXPIRE', status, retention)
       end
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)

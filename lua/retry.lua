@@ -6,9 +6,13 @@
 -- KEYS[1] ready stream    KEYS[2] scheduled sorted set    KEYS[3] the job's status hash
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] delay (ms)
 -- ARGV[5] priority of the stream (high|normal|low)  ARGV[6] wake channel
--- ARGV[7] status retention (ms; 0: no status)  ARGV[8] the error
+-- ARGV[7] status retention (ms; 0: no status)  ARGV[8] the error  ARGV[9] the job id
+-- ARGV[10..] more field, value pairs for the status hash (type, queue, attempts, ...: a job
+--            that had no hash gets a whole one)
 --
--- The set member is MessagePack of {priority, field1, value1, field2, value2, ...}.
+-- The set member is MessagePack of {priority, field1, value1, field2, value2, ...}. It
+-- carries the job id as field `id` (added when the entry had none: the job's next entry
+-- has an id of its own, so the job is found by its status hash from now on).
 -- Returns the due time (ms), or 0 when the entry is owned by another consumer or no longer
 -- pending (lost lease), or -1 when its data was deleted (it is acknowledged).
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
@@ -22,6 +26,10 @@ if #entry == 0 then
 end
 local fields = entry[1][2]
 local member = { ARGV[5] }
+if not field_of(fields, 'id') then
+  member[#member + 1] = 'id'
+  member[#member + 1] = ARGV[9]
+end
 for i = 1, math.min(#fields, 2000), 2 do
   local value = fields[i + 1]
   if fields[i] == 'attempt' then
@@ -36,5 +44,5 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[6], tostring(due))
 set_status(KEYS[3], tonumber(ARGV[7]), 'state', 'retrying', 'error', ARGV[8],
-  'next_at', tostring(due), 'updated_at', tostring(due - tonumber(ARGV[4])))
+  'next_at', tostring(due), 'updated_at', tostring(due - tonumber(ARGV[4])), unpack(ARGV, 10))
 return due

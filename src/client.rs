@@ -213,6 +213,12 @@ impl Client {
     ///
     /// Nothing is written when the job is refused (invalid name, payload too large).
     pub async fn enqueue(&self, job: impl IntoJob) -> Result<JobId> {
+        self.enqueue_checked(job).await.map(|(id, _)| id)
+    }
+
+    /// [`enqueue`](Self::enqueue), also saying whether the job was written (`false`: a
+    /// duplicate of a unique job, whose id is returned).
+    pub(crate) async fn enqueue_checked(&self, job: impl IntoJob) -> Result<(JobId, bool)> {
         let mut ids = self.send(vec![job.prepare()?]).await?;
         ids.pop()
             .ok_or_else(|| Error::Decode("XADD returned no entry id".into()))
@@ -234,12 +240,12 @@ impl Client {
         let mut rest = prepared.into_iter().peekable();
         while rest.peek().is_some() {
             let batch: Vec<PreparedJob> = rest.by_ref().take(BULK_BATCH).collect();
-            ids.extend(self.send(batch).await?);
+            ids.extend(self.send(batch).await?.into_iter().map(|(id, _)| id));
         }
         Ok(ids)
     }
 
-    async fn send(&self, jobs: Vec<PreparedJob>) -> Result<Vec<JobId>> {
+    async fn send(&self, jobs: Vec<PreparedJob>) -> Result<Vec<(JobId, bool)>> {
         let limit = self.inner.payload_limit;
         if let Some(big) = jobs.iter().find(|j| j.envelope.payload.len() > limit) {
             return Err(Error::PayloadTooLarge {
@@ -248,14 +254,13 @@ impl Client {
             });
         }
         let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
-        let events: Vec<(String, String, String, crate::Priority, bool)> =
+        let events: Vec<(String, String, crate::Priority, bool)> =
             if self.inner.observers.is_empty() {
                 Vec::new()
             } else {
                 jobs.iter()
                     .map(|j| {
                         (
-                            j.envelope.id.clone(),
                             j.envelope.job_type.clone(),
                             j.queue.clone(),
                             j.priority,
@@ -292,8 +297,10 @@ impl Client {
         {
             Ok(ids) => {
                 // Duplicates of unique jobs come back with the existing job's id: not new.
-                for ((id, job_type, queue, priority, scheduled), got) in events.iter().zip(&ids) {
-                    if id == got {
+                for ((job_type, queue, priority, scheduled), (id, written)) in
+                    events.iter().zip(&ids)
+                {
+                    if *written {
                         let e = EnqueuedEvent {
                             job_id: id,
                             job_type,
@@ -304,7 +311,10 @@ impl Client {
                         self.inner.observers.each(|o| o.enqueued(&e));
                     }
                 }
-                Ok(ids.into_iter().map(JobId::from).collect())
+                Ok(ids
+                    .into_iter()
+                    .map(|(id, written)| (JobId::from(id), written))
+                    .collect())
             }
             Err(e) => {
                 self.forget(&new_queues);

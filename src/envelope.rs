@@ -14,7 +14,14 @@ pub(crate) const UNSET_MAX_ATTEMPTS: u32 = 0;
 /// What one ready-stream entry holds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Envelope {
+    /// The job's id: for a job enqueued to run now, empty until Redis gives its entry an id
+    /// (the job id is made from it), then read back from the entry id.
     pub(crate) id: String,
+    /// Whether the job has a status hash, and so its entry an `id` field: a delayed job, a
+    /// retried or replayed one, or one written by an older version. Any other job's status
+    /// is read from its entry and the queue's done bucket (docs/architecture.md, "Data
+    /// model").
+    pub(crate) recorded: bool,
     pub(crate) job_type: String,
     pub(crate) attempt: u32,
     /// [`UNSET_MAX_ATTEMPTS`] until a worker resolves it with

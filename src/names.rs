@@ -33,7 +33,7 @@ pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     }
 }
 
-/// Longest job id a worker accepts in an entry; a stevedore id (a UUID) has 36 characters.
+/// Longest job id a worker accepts in an entry; a stevedore id has at most 44 characters.
 pub const MAX_JOB_ID_LEN: usize = 128;
 
 /// Checks a job id read from an entry: 1 to [`MAX_JOB_ID_LEN`] characters from
@@ -55,7 +55,14 @@ pub(crate) fn validate_job_id(id: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// A job's id: a UUIDv7 as text, so ids sort by creation time.
+/// A job's id.
+///
+/// A job enqueued to run now gets its queue and the id of the stream entry Redis gave it,
+/// with its priority: `emails:n-1733300000000-0` is entry `1733300000000-0` of the
+/// `normal` stream of queue `emails`. The id is where the job is: its status is read from
+/// that entry while it waits or runs, and nothing else is stored for it
+/// (docs/architecture.md, "Data model"). A delayed job gets a UUIDv7 (it has no entry until
+/// it is due) and keeps a status record. Ids are unique under one key prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct JobId(String);
@@ -69,6 +76,49 @@ impl JobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `<queue>:<p>-<entry id>`: the job id of the job first enqueued as `entry_id` in the
+/// `priority` stream of `queue` (`p` is `h`, `n` or `l`). A queue name has no `:`, so the
+/// id reads back unambiguously.
+pub(crate) fn locator(queue: &str, priority: crate::Priority, entry_id: &str) -> String {
+    let mut id = String::with_capacity(queue.len() + entry_id.len() + 3);
+    id.push_str(queue);
+    id.push(':');
+    id.push(match priority {
+        crate::Priority::High => 'h',
+        crate::Priority::Normal => 'n',
+        crate::Priority::Low => 'l',
+    });
+    id.push('-');
+    id.push_str(entry_id);
+    id
+}
+
+/// The queue, priority stream and entry id a job id names, when it is one of the form
+/// [`locator`] makes (`emails:n-1733300000000-0`); `None` for any other id (a UUID, an id
+/// from a hand-written entry).
+pub(crate) fn parse_locator(id: &str) -> Option<(&str, crate::Priority, &str)> {
+    let (queue, rest) = id.split_once(':')?;
+    validate_name("queue", queue).ok()?;
+    let (p, entry) = rest.split_at_checked(2)?;
+    let priority = match p {
+        "h-" => crate::Priority::High,
+        "n-" => crate::Priority::Normal,
+        "l-" => crate::Priority::Low,
+        _ => return None,
+    };
+    let (ms, seq) = entry.split_once('-')?;
+    let number = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok()
+    };
+    (number(ms) && number(seq)).then_some((queue, priority, entry))
+}
+
+/// The milliseconds of the entry id a job id names (when it was enqueued, on Redis' clock).
+pub(crate) fn locator_ms(id: &str) -> Option<u64> {
+    let (_, _, entry) = parse_locator(id)?;
+    entry.split_once('-')?.0.parse().ok()
 }
 
 impl fmt::Display for JobId {
@@ -94,6 +144,39 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn locators_round_trip_and_other_ids_are_not_locators() {
+        let id = locator("mail.out", crate::Priority::Low, "1733300000000-7");
+        assert_eq!(id, "mail.out:l-1733300000000-7");
+        assert_eq!(
+            parse_locator(&id),
+            Some(("mail.out", crate::Priority::Low, "1733300000000-7"))
+        );
+        assert_eq!(locator_ms(&id), Some(1_733_300_000_000));
+        assert!(validate_job_id(&id).is_ok());
+        for other in [
+            "0190a5c8-6f1e-7c3a-9b1e-2f4d5e6a7b8c",
+            "q:n-",
+            "q:n-1",
+            "q:n-1-",
+            "q:n--1",
+            "q:x-1-2",
+            "q:n-1-2-3",
+            "q:n-99999999999999999999999-0",
+            "n-1-0",
+            ":n-1-0",
+            "a{b}:n-1-0",
+            "order-17:retry.2_x",
+            "",
+        ] {
+            assert_eq!(parse_locator(other), None, "{other}");
+        }
+        assert_eq!(
+            parse_locator("q:h-0-0"),
+            Some(("q", crate::Priority::High, "0-0"))
+        );
+    }
 
     #[test]
     fn names_are_validated() {

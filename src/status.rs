@@ -1,17 +1,22 @@
 //! Job status by id: where a job is in its life, kept for a while after it ends.
 //!
-//! Each job has a hash `<prefix>:{<queue>}:job:<id>` written in the same round trips (or
-//! scripts) as the job's own moves: `queued` or `scheduled` at enqueue, `running` when an
-//! attempt starts, `retrying` with the error and the next due time, then `succeeded` (with
-//! the handler's optional result) or `dead` (with the reason). It expires after the
-//! client's retention (24 h by default) counted from the last change.
+//! A job pays for its status only where Redis does not hold it already
+//! (docs/architecture.md, "Data model"). A job enqueued to run now has an id that names its
+//! stream entry: while it waits its status is read from the entry (`queued`), while it runs
+//! from the consumer group's pending list (`running`), and once it succeeds from one field
+//! of its queue's done bucket, kept for the retention. A job that is delayed, retried,
+//! replayed or dead has a hash `<prefix>:{<queue>}:job:<id>` written in the same scripts as
+//! its moves (`scheduled`, `queued`, `running`, `retrying` with the error and next due
+//! time, `succeeded` with the handler's result, `dead` with the reason), expiring after
+//! the client's retention (24 h by default) counted from the last change.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::names::validate_name;
+use crate::names::{validate_job_id, validate_name};
+use crate::redis::Found;
 use crate::{Client, Error, Result};
 
 /// Where a job is.
@@ -174,26 +179,104 @@ impl JobStatus {
     }
 }
 
+impl JobStatus {
+    /// The status of job `id` of `queue` from what Redis holds about it.
+    fn from_found(id: &str, queue: &str, found: Found) -> Result<Option<JobStatus>> {
+        let at = |ms: u64| Some(UNIX_EPOCH + Duration::from_millis(ms));
+        // A job whose id names its entry was enqueued when Redis gave the entry its id.
+        let entry_ms = crate::names::locator_ms(id);
+        let blank = |state| JobStatus {
+            id: id.to_string(),
+            state,
+            job_type: String::new(),
+            queue: queue.to_string(),
+            attempts: 0,
+            max_attempts: 0,
+            enqueued_at: entry_ms.and_then(at),
+            started_at: None,
+            finished_at: None,
+            next_at: None,
+            error: None,
+            reason: None,
+            result: None,
+        };
+        Ok(match found {
+            Found::Nothing => None,
+            Found::Record(h) => {
+                let mut s = JobStatus::from_hash(id, h)?;
+                if s.queue.is_empty() {
+                    s.queue = queue.to_string();
+                }
+                Some(s)
+            }
+            Found::Entry { fields, running } => {
+                let text = |name: &str| {
+                    fields
+                        .get(name)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                };
+                let num = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
+                let attempt = num("attempt").unwrap_or(1) as u32;
+                let mut s = blank(if running.is_some() {
+                    JobState::Running
+                } else {
+                    JobState::Queued
+                });
+                s.job_type = text("type").unwrap_or_default();
+                // Attempts started so far: the entry's attempt once it runs.
+                s.attempts = if running.is_some() {
+                    attempt
+                } else {
+                    attempt.saturating_sub(1)
+                };
+                s.max_attempts = num("max_attempts").unwrap_or(0) as u32;
+                s.enqueued_at = num("enqueued_at").and_then(at).or(s.enqueued_at);
+                Some(s)
+            }
+            Found::Done(value) => {
+                // `<finished ms> <attempt> <max attempts> <type>[ <result>]`.
+                let mut parts = value.splitn(5, ' ');
+                let mut num = || parts.next().and_then(|v| v.parse::<u64>().ok());
+                let (finished, attempt, max_attempts) = (num(), num(), num());
+                let mut s = blank(JobState::Succeeded);
+                s.job_type = parts.next().unwrap_or_default().to_string();
+                s.result = parts.next().map(str::to_string);
+                s.attempts = attempt.unwrap_or(1) as u32;
+                s.max_attempts = max_attempts.unwrap_or(0) as u32;
+                s.finished_at = finished.and_then(at);
+                Some(s)
+            }
+        })
+    }
+}
+
 impl Client {
     /// The status of job `id` on `queue` (one round trip), or `None` when it is unknown:
-    /// never enqueued here, expired after the retention time, or status tracking is off.
+    /// never enqueued here, or finished longer ago than its retention (or with status off).
+    /// An id that is no job id at all is unknown too, never an error.
     pub async fn status_in(&self, queue: &str, id: &str) -> Result<Option<JobStatus>> {
         validate_name("queue", queue)?;
-        let h = self.store().job_status(queue, id).await?;
-        if h.is_empty() {
+        if validate_job_id(id).is_err() {
             return Ok(None);
         }
-        JobStatus::from_hash(id, h).map(Some)
+        let found = self.store().job_status(queue, id).await?;
+        JobStatus::from_found(id, queue, found)
     }
 
-    /// The status of job `id`, looked up in every known queue (two round trips).
+    /// The status of job `id`: one round trip for the id of a job enqueued to run now (it
+    /// names its queue), else looked up in every known queue (two round trips).
     pub async fn status(&self, id: &str) -> Result<Option<JobStatus>> {
-        let queues = self.store().known_queues().await?;
-        let h = self.store().find_job_status(&queues, id).await?;
-        if h.is_empty() {
+        if validate_job_id(id).is_err() {
             return Ok(None);
         }
-        JobStatus::from_hash(id, h).map(Some)
+        if let Some((queue, _, _)) = crate::names::parse_locator(id) {
+            return self.status_in(queue, id).await;
+        }
+        let queues = self.store().known_queues().await?;
+        match self.store().find_job_status(&queues, id).await? {
+            Some((queue, found)) => JobStatus::from_found(id, &queue, found),
+            None => Ok(None),
+        }
     }
 
     /// Waits until job `id` succeeds or dies, or `timeout` passes, and returns its last

@@ -50,7 +50,7 @@ use crate::names::validate_name;
 use crate::redis::LIVE_WORKER_WINDOW_MS;
 use crate::status::QueueStats;
 use crate::worker::control::TOTALS;
-use crate::{Client, Error, IntoJob, JobId, Priority, RawJob, Result};
+use crate::{Client, Error, JobId, Priority, RawJob, Result};
 
 impl Client {
     /// Queue and worker administration: see [`Admin`].
@@ -468,10 +468,10 @@ impl Admin {
     /// Enqueues `job` and says whether it was a duplicate of a unique job already there
     /// (then the id is that job's).
     pub async fn enqueue_raw(&self, job: RawJob) -> Result<Enqueued> {
-        let prepared = job.prepare()?;
-        let generated = prepared.id().to_string();
-        let id = self.client.enqueue(prepared).await?;
-        let duplicate = id.as_str() != generated;
-        Ok(Enqueued { id, duplicate })
+        let (id, written) = self.client.enqueue_checked(job).await?;
+        Ok(Enqueued {
+            id,
+            duplicate: !written,
+        })
     }
 }

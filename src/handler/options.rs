@@ -19,6 +19,7 @@ pub struct HandlerOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: Option<Priority>,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) keep_succeeded: Option<Duration>,
 }
 
 impl HandlerOptions {
@@ -29,7 +30,17 @@ impl HandlerOptions {
             timeout: None,
             priority: None,
             retry: None,
+            keep_succeeded: None,
         }
+    }
+
+    /// How long a succeeded job of this type keeps its success record, so its status
+    /// answers `succeeded` (default: the worker's setting for the queue, else the client's
+    /// job status retention, 24 h unless set). `Duration::ZERO` writes nothing on success:
+    /// the cheapest setting for jobs nobody looks up once done.
+    pub const fn keep_succeeded(mut self, retention: Duration) -> Self {
+        self.keep_succeeded = Some(retention);
+        self
     }
 
     /// How long failed jobs wait before their next attempt (default: the worker's policy,

@@ -251,14 +251,6 @@ impl IntoJob for PreparedJob {
     }
 }
 
-impl PreparedJob {
-    /// The id this job gets when it is enqueued (a duplicate of a unique job gets the
-    /// existing job's id instead).
-    pub fn id(&self) -> &str {
-        &self.envelope.id
-    }
-}
-
 impl IntoJob for RawJob {
     fn prepare(self) -> Result<PreparedJob> {
         prepare(

@@ -34,6 +34,7 @@ pub(super) fn prepare(
     if let Some(t) = options.timeout {
         check_duration("timeout", t)?;
     }
+    let delayed = options.schedule.is_some();
     match options.schedule {
         Some(Schedule::In(d)) => check_duration("delay", d)?,
         Some(Schedule::At(t)) => {
@@ -75,7 +76,13 @@ pub(super) fn prepare(
         priority: options.priority.or(defaults.priority).unwrap_or_default(),
         schedule: options.schedule,
         envelope: Envelope {
-            id: JobId::generate().to_string(),
+            // A job to run now gets its id from its entry; a delayed one has no entry yet.
+            id: if delayed {
+                JobId::generate().to_string()
+            } else {
+                String::new()
+            },
+            recorded: delayed,
             job_type: job_type.to_string(),
             attempt: 1,
             max_attempts,

@@ -30,16 +30,17 @@ pub(crate) struct JobWrite {
 }
 
 impl Store {
-    /// Writes jobs in one round trip and returns their ids: for a duplicate of a unique
-    /// job, the id of the job already enqueued. A status record is written for each when
-    /// `retention_ms` is above 0, and `new_queues` are added to the known queues in the same
-    /// round trip. See [`write_jobs`] for how the calls are made.
+    /// Writes jobs in one round trip and returns their ids, each with whether it was
+    /// written: for a duplicate of a unique job, the id of the job already enqueued and
+    /// `false`. A delayed job gets a status record when `retention_ms` is above 0 (a ready
+    /// job needs none: its entry is its record), and `new_queues` are added to the known
+    /// queues in the same round trip. See [`write_jobs`] for how the calls are made.
     pub(crate) async fn enqueue_batch(
         &self,
         new_queues: Vec<String>,
         writes: Vec<JobWrite>,
         retention_ms: u64,
-    ) -> crate::Result<Vec<String>> {
+    ) -> crate::Result<Vec<(String, bool)>> {
         write_jobs(
             self.conn(),
             &self.keys,
@@ -70,13 +71,13 @@ enum EnqueueCommand {
     Scripted { keys: Vec<Value>, args: Vec<Value> },
 }
 
-/// Writes jobs in one round trip and returns their ids: for a duplicate of a unique job,
-/// the id of the job already enqueued. A status hash is written for each when
-/// `retention_ms` is above 0. Queue names in `new_queues` are added to the discovery set
-/// in the same round trip.
+/// Writes jobs in one round trip and returns their ids with whether each was written: for
+/// a duplicate of a unique job, the id of the job already enqueued. A delayed job's status
+/// hash is written when `retention_ms` is above 0. Queue names in `new_queues` are added to
+/// the discovery set in the same round trip.
 ///
-/// Ready jobs of a queue go out as one script call per hundred (status and entry written
-/// together, in order); delayed and unique jobs as one call each. A job that needs the
+/// Ready jobs of a queue go out as one script call per hundred (their entries only, in
+/// order; each job's id is its entry's); delayed and unique jobs as one call each. A job that needs the
 /// single-job script closes its queue's batch, so every stream gets its jobs in order. Each
 /// call is sent as soon as it is complete, in order, so Redis runs the first hundred jobs
 /// while the next are still being encoded; the replies are read once all are sent.
@@ -87,7 +88,7 @@ async fn write_jobs(
     new_queues: Vec<String>,
     writes: Vec<JobWrite>,
     retention_ms: u64,
-) -> crate::Result<Vec<String>> {
+) -> crate::Result<Vec<(String, bool)>> {
     // Every call that writes a job goes by SHA, and both enqueue scripts are loaded
     // together: a server that lost its scripts refuses all of a write's calls, which then go
     // again in order, so no queue's jobs change order. Loading them before a client's first
@@ -95,7 +96,6 @@ async fn write_jobs(
     if !scripts.enqueue_loaded.load(Ordering::Relaxed) {
         scripts.load_enqueue(client).await?;
     }
-    let now = crate::clock::now_ms() as i64;
     let mut commands: Vec<EnqueueCommand> = Vec::new();
     // Per command: whether it takes no more jobs, so it can be sent.
     let mut closed: Vec<bool> = Vec::new();
@@ -107,8 +107,8 @@ async fn write_jobs(
         });
         closed.push(true);
     }
-    // Per job: the command holding its outcome, and whether that is a script's reply.
-    let mut outcomes: Vec<(usize, bool, String)> = Vec::with_capacity(writes.len());
+    // Per job: the command holding its outcome and where in it (see `Outcome`).
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(writes.len());
     // The open batch of each queue, by index into `commands`.
     let mut open: HashMap<String, usize> = HashMap::new();
     for w in writes {
@@ -118,15 +118,9 @@ async fn write_jobs(
                 Some(&at) => at,
                 None => {
                     let streams = keys.streams(&w.queue);
-                    let mut k = Vec::with_capacity(3 + ENQUEUE_BATCH);
-                    k.extend(streams.map(Value::from));
                     commands.push(EnqueueCommand::Ready {
-                        args: vec![
-                            Value::from(retention_ms as i64),
-                            Value::from(now),
-                            Value::from(w.queue.as_str()),
-                        ],
-                        keys: k,
+                        args: Vec::new(),
+                        keys: streams.into_iter().map(Value::from).collect(),
                         jobs: 0,
                     });
                     closed.push(false);
@@ -134,24 +128,17 @@ async fn write_jobs(
                     commands.len() - 1
                 }
             };
-            if let EnqueueCommand::Ready {
-                keys: k,
-                args,
-                jobs,
-                ..
-            } = &mut commands[at]
-            {
-                if retention_ms > 0 {
-                    k.push(Value::from(keys.job(&w.queue, &w.job_id)));
-                }
+            let mut position = 0;
+            if let EnqueueCommand::Ready { args, jobs, .. } = &mut commands[at] {
                 push_ready_job(args, w.priority, w.fields);
+                position = *jobs;
                 *jobs += 1;
                 if *jobs == ENQUEUE_BATCH {
                     closed[at] = true;
                     open.remove(&w.queue);
                 }
             }
-            outcomes.push((at, false, w.job_id));
+            outcomes.push((at, Outcome::Entry(position, w.queue.clone(), w.priority)));
             sent.send_closed(&commands, &closed).await;
             continue;
         }
@@ -164,7 +151,12 @@ async fn write_jobs(
             None => keys.stream(&w.queue, w.priority),
             Some(_) => keys.scheduled(&w.queue),
         };
-        let status_key = keys.job(&w.queue, &w.job_id);
+        // A ready job has no status key (nor a job id yet): its stream stands in.
+        let status_key = if w.job_id.is_empty() {
+            target.clone()
+        } else {
+            keys.job(&w.queue, &w.job_id)
+        };
         let (unique_key, unique_ttl) = w.unique.unwrap_or_default();
         let script_keys = vec![
             Value::from(target),
@@ -198,7 +190,7 @@ async fn write_jobs(
             args,
         });
         closed.push(true);
-        outcomes.push((commands.len() - 1, true, w.job_id));
+        outcomes.push((commands.len() - 1, Outcome::Scripted));
         sent.send_closed(&commands, &closed).await;
     }
     closed.fill(true);
@@ -223,18 +215,37 @@ async fn write_jobs(
         return Err(fail(e.clone()));
     }
     let mut ids = Vec::with_capacity(outcomes.len());
-    for (index, scripted, id) in outcomes {
-        if !scripted {
-            ids.push(id);
-            continue;
-        }
-        let existing = match results.get(index) {
-            Some(Ok(Value::Array(parts))) => parts.first().and_then(Value::as_string),
-            _ => None,
+    for (index, outcome) in outcomes {
+        let reply = match results.get(index) {
+            Some(Ok(Value::Array(parts))) => parts.as_slice(),
+            _ => &[],
         };
-        ids.push(existing.unwrap_or(id));
+        let id = match outcome {
+            Outcome::Entry(position, queue, priority) => reply
+                .get(position)
+                .and_then(Value::as_str)
+                .map(|entry| (crate::names::locator(&queue, priority, &entry), true)),
+            Outcome::Scripted => match reply {
+                [id, written] => id
+                    .as_string()
+                    .map(|id| (id, written.as_i64().unwrap_or(1) == 1)),
+                _ => None,
+            },
+        };
+        ids.push(
+            id.ok_or_else(|| crate::Error::Decode("an enqueue script returned no job id".into()))?,
+        );
     }
     Ok(ids)
+}
+
+/// Where a job's id is found among the replies of an enqueue.
+enum Outcome {
+    /// The entry id at this position of an `enqueue_ready.lua` reply, on this queue's
+    /// priority stream: the job's id is made of them.
+    Entry(usize, String, Priority),
+    /// `{job id, 1 written or 0 duplicate}`, the reply of `enqueue.lua`.
+    Scripted,
 }
 
 /// A job to write, as the commands take it.
@@ -251,7 +262,16 @@ struct Write {
 }
 
 impl Write {
-    fn from(w: JobWrite, keys: &keys::Keys) -> Write {
+    fn from(mut w: JobWrite, keys: &keys::Keys) -> Write {
+        // A job to run now is named by its entry; a delayed one carries an id of its own,
+        // and a status hash.
+        let delayed = w.when.is_some();
+        if !delayed {
+            w.envelope.id.clear();
+        } else if w.envelope.id.is_empty() {
+            w.envelope.id = crate::names::JobId::generate().to_string();
+        }
+        w.envelope.recorded = delayed;
         Write {
             fields: fields_of(&w.envelope),
             unique: w.unique.map(|(k, ttl)| (keys.unique(&w.queue, &k), ttl)),
@@ -266,13 +286,13 @@ impl Write {
 }
 
 /// The fields every entry has, in the order `enqueue_ready.lua` takes their values.
-const FIXED_FIELDS: [&str; 5] = ["id", "type", "attempt", "max_attempts", "enqueued_at"];
+const FIXED_FIELDS: [&str; 4] = ["type", "attempt", "max_attempts", "enqueued_at"];
 
 /// Appends one job's arguments for `enqueue_ready.lua`: its priority, the number of
 /// optional fields, the values of the fixed fields, the optional fields as name and value,
 /// and the payload.
 fn push_ready_job(args: &mut Vec<Value>, priority: Priority, fields: Vec<(&'static str, Value)>) {
-    let mut fixed: [Value; 5] = std::array::from_fn(|_| Value::Null);
+    let mut fixed: [Value; 4] = std::array::from_fn(|_| Value::Null);
     let mut payload = Value::Null;
     let mut optional: Vec<(&'static str, Value)> = Vec::new();
     for (name, value) in fields {
@@ -282,7 +302,7 @@ fn push_ready_job(args: &mut Vec<Value>, priority: Priority, fields: Vec<(&'stat
             None => optional.push((name, value)),
         }
     }
-    args.reserve(8 + 2 * optional.len());
+    args.reserve(7 + 2 * optional.len());
     args.push(Value::from(priority.index() as i64 + 1));
     args.push(Value::from(optional.len() as i64));
     args.extend(fixed);

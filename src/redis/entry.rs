@@ -1,10 +1,13 @@
 //! Stream entries: the fields of one entry, how a job becomes an entry, and how an entry
 //! reads back as a job.
 //!
-//! A job travels as one stream entry whose fields a person can read with `XRANGE` (`id`,
-//! `type`, `attempt`, `max_attempts`, `enqueued_at`, optional `timeout`, `unique`,
+//! A job travels as one stream entry whose fields a person can read with `XRANGE` (`type`,
+//! `attempt`, `max_attempts`, `enqueued_at`, optional `id`, `timeout`, `unique`,
 //! `traceparent`) plus one binary field, `payload`, in MessagePack
-//! (docs/architecture.md, "Data model").
+//! (docs/architecture.md, "Data model"). An entry without `id` is a job enqueued to run
+//! now, whose id is made of its priority and entry id (`names::locator`); an entry with
+//! one is a job that has a status hash (delayed, retried, replayed, or written by an older
+//! version).
 
 use bytes::Bytes;
 use fred::types::Value;
@@ -99,7 +102,9 @@ pub(super) fn text_of(v: &Value) -> String {
 /// The entry's fields for `env`, text first and `payload` last, as XADD takes them.
 pub(crate) fn fields_of(env: &Envelope) -> Vec<(&'static str, Value)> {
     let mut f: Vec<(&'static str, Value)> = Vec::with_capacity(9);
-    f.push(("id", Value::from(env.id.as_str())));
+    if env.recorded {
+        f.push(("id", Value::from(env.id.as_str())));
+    }
     f.push(("type", Value::from(env.job_type.as_str())));
     f.push(("attempt", Value::from(i64::from(env.attempt))));
     f.push(("max_attempts", Value::from(i64::from(env.max_attempts))));
@@ -117,9 +122,16 @@ pub(crate) fn fields_of(env: &Envelope) -> Vec<(&'static str, Value)> {
     f
 }
 
-/// Reads a job back from its entry; the error says which field is missing or malformed, and
-/// ends up as the `error` of a `bad_entry` dead letter.
-pub(crate) fn envelope_of(fields: &Fields, payload_limit: usize) -> Result<Envelope, String> {
+/// Reads a job back from entry `entry_id` of `queue`'s `priority` stream; the error says
+/// which field is missing or malformed, and ends up as the `error` of a `bad_entry` dead
+/// letter.
+pub(crate) fn envelope_of(
+    fields: &Fields,
+    queue: &str,
+    priority: crate::Priority,
+    entry_id: &str,
+    payload_limit: usize,
+) -> Result<Envelope, String> {
     let str_of = |name: &str| -> Result<&str, String> {
         match fields.get(name) {
             Some(v) => std::str::from_utf8(v).map_err(|_| format!("field `{name}` is not text")),
@@ -134,7 +146,12 @@ pub(crate) fn envelope_of(fields: &Fields, payload_limit: usize) -> Result<Envel
     };
     let optional = |name: &str| fields.get(name).is_some();
 
-    let id = text("id")?;
+    let recorded = optional("id");
+    let id = if recorded {
+        text("id")?
+    } else {
+        crate::names::locator(queue, priority, entry_id)
+    };
     validate_job_id(&id)?;
     let job_type = text("type")?;
     validate_name("job type", &job_type).map_err(|e| e.to_string())?;
@@ -170,6 +187,7 @@ pub(crate) fn envelope_of(fields: &Fields, payload_limit: usize) -> Result<Envel
     }
     Ok(Envelope {
         id,
+        recorded,
         job_type,
         attempt,
         max_attempts,
@@ -236,6 +254,7 @@ mod tests {
     fn sample() -> Envelope {
         Envelope {
             id: crate::names::JobId::generate().to_string(),
+            recorded: true,
             job_type: "email.send".into(),
             attempt: 2,
             max_attempts: 5,
@@ -245,6 +264,34 @@ mod tests {
             traceparent: None,
             payload: Bytes::from(crate::codec::encode_payload(&("a", 1)).unwrap_or_default()),
         }
+    }
+
+    fn read(fields: &Fields, limit: usize) -> Result<Envelope, String> {
+        envelope_of(
+            fields,
+            "q",
+            crate::Priority::Normal,
+            "1700000000000-3",
+            limit,
+        )
+    }
+
+    #[test]
+    fn an_entry_without_an_id_is_a_job_named_by_its_entry() {
+        let mut env = sample();
+        env.recorded = false;
+        let fields = read_back(fields_of(&env));
+        assert_eq!(fields.get("id"), None, "no id field is written");
+        let back = envelope_of(
+            &fields,
+            "q",
+            crate::Priority::High,
+            "1700000000000-3",
+            1 << 20,
+        )
+        .expect("reads");
+        assert_eq!(back.id, "q:h-1700000000000-3");
+        assert!(!back.recorded);
     }
 
     /// `env`'s fields as Redis returns them: bulk strings.
@@ -270,7 +317,7 @@ mod tests {
     fn envelope_survives_its_fields() {
         let env = sample();
         assert_eq!(
-            envelope_of(&read_back(fields_of(&env)), DEFAULT_PAYLOAD_LIMIT),
+            read(&read_back(fields_of(&env)), DEFAULT_PAYLOAD_LIMIT),
             Ok(env)
         );
     }
@@ -280,16 +327,16 @@ mod tests {
         let env = sample();
         let f = with_field(&env, "type", None);
         assert_eq!(
-            envelope_of(&f, DEFAULT_PAYLOAD_LIMIT),
+            read(&f, DEFAULT_PAYLOAD_LIMIT),
             Err("field `type` is missing".into())
         );
         let f = with_field(&env, "attempt", Some("two"));
         assert_eq!(
-            envelope_of(&f, DEFAULT_PAYLOAD_LIMIT),
+            read(&f, DEFAULT_PAYLOAD_LIMIT),
             Err("field `attempt` is not a number".into())
         );
         let f = with_field(&env, "type", Some("{other}:x"));
-        assert!(envelope_of(&f, DEFAULT_PAYLOAD_LIMIT).is_err());
+        assert!(read(&f, DEFAULT_PAYLOAD_LIMIT).is_err());
     }
 
     #[test]
@@ -298,20 +345,18 @@ mod tests {
         let huge = "x".repeat(1_000_000);
         for bad in ["", "a\nforged log line", "a b", "{q}", huge.as_str()] {
             let f = with_field(&env, "id", Some(bad));
-            let err = envelope_of(&f, DEFAULT_PAYLOAD_LIMIT)
-                .err()
-                .unwrap_or_default();
+            let err = read(&f, DEFAULT_PAYLOAD_LIMIT).err().unwrap_or_default();
             assert!(err.starts_with("field `id`"), "{bad:.20?}: {err}");
             assert!(err.len() < 300 && !err.contains('\n'), "{err}");
         }
         let f = with_field(&env, "id", Some("order-17:retry.2_x"));
-        assert!(envelope_of(&f, DEFAULT_PAYLOAD_LIMIT).is_ok());
+        assert!(read(&f, DEFAULT_PAYLOAD_LIMIT).is_ok());
     }
 
     #[test]
     fn oversized_payloads_are_refused_on_read() {
         let env = sample();
-        let err = envelope_of(&read_back(fields_of(&env)), 3)
+        let err = read(&read_back(fields_of(&env)), 3)
             .err()
             .unwrap_or_default();
         assert!(err.contains("exceeds the limit"), "{err}");

@@ -10,6 +10,9 @@ use crate::Priority;
 
 /// The consumer group every queue stream carries.
 pub(crate) const GROUP: &str = "stevedore";
+/// Width of a done bucket: the success records of jobs enqueued in the same minute share
+/// one hash.
+pub(crate) const DONE_BUCKET_MS: u64 = 60_000;
 /// The default key prefix.
 pub(crate) const DEFAULT_PREFIX: &str = "stevedore";
 
@@ -83,6 +86,20 @@ impl Keys {
         let mut key = self.tagged(queue, "job:");
         key.push_str(id);
         key
+    }
+
+    /// `<prefix>:{<queue>}:done:<minute>`: success records of the jobs whose entry id (the
+    /// id they were enqueued with) falls in that minute since the epoch; field = job id.
+    pub(crate) fn done(&self, queue: &str, entry_ms: u64) -> String {
+        let mut key = self.tagged(queue, "done:");
+        key.push_str(&(entry_ms / DONE_BUCKET_MS).to_string());
+        key
+    }
+
+    /// The done bucket of job `id` when it is one whose id names its first entry.
+    pub(crate) fn done_of(&self, id: &str) -> Option<String> {
+        let (queue, _, _) = crate::names::parse_locator(id)?;
+        Some(self.done(queue, crate::names::locator_ms(id)?))
     }
 
     /// `<prefix>:{<queue>}:<rest>`. Stream and status keys are built on every enqueue and

@@ -46,8 +46,9 @@ pub(crate) use leases::WorkerDetails;
 pub(crate) use periodic::{CronClaim, CronState};
 pub(crate) use promote::{Promoted, Subscription, WakeMessage};
 pub(crate) use reclaim::ReclaimScan;
-pub(crate) use settle::{DeadLetter, Fenced, Retry, StreamAcks};
+pub(crate) use settle::{DeadLetter, Fenced, Retry, StreamAcks, Succeeded};
 pub(crate) use stats::LIVE_WORKER_WINDOW_MS;
+pub(crate) use status::Found;
 
 use fred::prelude::{Client, Pool};
 

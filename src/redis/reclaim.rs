@@ -28,6 +28,8 @@ pub(crate) struct ReclaimScan<'a> {
     pub(crate) only: Option<&'a str>,
     /// Other consumers that are alive: their entries are left alone.
     pub(crate) alive: &'a [&'a String],
+    /// How long a poison job's `dead` status is kept (0: none is written).
+    pub(crate) retention_ms: u64,
 }
 
 /// A poison entry moved to the dead-letter stream by a scan.
@@ -65,6 +67,7 @@ impl Store {
             s.start.into(),
             self.keys.job_prefix(s.queue).into(),
             s.only.unwrap_or_default().into(),
+            Value::from(s.retention_ms as i64),
         ];
         args.extend(s.alive.iter().map(|a| Value::from(a.as_str())));
         let reply = run::<Value>(

@@ -44,6 +44,7 @@ pub(super) struct Scripts {
     pub(super) prune_consumers: Script,
     pub(super) cron_claim: Script,
     pub(super) queue_stats: Script,
+    pub(super) status: Script,
 }
 
 impl Scripts {
@@ -66,6 +67,7 @@ impl Scripts {
             prune_consumers: script!("prune_consumers"),
             cron_claim: script!("cron_claim"),
             queue_stats: script!("queue_stats"),
+            status: script!("status"),
         }
     }
 

@@ -21,12 +21,51 @@ const ACK_BATCH: usize = 256;
 /// Longest error text stored in a status or a dead letter.
 const MAX_ERROR_LEN: usize = 4096;
 
-/// The finished entries of one ready stream, with their jobs' status keys and results.
+/// The finished entries of one ready stream, with their jobs' success records.
 #[derive(Debug, Default)]
 pub(crate) struct StreamAcks {
     pub(crate) ids: Vec<String>,
-    /// Status key and the handler's result (JSON), for each job that tracks status.
-    pub(crate) statuses: Vec<(String, Option<String>)>,
+    /// One for each job that keeps a record of its success.
+    pub(crate) records: Vec<Succeeded>,
+}
+
+/// How a job's success is kept (`lua/ack.lua`; docs/architecture.md, "Data model").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Succeeded {
+    /// The job has a status hash (`key`): marked succeeded, kept `keep_ms` from now.
+    Record {
+        key: String,
+        result: Option<String>,
+        keep_ms: u64,
+    },
+    /// A field of the queue's done bucket for the job's enqueue minute.
+    Done {
+        bucket: String,
+        job_id: String,
+        /// See [`Succeeded::done_value`].
+        value: String,
+        keep_ms: u64,
+    },
+}
+
+impl Succeeded {
+    /// The done-bucket value of a job: `<finished ms> <attempt> <max attempts> <type>`,
+    /// then ` <result>` when the handler stored one (JSON, which may hold spaces: it comes
+    /// last).
+    pub(crate) fn done_value(
+        finished_ms: u64,
+        attempt: u32,
+        max_attempts: u32,
+        job_type: &str,
+        result: Option<&str>,
+    ) -> String {
+        let mut v = format!("{finished_ms} {attempt} {max_attempts} {job_type}");
+        if let Some(r) = result {
+            v.push(' ');
+            v.push_str(r);
+        }
+        v
+    }
 }
 
 /// What a fenced change of a pending entry came to.
@@ -51,6 +90,9 @@ pub(crate) struct Retry<'a> {
     pub(crate) delay_ms: u64,
     pub(crate) retention_ms: u64,
     pub(crate) error: &'a str,
+    /// Fields of the job's status hash besides its state (type, queue, attempts, ...), so
+    /// a job that had none gets a whole one.
+    pub(crate) about: &'a [(&'static str, String)],
 }
 
 /// A delivery to move to the dead-letter stream (`lua/dead_letter.lua`).
@@ -64,6 +106,8 @@ pub(crate) struct DeadLetter<'a> {
     pub(crate) retention_ms: u64,
     pub(crate) reason: &'a str,
     pub(crate) error: &'a str,
+    /// As for [`Retry::about`].
+    pub(crate) about: &'a [(&'static str, String)],
 }
 
 impl Store {
@@ -95,39 +139,59 @@ impl Store {
         failed
     }
 
-    /// Acknowledges and deletes finished entries and marks their jobs succeeded (kept for
-    /// `retention_ms`): one call of `lua/ack.lua` per stream and 256 entries, all sent
-    /// together. Returns how many entries were acknowledged.
+    /// Acknowledges and deletes finished entries and records their jobs' success: one call
+    /// of `lua/ack.lua` per stream and 256 entries, all sent together. Returns how many
+    /// entries were acknowledged.
     pub(crate) async fn ack_batch(
         &self,
         by_stream: &HashMap<Arc<str>, StreamAcks>,
-        retention_ms: u64,
     ) -> crate::Result<u64> {
         let now = crate::clock::now_ms() as i64;
         let mut calls = Vec::new();
         for (stream, acks) in by_stream {
-            // Not every entry has a status (one deleted while pending has none): each call
-            // takes as many statuses as it has entries, until none are left.
-            let mut statuses = acks.statuses.as_slice();
+            // Not every entry has a record (one deleted while pending, a job kept for no
+            // time): each call takes as many records as it has entries, until none are left.
+            let mut records = acks.records.as_slice();
             for ids in acks.ids.chunks(ACK_BATCH) {
-                let (these, rest) = statuses.split_at(statuses.len().min(ids.len()));
-                statuses = rest;
-                let mut keys = Vec::with_capacity(1 + these.len());
-                keys.push(stream.to_string());
-                keys.extend(these.iter().map(|(key, _)| key.clone()));
-                let mut args: Vec<Value> = Vec::with_capacity(4 + ids.len() + these.len());
+                let (these, rest) = records.split_at(records.len().min(ids.len()));
+                records = rest;
+                let mut keys: Vec<String> = vec![stream.to_string()];
+                let mut args: Vec<Value> = Vec::with_capacity(3 + ids.len() + 4 * these.len());
                 args.extend([
                     Value::from(GROUP),
                     Value::from(now),
-                    Value::from(retention_ms as i64),
                     Value::from(ids.len() as i64),
                 ]);
                 args.extend(ids.iter().map(|id| Value::from(id.as_str())));
-                args.extend(
-                    these
-                        .iter()
-                        .map(|(_, result)| Value::from(result.as_deref().unwrap_or(""))),
-                );
+                for r in these {
+                    let (key, field, value, keep) = match r {
+                        Succeeded::Record {
+                            key,
+                            result,
+                            keep_ms,
+                        } => (key, "", result.as_deref().unwrap_or(""), keep_ms),
+                        Succeeded::Done {
+                            bucket,
+                            job_id,
+                            value,
+                            keep_ms,
+                        } => (bucket, job_id.as_str(), value.as_str(), keep_ms),
+                    };
+                    // Jobs of a batch share a bucket or two: each key is passed once.
+                    let at = match keys.iter().position(|k| k == key) {
+                        Some(at) => at,
+                        None => {
+                            keys.push(key.clone());
+                            keys.len() - 1
+                        }
+                    };
+                    args.extend([
+                        Value::from(at as i64 + 1),
+                        Value::from(field),
+                        Value::from(value),
+                        Value::from((*keep).max(1) as i64),
+                    ]);
+                }
                 calls.push(run::<u64>(self.conn(), &self.scripts.ack, keys, args));
             }
         }
@@ -155,7 +219,9 @@ impl Store {
             self.keys.wake(r.queue).into(),
             Value::from(r.retention_ms as i64),
             truncate(r.error).into(),
+            r.job_id.into(),
         ];
+        let args = with_about(args, r.about);
         let due: i64 = run(self.conn(), &self.scripts.retry, keys, args).await?;
         Ok(match due {
             0 => Fenced::LeaseLost,
@@ -181,6 +247,7 @@ impl Store {
             truncate(d.error).into(),
             Value::from(retention as i64),
         ];
+        let args = with_about(args, d.about);
         let moved: i64 = run(self.conn(), &self.scripts.dead_letter, keys, args).await?;
         Ok(match moved {
             1 => Fenced::Done,
@@ -188,6 +255,15 @@ impl Store {
             _ => Fenced::LeaseLost,
         })
     }
+}
+
+/// `args` followed by the status fields of `about`, as field and value.
+fn with_about(mut args: Vec<Value>, about: &[(&'static str, String)]) -> Vec<Value> {
+    for (field, value) in about {
+        args.push(Value::from_static_str(field));
+        args.push(Value::from(value.as_str()));
+    }
+    args
 }
 
 /// `s` cut to [`MAX_ERROR_LEN`] bytes at a character boundary.

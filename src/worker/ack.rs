@@ -4,7 +4,7 @@
 //! its lease now, the job is done, and entry ids are never reused. Handlers hand their
 //! entries to one acker task, which takes whatever has piled up since its last round trip
 //! and sends it all at once: one script call per stream (`lua/ack.lua`) acknowledges,
-//! deletes and marks succeeded every job of the batch, so the cost per job shrinks as load
+//! deletes and records the success of every job of the batch, so the cost per job shrinks as load
 //! grows while an idle worker still acknowledges at once. A script rather than a pipeline
 //! of XACK, XDEL and two status commands per job: the client builds, sends and parses one
 //! command per batch instead of two per job.
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::Client;
 use crate::backoff::Backoff;
-use crate::redis::StreamAcks;
+use crate::redis::{StreamAcks, Succeeded};
 
 /// Entries acknowledged per round trip at most.
 const MAX_BATCH: usize = 1024;
@@ -30,8 +30,8 @@ const MAX_TRIES: u32 = 10;
 pub(crate) struct Ack {
     pub(crate) stream: Arc<str>,
     pub(crate) entry_id: String,
-    /// The job's status key and the handler's result, when status is tracked.
-    pub(crate) status: Option<(String, Option<String>)>,
+    /// How the job's success is kept, if it is.
+    pub(crate) record: Option<Succeeded>,
 }
 
 /// Starts the acker; it ends once every sender is dropped and the last batch is sent.
@@ -43,7 +43,7 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
             for ack in buf.drain(..) {
                 let acks = by_stream.entry(ack.stream).or_default();
                 acks.ids.push(ack.entry_id);
-                acks.statuses.extend(ack.status);
+                acks.records.extend(ack.record);
             }
             send(&client, &by_stream).await;
         }
@@ -52,9 +52,8 @@ pub(crate) fn spawn(client: Client, mut rx: mpsc::Receiver<Ack>) -> JoinHandle<(
 
 async fn send(client: &Client, by_stream: &HashMap<Arc<str>, StreamAcks>) {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    let retention = client.status_retention_ms();
     for attempt in 1..=MAX_TRIES {
-        match client.store().ack_batch(by_stream, retention).await {
+        match client.store().ack_batch(by_stream).await {
             Ok(_) => return,
             Err(e) if attempt < MAX_TRIES => {
                 tracing::warn!(error = %e, attempt, "acknowledging finished jobs failed; retrying");

@@ -97,6 +97,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// Keeps the success record of `queue`'s jobs for `retention` after they finish
+    /// (`Duration::ZERO`: none is written, and their status is unknown once they are done).
+    /// Default: the client's job status retention (24 h unless set); a handler's own
+    /// [`HandlerOptions::keep_succeeded`](crate::HandlerOptions::keep_succeeded) wins.
+    pub fn keep_succeeded(mut self, queue: impl Into<String>, retention: Duration) -> Self {
+        self.settings.keep_succeeded.insert(queue.into(), retention);
+        self
+    }
+
     /// Deliveries after which an entry whose workers keep dying is dead-lettered as
     /// `poison` (default 3). Separate from `max_attempts`, which counts handler failures.
     pub fn max_deliveries(mut self, n: u32) -> Self {

@@ -27,7 +27,7 @@ use crate::handler::{
     ContextFacts, ErasedHandler, JobContext, JobError, Retry, UndecodablePayload,
 };
 use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
-use crate::redis::{self, Fenced, Fields};
+use crate::redis::{self, Fenced, Fields, Succeeded};
 
 /// One entry handed to this worker.
 #[derive(Debug)]
@@ -62,7 +62,8 @@ pub(crate) struct Attempt {
     handler: Arc<dyn ErasedHandler>,
     fut: BoxFuture<'static, Result<(), JobError>>,
     ctx: JobContext,
-    /// The job's status key, when status is tracked.
+    /// The job's status hash, when it has one (and status is tracked): it is marked
+    /// running when the attempt starts. Other jobs' status is read from their entry.
     pub(crate) status_key: Option<String>,
 }
 
@@ -85,7 +86,13 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
     let Some(fields) = d.fields.as_ref() else {
         return Prepared::Deleted(d);
     };
-    let mut env = match redis::envelope_of(fields, rt.client.payload_limit()) {
+    let mut env = match redis::envelope_of(
+        fields,
+        &d.queue,
+        d.priority,
+        &d.entry_id,
+        rt.client.payload_limit(),
+    ) {
         Ok(env) => env,
         Err(why) => return Prepared::BadEntry(d, why),
     };
@@ -116,7 +123,7 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
             .unwrap_or_else(|panic| Ok(Box::pin(async move { std::panic::resume_unwind(panic) })));
     match called {
         Ok(fut) => {
-            let status_key = (rt.client.status_retention_ms() > 0)
+            let status_key = (env.recorded && rt.client.status_retention_ms() > 0)
                 .then(|| rt.client.keys().job(&d.queue, &env.id));
             Prepared::Run(Box::new(Attempt {
                 d,
@@ -178,7 +185,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemap
                 .send(Ack {
                     stream: d.stream.clone(),
                     entry_id: d.entry_id.clone(),
-                    status: None,
+                    record: None,
                 })
                 .await;
         }
@@ -207,13 +214,13 @@ pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemap
             let _entered = span.enter();
             if env.attempt < env.max_attempts {
                 let delay = rt.settings.retry_policy.delay(env.attempt);
-                if Box::pin(retry_later(&rt, &d, &env.id, delay, &why)).await {
+                if Box::pin(retry_later(&rt, &d, &env, delay, &why)).await {
                     rt.observers.each(|o| o.retried(&job, delay, &why));
                 }
             } else if Box::pin(dead_letter(
                 &rt,
                 &d,
-                Some(&env.id),
+                Some(&env),
                 DeadReason::UnknownType,
                 &why,
             ))
@@ -227,15 +234,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemap
             let job = job_event(&d, &env, true);
             let span = job_span(&d, &env);
             let _entered = span.enter();
-            if Box::pin(dead_letter(
-                &rt,
-                &d,
-                Some(&env.id),
-                DeadReason::BadEntry,
-                &why,
-            ))
-            .await
-            {
+            if Box::pin(dead_letter(&rt, &d, Some(&env), DeadReason::BadEntry, &why)).await {
                 let event = dead_event(&job, DeadReason::BadEntry, &why);
                 rt.observers.each(|o| o.dead(&event));
             }
@@ -294,13 +293,38 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
     match outcome {
         Outcome::Succeeded => {
             rt.observers.each(|o| o.succeeded(&job, took));
-            let status = status_key.map(|key| (key, ctx.take_result()));
+            let keep_ms = rt.keep_succeeded_ms(&d.queue, &handler.options());
+            let record = match status_key {
+                Some(key) => Some(Succeeded::Record {
+                    key,
+                    result: ctx.take_result(),
+                    keep_ms,
+                }),
+                None if keep_ms > 0 => {
+                    rt.client
+                        .keys()
+                        .done_of(&env.id)
+                        .map(|bucket| Succeeded::Done {
+                            bucket,
+                            value: Succeeded::done_value(
+                                crate::clock::now_ms(),
+                                env.attempt,
+                                env.max_attempts,
+                                &env.job_type,
+                                ctx.take_result().as_deref(),
+                            ),
+                            job_id: env.id.clone(),
+                            keep_ms,
+                        })
+                }
+                None => None,
+            };
             let _ = rt
                 .acks
                 .send(Ack {
                     stream: d.stream.clone(),
                     entry_id: d.entry_id.clone(),
-                    status,
+                    record,
                 })
                 .await;
         }
@@ -321,7 +345,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
                         .unwrap_or(rt.settings.retry_policy)
                         .delay(env.attempt),
                 };
-                if Box::pin(retry_later(rt, &d, &env.id, delay, &error)).await {
+                if Box::pin(retry_later(rt, &d, &env, delay, &error)).await {
                     rt.observers.each(|o| o.retried(&job, delay, &error));
                 }
             } else {
@@ -330,7 +354,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
                 } else {
                     DeadReason::Failed
                 };
-                if Box::pin(dead_letter(rt, &d, Some(&env.id), reason.clone(), &error)).await {
+                if Box::pin(dead_letter(rt, &d, Some(&env), reason.clone(), &error)).await {
                     let event = dead_event(&job, reason, &error);
                     rt.observers.each(|o| o.dead(&event));
                 }
@@ -375,23 +399,40 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     format!("handler panicked: {what}")
 }
 
+/// The status fields a job without a status hash gets when it needs one (it is retried or
+/// dies); none for a job that has one already.
+fn about(d: &Delivery, env: &Envelope) -> Vec<(&'static str, String)> {
+    if env.recorded {
+        return Vec::new();
+    }
+    vec![
+        ("type", env.job_type.clone()),
+        ("queue", d.queue.to_string()),
+        ("attempts", env.attempt.to_string()),
+        ("max_attempts", env.max_attempts.to_string()),
+        ("enqueued_at", env.enqueued_at.to_string()),
+    ]
+}
+
 /// Moves the entry to the queue's dead-letter stream, if this worker still owns it.
 pub(crate) async fn dead_letter(
     rt: &Runtime,
     d: &Delivery,
-    job_id: Option<&str>,
+    env: Option<&Envelope>,
     reason: DeadReason,
     error: &str,
 ) -> bool {
+    let about = env.map(|env| about(d, env)).unwrap_or_default();
     let letter = redis::DeadLetter {
         queue: &d.queue,
         stream: &d.stream,
         entry_id: &d.entry_id,
         consumer: &rt.settings.consumer,
-        job_id,
+        job_id: env.map(|env| env.id.as_str()),
         retention_ms: rt.client.status_retention_ms(),
         reason: reason.as_str(),
         error,
+        about: &about,
     };
     match with_retries(|| rt.client.store().dead_letter(&letter)).await {
         Ok(Fenced::Done | Fenced::Deleted) => true,
@@ -411,20 +452,22 @@ pub(crate) async fn dead_letter(
 async fn retry_later(
     rt: &Runtime,
     d: &Delivery,
-    job_id: &str,
+    env: &Envelope,
     delay: Duration,
     error: &str,
 ) -> bool {
+    let about = about(d, env);
     let retry = redis::Retry {
         queue: &d.queue,
         priority: d.priority,
         stream: &d.stream,
         entry_id: &d.entry_id,
         consumer: &rt.settings.consumer,
-        job_id,
+        job_id: &env.id,
         delay_ms: crate::clock::clamped_ms(delay),
         retention_ms: rt.client.status_retention_ms(),
         error,
+        about: &about,
     };
     match with_retries(|| rt.client.store().retry_later(&retry)).await {
         Ok(Fenced::LeaseLost) => {

@@ -183,6 +183,7 @@ impl Scan<'_> {
                 start: &start,
                 only: self.only,
                 alive: others,
+                retention_ms: rt.client.status_retention_ms(),
             };
             let page = rt.client.store().reclaim_page(&scan).await?;
             for p in &page.poisoned {

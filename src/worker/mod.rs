@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::Registry;
+use crate::handler::{HandlerOptions, Registry};
 use crate::health::{ConsumeState, Health};
 use crate::metrics::Metrics;
 use crate::observe::{LogEvents, Observer, Observers};
@@ -98,6 +98,19 @@ pub(crate) struct Runtime {
     /// Fires when the drain deadline passes: running handlers are dropped.
     pub(crate) hard_stop: CancellationToken,
     pub(crate) tracker: TaskTracker,
+}
+
+impl Runtime {
+    /// How long a succeeded job of `queue` whose handler has `options` keeps its success
+    /// record, in ms (0: none is written): the handler's `keep_succeeded`, else the
+    /// worker's for the queue, else the client's status retention.
+    pub(crate) fn keep_succeeded_ms(&self, queue: &str, options: &HandlerOptions) -> u64 {
+        options
+            .keep_succeeded
+            .or_else(|| self.settings.keep_succeeded.get(queue).copied())
+            .map(crate::clock::clamped_ms)
+            .unwrap_or_else(|| self.client.status_retention_ms())
+    }
 }
 
 /// A worker: consumes queues and runs their jobs' handlers. Build one with

@@ -30,6 +30,9 @@ pub(crate) struct Settings {
     pub(crate) dlq_retention: Option<Duration>,
     /// How long shutdown waits for running jobs.
     pub(crate) drain_timeout: Duration,
+    /// How long succeeded jobs of a queue keep their success record, where the worker sets
+    /// it (handlers may set their own).
+    pub(crate) keep_succeeded: std::collections::HashMap<String, Duration>,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             dlq_retention: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            keep_succeeded: std::collections::HashMap::new(),
         }
     }
 }

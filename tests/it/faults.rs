@@ -270,13 +270,16 @@ async fn operator_mistakes_destroy_only_what_the_operator_touched() {
     let (a, b) = workers(&server.url(), &env, &[]);
     ledger.progress(&env, 100).await;
     // DEL of the ready stream: whatever it held is gone by the operator's hand (read and
-    // deleted in one script, so the count is exact).
+    // deleted in one script, so the count is exact). A job enqueued to run now is named by
+    // its entry (`demo:n-<entry id>`, normal stream); a retried one carries its id.
     let destroyed: Vec<String> = env
         .raw
         .eval(
             "local ids = {} \
              for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do \
-               for i = 1, #e[2], 2 do if e[2][i] == 'id' then ids[#ids + 1] = e[2][i + 1] end end \
+               local id = 'demo:n-' .. e[1] \
+               for i = 1, #e[2], 2 do if e[2][i] == 'id' then id = e[2][i + 1] end end \
+               ids[#ids + 1] = id \
              end \
              redis.call('DEL', KEYS[1]) return ids",
             vec![stream.clone()],

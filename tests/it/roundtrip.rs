@@ -221,7 +221,9 @@ async fn entries_are_readable_with_redis_cli() {
     assert_eq!(entries.len(), 1);
     let f = &entries[0].1;
     let text = |k: &str| f.get(k).and_then(|v| v.as_string()).unwrap_or_default();
-    assert_eq!(text("id"), id.as_str());
+    // The job's id is its entry's, with its priority: the entry needs no `id` field.
+    assert_eq!(format!("rt:h-{}", entries[0].0), id.as_str());
+    assert!(!f.contains_key("id"));
     assert_eq!(text("type"), "rt.pair");
     assert_eq!(text("attempt"), "1");
     assert_eq!(text("max_attempts"), "7");
@@ -412,20 +414,31 @@ async fn connecting_fails_fast_with_a_clear_error() {
     );
 }
 
-/// The `id` field of every entry of `stream`, oldest first.
+/// The job id of every entry of `stream`, oldest first: its `id` field, or for a job
+/// enqueued to run now, its queue, the stream's priority letter and its entry id.
 async fn stream_ids(env: &TestEnv, stream: &str) -> Vec<String> {
     let entries: Vec<(String, HashMap<String, Value>)> = env
         .raw
         .xrange(stream, "-", "+", None)
         .await
         .expect("xrange");
+    let queue = stream
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(q, _)| q.to_string())
+        .unwrap_or_default();
+    let letter = match stream.rsplit(':').next() {
+        Some("high") => "h",
+        Some("low") => "l",
+        _ => "n",
+    };
     entries
         .into_iter()
-        .map(|(_, fields)| {
+        .map(|(entry, fields)| {
             fields
                 .get("id")
                 .and_then(Value::as_string)
-                .expect("id field")
+                .unwrap_or_else(|| format!("{queue}:{letter}-{entry}"))
         })
         .collect()
 }

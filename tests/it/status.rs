@@ -199,7 +199,23 @@ async fn status_expires_after_the_retention_and_can_be_turned_off() {
         }))
         .await
         .expect("enqueue");
-    assert!(short.status(id.as_str()).await.expect("status").is_some());
+    // While it waits its status is its entry, whatever the retention; the retention counts
+    // from the end.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let s = short.status(id.as_str()).await.expect("status");
+    assert_eq!(s.map(|s| s.state), Some(JobState::Queued));
+    let running = support::spawn(
+        Worker::builder(short.clone())
+            .handler(step::handler())
+            .build()
+            .expect("worker"),
+    );
+    let s = short
+        .wait_for(id.as_str(), Duration::from_secs(10))
+        .await
+        .expect("wait");
+    assert_eq!(s.map(|s| s.state), Some(JobState::Succeeded));
+    running.shutdown().await.expect("clean shutdown");
     eventually(Duration::from_secs(5), "status expired", || async {
         short.status(id.as_str()).await.ok().flatten().is_none()
     })

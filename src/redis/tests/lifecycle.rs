@@ -10,60 +10,73 @@ use fred::prelude::*;
 use super::*;
 
 #[tokio::test]
-async fn enqueue_fetch_start_and_ack_a_batch() {
+async fn enqueue_fetch_and_ack_a_batch_status_from_the_entry_then_the_done_bucket() {
     let (s, raw, _redis) = store("t-ack").await;
     let ids = enqueue(&s, "q", 3).await;
     assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| id.starts_with("q:n-")), "{ids:?}");
     assert!(
         s.known_queues()
             .await
             .expect("queues")
             .contains(&"q".to_string())
     );
-    assert_eq!(
-        s.job_status("q", &ids[0]).await.expect("status")["state"],
-        "queued"
+    let waiting = s.job_status("q", &ids[0]).await.expect("status");
+    assert!(
+        matches!(&waiting, Found::Entry { fields, running: None } if fields.get("type").is_some()),
+        "{waiting:?}"
     );
+    let keys: u64 = raw.dbsize().await.expect("dbsize");
+    assert_eq!(keys, 2, "the queue set and one stream: no key per job");
 
     let got = fetch(&s, "q", "c1").await;
     assert_eq!(got.len(), 3);
     let envs: Vec<_> = got
         .iter()
-        .map(|(_, _, f)| envelope_of(f, 1 << 20).expect("envelope"))
+        .map(|(_, id, f)| {
+            envelope_of(f, "q", crate::Priority::Normal, id, 1 << 20).expect("envelope")
+        })
         .collect();
     assert_eq!(envs.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
-
-    let keys: Vec<String> = ids.iter().map(|id| s.keys().job("q", id)).collect();
-    let mut envs = envs;
-    envs.iter_mut().for_each(|e| e.resolve_max_attempts(4));
-    let rows: Vec<(&str, &crate::envelope::Envelope)> =
-        keys.iter().map(String::as_str).zip(&envs).collect();
-    assert!(s.mark_started(&rows, 1_000).await.is_empty());
-    let h = s.job_status("q", &ids[1]).await.expect("status");
-    assert_eq!(
-        (h["state"].as_str(), h["max_attempts"].as_str()),
-        ("running", "4")
-    );
+    assert!(envs.iter().all(|e| !e.recorded));
+    match s.job_status("q", &ids[1]).await.expect("status") {
+        Found::Entry {
+            running: Some((owner, _, deliveries)),
+            ..
+        } => assert_eq!((owner.as_str(), deliveries), ("c1", 1)),
+        other => panic!("not running: {other:?}"),
+    }
 
     let mut by_stream: HashMap<Arc<str>, StreamAcks> = HashMap::new();
-    for ((stream, id, _), key) in got.iter().zip(&keys) {
+    for ((stream, entry, _), env) in got.iter().zip(&envs) {
         let acks = by_stream.entry(Arc::from(stream.as_str())).or_default();
-        acks.ids.push(id.clone());
-        acks.statuses.push((key.clone(), Some("{\"ok\":1}".into())));
+        acks.ids.push(entry.clone());
+        acks.records.push(Succeeded::Done {
+            bucket: s.keys().done_of(&env.id).expect("a locator"),
+            job_id: env.id.clone(),
+            value: Succeeded::done_value(1_000, 1, 4, "t.job", Some("{\"ok\":1}")),
+            keep_ms: 60_000,
+        });
     }
-    assert_eq!(s.ack_batch(&by_stream, 60_000).await.expect("ack"), 3);
+    assert_eq!(s.ack_batch(&by_stream).await.expect("ack"), 3);
     assert_eq!(
-        s.ack_batch(&by_stream, 60_000).await.expect("again"),
+        s.ack_batch(&by_stream).await.expect("again"),
         0,
         "safe to repeat"
     );
-    let h = s
+    let found = s
         .find_job_status(&["other".into(), "q".into()], &ids[2])
         .await
         .expect("find");
     assert_eq!(
-        (h["state"].as_str(), h["result"].as_str()),
-        ("succeeded", "{\"ok\":1}")
+        found,
+        Some(("q".into(), Found::Done("1000 1 4 t.job {\"ok\":1}".into())))
+    );
+    let bucket = s.keys().done_of(&ids[0]).expect("a locator");
+    let ttl: i64 = raw.pttl(&bucket).await.expect("pttl");
+    assert!(
+        ttl > 50_000 && ttl <= 60_000,
+        "bucket kept for the retention: {ttl}"
     );
     let len: u64 = raw
         .xlen(s.keys().stream("q", crate::Priority::Normal))
@@ -72,6 +85,16 @@ async fn enqueue_fetch_start_and_ack_a_batch() {
     assert_eq!(len, 0, "acknowledged entries are deleted");
     let c = s.queue_counts("q").await.expect("counts");
     assert_eq!((c.ready, c.pending), ([0; 3], [0; 3]));
+    assert_eq!(
+        s.job_status("q", "q:n-1-0").await.expect("status"),
+        Found::Nothing
+    );
+    assert_eq!(
+        s.job_status("q", "0190a5c8-6f1e-7c3a-9b1e-2f4d5e6a7b8c")
+            .await
+            .expect("status"),
+        Found::Nothing
+    );
 }
 
 #[tokio::test]
@@ -83,12 +106,24 @@ async fn unique_and_delayed_jobs_then_promotion() {
     dup.unique = Some(("k".into(), 60_000));
     let mut delayed = write(job("q"));
     delayed.when = Some(("in", 0));
-    let first_id = first.envelope.id.clone();
     let ids = s
         .enqueue_batch(vec![], vec![first, dup, delayed], 60_000)
         .await
         .expect("enqueue");
-    assert_eq!(ids[1], first_id, "a duplicate gets the first job's id");
+    assert!(ids[0].0.starts_with("q:n-") && ids[0].1);
+    assert_eq!(
+        ids[1],
+        (ids[0].0.clone(), false),
+        "a duplicate gets the first job's id"
+    );
+    assert!(
+        ids[2].1 && !ids[2].0.starts_with("q:"),
+        "a delayed job: a UUID"
+    );
+    assert_eq!(
+        state(&s.job_status("q", &ids[2].0).await.expect("status")),
+        Some("scheduled".into())
+    );
     let c = s.queue_counts("q").await.expect("counts");
     assert_eq!((c.ready[1], c.scheduled), (1, 1));
 
@@ -97,9 +132,41 @@ async fn unique_and_delayed_jobs_then_promotion() {
     assert!(p.now_ms > 1_600_000_000_000, "Redis' clock in ms");
     assert_eq!(s.queue_counts("q").await.expect("counts").ready[1], 2);
     assert_eq!(
-        s.job_status("q", &ids[2]).await.expect("status")["state"],
-        "queued"
+        state(&s.job_status("q", &ids[2].0).await.expect("status")),
+        Some("queued".into())
     );
+
+    // The promoted job carries its id in its entry, and is marked running by id.
+    let got = fetch(&s, "q", "c1").await;
+    let mut envs: Vec<_> = got
+        .iter()
+        .map(|(_, id, f)| {
+            envelope_of(f, "q", crate::Priority::Normal, id, 1 << 20).expect("envelope")
+        })
+        .collect();
+    let promoted = envs
+        .iter_mut()
+        .find(|e| e.id == ids[2].0)
+        .expect("the promoted job");
+    assert!(promoted.recorded);
+    promoted.resolve_max_attempts(4);
+    let key = s.keys().job("q", &promoted.id);
+    assert!(
+        s.mark_started(&[(&key, &*promoted)], 1_000)
+            .await
+            .is_empty()
+    );
+    let found = s.job_status("q", &ids[2].0).await.expect("status");
+    assert_eq!(state(&found), Some("running".into()));
+    assert!(matches!(&found, Found::Record(h) if h["max_attempts"] == "4"));
+}
+
+/// The `state` of a status hash.
+fn state(found: &Found) -> Option<String> {
+    match found {
+        Found::Record(h) => h.get("state").cloned(),
+        _ => None,
+    }
 }
 
 #[tokio::test]
@@ -108,6 +175,7 @@ async fn retry_and_dead_letter_are_fenced_by_the_owner() {
     let ids = enqueue(&s, "q", 2).await;
     let got = fetch(&s, "q", "owner").await;
     let (stream, entry, _) = &got[0];
+    let about = [("type", "t.job".to_string()), ("queue", "q".to_string())];
     let retry = |consumer| Retry {
         queue: "q",
         priority: crate::Priority::Normal,
@@ -118,6 +186,7 @@ async fn retry_and_dead_letter_are_fenced_by_the_owner() {
         delay_ms: 60_000,
         retention_ms: 60_000,
         error: "boom",
+        about: &about,
     };
     assert_eq!(
         s.retry_later(&retry("intruder")).await.expect("retry"),
@@ -131,10 +200,12 @@ async fn retry_and_dead_letter_are_fenced_by_the_owner() {
         s.retry_later(&retry("owner")).await.expect("again"),
         Fenced::LeaseLost
     );
-    let h = s.job_status("q", &ids[0]).await.expect("status");
+    let Found::Record(h) = s.job_status("q", &ids[0]).await.expect("status") else {
+        panic!("a retried job gets a status hash");
+    };
     assert_eq!(
-        (h["state"].as_str(), h["error"].as_str()),
-        ("retrying", "boom")
+        (h["state"].as_str(), h["error"].as_str(), h["type"].as_str()),
+        ("retrying", "boom", "t.job")
     );
     let p = s.promote_due("q", 10).await.expect("promote");
     assert!(p.moved == 0 && p.next_due_ms.is_some_and(|d| d > p.now_ms));
@@ -150,6 +221,7 @@ async fn retry_and_dead_letter_are_fenced_by_the_owner() {
         retention_ms: 60_000,
         reason: "failed",
         error: &long_error,
+        about: &about,
     };
     assert_eq!(
         s.dead_letter(&letter("intruder")).await.expect("dead"),
@@ -164,8 +236,13 @@ async fn retry_and_dead_letter_are_fenced_by_the_owner() {
     let error = dead[0].1.get("error").expect("error field");
     assert_eq!(error.len(), 4096, "errors are cut to 4 KiB");
     assert_eq!(
-        s.job_status("q", &ids[1]).await.expect("status")["state"],
-        "dead"
+        dead[0].1.get("id").map(|v| v.as_ref()),
+        Some(ids[1].as_bytes()),
+        "the dead letter names its job"
+    );
+    assert_eq!(
+        state(&s.job_status("q", &ids[1]).await.expect("status")),
+        Some("dead".into())
     );
 }
 

@@ -52,6 +52,12 @@ pub(super) async fn enqueue(s: &Store, queue: &str, n: usize) -> Vec<String> {
     s.enqueue_batch(vec![queue.into()], writes, 60_000)
         .await
         .expect("enqueue")
+        .into_iter()
+        .map(|(id, written)| {
+            assert!(written);
+            id
+        })
+        .collect()
 }
 
 /// Reads everything waiting on `queue` as `consumer`: (stream, entry id, fields).

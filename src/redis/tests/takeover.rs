@@ -155,6 +155,7 @@ async fn the_janitor_takes_over_poisons_and_prunes() {
         start: "-",
         only: Some("dead-worker"),
         alive: &none,
+        retention_ms: 60_000,
     };
     // One page of one entry: claimed (delivered once, below the limit of 3).
     let page = s.reclaim_page(&scan(3)).await.expect("page");
@@ -164,7 +165,16 @@ async fn the_janitor_takes_over_poisons_and_prunes() {
         "a full page says where the next starts"
     );
     let claimed_id = page.claimed[0].0.clone();
-    assert!(envelope_of(&page.claimed[0].1, 1 << 20).is_ok());
+    assert!(
+        envelope_of(
+            &page.claimed[0].1,
+            "q",
+            crate::Priority::Normal,
+            &page.claimed[0].0,
+            1 << 20
+        )
+        .is_ok()
+    );
     // The next page: the other entry, poison at a limit of 1.
     let next = page.next.clone().unwrap_or_default();
     let page = s
