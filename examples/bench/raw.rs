@@ -1,7 +1,7 @@
 //! The ceiling: the same work done with plain Redis commands and nothing around them.
 //!
-//! A raw job is an XADD of the same fields a stevedore entry has (`id`, `type`, `attempt`,
-//! `max_attempts`, `enqueued_at`, `payload`); a raw consumer reads 100 entries per
+//! A raw job is an XADD of the same fields a stevedore entry of a job enqueued to run now
+//! has (`type`, `attempt`, `max_attempts`, `enqueued_at`, `payload`: its id is its entry's); a raw consumer reads 100 entries per
 //! XREADGROUP and acknowledges and deletes each batch with XACK + XDEL pipelined with the
 //! next read, so it needs one round trip per hundred jobs. No status, no metrics, no
 //! leases, no retries: what Redis and fred can do at best on this machine.
@@ -28,7 +28,6 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
 pub(crate) fn entry(probe: Probe) -> Vec<(&'static str, Value)> {
     let payload = rmp_serde::to_vec_named(&probe).unwrap_or_default();
     vec![
-        ("id", uuid::Uuid::now_v7().to_string().into()),
         ("type", "bench.noop".into()),
         ("attempt", 1i64.into()),
         ("max_attempts", 5i64.into()),

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::entry::{Entry, read_reply};
+use super::entry::{Entry, entries_of, list_of, read_reply, text_of};
 use super::keys::GROUP;
+use super::scripts::run;
 use super::{Store, fail};
 
 /// A connection of its own for one fetch loop's reads, which may block: they must never
@@ -13,6 +14,7 @@ use super::{Store, fail};
 pub(crate) struct Reader {
     conn: Client,
     consumer: String,
+    fetch: fred::types::scripts::Script,
 }
 
 impl Store {
@@ -21,6 +23,7 @@ impl Store {
         Ok(Reader {
             conn: self.connector.dedicated().await?,
             consumer: consumer.to_string(),
+            fetch: self.scripts.fetch.clone(),
         })
     }
 }
@@ -71,39 +74,36 @@ impl Reader {
         read_reply(reply)
     }
 
-    /// Reads from several streams with a different COUNT each, in one round trip, without
-    /// blocking. Returns the entries (or the error) per requested stream, in request order:
-    /// one stream's error does not hide what the others delivered.
+    /// Reads up to `shares[i]` new entries from `streams[i]` (high, normal, low) without
+    /// blocking, in one script call (`lua/fetch.lua`): what one stream cannot fill goes
+    /// to the others, most urgent first, and never more than the shares' sum in all.
+    /// Returns the entries (or the error) per stream: one stream's error does not hide
+    /// what the others delivered.
     pub(crate) async fn read_ready(
         &self,
-        requests: &[(String, u64)],
-    ) -> crate::Result<Vec<crate::Result<Vec<Entry>>>> {
-        let p = self.conn.pipeline();
-        for (stream, count) in requests {
-            let _: () = p
-                .xreadgroup(
-                    GROUP,
-                    self.consumer.as_str(),
-                    Some(*count),
-                    None,
-                    false,
-                    stream.as_str(),
-                    ">",
-                )
-                .await
-                .map_err(fail)?;
+        streams: &[String; 3],
+        shares: [u32; 3],
+    ) -> crate::Result<[crate::Result<Vec<Entry>>; 3]> {
+        let mut args: Vec<Value> = vec![GROUP.into(), self.consumer.as_str().into()];
+        args.extend(shares.iter().map(|n| Value::from(i64::from(*n))));
+        let reply: Value = run(&self.conn, &self.fetch, streams.to_vec(), args).await?;
+        let mut parts = list_of(reply).into_iter();
+        let mut entries: Vec<crate::Result<Vec<Entry>>> = Vec::with_capacity(3);
+        for _ in 0..3 {
+            entries.push(entries_of(parts.next().unwrap_or(Value::Null)));
         }
-        let mut out = Vec::with_capacity(requests.len());
-        for r in p.try_all::<Value>().await {
-            out.push(r.map_err(fail).and_then(read_reply).map(|streams| {
-                streams
-                    .into_iter()
-                    .next()
-                    .map(|(_, e)| e)
-                    .unwrap_or_default()
-            }));
+        let errors = list_of(parts.next().unwrap_or(Value::Null));
+        for (e, error) in entries.iter_mut().zip(errors) {
+            let error = text_of(&error);
+            if !error.is_empty() {
+                // As the read itself would have failed: a lost group reads as one.
+                *e = Err(crate::Error::Redis(error));
+            }
         }
-        Ok(out)
+        let [h, n, l]: [crate::Result<Vec<Entry>>; 3] = entries
+            .try_into()
+            .map_err(|_| crate::Error::Decode("fetch script: three streams".into()))?;
+        Ok([h, n, l])
     }
 
     /// Closes the connection. It may still be inside a blocking read: that is interrupted

@@ -45,6 +45,7 @@ pub(super) struct Scripts {
     pub(super) cron_claim: Script,
     pub(super) queue_stats: Script,
     pub(super) status: Script,
+    pub(super) fetch: Script,
 }
 
 impl Scripts {
@@ -68,6 +69,7 @@ impl Scripts {
             cron_claim: script!("cron_claim"),
             queue_stats: script!("queue_stats"),
             status: script!("status"),
+            fetch: script!("fetch"),
         }
     }
 

@@ -77,17 +77,23 @@ pub(crate) async fn drain_with(
 }
 
 /// Fills `queue` with `jobs` no-op jobs through stevedore.
-pub(crate) async fn fill(ctx: &Ctx, queue: &str, jobs: usize) -> anyhow::Result<()> {
+pub(crate) async fn fill(
+    ctx: &Ctx,
+    queue: &str,
+    jobs: usize,
+) -> anyhow::Result<Option<stevedore::JobId>> {
     let client = &ctx.client;
     let mut left = jobs;
+    let mut last = None;
     while left > 0 {
         let k = left.min(10_000);
-        client
+        last = client
             .enqueue_bulk((0..k).map(|_| noop::job(Probe::default()).queue(queue)))
-            .await?;
+            .await?
+            .pop();
         left -= k;
     }
-    Ok(())
+    Ok(last)
 }
 
 /// Drains `jobs` stevedore jobs with `procs` worker processes of `concurrency` each.

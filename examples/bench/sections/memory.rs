@@ -13,9 +13,22 @@ pub(crate) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
 
     ctx.progress("memory: stevedore");
     let before = Snapshot::take(&ctx.admin).await?;
-    fill(ctx, "memory", n).await?;
+    let last = fill(ctx, "memory", n).await?;
     let after = Snapshot::take(&ctx.admin).await?;
     let sd = mb_per_million(after.used_memory.saturating_sub(before.used_memory) as f64);
+    // A waiting job still has a status, read from its entry.
+    let state = match &last {
+        Some(id) => ctx
+            .client
+            .status(id.as_str())
+            .await?
+            .map(|s| s.state.to_string()),
+        None => None,
+    };
+    anyhow::ensure!(
+        state.as_deref() == Some("queued"),
+        "a waiting job's status is {state:?}, not queued"
+    );
     ctx.cleanup().await?;
 
     ctx.progress("memory: raw");
@@ -41,6 +54,9 @@ pub(crate) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         true,
         [Some(sd), Some(rw), bl],
     );
-    report.detail("memory", serde_json::json!({ "jobs": n }));
+    report.detail(
+        "memory",
+        serde_json::json!({ "jobs": n, "status_of_last_waiting_job": state }),
+    );
     Ok(())
 }

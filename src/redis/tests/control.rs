@@ -128,8 +128,8 @@ async fn replies_that_do_not_read_are_clear_errors() {
     ));
     // A consumer group that is gone reads as NOGROUP, which the fetch loop recreates.
     let reader = s.reader("c").await.expect("reader");
-    let stream = s.keys().stream("q", crate::Priority::High);
-    let r = reader.read_ready(&[(stream, 1)]).await.expect("pipeline");
+    let streams = s.keys().streams("q");
+    let r = reader.read_ready(&streams, [1, 0, 0]).await.expect("read");
     assert!(r[0].as_ref().is_err_and(is_nogroup), "{r:?}");
     reader.close().await;
 }

@@ -247,6 +247,39 @@ async fn retry_and_dead_letter_are_fenced_by_the_owner() {
 }
 
 #[tokio::test]
+async fn a_fetch_gives_an_empty_streams_share_to_the_others_and_never_takes_more() {
+    let (s, _, _redis) = store("t-fetch").await;
+    let mut writes = Vec::new();
+    for p in [
+        crate::Priority::Low,
+        crate::Priority::Low,
+        crate::Priority::Normal,
+    ] {
+        let mut w = write(job("q"));
+        w.priority = p;
+        writes.push(w);
+    }
+    s.enqueue_batch(vec![], writes, 0).await.expect("enqueue");
+    let streams = s.keys().streams("q");
+    let reader = s.reader("c").await.expect("reader");
+    reader.ensure_groups(&streams).await.expect("groups");
+    let counts = |r: &[crate::Result<Vec<crate::redis::Entry>>; 3]| {
+        r.iter()
+            .map(|e| e.as_ref().map(Vec::len).unwrap_or(99))
+            .collect::<Vec<_>>()
+    };
+    // One slot, given to the empty high stream: the normal job comes instead.
+    let r = reader.read_ready(&streams, [1, 0, 0]).await.expect("read");
+    assert_eq!(counts(&r), [0, 1, 0]);
+    // Two slots, given to high: the two low jobs (normal is empty now), and no more.
+    let r = reader.read_ready(&streams, [2, 0, 0]).await.expect("read");
+    assert_eq!(counts(&r), [0, 0, 2]);
+    let r = reader.read_ready(&streams, [5, 5, 5]).await.expect("read");
+    assert_eq!(counts(&r), [0, 0, 0]);
+    reader.close().await;
+}
+
+#[tokio::test]
 async fn blocking_reads_wake_on_a_new_entry() {
     let (s, _, _redis) = store("t-block").await;
     let streams = s.keys().streams("q");

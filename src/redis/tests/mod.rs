@@ -65,11 +65,10 @@ pub(super) async fn fetch(s: &Store, queue: &str, consumer: &str) -> Vec<(String
     let reader = s.reader(consumer).await.expect("reader");
     let streams = s.keys().streams(queue);
     reader.ensure_groups(&streams).await.expect("groups");
-    let requests: Vec<(String, u64)> = streams.iter().map(|st| (st.clone(), 100)).collect();
     let mut out = Vec::new();
     for (stream, reply) in streams
         .iter()
-        .zip(reader.read_ready(&requests).await.expect("read"))
+        .zip(reader.read_ready(&streams, [100; 3]).await.expect("read"))
     {
         for (id, fields) in reply.expect("stream read") {
             out.push((stream.clone(), id, fields.expect("fields")));
