@@ -23,6 +23,7 @@ mod kw {
     syn::custom_keyword!(backoff);
     syn::custom_keyword!(backoff_base);
     syn::custom_keyword!(backoff_cap);
+    syn::custom_keyword!(keep_succeeded);
 }
 
 /// Turns `async fn name(payload: T, ctx: JobContext) -> Result<(), E>` into a job handler.
@@ -39,6 +40,8 @@ mod kw {
 /// - `backoff = "exponential"`: retry delays (`"exponential"`, `"linear"`, `"fixed"`), with
 ///   `backoff_base = "1s"` (first delay, or the step) and `backoff_cap = "10m"` (longest
 ///   delay). Unset: the worker's retry policy.
+/// - `keep_succeeded = "1h"`: how long a succeeded job's status is kept (`"0s"`: nothing is
+///   written on success). Unset: the worker's setting for the queue, else the client's.
 /// - `crate = "path::to::stevedore"`: where the runtime crate is, when re-exported.
 #[proc_macro_attribute]
 pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -66,6 +69,7 @@ struct Args {
     queue: Option<LitStr>,
     max_attempts: Option<LitInt>,
     timeout: Option<LitStr>,
+    keep_succeeded: Option<LitStr>,
     priority: Option<LitStr>,
     backoff: Option<LitStr>,
     backoff_base: Option<LitStr>,
@@ -107,6 +111,15 @@ impl Parse for Args {
                 let k: kw::timeout = input.parse()?;
                 input.parse::<Token![=]>()?;
                 set(&mut args.timeout, input.parse()?, k.span, "timeout")?;
+            } else if look.peek(kw::keep_succeeded) {
+                let k: kw::keep_succeeded = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut args.keep_succeeded,
+                    input.parse()?,
+                    k.span,
+                    "keep_succeeded",
+                )?;
             } else if look.peek(kw::backoff_base) {
                 let k: kw::backoff_base = input.parse()?;
                 input.parse::<Token![=]>()?;
@@ -328,6 +341,19 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
             Err(e) => push(syn::Error::new(
                 l.span(),
                 format!("invalid timeout: {e} (examples: \"30s\", \"500ms\", \"2m\")"),
+            )),
+        }
+    }
+    if let Some(l) = &args.keep_succeeded {
+        match humantime::parse_duration(&l.value()) {
+            Ok(d) => {
+                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                options
+                    .extend(quote!(.keep_succeeded(#krate::__private::Duration::from_millis(#ms))));
+            }
+            Err(e) => push(syn::Error::new(
+                l.span(),
+                format!("invalid keep_succeeded: {e} (examples: \"1h\", \"7d\", \"0s\")"),
             )),
         }
     }

@@ -62,3 +62,5 @@ mod status;
 mod tls;
 /// The job span continues the producer's OpenTelemetry trace through `traceparent`.
 mod traces;
+/// Data written by the previous version (status hashes, UUID ids) after an upgrade.
+mod upgrade;

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use stevedore::{Client, JobContext, JobError, JobState, RetryPolicy, Worker, job_handler};
 
@@ -326,4 +327,123 @@ async fn fifty_concurrent_producers_of_a_unique_job_create_one() {
         ),
         "{err:?}"
     );
+}
+
+#[job_handler(name = "status.quiet", queue = "st2", keep_succeeded = "0s")]
+async fn quiet(s: Step, _ctx: JobContext) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(s.hold_ms)).await;
+    Ok(())
+}
+
+#[job_handler(name = "status.kept", queue = "st2")]
+async fn kept(s: Step, ctx: JobContext) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(s.hold_ms)).await;
+    ctx.set_result(&Report { pages: 3 })?;
+    Ok(())
+}
+
+/// A job enqueued to run now has no status hash: queued and running are read from its entry
+/// and the pending list, succeeded from its queue's done bucket, kept as long as its type or
+/// queue asks (nothing at all for zero).
+#[tokio::test]
+async fn a_ready_job_is_followed_through_its_entry_and_kept_as_long_as_asked() {
+    let env = TestEnv::start().await;
+    let step = |hold_ms| Step {
+        hold_ms,
+        fail_first: false,
+        permanent: false,
+    };
+    let kept_id = env
+        .client
+        .enqueue(kept::job(step(400)))
+        .await
+        .expect("enqueue");
+    let quiet_id = env
+        .client
+        .enqueue(quiet::job(step(400)))
+        .await
+        .expect("enqueue");
+    let s = env
+        .client
+        .status(kept_id.as_str())
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(
+        (s.state, s.attempts, s.job_type.as_str(), s.queue.as_str()),
+        (JobState::Queued, 0, "status.kept", "st2")
+    );
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .keep_succeeded("st2", Duration::from_millis(1500))
+            .handler(kept::handler())
+            .handler(quiet::handler())
+            .build()
+            .expect("worker"),
+    );
+    for id in [&kept_id, &quiet_id] {
+        let s = support::wait_for(Duration::from_secs(10), "running", || async {
+            env.client
+                .status_in("st2", id.as_str())
+                .await
+                .ok()
+                .flatten()
+                .filter(|s| s.state == JobState::Running)
+        })
+        .await;
+        assert_eq!(s.attempts, 1);
+    }
+    let s = env
+        .client
+        .wait_for(kept_id.as_str(), Duration::from_secs(10))
+        .await
+        .expect("wait")
+        .expect("known");
+    assert_eq!(
+        (
+            s.state,
+            s.attempts,
+            s.job_type.as_str(),
+            s.result_as::<Report>().map(|r| r.ok())
+        ),
+        (
+            JobState::Succeeded,
+            1,
+            "status.kept",
+            Some(Some(Report { pages: 3 }))
+        )
+    );
+    assert!(s.finished_at.is_some() && s.enqueued_at.is_some());
+    eventually(Duration::from_secs(10), "the quiet job is done", || async {
+        env.ready("st2").await == 0 && env.pending("st2").await == 0
+    })
+    .await;
+    assert_eq!(
+        env.client.status(quiet_id.as_str()).await.expect("status"),
+        None,
+        "keep_succeeded = 0: nothing written on success"
+    );
+    let statuses: Vec<String> = env
+        .raw
+        .custom(
+            fred::cmd!("KEYS"),
+            vec![format!("{}:{{st2}}:job:*", env.prefix)],
+        )
+        .await
+        .expect("keys");
+    assert!(statuses.is_empty(), "no status hash: {statuses:?}");
+    eventually(
+        Duration::from_secs(5),
+        "the success record expired",
+        || async {
+            env.client
+                .status(kept_id.as_str())
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        },
+    )
+    .await;
+    running.shutdown().await.expect("clean shutdown");
 }
