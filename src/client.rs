@@ -104,8 +104,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Job status by id: kept for `retention` after a job's last change (default 24 h);
-    /// `None` turns status tracking off (fewer writes per job; `status` then finds nothing).
+    /// Job status by id: records are kept for `retention` after a job's last change
+    /// (default 24 h; workers may keep succeeded jobs for another time, per queue or job
+    /// type). `None` writes no status records: `status` then still finds a job that waits
+    /// or runs (read from its entry), and nothing once it is done or if it was delayed.
     pub fn job_status(mut self, retention: Option<Duration>) -> Self {
         self.job_status = retention;
         self

@@ -74,6 +74,41 @@ impl Reader {
         read_reply(reply)
     }
 
+    /// Reads from several streams with a different COUNT each, in one round trip, without
+    /// blocking. Returns the entries (or the error) per requested stream, in request order:
+    /// one stream's error does not hide what the others delivered.
+    pub(crate) async fn read_shares(
+        &self,
+        requests: &[(String, u64)],
+    ) -> crate::Result<Vec<crate::Result<Vec<Entry>>>> {
+        let p = self.conn.pipeline();
+        for (stream, count) in requests {
+            let _: () = p
+                .xreadgroup(
+                    GROUP,
+                    self.consumer.as_str(),
+                    Some(*count),
+                    None,
+                    false,
+                    stream.as_str(),
+                    ">",
+                )
+                .await
+                .map_err(fail)?;
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        for r in p.try_all::<Value>().await {
+            out.push(r.map_err(fail).and_then(read_reply).map(|streams| {
+                streams
+                    .into_iter()
+                    .next()
+                    .map(|(_, e)| e)
+                    .unwrap_or_default()
+            }));
+        }
+        Ok(out)
+    }
+
     /// Reads up to `shares[i]` new entries from `streams[i]` (high, normal, low) without
     /// blocking, in one script call (`lua/fetch.lua`): what one stream cannot fill goes
     /// to the others, most urgent first, and never more than the shares' sum in all.

@@ -2,8 +2,9 @@
 //!
 //! A loop waits for a free slot, then reads as many entries as there are free slots,
 //! split between the three priority streams by weight (COUNT applies per stream, so each
-//! stream gets its own COUNT), in one script call. A stream that returns less than its
-//! share gives the rest to the others in the same call. When all three are empty, the loop
+//! stream gets its own COUNT). A stream that returns less than its share gives the rest
+//! to the others: in the same call when a few slots are free (one script call), in a
+//! further pipelined round otherwise. When all three are empty, the loop
 //! blocks on all three at once with a finite BLOCK, so a new job of any priority starts
 //! within milliseconds. A full worker stops reading. What a read returns is started as a
 //! batch (`started`): prepared, recorded as running in one call, then a task per delivery.
@@ -23,6 +24,11 @@ use crate::redis::{self, Entry, Reader};
 
 /// How long one blocking read waits before it is sent again.
 const BLOCK: Duration = Duration::from_secs(2);
+/// Free slots up to which a fetch is one script call (`lua/fetch.lua`); above, pipelined
+/// XREADGROUPs. The script copies every entry it reads through Lua, which costs Redis
+/// more per entry than XREADGROUP itself; for a handful that is cheaper than the extra
+/// round trip a share given to an empty stream costs a pipelined read.
+const SCRIPTED_FETCH_MAX: u32 = 4;
 /// Entries read per fetch at most, whatever the concurrency.
 const MAX_FETCH: u32 = 256;
 /// How long a read may go unanswered (beyond its BLOCK time) before the loop counts it as
@@ -233,14 +239,20 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
 }
 
 /// Reads up to `free` entries that are already waiting, without blocking, most urgent
-/// first, in one round trip: each stream is asked for its weighted share, and what one
-/// cannot fill goes to the others (`Reader::read_ready`).
+/// first. A few free slots are filled in one round trip by a script that gives an empty
+/// stream's share to the others (`Reader::read_ready`), so a worker of concurrency 1 pays
+/// one round trip per job whichever stream holds it; more are read with pipelined
+/// XREADGROUPs (`fetch_in_rounds`), which Redis serves without copying every entry through
+/// a script.
 async fn fetch_ready(
     conn: &Reader,
     streams: &[String; 3],
     free: u32,
     splitter: &mut SlotSplitter,
 ) -> crate::Result<Vec<(Priority, Entry)>> {
+    if free > SCRIPTED_FETCH_MAX {
+        return fetch_in_rounds(conn, streams, free, splitter).await;
+    }
     let shares = splitter.split(free, [true; 3]);
     let replies = conn.read_ready(streams, shares).await?;
     let mut out: Vec<(Priority, Entry)> = Vec::new();
@@ -270,6 +282,78 @@ async fn fetch_ready(
             }
         }
     }
+    Ok(out)
+}
+
+/// Reads up to `free` entries that are already waiting, without blocking, most urgent
+/// first, in pipelined XREADGROUPs: a round trip per round, a further round only when a
+/// stream returned less than its share.
+async fn fetch_in_rounds(
+    conn: &Reader,
+    streams: &[String; 3],
+    free: u32,
+    splitter: &mut SlotSplitter,
+) -> crate::Result<Vec<(Priority, Entry)>> {
+    let mut out: Vec<(Priority, Entry)> = Vec::new();
+    let mut open = [true; 3];
+    let mut remaining = free;
+    for _ in 0..3 {
+        let shares = splitter.split(remaining, open);
+        let asked: Vec<(Priority, u32)> = Priority::ALL
+            .into_iter()
+            .map(|p| (p, shares[p.index()]))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if asked.is_empty() {
+            break;
+        }
+        let requests: Vec<(String, u64)> = asked
+            .iter()
+            .map(|(p, n)| (streams[p.index()].clone(), u64::from(*n)))
+            .collect();
+        let replies = conn.read_shares(&requests).await?;
+        let mut got = 0u32;
+        let mut failed = None;
+        for ((priority, share), reply) in asked.into_iter().zip(replies) {
+            let entries = match reply {
+                Ok(entries) => entries,
+                Err(e) => {
+                    open[priority.index()] = false;
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            let n = entries.len() as u32;
+            if n < share {
+                open[priority.index()] = false;
+            }
+            got += n;
+            out.extend(entries.into_iter().map(|e| (priority, e)));
+        }
+        if let Some(e) = failed {
+            if out.is_empty() {
+                return Err(e);
+            }
+            // What the other streams delivered is pending under this worker now: run it,
+            // rather than leave it to be taken back after the lease. A lost group is
+            // recreated here; any other error shows again at the next fetch.
+            if redis::is_nogroup(&e) {
+                tracing::warn!(
+                    ?streams,
+                    "consumer group missing on one stream; recreating it"
+                );
+                if let Err(e) = conn.ensure_groups(streams).await {
+                    tracing::warn!(error = %e, "recreating the consumer group failed");
+                }
+            }
+            break;
+        }
+        remaining = remaining.saturating_sub(got);
+        if remaining == 0 || got == 0 {
+            break;
+        }
+    }
+    out.sort_by_key(|(p, _)| *p);
     Ok(out)
 }
 

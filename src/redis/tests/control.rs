@@ -131,6 +131,11 @@ async fn replies_that_do_not_read_are_clear_errors() {
     let streams = s.keys().streams("q");
     let r = reader.read_ready(&streams, [1, 0, 0]).await.expect("read");
     assert!(r[0].as_ref().is_err_and(is_nogroup), "{r:?}");
+    let r = reader
+        .read_shares(&[(streams[0].clone(), 1)])
+        .await
+        .expect("pipeline");
+    assert!(r[0].as_ref().is_err_and(is_nogroup), "{r:?}");
     reader.close().await;
 }
 
