@@ -45,7 +45,9 @@ use crate::dlq::DeadReason;
 /// Methods are called synchronously on the worker's (or producer's) task: keep them short
 /// and non-blocking.
 pub trait Observer: Send + Sync + 'static {
-    /// A job was accepted by Redis (one call per job, also for bulk enqueues).
+    /// A job was accepted by Redis (one call per job, also for bulk enqueues). Reported
+    /// once the producer has Redis' reply, which carries the job's id: a worker elsewhere
+    /// may already have reported the job `started` by then.
     fn enqueued(&self, job: &EnqueuedEvent<'_>) {
         let _ = job;
     }

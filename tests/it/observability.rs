@@ -60,13 +60,23 @@ impl Recorder {
             .push(what);
     }
 
+    /// The events of job `id`: `enqueued` first, then the worker's in the order they
+    /// happened. The producer reports `enqueued` once it has Redis' reply, so the worker
+    /// may report `started` before it: only that one is moved to the front, and each job is
+    /// checked to have been reported enqueued exactly once.
     fn of(&self, id: &str) -> Vec<String> {
-        self.0
+        let all = self
+            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let (mut enqueued, rest): (Vec<String>, Vec<String>) =
+            all.into_iter().partition(|e| e.starts_with("enqueued "));
+        assert!(enqueued.len() <= 1, "{id} enqueued twice: {enqueued:?}");
+        enqueued.extend(rest);
+        enqueued
     }
 }
 
