@@ -4,12 +4,24 @@
 -- priority order. So a worker with one free slot takes its next job in one round trip,
 -- whichever stream holds it, and never takes more entries than it has slots.
 --
--- KEYS[1..3] the queue's high, normal and low streams
+-- First, it acknowledges the entries the worker finished since its last fetch and
+-- records their success, as ack.lua does: the job that freed a slot and the fetch of the
+-- next share one command and one round trip.
+--
+-- KEYS[1..3] the queue's high, normal and low streams  KEYS[4..] record keys (ack.lua)
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3..5] the share of high, normal and low
+-- ARGV[6] now (ms)  ARGV[7] k, then k sections of finished entries: the index of their
+--         stream (1..3), then n, n entry ids, m, m records, as `ack_finished` reads them
 --
 -- Returns {high entries, normal entries, low entries, errors}: entries as XREADGROUP
 -- gives them ({id, {field, value, ...}}), errors one per stream ('' when its read
 -- worked), so one stream's failure (a lost group) does not hide what the others gave.
+local at = 8
+for _ = 1, tonumber(ARGV[7]) do
+  local _, after = ack_finished(KEYS[tonumber(ARGV[at])], ARGV[1], ARGV[6], at + 1)
+  at = after
+end
+
 local out, errors, open = {}, {}, {}
 for i = 1, 3 do
   out[i], errors[i], open[i] = {}, '', true

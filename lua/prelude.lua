@@ -44,3 +44,53 @@ local function field_of(fields, name)
   end
   return nil
 end
+
+-- Acknowledges and deletes finished entries of `stream` and records their jobs' success
+-- (ack.lua tells the two kinds of record). Reads ARGV from index `at`: n, then n entry
+-- ids, then m, then m records of four values each: the index of its key in KEYS, the field
+-- ('' for a status hash), the value (for a status hash the handler's JSON result or ''),
+-- the retention (ms, above 0). Returns the number of entries acknowledged and the index
+-- of ARGV after the section.
+local function ack_finished(stream, group, now, at)
+  local n = tonumber(ARGV[at])
+  local acked = 0
+  if n > 0 then
+    acked = redis.call('XACK', stream, group, unpack(ARGV, at + 1, at + n))
+    redis.call('XDEL', stream, unpack(ARGV, at + 1, at + n))
+  end
+  local first = at + n + 2
+  local after = first + 4 * tonumber(ARGV[at + n + 1])
+  local buckets, order = {}, {}
+  for i = first, after - 1, 4 do
+    local key, field, value, keep = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    if field == '' then
+      if value ~= '' then
+        redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'updated_at', now,
+          'result', value)
+      else
+        redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'updated_at', now)
+      end
+      redis.call('PEXPIRE', key, keep)
+    else
+      local b = buckets[key]
+      if not b then
+        b = { fields = {}, keep = 0 }
+        buckets[key] = b
+        order[#order + 1] = key
+      end
+      b.fields[#b.fields + 1] = field
+      b.fields[#b.fields + 1] = value
+      if keep > b.keep then
+        b.keep = keep
+      end
+    end
+  end
+  for _, key in ipairs(order) do
+    local b = buckets[key]
+    redis.call('HSET', key, unpack(b.fields))
+    if redis.call('PTTL', key) < b.keep then
+      redis.call('PEXPIRE', key, b.keep)
+    end
+  end
+  return acked, after
+end

@@ -19,15 +19,14 @@ end
 if ARGV[2] == '' then
   return { 'none' }
 end
-if redis.call('TYPE', KEYS[2])['ok'] == 'stream' then
-  local entry = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
-  if #entry == 1 and not field_of(entry[1][2], 'id') then
-    local ok, pending = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
-    if ok and #pending == 1 then
-      return { 'entry', entry[1][2], pending[1][2], pending[1][3], pending[1][4] }
-    end
-    return { 'entry', entry[1][2], '', 0, 0 }
+-- A key of another type under the stream's name reads as no entry, not as an error.
+local read, entry = pcall(redis.call, 'XRANGE', KEYS[2], ARGV[2], ARGV[2])
+if read and #entry == 1 and not field_of(entry[1][2], 'id') then
+  local ok, pending = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
+  if ok and #pending == 1 then
+    return { 'entry', entry[1][2], pending[1][2], pending[1][3], pending[1][4] }
   end
+  return { 'entry', entry[1][2], '', 0, 0 }
 end
 local done = redis.call('HGET', KEYS[3], ARGV[3])
 if done then

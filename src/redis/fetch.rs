@@ -7,6 +7,7 @@ use fred::prelude::*;
 use super::entry::{Entry, entries_of, list_of, read_reply, text_of};
 use super::keys::GROUP;
 use super::scripts::run;
+use super::settle::{StreamAcks, push_acks};
 use super::{Store, fail};
 
 /// A connection of its own for one fetch loop's reads, which may block: they must never
@@ -112,16 +113,29 @@ impl Reader {
     /// Reads up to `shares[i]` new entries from `streams[i]` (high, normal, low) without
     /// blocking, in one script call (`lua/fetch.lua`): what one stream cannot fill goes
     /// to the others, most urgent first, and never more than the shares' sum in all.
+    /// First, in the same call, acknowledges `finished[i]`, finished entries of
+    /// `streams[i]`, and records their success as [`Store::ack_batch`] does.
     /// Returns the entries (or the error) per stream: one stream's error does not hide
     /// what the others delivered.
     pub(crate) async fn read_ready(
         &self,
         streams: &[String; 3],
         shares: [u32; 3],
+        finished: &[StreamAcks; 3],
     ) -> crate::Result<[crate::Result<Vec<Entry>>; 3]> {
+        let mut keys = streams.to_vec();
         let mut args: Vec<Value> = vec![GROUP.into(), self.consumer.as_str().into()];
         args.extend(shares.iter().map(|n| Value::from(i64::from(*n))));
-        let reply: Value = run(&self.conn, &self.fetch, streams.to_vec(), args).await?;
+        args.push(Value::from(crate::clock::now_ms() as i64));
+        let sections = finished.iter().filter(|f| !f.ids.is_empty()).count();
+        args.push(Value::from(sections as i64));
+        for (i, f) in finished.iter().enumerate() {
+            if !f.ids.is_empty() {
+                args.push(Value::from(i as i64 + 1));
+                push_acks(&mut keys, &mut args, &f.ids, &f.records);
+            }
+        }
+        let reply: Value = run(&self.conn, &self.fetch, keys, args).await?;
         let mut parts = list_of(reply).into_iter();
         let mut entries: Vec<crate::Result<Vec<Entry>>> = Vec::with_capacity(3);
         for _ in 0..3 {

@@ -46,7 +46,7 @@ pub(crate) use leases::WorkerDetails;
 pub(crate) use periodic::{CronClaim, CronState};
 pub(crate) use promote::{Promoted, Subscription, WakeMessage};
 pub(crate) use reclaim::ReclaimScan;
-pub(crate) use settle::{DeadLetter, Fenced, Retry, StreamAcks, Succeeded};
+pub(crate) use settle::{DeadLetter, Fenced, Retry, StreamAcks, Succeeded, status_about};
 pub(crate) use stats::LIVE_WORKER_WINDOW_MS;
 pub(crate) use status::Found;
 

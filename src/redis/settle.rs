@@ -146,7 +146,7 @@ impl Store {
         &self,
         by_stream: &HashMap<Arc<str>, StreamAcks>,
     ) -> crate::Result<u64> {
-        let now = crate::clock::now_ms() as i64;
+        let now = Value::from(crate::clock::now_ms() as i64);
         let mut calls = Vec::new();
         for (stream, acks) in by_stream {
             // Not every entry has a record (one deleted while pending, a job kept for no
@@ -156,42 +156,9 @@ impl Store {
                 let (these, rest) = records.split_at(records.len().min(ids.len()));
                 records = rest;
                 let mut keys: Vec<String> = vec![stream.to_string()];
-                let mut args: Vec<Value> = Vec::with_capacity(3 + ids.len() + 4 * these.len());
-                args.extend([
-                    Value::from(GROUP),
-                    Value::from(now),
-                    Value::from(ids.len() as i64),
-                ]);
-                args.extend(ids.iter().map(|id| Value::from(id.as_str())));
-                for r in these {
-                    let (key, field, value, keep) = match r {
-                        Succeeded::Record {
-                            key,
-                            result,
-                            keep_ms,
-                        } => (key, "", result.as_deref().unwrap_or(""), keep_ms),
-                        Succeeded::Done {
-                            bucket,
-                            job_id,
-                            value,
-                            keep_ms,
-                        } => (bucket, job_id.as_str(), value.as_str(), keep_ms),
-                    };
-                    // Jobs of a batch share a bucket or two: each key is passed once.
-                    let at = match keys.iter().position(|k| k == key) {
-                        Some(at) => at,
-                        None => {
-                            keys.push(key.clone());
-                            keys.len() - 1
-                        }
-                    };
-                    args.extend([
-                        Value::from(at as i64 + 1),
-                        Value::from(field),
-                        Value::from(value),
-                        Value::from((*keep).max(1) as i64),
-                    ]);
-                }
+                let mut args: Vec<Value> = Vec::with_capacity(4 + ids.len() + 4 * these.len());
+                args.extend([Value::from(GROUP), now.clone()]);
+                push_acks(&mut keys, &mut args, ids, these);
                 calls.push(run::<u64>(self.conn(), &self.scripts.ack, keys, args));
             }
         }
@@ -254,6 +221,63 @@ impl Store {
             -1 => Fenced::Deleted,
             _ => Fenced::LeaseLost,
         })
+    }
+}
+
+/// The status fields a job without a status hash gets when it needs one (it is retried or
+/// dies: [`Retry::about`]); none for a job that has one already.
+pub(crate) fn status_about(queue: &str, env: &Envelope) -> Vec<(&'static str, String)> {
+    if env.recorded {
+        return Vec::new();
+    }
+    vec![
+        ("type", env.job_type.clone()),
+        ("queue", queue.to_string()),
+        ("attempts", env.attempt.to_string()),
+        ("max_attempts", env.max_attempts.to_string()),
+        ("enqueued_at", env.enqueued_at.to_string()),
+    ]
+}
+
+/// Appends finished entries and their success records to a script call's arguments, as
+/// `ack_finished` (lua/prelude.lua) reads them: n, the entry ids, m, then four values per
+/// record, whose key is added to `keys` (once: jobs of a batch share a bucket or two).
+pub(crate) fn push_acks(
+    keys: &mut Vec<String>,
+    args: &mut Vec<Value>,
+    ids: &[String],
+    records: &[Succeeded],
+) {
+    args.push(Value::from(ids.len() as i64));
+    args.extend(ids.iter().map(|id| Value::from(id.as_str())));
+    args.push(Value::from(records.len() as i64));
+    for r in records {
+        let (key, field, value, keep) = match r {
+            Succeeded::Record {
+                key,
+                result,
+                keep_ms,
+            } => (key, "", result.as_deref().unwrap_or(""), keep_ms),
+            Succeeded::Done {
+                bucket,
+                job_id,
+                value,
+                keep_ms,
+            } => (bucket, job_id.as_str(), value.as_str(), keep_ms),
+        };
+        let at = match keys.iter().position(|k| k == key) {
+            Some(at) => at,
+            None => {
+                keys.push(key.clone());
+                keys.len() - 1
+            }
+        };
+        args.extend([
+            Value::from(at as i64 + 1),
+            Value::from(field),
+            Value::from(value),
+            Value::from((*keep).max(1) as i64),
+        ]);
     }
 }
 

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
+use super::ack;
 use super::dispatch::Delivery;
 use super::started;
 use crate::Priority;
 use crate::backoff::Backoff;
 use crate::priority::SlotSplitter;
-use crate::redis::{self, Entry, Reader};
+use crate::redis::{self, Entry, Reader, StreamAcks};
 
 /// How long one blocking read waits before it is sent again.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -31,6 +32,8 @@ const BLOCK: Duration = Duration::from_secs(2);
 const SCRIPTED_FETCH_MAX: u32 = 4;
 /// Entries read per fetch at most, whatever the concurrency.
 const MAX_FETCH: u32 = 256;
+/// Finished entries a scripted fetch acknowledges at most; more go to the acker.
+const MAX_RIDING: usize = 64;
 /// How long a read may go unanswered (beyond its BLOCK time) before the loop counts it as
 /// failed: a server that is paused, or cut off without the connection noticing, never
 /// answers, and the loop must say so rather than wait in silence.
@@ -130,6 +133,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     rt.consume_state.set_consuming(&queue, true);
     let mut splitter = SlotSplitter::new(rt.settings.weights);
     let mut paused = rt.pause.subscribe(&queue);
+    let handoff = rt.handoff(&queue);
 
     'fetch: loop {
         if let Some(p) = paused.as_mut()
@@ -143,22 +147,49 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             }
             continue;
         }
-        let first = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            p = rt.slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        // Waiting for a slot: a job of this queue that frees one leaves its finished entry
+        // for this loop, and the fetch below acknowledges it (ack.rs, `Handoff`).
+        let waiting = handoff.wait();
+        let first = {
+            let acquire = rt.slots.clone().acquire_owned();
+            tokio::pin!(acquire);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break 'fetch,
+                    p = &mut acquire => match p {
+                        Ok(p) => break p,
+                        Err(_) => break 'fetch,
+                    },
+                    _ = waiting.overdue() => waiting.flush().await,
+                }
+            }
         };
+        let finished = waiting.take();
+        if rt.handoffs.len() > 1 {
+            rt.flush_handoffs(Some(&queue)).await;
+        }
         let free = (1 + rt.slots.available_permits() as u32).min(MAX_FETCH);
+        let riding = if free <= SCRIPTED_FETCH_MAX && finished.len() <= MAX_RIDING {
+            let (riding, other) = ack::by_stream(finished, &stream_names);
+            handoff.to_acker(other).await;
+            riding
+        } else {
+            handoff.to_acker(finished).await;
+            Default::default()
+        };
         let mut first = Some(first);
         let mut sent = Instant::now();
         let mut fetched = within(
             READ_DEADLINE,
-            fetch_ready(&conn, &streams, free, &mut splitter),
+            fetch_ready(&conn, &streams, free, &mut splitter, &riding),
         )
         .await;
+        if fetched.is_err() {
+            // Maybe acknowledged, maybe not (the reply was lost): acknowledging again is
+            // harmless, never acknowledging would run the jobs again.
+            handoff.to_acker(ack::unbatch(riding, &stream_names)).await;
+        }
         if matches!(&fetched, Ok(b) if b.is_empty()) {
             // Nothing waiting: block on all three streams without holding a slot, so other
             // queues of this worker can use it meanwhile.
@@ -219,6 +250,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                     fields,
                     token,
                     _lease: lease,
+                    handoff: handoff.clone(),
                 }
             })
             .collect();
@@ -249,12 +281,13 @@ async fn fetch_ready(
     streams: &[String; 3],
     free: u32,
     splitter: &mut SlotSplitter,
+    finished: &[StreamAcks; 3],
 ) -> crate::Result<Vec<(Priority, Entry)>> {
     if free > SCRIPTED_FETCH_MAX {
         return fetch_in_rounds(conn, streams, free, splitter).await;
     }
     let shares = splitter.split(free, [true; 3]);
-    let replies = conn.read_ready(streams, shares).await?;
+    let replies = conn.read_ready(streams, shares, finished).await?;
     let mut out: Vec<(Priority, Entry)> = Vec::new();
     let mut failed = None;
     for (priority, reply) in Priority::ALL.into_iter().zip(replies) {
@@ -266,23 +299,34 @@ async fn fetch_ready(
         }
     }
     if let Some(e) = failed {
-        if out.is_empty() {
-            return Err(e);
-        }
-        // What the other streams delivered is pending under this worker now: run it,
-        // rather than leave it to be taken back after the lease. A lost group is recreated
-        // here; any other error shows again at the next fetch.
-        if redis::is_nogroup(&e) {
-            tracing::warn!(
-                ?streams,
-                "consumer group missing on one stream; recreating it"
-            );
-            if let Err(e) = conn.ensure_groups(streams).await {
-                tracing::warn!(error = %e, "recreating the consumer group failed");
-            }
-        }
+        one_stream_failed(conn, streams, !out.is_empty(), e).await?;
     }
     Ok(out)
+}
+
+/// After a read in which some stream failed with `e`: the error itself when no stream
+/// delivered anything. Otherwise what the others delivered is pending under this worker
+/// now, so it runs, rather than wait to be taken back after the lease: a lost group is
+/// recreated here, and any other error shows again at the next fetch.
+async fn one_stream_failed(
+    conn: &Reader,
+    streams: &[String; 3],
+    delivered: bool,
+    e: crate::Error,
+) -> crate::Result<()> {
+    if !delivered {
+        return Err(e);
+    }
+    if redis::is_nogroup(&e) {
+        tracing::warn!(
+            ?streams,
+            "consumer group missing on one stream; recreating it"
+        );
+        if let Err(e) = conn.ensure_groups(streams).await {
+            tracing::warn!(error = %e, "recreating the consumer group failed");
+        }
+    }
+    Ok(())
 }
 
 /// Reads up to `free` entries that are already waiting, without blocking, most urgent
@@ -331,21 +375,7 @@ async fn fetch_in_rounds(
             out.extend(entries.into_iter().map(|e| (priority, e)));
         }
         if let Some(e) = failed {
-            if out.is_empty() {
-                return Err(e);
-            }
-            // What the other streams delivered is pending under this worker now: run it,
-            // rather than leave it to be taken back after the lease. A lost group is
-            // recreated here; any other error shows again at the next fetch.
-            if redis::is_nogroup(&e) {
-                tracing::warn!(
-                    ?streams,
-                    "consumer group missing on one stream; recreating it"
-                );
-                if let Err(e) = conn.ensure_groups(streams).await {
-                    tracing::warn!(error = %e, "recreating the consumer group failed");
-                }
-            }
+            one_stream_failed(conn, streams, !out.is_empty(), e).await?;
             break;
         }
         remaining = remaining.saturating_sub(got);

@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
-use super::ack::Ack;
+use super::ack::{self, Ack, Handoff};
 use super::lease::LeaseGuard;
 use crate::Priority;
 use crate::dlq::DeadReason;
@@ -27,7 +27,7 @@ use crate::handler::{
     ContextFacts, ErasedHandler, JobContext, JobError, Retry, UndecodablePayload,
 };
 use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
-use crate::redis::{self, Fenced, Fields, Succeeded};
+use crate::redis::{self, Fenced, Fields};
 
 /// One entry handed to this worker.
 #[derive(Debug)]
@@ -41,6 +41,8 @@ pub(crate) struct Delivery {
     pub(crate) token: CancellationToken,
     /// Keeps the entry's lease renewed until the delivery is settled.
     pub(crate) _lease: LeaseGuard,
+    /// Where its entry goes once finished: the queue's fetch loop or the acker.
+    pub(crate) handoff: Arc<Handoff>,
 }
 
 enum Outcome {
@@ -180,9 +182,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemap
     match prepared {
         Prepared::Run(attempt) => run_attempt(&rt, *attempt).await,
         Prepared::Deleted(d) => {
-            let _ = rt
-                .acks
-                .send(Ack {
+            d.handoff
+                .settle(Ack {
                     stream: d.stream.clone(),
                     entry_id: d.entry_id.clone(),
                     record: None,
@@ -294,34 +295,9 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
         Outcome::Succeeded => {
             rt.observers.each(|o| o.succeeded(&job, took));
             let keep_ms = rt.keep_succeeded_ms(&d.queue, &handler.options());
-            let record = match status_key {
-                Some(key) => Some(Succeeded::Record {
-                    key,
-                    result: ctx.take_result(),
-                    keep_ms,
-                }),
-                None if keep_ms > 0 => {
-                    rt.client
-                        .keys()
-                        .done_of(&env.id)
-                        .map(|bucket| Succeeded::Done {
-                            bucket,
-                            value: Succeeded::done_value(
-                                crate::clock::now_ms(),
-                                env.attempt,
-                                env.max_attempts,
-                                &env.job_type,
-                                ctx.take_result().as_deref(),
-                            ),
-                            job_id: env.id.clone(),
-                            keep_ms,
-                        })
-                }
-                None => None,
-            };
-            let _ = rt
-                .acks
-                .send(Ack {
+            let record = ack::success_record(rt, status_key, &env, keep_ms, &ctx);
+            d.handoff
+                .settle(Ack {
                     stream: d.stream.clone(),
                     entry_id: d.entry_id.clone(),
                     record,
@@ -399,21 +375,6 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     format!("handler panicked: {what}")
 }
 
-/// The status fields a job without a status hash gets when it needs one (it is retried or
-/// dies); none for a job that has one already.
-fn about(d: &Delivery, env: &Envelope) -> Vec<(&'static str, String)> {
-    if env.recorded {
-        return Vec::new();
-    }
-    vec![
-        ("type", env.job_type.clone()),
-        ("queue", d.queue.to_string()),
-        ("attempts", env.attempt.to_string()),
-        ("max_attempts", env.max_attempts.to_string()),
-        ("enqueued_at", env.enqueued_at.to_string()),
-    ]
-}
-
 /// Moves the entry to the queue's dead-letter stream, if this worker still owns it.
 pub(crate) async fn dead_letter(
     rt: &Runtime,
@@ -422,7 +383,9 @@ pub(crate) async fn dead_letter(
     reason: DeadReason,
     error: &str,
 ) -> bool {
-    let about = env.map(|env| about(d, env)).unwrap_or_default();
+    let about = env
+        .map(|env| redis::status_about(&d.queue, env))
+        .unwrap_or_default();
     let letter = redis::DeadLetter {
         queue: &d.queue,
         stream: &d.stream,
@@ -456,7 +419,7 @@ async fn retry_later(
     delay: Duration,
     error: &str,
 ) -> bool {
-    let about = about(d, env);
+    let about = redis::status_about(&d.queue, env);
     let retry = redis::Retry {
         queue: &d.queue,
         priority: d.priority,

@@ -235,6 +235,7 @@ impl Scan<'_> {
             }
             let stream_name: std::sync::Arc<str> = std::sync::Arc::from(stream);
             let queue_name: std::sync::Arc<str> = std::sync::Arc::from(queue);
+            let handoff = rt.handoff(queue);
             // Leased from now on, started as slots free up. Claimed but not started
             // when the worker stops: stays pending under this worker, whose heartbeat
             // stops with it, so another janitor takes it.
@@ -251,6 +252,7 @@ impl Scan<'_> {
                         fields: Some(fields),
                         token,
                         _lease: lease,
+                        handoff: handoff.clone(),
                     }
                 })
                 .collect();

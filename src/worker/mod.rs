@@ -22,6 +22,7 @@ mod settings;
 pub(crate) mod shutdown;
 pub(crate) mod started;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -94,13 +95,40 @@ pub(crate) struct Runtime {
     pub(crate) totals: Arc<control::TotalsCounter>,
     /// One permit per concurrency slot.
     pub(crate) slots: Arc<Semaphore>,
-    pub(crate) acks: mpsc::Sender<ack::Ack>,
+    /// Per queue, where finished entries go: its fetch loop's next read, or the acker.
+    pub(crate) handoffs: HashMap<String, Arc<ack::Handoff>>,
+    /// The acker's inbox.
+    pub(crate) acker: mpsc::Sender<ack::Ack>,
+    /// Tasks waiting for a slot.
+    pub(crate) slot_waiters: Arc<ack::SlotWaiters>,
     /// Fires when the drain deadline passes: running handlers are dropped.
     pub(crate) hard_stop: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
 
 impl Runtime {
+    /// Sends the finished entries left for fetch loops to the acker, but those of `except`
+    /// (the queue of a fetch loop that takes its own): the caller took a slot, which may
+    /// be the one their job freed, and they must not wait for a loop that slot did not wake.
+    pub(crate) async fn flush_handoffs(&self, except: Option<&str>) {
+        for (queue, handoff) in &self.handoffs {
+            if except != Some(queue.as_str()) {
+                handoff.flush().await;
+            }
+        }
+    }
+
+    /// Where finished entries of `queue` go (a queue this worker consumes; for any other,
+    /// a handoff whose loop never waits, so they go straight to the acker).
+    pub(crate) fn handoff(&self, queue: &str) -> Arc<ack::Handoff> {
+        self.handoffs.get(queue).cloned().unwrap_or_else(|| {
+            Arc::new(ack::Handoff::new(
+                self.acker.clone(),
+                self.slot_waiters.clone(),
+            ))
+        })
+    }
+
     /// How long a succeeded job of `queue` whose handler has `options` keeps its success
     /// record, in ms (0: none is written): the handler's `keep_succeeded`, else the
     /// worker's for the queue, else the client's status retention.
@@ -192,6 +220,8 @@ impl Worker {
         let acker = ack::spawn(self.client.clone(), rx);
         let concurrency = self.settings.concurrency;
         let drain_timeout = self.settings.drain_timeout;
+        let queues = self.settings.queues.clone();
+        let slot_waiters = Arc::<ack::SlotWaiters>::default();
         let rt = Arc::new(Runtime {
             client: self.client,
             registry: self.registry,
@@ -203,7 +233,15 @@ impl Worker {
             observers,
             consume_state: self.consume_state.clone(),
             totals,
-            acks: tx,
+            handoffs: queues
+                .iter()
+                .map(|q| {
+                    let handoff = ack::Handoff::new(tx.clone(), slot_waiters.clone());
+                    (q.clone(), Arc::new(handoff))
+                })
+                .collect(),
+            acker: tx,
+            slot_waiters,
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });

@@ -32,15 +32,21 @@ pub(crate) async fn start_as_slots_free(
     while let Some(delivery) = next.take() {
         let permit = match first.take() {
             Some(p) => p,
-            None => tokio::select! {
-                biased;
-                _ = stop.cancelled() => return false,
-                p = rt.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return false,
-                },
-            },
+            None => {
+                let _counted = rt.slot_waiters.enter();
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return false,
+                    p = rt.slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return false,
+                    },
+                }
+            }
         };
+        // The slot may be one a finished job freed for its fetch loop: send on what that
+        // job left for the loop.
+        rt.flush_handoffs(None).await;
         let mut batch = vec![(delivery, permit)];
         next = rest.next();
         while let Some(d) = next.take() {

@@ -447,3 +447,26 @@ async fn a_ready_job_is_followed_through_its_entry_and_kept_as_long_as_asked() {
     .await;
     running.shutdown().await.expect("clean shutdown");
 }
+
+/// An id that names an entry of a stream key that holds something else (a key written by
+/// hand, another program under the prefix) is an unknown job, not a Redis error.
+#[tokio::test]
+async fn an_id_whose_stream_key_holds_another_type_is_unknown() {
+    let env = TestEnv::start().await;
+    let stream = format!("{}:{{st4}}:normal", env.prefix);
+    let _: () = env
+        .raw
+        .set(&stream, "not a stream", None, None, false)
+        .await
+        .expect("set");
+    for id in ["st4:n-1733300000000-0", "st4:n-0-0"] {
+        assert_eq!(
+            env.client
+                .status(id)
+                .await
+                .expect("no error for a wrong type"),
+            None,
+            "{id}"
+        );
+    }
+}

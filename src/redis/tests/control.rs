@@ -129,7 +129,10 @@ async fn replies_that_do_not_read_are_clear_errors() {
     // A consumer group that is gone reads as NOGROUP, which the fetch loop recreates.
     let reader = s.reader("c").await.expect("reader");
     let streams = s.keys().streams("q");
-    let r = reader.read_ready(&streams, [1, 0, 0]).await.expect("read");
+    let r = reader
+        .read_ready(&streams, [1, 0, 0], &Default::default())
+        .await
+        .expect("read");
     assert!(r[0].as_ref().is_err_and(is_nogroup), "{r:?}");
     let r = reader
         .read_shares(&[(streams[0].clone(), 1)])

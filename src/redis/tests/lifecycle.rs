@@ -269,12 +269,21 @@ async fn a_fetch_gives_an_empty_streams_share_to_the_others_and_never_takes_more
             .collect::<Vec<_>>()
     };
     // One slot, given to the empty high stream: the normal job comes instead.
-    let r = reader.read_ready(&streams, [1, 0, 0]).await.expect("read");
+    let r = reader
+        .read_ready(&streams, [1, 0, 0], &Default::default())
+        .await
+        .expect("read");
     assert_eq!(counts(&r), [0, 1, 0]);
     // Two slots, given to high: the two low jobs (normal is empty now), and no more.
-    let r = reader.read_ready(&streams, [2, 0, 0]).await.expect("read");
+    let r = reader
+        .read_ready(&streams, [2, 0, 0], &Default::default())
+        .await
+        .expect("read");
     assert_eq!(counts(&r), [0, 0, 2]);
-    let r = reader.read_ready(&streams, [5, 5, 5]).await.expect("read");
+    let r = reader
+        .read_ready(&streams, [5, 5, 5], &Default::default())
+        .await
+        .expect("read");
     assert_eq!(counts(&r), [0, 0, 0]);
     reader.close().await;
 }
@@ -306,6 +315,87 @@ async fn blocking_reads_wake_on_a_new_entry() {
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "woken, not timed out"
+    );
+    reader.close().await;
+}
+
+/// A fetch acknowledges the entries the worker finished since its last one, with their
+/// success records, before it reads: one call for both.
+#[tokio::test]
+async fn a_fetch_acknowledges_finished_entries_and_reads_the_next() {
+    let (s, raw, _redis) = store("t-ride").await;
+    let mut writes = Vec::new();
+    for p in [
+        crate::Priority::High,
+        crate::Priority::Normal,
+        crate::Priority::Normal,
+    ] {
+        let mut w = write(job("q"));
+        w.priority = p;
+        writes.push(w);
+    }
+    let ids: Vec<String> = s
+        .enqueue_batch(vec![], writes, 0)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let streams = s.keys().streams("q");
+    let reader = s.reader("c").await.expect("reader");
+    reader.ensure_groups(&streams).await.expect("groups");
+    let nothing: [StreamAcks; 3] = Default::default();
+    let r = reader
+        .read_ready(&streams, [2, 0, 0], &nothing)
+        .await
+        .expect("read");
+    let high = r[0].as_ref().expect("high").clone();
+    let normal = r[1].as_ref().expect("normal").clone();
+    assert_eq!((high.len(), normal.len()), (1, 1));
+
+    // Both finished: the high one keeps a success record, the normal one none.
+    let mut finished: [StreamAcks; 3] = Default::default();
+    finished[0].ids.push(high[0].0.clone());
+    finished[0].records.push(Succeeded::Done {
+        bucket: s.keys().done_of(&ids[0]).expect("a locator"),
+        job_id: ids[0].clone(),
+        value: Succeeded::done_value(2_000, 1, 3, "t.job", None),
+        keep_ms: 60_000,
+    });
+    finished[1].ids.push(normal[0].0.clone());
+    let r = reader
+        .read_ready(&streams, [1, 0, 0], &finished)
+        .await
+        .expect("read");
+    assert_eq!(r[1].as_ref().expect("normal").len(), 1, "the next job");
+    let pending = |stream: String| {
+        let raw = raw.clone();
+        async move {
+            let p: Value = raw
+                .xpending(stream.as_str(), crate::redis::keys::GROUP, ())
+                .await
+                .expect("xpending");
+            p.into_array()
+                .first()
+                .and_then(|v| v.as_i64())
+                .unwrap_or(-1)
+        }
+    };
+    assert_eq!(pending(streams[0].clone()).await, 0, "high acknowledged");
+    assert_eq!(
+        pending(streams[1].clone()).await,
+        1,
+        "only the new one pending"
+    );
+    let high_len: u64 = raw.xlen(&streams[0]).await.expect("xlen");
+    assert_eq!(high_len, 0, "and deleted");
+    assert_eq!(
+        s.job_status("q", &ids[0]).await.expect("status"),
+        Found::Done("2000 1 3 t.job".into())
+    );
+    assert_eq!(
+        s.job_status("q", &ids[1]).await.expect("status"),
+        Found::Nothing
     );
     reader.close().await;
 }

@@ -66,10 +66,12 @@ pub(super) async fn fetch(s: &Store, queue: &str, consumer: &str) -> Vec<(String
     let streams = s.keys().streams(queue);
     reader.ensure_groups(&streams).await.expect("groups");
     let mut out = Vec::new();
-    for (stream, reply) in streams
-        .iter()
-        .zip(reader.read_ready(&streams, [100; 3]).await.expect("read"))
-    {
+    for (stream, reply) in streams.iter().zip(
+        reader
+            .read_ready(&streams, [100; 3], &Default::default())
+            .await
+            .expect("read"),
+    ) {
         for (id, fields) in reply.expect("stream read") {
             out.push((stream.clone(), id, fields.expect("fields")));
         }
