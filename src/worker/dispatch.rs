@@ -16,6 +16,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Runtime;
 use super::ack::{self, Ack, Handoff};
@@ -180,7 +181,12 @@ fn job_event<'a>(d: &'a Delivery, env: &'a Envelope, known_type: bool) -> JobEve
 pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemaphorePermit) {
     let _permit = permit;
     match prepared {
-        Prepared::Run(attempt) => run_attempt(&rt, *attempt).await,
+        Prepared::Run(attempt) => {
+            // One span for the whole attempt, entered on each poll (never held across an
+            // await, where it would cover other tasks' events on this thread).
+            let span = job_span(&attempt.d, &attempt.env);
+            run_attempt(&rt, *attempt).instrument(span).await
+        }
         Prepared::Deleted(d) => {
             d.handoff
                 .settle(Ack {
@@ -207,43 +213,44 @@ pub(crate) async fn run(rt: Arc<Runtime>, prepared: Prepared, permit: OwnedSemap
             }
         }
         Prepared::UnknownType(d, env) => {
-            // Retried like a failure, so a rolling deploy that adds a type loses nothing: a
-            // worker that knows the type picks it up on a later attempt.
-            let job = job_event(&d, &env, false);
             let span = job_span(&d, &env);
-            let why = format!("no handler for job type {:?} on this worker", env.job_type);
-            let _entered = span.enter();
-            if env.attempt < env.max_attempts {
-                let delay = rt.settings.retry_policy.delay(env.attempt);
-                if Box::pin(retry_later(&rt, &d, &env, delay, &why)).await {
-                    rt.observers.each(|o| o.retried(&job, delay, &why));
-                }
-            } else if Box::pin(dead_letter(
-                &rt,
-                &d,
-                Some(&env),
-                DeadReason::UnknownType,
-                &why,
-            ))
-            .await
-            {
-                let event = dead_event(&job, DeadReason::UnknownType, &why);
-                rt.observers.each(|o| o.dead(&event));
-            }
+            Box::pin(unknown_type(&rt, &d, &env).instrument(span)).await;
         }
         Prepared::BadPayload(d, env, why) => {
-            let job = job_event(&d, &env, true);
             let span = job_span(&d, &env);
-            let _entered = span.enter();
-            if Box::pin(dead_letter(&rt, &d, Some(&env), DeadReason::BadEntry, &why)).await {
-                let event = dead_event(&job, DeadReason::BadEntry, &why);
-                rt.observers.each(|o| o.dead(&event));
-            }
+            Box::pin(bad_payload(&rt, &d, &env, &why).instrument(span)).await;
         }
     }
 }
 
-/// Runs an attempt's handler with its timeout and settles the outcome.
+/// Retries a job of a type this worker has no handler for, like a failure, so a rolling
+/// deploy that adds a type loses nothing: a worker that knows the type picks it up on a
+/// later attempt. Dead-letters it once its attempts are spent.
+async fn unknown_type(rt: &Runtime, d: &Delivery, env: &Envelope) {
+    let job = job_event(d, env, false);
+    let why = format!("no handler for job type {:?} on this worker", env.job_type);
+    if env.attempt < env.max_attempts {
+        let delay = rt.settings.retry_policy.delay(env.attempt);
+        if retry_later(rt, d, env, delay, &why).await {
+            rt.observers.each(|o| o.retried(&job, delay, &why));
+        }
+    } else if dead_letter(rt, d, Some(env), DeadReason::UnknownType, &why).await {
+        let event = dead_event(&job, DeadReason::UnknownType, &why);
+        rt.observers.each(|o| o.dead(&event));
+    }
+}
+
+/// Dead-letters a job whose payload does not decode for its handler.
+async fn bad_payload(rt: &Runtime, d: &Delivery, env: &Envelope, why: &str) {
+    let job = job_event(d, env, true);
+    if dead_letter(rt, d, Some(env), DeadReason::BadEntry, why).await {
+        let event = dead_event(&job, DeadReason::BadEntry, why);
+        rt.observers.each(|o| o.dead(&event));
+    }
+}
+
+/// Runs an attempt's handler with its timeout and settles the outcome; in the job's span
+/// (the caller's `instrument`).
 async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
     let Attempt {
         d,
@@ -254,11 +261,10 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
         status_key,
     } = a;
     let job = job_event(&d, &env, true);
-    let span = job_span(&d, &env);
     let timeout = env
         .timeout
         .unwrap_or_else(|| handler.options().effective_timeout());
-    span.in_scope(|| rt.observers.each(|o| o.started(&job)));
+    rt.observers.each(|o| o.started(&job));
     let started = Instant::now();
     let attempt = async {
         match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
@@ -282,7 +288,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
     };
     let mut outcome = tokio::select! {
         biased;
-        o = tracing::Instrument::instrument(attempt, span.clone()) => o,
+        o = attempt => o,
         _ = rt.hard_stop.cancelled() => Outcome::Abandoned,
     };
     let took = started.elapsed();
@@ -290,7 +296,6 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
         // A handler that gave up because the worker is stopping did not really fail.
         outcome = Outcome::Abandoned;
     }
-    let _entered = span.enter();
     match outcome {
         Outcome::Succeeded => {
             rt.observers.each(|o| o.succeeded(&job, took));
