@@ -88,8 +88,20 @@ local function ack_finished(stream, group, now, at)
   for _, key in ipairs(order) do
     local b = buckets[key]
     redis.call('HSET', key, unpack(b.fields))
-    if redis.call('PTTL', key) < b.keep then
+    local ttl = redis.call('PTTL', key)
+    if ttl < b.keep then
       redis.call('PEXPIRE', key, b.keep)
+      if ttl == -1 then
+        -- A new bucket: listed by its minute in the queue's done index
+        -- (`<prefix>:{q}:done`), which the optional memory budget trims from.
+        local index, minute = string.match(key, '^(.*):(%d+)$')
+        if index then
+          redis.call('ZADD', index, minute, minute)
+          if redis.call('PTTL', index) < b.keep then
+            redis.call('PEXPIRE', index, b.keep)
+          end
+        end
+      end
     end
   end
   return acked, after

@@ -96,6 +96,12 @@ impl Keys {
         key
     }
 
+    /// `<prefix>:{<queue>}:done`: the minutes of the queue's done buckets (member and score),
+    /// added when a bucket is created; what the optional memory budget trims from.
+    pub(crate) fn done_index(&self, queue: &str) -> String {
+        self.tagged(queue, "done")
+    }
+
     /// The done bucket of job `id` when it is one whose id names its first entry.
     pub(crate) fn done_of(&self, id: &str) -> Option<String> {
         let (queue, _, _) = crate::names::parse_locator(id)?;

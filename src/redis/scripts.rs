@@ -46,6 +46,7 @@ pub(super) struct Scripts {
     pub(super) queue_stats: Script,
     pub(super) status: Script,
     pub(super) fetch: Script,
+    pub(super) done_trim: Script,
 }
 
 impl Scripts {
@@ -70,6 +71,7 @@ impl Scripts {
             queue_stats: script!("queue_stats"),
             status: script!("status"),
             fetch: script!("fetch"),
+            done_trim: script!("done_trim"),
         }
     }
 

@@ -301,3 +301,39 @@ fn truncate(s: &str) -> &str {
     }
     &s[..end]
 }
+
+/// What trimming a queue's success records to its memory budget did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DoneTrim {
+    /// Done buckets deleted (a minute of records each).
+    pub(crate) buckets: u64,
+    /// Their bytes, by Redis' estimate.
+    pub(crate) freed: u64,
+    /// Bytes of the buckets kept.
+    pub(crate) kept: u64,
+}
+
+impl Store {
+    /// Deletes `queue`'s oldest done buckets (whole minutes of success records) until the
+    /// rest take at most `budget` bytes by Redis' estimate (`lua/done_trim.lua`).
+    pub(crate) async fn done_trim(&self, queue: &str, budget: u64) -> crate::Result<DoneTrim> {
+        let index = self.keys.done_index(queue);
+        let mut prefix = index.clone();
+        prefix.push(':');
+        let (buckets, freed, kept): (u64, u64, u64) = run(
+            self.conn(),
+            &self.scripts.done_trim,
+            vec![index],
+            vec![
+                Value::from(budget.min(i64::MAX as u64) as i64),
+                prefix.into(),
+            ],
+        )
+        .await?;
+        Ok(DoneTrim {
+            buckets,
+            freed,
+            kept,
+        })
+    }
+}

@@ -106,6 +106,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// Bounds the memory of `queue`'s success records (its done buckets) to about `bytes`,
+    /// besides their retention: each janitor round (lease/2) sums them newest first, by
+    /// Redis' estimate (`MEMORY USAGE`), and deletes the oldest minutes of records past the
+    /// budget, whole. A job whose record was deleted reads as unknown, like an expired one.
+    /// Between rounds the records may pass the budget by what a round writes. Default: no
+    /// budget, records are bounded by their retention only. Records in status hashes (jobs
+    /// that were delayed, retried or replayed) are not counted: their retention bounds them.
+    pub fn succeeded_budget(mut self, queue: impl Into<String>, bytes: u64) -> Self {
+        self.settings.succeeded_budget.insert(queue.into(), bytes);
+        self
+    }
+
     /// Deliveries after which an entry whose workers keep dying is dead-lettered as
     /// `poison` (default 3). Separate from `max_attempts`, which counts handler failures.
     pub fn max_deliveries(mut self, n: u32) -> Self {

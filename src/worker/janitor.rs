@@ -107,6 +107,17 @@ async fn sweep(
                 }
             }
         }
+        if let Some(&budget) = rt.settings.succeeded_budget.get(queue) {
+            match store.done_trim(queue, budget).await {
+                Ok(t) if t.buckets > 0 => {
+                    tracing::info!(queue = %queue, buckets = t.buckets, freed_bytes = t.freed, kept_bytes = t.kept, budget, "success records past the memory budget deleted, oldest first")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(queue = %queue, error = %e, "trimming success records to the budget failed")
+                }
+            }
+        }
         for priority in Priority::ALL {
             let stream = keys.stream(queue, priority);
             if prune {

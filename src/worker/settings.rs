@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     /// How long succeeded jobs of a queue keep their success record, where the worker sets
     /// it (handlers may set their own).
     pub(crate) keep_succeeded: std::collections::HashMap<String, Duration>,
+    /// Per queue, the most memory its success records may take (bytes).
+    pub(crate) succeeded_budget: std::collections::HashMap<String, u64>,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             dlq_retention: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             keep_succeeded: std::collections::HashMap::new(),
+            succeeded_budget: std::collections::HashMap::new(),
         }
     }
 }

@@ -470,3 +470,64 @@ async fn an_id_whose_stream_key_holds_another_type_is_unknown() {
         );
     }
 }
+
+/// A queue with a memory budget for its success records loses the oldest past it, whole
+/// minutes at a time, at the janitor's next round: its jobs then read as unknown.
+#[tokio::test]
+async fn success_records_past_the_queues_memory_budget_are_deleted() {
+    let env = TestEnv::start().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            env.client
+                .enqueue(kept::job(Step {
+                    hold_ms: 0,
+                    fail_first: false,
+                    permanent: false,
+                }))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .keep_succeeded("st2", Duration::from_secs(3600))
+            .succeeded_budget("st2", 1)
+            .lease(Duration::from_millis(300))
+            .handler(kept::handler())
+            .build()
+            .expect("worker"),
+    );
+    eventually(Duration::from_secs(10), "the jobs are done", || async {
+        env.ready("st2").await == 0 && env.pending("st2").await == 0
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the records past the budget are deleted",
+        || async {
+            let mut none = true;
+            for id in &ids {
+                none &= env
+                    .client
+                    .status(id.as_str())
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none();
+            }
+            none
+        },
+    )
+    .await;
+    let buckets: Vec<String> = env
+        .raw
+        .custom(
+            fred::cmd!("KEYS"),
+            vec![format!("{}:{{st2}}:done:*", env.prefix)],
+        )
+        .await
+        .expect("keys");
+    assert!(buckets.is_empty(), "{buckets:?}");
+    running.shutdown().await.expect("clean shutdown");
+}

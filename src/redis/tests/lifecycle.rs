@@ -399,3 +399,81 @@ async fn a_fetch_acknowledges_finished_entries_and_reads_the_next() {
     );
     reader.close().await;
 }
+
+/// A queue's success records past its memory budget go, oldest minute first; buckets that
+/// expired leave the index.
+#[tokio::test]
+async fn success_records_past_a_memory_budget_are_deleted_oldest_minute_first() {
+    let (s, raw, _redis) = store("t-budget").await;
+    let streams = s.keys().streams("q");
+    let reader = s.reader("c").await.expect("reader");
+    reader.ensure_groups(&streams).await.expect("groups");
+    reader.close().await;
+    let stream: Arc<str> = Arc::from(streams[1].as_str());
+    let result = format!("{{\"text\":\"{}\"}}", "x".repeat(100));
+    for minute in [100u64, 101, 102] {
+        let ms = minute * 60_000;
+        let mut acks = StreamAcks::default();
+        for i in 0..20 {
+            acks.ids.push(format!("{ms}-{i}"));
+            acks.records.push(Succeeded::Done {
+                bucket: s.keys().done("q", ms),
+                job_id: format!("q:n-{ms}-{i}"),
+                value: Succeeded::done_value(ms + 5, 1, 3, "t.job", Some(&result)),
+                keep_ms: 3_600_000,
+            });
+        }
+        let by_stream = HashMap::from([(stream.clone(), acks)]);
+        s.ack_batch(&by_stream).await.expect("ack");
+    }
+    let index = s.keys().done_index("q");
+    let listed: Vec<String> = raw
+        .zrange(&index, 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
+    assert_eq!(listed, ["100", "101", "102"]);
+    let ttl: i64 = raw.pttl(&index).await.expect("pttl");
+    assert!(ttl > 3_000_000, "the index expires with its buckets: {ttl}");
+    let mut sizes = Vec::new();
+    for minute in [100u64, 101, 102] {
+        let size: u64 = raw
+            .custom(
+                fred::cmd!("MEMORY"),
+                vec!["USAGE".to_string(), s.keys().done("q", minute * 60_000)],
+            )
+            .await
+            .expect("memory usage");
+        sizes.push(size);
+    }
+
+    // Room for the two newest and half the oldest: the oldest goes, whole.
+    let budget = sizes[2] + sizes[1] + sizes[0] / 2;
+    let t = s.done_trim("q", budget).await.expect("trim");
+    assert_eq!(
+        (t.buckets, t.freed, t.kept),
+        (1, sizes[0], sizes[1] + sizes[2])
+    );
+    assert_eq!(
+        s.job_status("q", "q:n-6000000-3").await.expect("status"),
+        Found::Nothing
+    );
+    assert!(matches!(
+        s.job_status("q", "q:n-6060000-3").await.expect("status"),
+        Found::Done(_)
+    ));
+    let again = s.done_trim("q", budget).await.expect("trim");
+    assert_eq!(again.buckets, 0, "within the budget now");
+
+    // An expired bucket leaves the index; a budget of nothing deletes the rest.
+    let _: i64 = raw
+        .del(s.keys().done("q", 101 * 60_000))
+        .await
+        .expect("del");
+    let t = s.done_trim("q", 0).await.expect("trim");
+    assert_eq!((t.buckets, t.freed, t.kept), (1, sizes[2], 0));
+    let listed: Vec<String> = raw
+        .zrange(&index, 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
+    assert!(listed.is_empty(), "{listed:?}");
+}
