@@ -367,11 +367,11 @@ pub(crate) fn signal(pid: u32, sig: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The pid of the redis-server listening on `port` (one the test started itself, e.g. with
-/// `RedisServer`).
+/// The pid of the server listening on `port` (one the test started itself, e.g. with
+/// `RedisServer`): a `redis-server`, or a `valkey-server` named by `STEVEDORE_REDIS_SERVER`.
 pub(crate) fn redis_pid(port: u16) -> u32 {
     let out = Command::new("pgrep")
-        .args(["-f", &format!("redis-server .*:{port}")])
+        .args(["-f", &format!("(redis|valkey)-server .*:{port}( |$)")])
         .output()
         .expect("pgrep");
     String::from_utf8_lossy(&out.stdout)
