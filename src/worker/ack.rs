@@ -49,11 +49,11 @@ pub(crate) struct Ack {
 /// entry here before it frees its slot; the loop, woken by that slot, takes the entries
 /// with it into its fetch. At any other time (the loop is reading, blocked on an empty
 /// queue, or stopped) entries go to the acker, so nothing waits on a read that may take
-/// seconds. Entries left behind when the loop stops waiting without fetching (it stopped,
-/// its task ended) go to the acker then, and so do they when another task takes the slot
-/// their job freed (another queue's loop, the janitor's takeover): that task sends them
-/// ([`Runtime::flush_handoffs`](super::Runtime::flush_handoffs)), and should it not, they
-/// go after [`HANDOFF_WAIT`].
+/// seconds. Entries are left only while the loop is the one task waiting for a slot
+/// ([`SlotWaiters`]), so the slot their job frees wakes it; should another task take that
+/// slot all the same (one that grabs a free slot without waiting), they go to the acker
+/// after [`HANDOFF_WAIT`]. Entries left behind when the loop stops waiting without
+/// fetching (it stopped, its task ended) go to the acker then.
 #[derive(Debug)]
 pub(crate) struct Handoff {
     state: Mutex<Waiting>,
@@ -146,9 +146,8 @@ impl Handoff {
         }
     }
 
-    /// Sends the entries left for the loop so far to the acker. Called by whoever takes a
-    /// slot other than the loop: the slot a finished job freed did not wake the loop, so
-    /// its entry must not wait for it.
+    /// Sends the entries left for the loop so far to the acker (they waited
+    /// [`HANDOFF_WAIT`] for a loop their slot did not wake); the loop goes on waiting.
     pub(crate) async fn flush(&self) {
         let acks = {
             let mut w = self.lock();
@@ -180,20 +179,19 @@ pub(crate) struct HandoffGuard<'a> {
 
 impl HandoffGuard<'_> {
     /// Resolves once entries have waited here [`HANDOFF_WAIT`]: the loop was not woken by
-    /// their slots (another queue's loop, or the janitor, was queued for slots first). The
-    /// loop then sends them to the acker ([`HandoffGuard::flush`]) and goes on waiting.
+    /// their slots. The loop then sends them to the acker ([`Handoff::flush`]) and goes on
+    /// waiting.
     pub(crate) async fn overdue(&self) {
         self.handoff.filled.notified().await;
         tokio::time::sleep(HANDOFF_WAIT).await;
     }
 
-    /// Sends the entries left so far to the acker; the loop goes on waiting.
-    pub(crate) async fn flush(&self) {
-        self.handoff.flush().await;
-    }
-
     /// Stops waiting and takes the entries left meanwhile.
     pub(crate) fn take(self) -> Vec<Ack> {
+        self.close()
+    }
+
+    fn close(&self) -> Vec<Ack> {
         let mut w = self.handoff.lock();
         w.open = false;
         std::mem::take(&mut w.acks)
@@ -202,11 +200,7 @@ impl HandoffGuard<'_> {
 
 impl Drop for HandoffGuard<'_> {
     fn drop(&mut self) {
-        let acks = {
-            let mut w = self.handoff.lock();
-            w.open = false;
-            std::mem::take(&mut w.acks)
-        };
+        let acks = self.close();
         if acks.is_empty() {
             return;
         }
@@ -395,7 +389,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), waiting.overdue())
             .await
             .expect("overdue");
-        waiting.flush().await;
+        h.flush().await;
         assert!(started.elapsed() >= HANDOFF_WAIT);
         assert_eq!(
             rx.try_recv().map(|a| a.entry_id).ok().as_deref(),

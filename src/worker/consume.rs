@@ -161,14 +161,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                         Ok(p) => break p,
                         Err(_) => break 'fetch,
                     },
-                    _ = waiting.overdue() => waiting.flush().await,
+                    _ = waiting.overdue() => handoff.flush().await,
                 }
             }
         };
         let finished = waiting.take();
-        if rt.handoffs.len() > 1 {
-            rt.flush_handoffs(Some(&queue)).await;
-        }
         let free = (1 + rt.slots.available_permits() as u32).min(MAX_FETCH);
         let riding = if free <= SCRIPTED_FETCH_MAX && finished.len() <= MAX_RIDING {
             let (riding, other) = ack::by_stream(finished, &stream_names);

@@ -107,17 +107,6 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    /// Sends the finished entries left for fetch loops to the acker, but those of `except`
-    /// (the queue of a fetch loop that takes its own): the caller took a slot, which may
-    /// be the one their job freed, and they must not wait for a loop that slot did not wake.
-    pub(crate) async fn flush_handoffs(&self, except: Option<&str>) {
-        for (queue, handoff) in &self.handoffs {
-            if except != Some(queue.as_str()) {
-                handoff.flush().await;
-            }
-        }
-    }
-
     /// Where finished entries of `queue` go (a queue this worker consumes; for any other,
     /// a handoff whose loop never waits, so they go straight to the acker).
     pub(crate) fn handoff(&self, queue: &str) -> Arc<ack::Handoff> {

@@ -44,9 +44,6 @@ pub(crate) async fn start_as_slots_free(
                 }
             }
         };
-        // The slot may be one a finished job freed for its fetch loop: send on what that
-        // job left for the loop.
-        rt.flush_handoffs(None).await;
         let mut batch = vec![(delivery, permit)];
         next = rest.next();
         while let Some(d) = next.take() {
