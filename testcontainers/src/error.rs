@@ -114,6 +114,51 @@ pub enum KitError {
         last_error: String,
     },
 
+    /// A [`RedisClusterBuilder`](crate::RedisClusterBuilder) was asked for a cluster that
+    /// cannot be made (no primary, or more primaries than the 16384 slots).
+    ///
+    /// What to do: ask for at least one primary (three is the usual).
+    #[error("invalid Redis Cluster: {0}")]
+    InvalidCluster(String),
+
+    /// A node of a [`RedisCluster`](crate::RedisCluster) refused a command the kit sent it, or
+    /// did not answer.
+    ///
+    /// What to do: read `error`, and the node's `redis.log` (in
+    /// [`RedisServer::dir`](crate::RedisServer::dir) of
+    /// [`RedisCluster::node`](crate::RedisCluster::node)); an unknown command means the server
+    /// is too old (the kit needs Redis 7 or Valkey).
+    #[error("cluster node 127.0.0.1:{port} failed {command}: {error}")]
+    ClusterCommand {
+        /// The node's port.
+        port: u16,
+        /// The command, e.g. `CLUSTER REPLICATE`.
+        command: String,
+        /// The error reply, or why there was no reply.
+        error: String,
+    },
+
+    /// A [`RedisCluster`](crate::RedisCluster) did not reach the awaited state in time.
+    ///
+    /// What to do: read `last` (what was still missing when the wait gave up). A failover
+    /// needs a replica of the killed primary and a majority of primaries alive; its time
+    /// grows with the node timeout ([`RedisClusterBuilder::node_timeout`](crate::RedisClusterBuilder::node_timeout)).
+    #[error("Redis Cluster: not {awaited} within {waited:?}; last seen: {last}")]
+    ClusterTimeout {
+        /// What was awaited, e.g. `cluster_state:ok on every node`.
+        awaited: String,
+        /// How long the kit waited.
+        waited: Duration,
+        /// What was still missing at the last check.
+        last: String,
+    },
+
+    /// No node of the [`RedisCluster`](crate::RedisCluster) listens on this port.
+    ///
+    /// What to do: use one of [`RedisCluster::ports`](crate::RedisCluster::ports).
+    #[error("no node of the Redis Cluster listens on port {0}")]
+    UnknownClusterNode(u16),
+
     /// An I/O error around the server: creating its temp dir, picking a port, killing it;
     /// or creating the runtime of a harness worker.
     ///

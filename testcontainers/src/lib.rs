@@ -67,7 +67,7 @@
 //! but can install Debian's `redis-server`; some setups provide a shared server. This crate
 //! hides the difference behind one call, [`TestRedis::start`], and logs which path it took.
 //! Tests that need to crash and restart a server (durability tests) use [`RedisServer`]
-//! directly.
+//! directly, and tests that need a Redis Cluster use [`RedisCluster`] (see below).
 //!
 //! # Where the server comes from, in order
 //!
@@ -97,7 +97,7 @@
 //! | `STEVEDORE_TEST_REDIS_SOURCE` | `env`, `container` or `process`: take only that path, and fail if it fails (CI sets `container` to prove that path runs) |
 //! | `STEVEDORE_TEST_REDIS_IMAGE` | `name:tag` of the image for path 2 (default `redis:7`) |
 //! | `DOCKER_HOST` | the engine for path 2 (default socket `/var/run/docker.sock`) |
-//! | `STEVEDORE_REDIS_SERVER` | the `redis-server` binary for path 3 (default: `redis-server` on `PATH`) |
+//! | `STEVEDORE_REDIS_SERVER` | the `redis-server` binary for path 3, [`RedisServer`] and [`RedisCluster`] (default: `redis-server` on `PATH`) |
 //!
 //! # Example
 //!
@@ -118,8 +118,46 @@
 //!
 //! Drop a [`TestRedis`] that holds a container inside a Tokio runtime if you can (the end of
 //! a `#[tokio::test]` is fine); outside one, the kit makes a small runtime to remove it.
+//!
+//! # A Redis Cluster
+//!
+//! [`RedisCluster`] starts a Redis Cluster of local `redis-server` processes (the binary of
+//! path 3: `STEVEDORE_REDIS_SERVER`, or `redis-server` on `PATH`; a `valkey-server` works
+//! too), by default three primaries without replicas,
+//! e.g. `RedisCluster::builder().primaries(3).replicas(1).start()` for six nodes. The kit
+//! forms the cluster itself over RESP (no `redis-cli`): it spreads the 16384 slots evenly over
+//! the primaries, introduces the nodes, attaches the replicas, and returns once every node
+//! reports `cluster_state:ok` and sees the same slots map with every replica attached (about
+//! 2 s: a primary reports `cluster_state:ok` no sooner than 2 s after it started). The node timeout is 1 s by
+//! default so that a failover takes 2-3 s.
+//!
+//! [`url()`](RedisCluster::url) is the form fred reads as a cluster,
+//! `redis-cluster://127.0.0.1:P1?node=127.0.0.1:P2&...`; [`slot_of`](RedisCluster::slot_of)
+//! computes a key's slot, [`primary_of_slot`](RedisCluster::primary_of_slot) asks the cluster
+//! which primary serves it. To test a failover, [`kill`](RedisCluster::kill) that primary
+//! (SIGKILL) and [`wait_for_failover`](RedisCluster::wait_for_failover), which returns the
+//! replica that took over; [`restart`](RedisCluster::restart) brings the old node back (as a
+//! replica) and [`wait_ok`](RedisCluster::wait_ok) waits until it has rejoined.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use stevedore_testcontainers::{KitError, RedisCluster};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), KitError> {
+//! let mut cluster = RedisCluster::builder().replicas(1).start().await?;
+//! // Connect a cluster client (e.g. fred's `Config::from_url`) to `cluster.url()`.
+//! let primary = cluster.primary_of_slot(cluster.slot_of("{emails}:normal")).await?;
+//! cluster.kill(primary)?;
+//! let promoted = cluster.wait_for_failover(primary, Duration::from_secs(30)).await?;
+//! eprintln!("{primary} failed over to {promoted}");
+//! # Ok(())
+//! # }
+//! ```
 
 mod announce;
+mod cluster;
 mod container;
 mod error;
 mod harness;
@@ -130,6 +168,7 @@ mod source;
 mod test_redis;
 mod tls;
 
+pub use crate::cluster::{RedisCluster, RedisClusterBuilder};
 pub use crate::error::KitError;
 pub use crate::harness::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_LEASE, DEFAULT_RETRY_POLICY, Harness, HarnessBuilder,
