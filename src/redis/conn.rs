@@ -185,6 +185,79 @@ impl Connector {
     }
 }
 
+/// Per-node connections of a cluster (see `super::cluster`): the same configuration with
+/// the server replaced by one node's address.
+impl Connector {
+    /// The seed nodes of a cluster URL (`redis-cluster://`, `rediss-cluster://`); `None`
+    /// for a single server or sentinel URL.
+    pub(super) fn cluster_seeds(&self) -> Option<Vec<(String, u16)>> {
+        match &self.config.server {
+            fred::types::config::ServerConfig::Clustered { hosts, .. } => {
+                Some(hosts.iter().map(|s| (s.host.to_string(), s.port)).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// A builder for a non-cluster client of node `host:port`: a node that is down makes its
+    /// commands wait at most the command timeout (the client reconnects every second at
+    /// most, and the router fails fast on a disconnected node, see `super::cluster`).
+    fn node_builder(&self, host: &str, port: u16, connect_timeout: Duration) -> Builder {
+        let mut config = self.config.clone();
+        config.server = fred::types::config::ServerConfig::new_centralized(host, port);
+        let mut b = Builder::from_config(config);
+        b.with_connection_config(|c| {
+            c.connection_timeout = connect_timeout;
+            c.max_command_attempts = 3;
+            c.tcp.nodelay = Some(true);
+        })
+        .with_performance_config(|p| p.default_command_timeout = Duration::ZERO)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2));
+        b
+    }
+
+    /// A pool of `size` connections to node `host:port`, connected.
+    pub(super) async fn node_pool(
+        &self,
+        host: &str,
+        port: u16,
+        size: usize,
+    ) -> crate::Result<Pool> {
+        let mut builder = self.node_builder(host, port, Duration::from_secs(2));
+        let timeout = self.command_timeout;
+        builder.with_performance_config(|p| p.default_command_timeout = timeout);
+        let pool = builder.build_pool(size.max(1)).map_err(fail)?;
+        pool.init().await.map_err(fail)?;
+        Ok(pool)
+    }
+
+    /// A client of its own for blocking reads on node `host:port`, connected (see
+    /// [`dedicated`](Self::dedicated)).
+    pub(super) async fn dedicated_at(&self, host: &str, port: u16) -> crate::Result<Client> {
+        let mut builder = self.node_builder(host, port, Duration::from_secs(2));
+        builder.with_config(|c| c.blocking = Blocking::Interrupt);
+        let client = builder.build().map_err(fail)?;
+        client.init().await.map_err(fail)?;
+        Ok(client)
+    }
+
+    /// A short-lived client of node `host:port` that asks one question (the slot map):
+    /// connects within `deadline` or fails, never reconnects.
+    pub(super) async fn probe_at(
+        &self,
+        host: &str,
+        port: u16,
+        deadline: Duration,
+    ) -> crate::Result<Client> {
+        let mut builder = self.node_builder(host, port, deadline);
+        builder.with_performance_config(|p| p.default_command_timeout = deadline);
+        builder.set_policy(ReconnectPolicy::new_constant(1, 0));
+        let client = builder.build().map_err(fail)?;
+        client.init().await.map_err(fail)?;
+        Ok(client)
+    }
+}
+
 impl Connector {
     /// A pub/sub client that resubscribes by itself after a reconnect, connected.
     pub(crate) async fn subscriber(&self) -> crate::Result<fred::clients::SubscriberClient> {

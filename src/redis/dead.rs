@@ -5,9 +5,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use futures::future::join_all;
 
+use super::Store;
 use super::entry::{Fields, entries_of, text_of};
-use super::scripts::run;
-use super::{Store, fail};
 
 /// One dead letter: its entry id and fields in stream order.
 pub(crate) type DeadEntry = (String, Fields);
@@ -15,7 +14,9 @@ pub(crate) type DeadEntry = (String, Fields);
 impl Store {
     /// How many dead letters `queue` holds (XLEN).
     pub(crate) async fn dead_count(&self, queue: &str) -> crate::Result<u64> {
-        self.conn().xlen(self.keys.dlq(queue)).await.map_err(fail)
+        let key = self.keys.dlq(queue);
+        let conn = self.node(&key).await?;
+        conn.xlen(key).await.map_err(|e| self.fail(e))
     }
 
     /// Up to `count` dead letters of `queue` with ids from `start` to `end` (both included,
@@ -29,12 +30,13 @@ impl Store {
         newest_first: bool,
     ) -> crate::Result<Vec<DeadEntry>> {
         let key = self.keys.dlq(queue);
+        let conn = self.node(&key).await?;
         let reply: Value = if newest_first {
-            self.conn().xrevrange(key, end, start, Some(count)).await
+            conn.xrevrange(key, end, start, Some(count)).await
         } else {
-            self.conn().xrange(key, start, end, Some(count)).await
+            conn.xrange(key, start, end, Some(count)).await
         }
-        .map_err(fail)?;
+        .map_err(|e| self.fail(e))?;
         Ok(entries_of(reply)?
             .into_iter()
             .map(|(id, fields)| (id, fields.unwrap_or_default()))
@@ -46,27 +48,26 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.conn()
-            .xdel(self.keys.dlq(queue), ids)
-            .await
-            .map_err(fail)
+        let key = self.keys.dlq(queue);
+        let conn = self.node(&key).await?;
+        conn.xdel(key, ids).await.map_err(|e| self.fail(e))
     }
 
     /// Deletes every dead letter of `queue` in one atomic step (XTRIM MAXLEN = 0); returns
     /// how many.
     pub(crate) async fn dead_delete_all(&self, queue: &str) -> crate::Result<u64> {
-        self.conn()
-            .xtrim(self.keys.dlq(queue), ("MAXLEN", "=", 0))
+        let key = self.keys.dlq(queue);
+        let conn = self.node(&key).await?;
+        conn.xtrim(key, ("MAXLEN", "=", 0))
             .await
-            .map_err(fail)
+            .map_err(|e| self.fail(e))
     }
 
     /// Deletes the dead letters of `queue` older than `age` on Redis' clock
     /// (`lua/purge_older.lua`); returns how many.
     pub(crate) async fn dead_delete_older(&self, queue: &str, age: Duration) -> crate::Result<u64> {
         let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-        run(
-            self.conn(),
+        self.run(
             &self.scripts.purge_older,
             vec![self.keys.dlq(queue)],
             vec![age_ms.to_string().into()],
@@ -91,8 +92,7 @@ impl Store {
         let keys = vec![self.keys.dlq(queue), high, normal, low];
         let status_prefix = self.keys.job_prefix(queue);
         let call = |id: &String| {
-            run::<Value>(
-                self.conn(),
+            self.run::<Value>(
                 &self.scripts.replay,
                 keys.clone(),
                 vec![

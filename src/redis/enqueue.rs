@@ -11,10 +11,11 @@ use futures::future::{BoxFuture, MaybeDone, maybe_done};
 
 use fred::prelude::*;
 
+use super::cluster::slot_of;
 use super::entry::fields_of;
 use super::keys;
 use super::scripts::Scripts;
-use super::{Store, fail};
+use super::{Route, Store, fail};
 use crate::Priority;
 use crate::envelope::Envelope;
 
@@ -41,8 +42,44 @@ impl Store {
         writes: Vec<JobWrite>,
         retention_ms: u64,
     ) -> crate::Result<Vec<(String, bool)>> {
+        let c = match &self.route {
+            Route::Pool(p) => {
+                let targets = Targets::One(p.next());
+                return write_jobs(
+                    &targets,
+                    &self.keys,
+                    &self.scripts,
+                    new_queues,
+                    writes,
+                    retention_ms,
+                )
+                .await;
+            }
+            Route::Cluster(c) => c,
+        };
+        // On a cluster: the primary of every slot the write touches (one per queue, and the
+        // registry's), resolved before the first command is built.
+        let mut slots: Vec<u16> = Vec::new();
+        if !new_queues.is_empty() {
+            slots.push(slot_of(self.keys.queues().as_bytes()));
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for w in &writes {
+            if !seen.contains(&w.queue.as_str()) {
+                seen.push(w.queue.as_str());
+                let slot = slot_of(self.keys.stream(&w.queue, w.priority).as_bytes());
+                if !slots.contains(&slot) {
+                    slots.push(slot);
+                }
+            }
+        }
+        let mut clients = Vec::with_capacity(slots.len());
+        for slot in slots {
+            clients.push((slot, c.client(slot).await?.1));
+        }
+        let targets = Targets::BySlot(clients);
         write_jobs(
-            self.conn(),
+            &targets,
             &self.keys,
             &self.scripts,
             new_queues,
@@ -50,6 +87,35 @@ impl Store {
             retention_ms,
         )
         .await
+        .map_err(|e| self.noted(e))
+    }
+}
+
+/// Where the commands of an enqueue go.
+enum Targets<'c> {
+    /// Every command on this connection (a single server).
+    One(&'c Client),
+    /// On a cluster: the connection of each slot the write touches.
+    BySlot(Vec<(u16, Client)>),
+}
+
+impl Targets<'_> {
+    /// The connection for `command`: the one of its first key's slot.
+    fn client(&self, command: &EnqueueCommand) -> &Client {
+        match self {
+            Targets::One(c) => c,
+            Targets::BySlot(clients) => {
+                let key: &[u8] = match command {
+                    EnqueueCommand::Register { key, .. } => key.as_bytes(),
+                    EnqueueCommand::Ready { keys, .. } | EnqueueCommand::Scripted { keys, .. } => {
+                        keys.first().and_then(Value::as_bytes).unwrap_or_default()
+                    }
+                };
+                let slot = slot_of(key);
+                let at = clients.iter().position(|(s, _)| *s == slot).unwrap_or(0);
+                &clients[at].1
+            }
+        }
     }
 }
 
@@ -82,7 +148,7 @@ enum EnqueueCommand {
 /// call is sent as soon as it is complete, in order, so Redis runs the first hundred jobs
 /// while the next are still being encoded; the replies are read once all are sent.
 async fn write_jobs(
-    client: &Client,
+    targets: &Targets<'_>,
     keys: &keys::Keys,
     scripts: &Scripts,
     new_queues: Vec<String>,
@@ -92,14 +158,17 @@ async fn write_jobs(
     // Every call that writes a job goes by SHA, and both enqueue scripts are loaded
     // together: a server that lost its scripts refuses all of a write's calls, which then go
     // again in order, so no queue's jobs change order. Loading them before a client's first
-    // write spares that refused round trip.
-    if !scripts.enqueue_loaded.load(Ordering::Relaxed) {
+    // write spares that refused round trip. On a cluster each primary loads them at its
+    // first write's refusal (one flag cannot say which nodes have them).
+    if let Targets::One(client) = targets
+        && !scripts.enqueue_loaded.load(Ordering::Relaxed)
+    {
         scripts.load_enqueue(client).await?;
     }
     let mut commands: Vec<EnqueueCommand> = Vec::new();
     // Per command: whether it takes no more jobs, so it can be sent.
     let mut closed: Vec<bool> = Vec::new();
-    let mut sent = InFlight::new(client, scripts);
+    let mut sent = InFlight::new(targets, scripts);
     if !new_queues.is_empty() {
         commands.push(EnqueueCommand::Register {
             key: keys.queues(),
@@ -205,8 +274,21 @@ async fn write_jobs(
         .map(|(i, _)| i)
         .collect();
     if !refused.is_empty() {
-        scripts.load_enqueue(client).await?;
-        let again = send_again(client, &commands, scripts, &refused).await;
+        match targets {
+            Targets::One(client) => scripts.load_enqueue(client).await?,
+            Targets::BySlot(_) => {
+                let mut loaded: Vec<&Client> = Vec::new();
+                for &i in &refused {
+                    let client = targets.client(&commands[i]);
+                    if !loaded.iter().any(|c| c.id() == client.id()) {
+                        scripts.enqueue_ready.load(client).await.map_err(fail)?;
+                        scripts.enqueue.load(client).await.map_err(fail)?;
+                        loaded.push(client);
+                    }
+                }
+            }
+        }
+        let again = send_again(targets, &commands, scripts, &refused).await;
         for (i, r) in refused.into_iter().zip(again) {
             results[i] = r;
         }
@@ -344,7 +426,7 @@ fn call<'c>(client: &'c Client, command: &EnqueueCommand, scripts: &Scripts) -> 
 /// The commands of one enqueue, sent in order as each is complete, so the server runs the
 /// first ones while the rest are still being built.
 struct InFlight<'c> {
-    client: &'c Client,
+    targets: &'c Targets<'c>,
     scripts: &'c Scripts,
     /// Index of the next command to send.
     next: usize,
@@ -352,9 +434,9 @@ struct InFlight<'c> {
 }
 
 impl<'c> InFlight<'c> {
-    fn new(client: &'c Client, scripts: &'c Scripts) -> Self {
+    fn new(targets: &'c Targets<'c>, scripts: &'c Scripts) -> Self {
         InFlight {
-            client,
+            targets,
             scripts,
             next: 0,
             calls: Vec::new(),
@@ -364,11 +446,9 @@ impl<'c> InFlight<'c> {
     /// Sends the commands after the last one sent, up to the first that is not `closed`.
     async fn send_closed(&mut self, commands: &[EnqueueCommand], closed: &[bool]) {
         while self.next < commands.len() && closed[self.next] {
-            let mut c = Box::pin(maybe_done(call(
-                self.client,
-                &commands[self.next],
-                self.scripts,
-            )));
+            let command = &commands[self.next];
+            let client = self.targets.client(command);
+            let mut c = Box::pin(maybe_done(call(client, command, self.scripts)));
             // The first poll hands the command to the connection; its reply is read later.
             let _ = futures::poll!(c.as_mut());
             self.calls.push(c);
@@ -396,12 +476,17 @@ impl<'c> InFlight<'c> {
 /// waiting between them; one result each. Not as a fred pipeline: that copies every argument
 /// of every command once more before sending.
 async fn send_again(
-    client: &Client,
+    targets: &Targets<'_>,
     commands: &[EnqueueCommand],
     scripts: &Scripts,
     indexes: &[usize],
 ) -> Vec<Result<Value, Error>> {
     // Each call hands its command to the connection when first polled, and join_all polls
     // them in order.
-    futures::future::join_all(indexes.iter().map(|&i| call(client, &commands[i], scripts))).await
+    futures::future::join_all(
+        indexes
+            .iter()
+            .map(|&i| call(targets.client(&commands[i]), &commands[i], scripts)),
+    )
+    .await
 }

@@ -1,28 +1,55 @@
 //! Fetching: the blocking read connection of one fetch loop, and its consumer group.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::*;
 
+use super::cluster::{Cluster, Node, slot_of, stale_map};
 use super::entry::{Entry, entries_of, list_of, read_reply, text_of};
 use super::keys::GROUP;
 use super::scripts::run;
 use super::settle::{StreamAcks, push_acks};
-use super::{Store, fail};
+use super::{Route, Store, fail};
 
 /// A connection of its own for one fetch loop's reads, which may block: they must never
 /// share a connection, or every other command on it would wait for the read.
 pub(crate) struct Reader {
-    conn: Client,
+    conn: ReadConn,
     consumer: String,
     fetch: fred::types::scripts::Script,
 }
 
+/// The connection of a [`Reader`].
+enum ReadConn {
+    /// A single server (or a sentinel's primary): one client, which reconnects by itself.
+    Fixed(Client),
+    /// A cluster: a client of the primary serving the streams' slot (all of a queue's keys
+    /// share one), connected on first use, and again, to the primary the slot map names
+    /// then, after the connection was lost or a command was redirected. A lost connection
+    /// ends a call at once (within [`WATCH_EVERY`]) instead of waiting for the node.
+    Routed {
+        cluster: Arc<Cluster>,
+        current: Mutex<Option<(Arc<Node>, Client)>>,
+    },
+}
+
+/// How often a cluster read checks that its connection is still up.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
 impl Store {
-    /// A read connection for `consumer`, connected.
+    /// A read connection for `consumer`: connected, or on a cluster connected at the first
+    /// call, to the primary of the streams it is given.
     pub(crate) async fn reader(&self, consumer: &str) -> crate::Result<Reader> {
+        let conn = match &self.route {
+            Route::Pool(_) => ReadConn::Fixed(self.connector.dedicated().await?),
+            Route::Cluster(c) => ReadConn::Routed {
+                cluster: c.clone(),
+                current: Mutex::new(None),
+            },
+        };
         Ok(Reader {
-            conn: self.connector.dedicated().await?,
+            conn,
             consumer: consumer.to_string(),
             fetch: self.scripts.fetch.clone(),
         })
@@ -30,24 +57,109 @@ impl Store {
 }
 
 impl Reader {
+    /// The client for a call on `stream`: on a cluster, of the primary serving its slot,
+    /// connecting (again) when there is none yet, it is lost, or the slot moved.
+    async fn client(&self, stream: &str) -> crate::Result<Client> {
+        let (cluster, current) = match &self.conn {
+            ReadConn::Fixed(c) => return Ok(c.clone()),
+            ReadConn::Routed { cluster, current } => (cluster, current),
+        };
+        let node = cluster.primary(slot_of(stream.as_bytes())).await?;
+        let old = {
+            let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+            match &*current {
+                Some((n, c)) if Arc::ptr_eq(n, &node) && c.is_connected() => {
+                    return Ok(c.clone());
+                }
+                _ => current.take(),
+            }
+        };
+        if let Some((_, c)) = old {
+            close_later(c);
+        }
+        let client = match cluster
+            .connector()
+            .dedicated_at(node.host(), node.port())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                cluster.note(&e);
+                return Err(e);
+            }
+        };
+        let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = current.replace((node, client.clone())) {
+            close_later(c);
+        }
+        Ok(client)
+    }
+
+    /// `call`'s outcome on `client`. On a cluster, a lost connection ends it at once, and
+    /// an error that says the slot map may be stale drops the connection (the next call
+    /// connects to the primary the map names then) and has the map read again.
+    async fn guarded<T>(
+        &self,
+        client: &Client,
+        call: impl Future<Output = crate::Result<T>>,
+    ) -> crate::Result<T> {
+        let (cluster, current) = match &self.conn {
+            ReadConn::Fixed(_) => return call.await,
+            ReadConn::Routed { cluster, current } => (cluster, current),
+        };
+        let lost = async {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                if !client.is_connected() {
+                    break;
+                }
+            }
+        };
+        let r = tokio::select! {
+            r = call => r,
+            _ = lost => Err(crate::Error::Connection(
+                "the connection to the cluster node was lost".into(),
+            )),
+        };
+        if let Err(e) = &r
+            && stale_map(e)
+        {
+            let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+            if current.as_ref().is_some_and(|(_, c)| c.id() == client.id())
+                && let Some((_, c)) = current.take()
+            {
+                close_later(c);
+            }
+            cluster.note(e);
+        }
+        r
+    }
+
     /// Creates the consumer group on each stream (creating the streams too), reading from
     /// the start so entries added before the group existed are not skipped. An existing
     /// group is fine.
     pub(crate) async fn ensure_groups(&self, streams: &[String]) -> crate::Result<()> {
-        let p = self.conn.pipeline();
+        let Some(first) = streams.first() else {
+            return Ok(());
+        };
+        let client = self.client(first).await?;
+        let p = client.pipeline();
         for s in streams {
             let _: () = p
                 .xgroup_create(s.as_str(), GROUP, "0", true)
                 .await
                 .map_err(fail)?;
         }
-        for r in p.try_all::<Value>().await {
-            match r {
-                Err(e) if !e.details().starts_with("BUSYGROUP") => return Err(fail(e)),
-                _ => {}
+        self.guarded(&client, async {
+            for r in p.try_all::<Value>().await {
+                match r {
+                    Err(e) if !e.details().starts_with("BUSYGROUP") => return Err(fail(e)),
+                    _ => {}
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// Reads up to `count` new entries from each of `streams`, blocking up to `block` when
@@ -58,20 +170,23 @@ impl Reader {
         block: Duration,
         streams: Vec<String>,
     ) -> crate::Result<Vec<(String, Vec<Entry>)>> {
+        let Some(first) = streams.first() else {
+            return Ok(Vec::new());
+        };
+        let client = self.client(first).await?;
         let ids = vec![">"; streams.len()];
-        let reply: Value = self
-            .conn
-            .xreadgroup(
-                GROUP,
-                self.consumer.as_str(),
-                Some(count),
-                Some(block.as_millis() as u64),
-                false,
-                streams,
-                ids,
-            )
-            .await
-            .map_err(fail)?;
+        let read = client.xreadgroup::<Value, _, _, _, _>(
+            GROUP,
+            self.consumer.as_str(),
+            Some(count),
+            Some(block.as_millis() as u64),
+            false,
+            streams,
+            ids,
+        );
+        let reply = self
+            .guarded(&client, async { read.await.map_err(fail) })
+            .await?;
         read_reply(reply)
     }
 
@@ -82,7 +197,11 @@ impl Reader {
         &self,
         requests: &[(String, u64)],
     ) -> crate::Result<Vec<crate::Result<Vec<Entry>>>> {
-        let p = self.conn.pipeline();
+        let Some((first, _)) = requests.first() else {
+            return Ok(Vec::new());
+        };
+        let client = self.client(first).await?;
+        let p = client.pipeline();
         for (stream, count) in requests {
             let _: () = p
                 .xreadgroup(
@@ -98,7 +217,17 @@ impl Reader {
                 .map_err(fail)?;
         }
         let mut out = Vec::with_capacity(requests.len());
-        for r in p.try_all::<Value>().await {
+        let replies = self
+            .guarded(&client, async { Ok(p.try_all::<Value>().await) })
+            .await?;
+        if let Some(e) = replies.iter().find_map(|r| r.as_ref().err()) {
+            // A lost connection or a redirection fails every read of the round trip.
+            let e = fail(e.clone());
+            if stale_map(&e) {
+                return self.guarded(&client, async { Err(e) }).await;
+            }
+        }
+        for r in replies {
             out.push(r.map_err(fail).and_then(read_reply).map(|streams| {
                 streams
                     .into_iter()
@@ -135,7 +264,10 @@ impl Reader {
                 push_acks(&mut keys, &mut args, &f.ids, &f.records);
             }
         }
-        let reply: Value = run(&self.conn, &self.fetch, keys, args).await?;
+        let client = self.client(&streams[0]).await?;
+        let reply: Value = self
+            .guarded(&client, run(&client, &self.fetch, keys, args))
+            .await?;
         let mut parts = list_of(reply).into_iter();
         let mut entries: Vec<crate::Result<Vec<Entry>>> = Vec::with_capacity(3);
         for _ in 0..3 {
@@ -160,7 +292,31 @@ impl Reader {
     /// PING does, QUIT does not), so an entry arriving now stays undelivered for the
     /// workers still running.
     pub(crate) async fn close(&self) {
-        let _: Result<(), _> = self.conn.ping(None).await;
-        let _ = self.conn.quit().await;
+        let client = match &self.conn {
+            ReadConn::Fixed(c) => c.clone(),
+            ReadConn::Routed { current, .. } => {
+                let taken = current.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match taken {
+                    Some((_, c)) => c,
+                    None => return,
+                }
+            }
+        };
+        let _: Result<(), _> = client.ping(None).await;
+        let _ = client.quit().await;
     }
+}
+
+/// Closes a cluster read connection no longer used, in the background (its node may be
+/// gone: the QUIT waits a second at most). A read blocked on it is interrupted first.
+fn close_later(client: Client) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if client.is_connected() {
+                let _: Result<(), _> = client.ping(None).await;
+            }
+            let _ = client.quit().await;
+        })
+        .await;
+    });
 }

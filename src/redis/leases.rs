@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
+use super::Store;
 use super::keys::GROUP;
-use super::scripts::run;
-use super::{Store, all_ok, fail};
 
 /// The wake-channel message of a worker that stopped and handed its entries back.
 pub(crate) const HANDOFF: &str = "handoff";
@@ -37,13 +36,9 @@ impl Store {
         for chunk in ids.chunks(RENEW_BATCH) {
             let mut args: Vec<Value> = vec![GROUP.into(), consumer.into()];
             args.extend(chunk.iter().map(|id| Value::from(id.as_str())));
-            let these: Vec<String> = run(
-                self.conn(),
-                &self.scripts.renew,
-                vec![stream.to_string()],
-                args,
-            )
-            .await?;
+            let these: Vec<String> = self
+                .run(&self.scripts.renew, vec![stream.to_string()], args)
+                .await?;
             lost.extend(these);
         }
         Ok(lost)
@@ -56,8 +51,7 @@ impl Store {
         consumer: &str,
         forget_after: Duration,
     ) -> crate::Result<i64> {
-        run(
-            self.conn(),
+        self.run(
             &self.scripts.heartbeat,
             vec![self.keys.workers()],
             vec![
@@ -85,13 +79,21 @@ impl Store {
             ("pid", Value::from(i64::from(d.pid))),
         ];
         let key = self.keys.worker(consumer);
-        let p = self.conn().pipeline();
-        let _: () = p.hset(key.as_str(), details).await.map_err(fail)?;
+        let conn = self.node(&key).await?;
+        let p = conn.pipeline();
+        let _: () = p
+            .hset(key.as_str(), details)
+            .await
+            .map_err(|e| self.fail(e))?;
         let _: () = p
             .pexpire(key.as_str(), ttl.as_millis() as i64, None)
             .await
-            .map_err(fail)?;
-        all_ok(p).await
+            .map_err(|e| self.fail(e))?;
+        let results: Vec<Result<Value, fred::error::Error>> = p.try_all().await;
+        match results.into_iter().find_map(Result::err) {
+            Some(e) => Err(self.fail(e)),
+            None => Ok(()),
+        }
     }
 
     /// At a worker's stop: withdraws `consumer`'s heartbeat and details, adds it to each of
@@ -103,35 +105,53 @@ impl Store {
         queues: &[String],
         keep: Duration,
     ) -> crate::Result<()> {
+        // The worker keys and each queue's hand-off set may be on different nodes of a
+        // cluster: one pipeline per node, sent at once.
         let keys = &self.keys;
-        let p = self.conn().pipeline();
-        let _: () = p.zrem(keys.workers(), consumer).await.map_err(fail)?;
-        let _: () = p.del(keys.worker(consumer)).await.map_err(fail)?;
+        let mut b = self.batch();
+        let fail = |e| self.fail(e);
+        let workers = keys.workers();
+        let node = self.batch_node(&workers).await?;
+        let _: () = b.pipe(node).zrem(workers, consumer).await.map_err(fail)?;
+        let worker = keys.worker(consumer);
+        let node = self.batch_node(&worker).await?;
+        let _: () = b.pipe(node).del(worker).await.map_err(fail)?;
         for q in queues {
             let handoff = keys.handoff(q);
-            let _: () = p.sadd(handoff.as_str(), consumer).await.map_err(fail)?;
-            let _: () = p
+            let node = self.batch_node(&handoff).await?;
+            let _: () = b
+                .pipe(node.clone())
+                .sadd(handoff.as_str(), consumer)
+                .await
+                .map_err(fail)?;
+            let _: () = b
+                .pipe(node.clone())
                 .pexpire(handoff.as_str(), keep.as_millis() as i64, None)
                 .await
                 .map_err(fail)?;
-            let _: () = p.publish(keys.wake(q), HANDOFF).await.map_err(fail)?;
+            // Published on the queue's node (a cluster forwards it to every node).
+            let _: () = b
+                .pipe(node)
+                .publish(keys.wake(q), HANDOFF)
+                .await
+                .map_err(fail)?;
         }
-        all_ok(p).await
+        self.batch_ok(b).await
     }
 
     /// The consumers that handed `queue`'s entries back when they stopped.
     pub(crate) async fn handed_off(&self, queue: &str) -> crate::Result<Vec<String>> {
-        self.conn()
-            .smembers(self.keys.handoff(queue))
-            .await
-            .map_err(fail)
+        let key = self.keys.handoff(queue);
+        let conn = self.node(&key).await?;
+        conn.smembers(key).await.map_err(|e| self.fail(e))
     }
 
     /// Forgets `consumer`'s hand-off of `queue` (everything it left was taken).
     pub(crate) async fn forget_handoff(&self, queue: &str, consumer: &str) -> crate::Result<()> {
-        self.conn()
-            .srem::<(), _, _>(self.keys.handoff(queue), consumer)
+        let key = self.keys.handoff(queue);
+        let conn = self.node(&key).await?;
+        conn.srem::<(), _, _>(key, consumer)
             .await
-            .map_err(fail)
+            .map_err(|e| self.fail(e))
     }
 }

@@ -3,7 +3,6 @@
 use fred::prelude::*;
 
 use super::Store;
-use super::scripts::run;
 
 /// What a claim of a periodic tick came to (`lua/cron_claim.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,17 +37,17 @@ impl Store {
         tick: Option<i64>,
         consumer: &str,
     ) -> crate::Result<CronState> {
-        let (status, now_ms, last): (i64, i64, i64) = run(
-            self.conn(),
-            &self.scripts.cron_claim,
-            vec![self.keys.cron(queue)],
-            vec![
-                Value::from(name),
-                Value::from(tick.unwrap_or(-1)),
-                Value::from(consumer),
-            ],
-        )
-        .await?;
+        let (status, now_ms, last): (i64, i64, i64) = self
+            .run(
+                &self.scripts.cron_claim,
+                vec![self.keys.cron(queue)],
+                vec![
+                    Value::from(name),
+                    Value::from(tick.unwrap_or(-1)),
+                    Value::from(consumer),
+                ],
+            )
+            .await?;
         let claim = match status {
             1 => CronClaim::Claimed,
             0 => CronClaim::Taken,

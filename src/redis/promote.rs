@@ -7,7 +7,6 @@ use fred::types::Message;
 use tokio::sync::broadcast;
 
 use super::leases::HANDOFF;
-use super::scripts::run;
 use super::{Store, fail};
 use crate::Priority;
 
@@ -46,13 +45,13 @@ impl Store {
         let mut script_keys = vec![keys.scheduled(queue)];
         script_keys.extend(Priority::ALL.map(|p| keys.stream(queue, p)));
         script_keys.push(keys.dlq(queue));
-        let (moved, next_due, now_ms): (i64, i64, i64) = run(
-            self.conn(),
-            &self.scripts.promote,
-            script_keys,
-            vec![Value::from(batch as i64), keys.job_prefix(queue).into()],
-        )
-        .await?;
+        let (moved, next_due, now_ms): (i64, i64, i64) = self
+            .run(
+                &self.scripts.promote,
+                script_keys,
+                vec![Value::from(batch as i64), keys.job_prefix(queue).into()],
+            )
+            .await?;
         Ok(Promoted {
             moved: moved.max(0) as u64,
             next_due_ms: (next_due >= 0).then_some(next_due),
@@ -60,7 +59,9 @@ impl Store {
         })
     }
 
-    /// A subscription to the wake channels of `queues`.
+    /// A subscription to the wake channels of `queues`. On a cluster it stays a clustered
+    /// pub/sub client (a message published on any node reaches every node): while a primary
+    /// fails over it may stall, which only delays a wake, since the promoter also polls.
     pub(crate) async fn subscribe_wake(&self, queues: &[String]) -> crate::Result<Subscription> {
         let client = self.connector.subscriber().await?;
         let channels: Vec<String> = queues.iter().map(|q| self.keys.wake(q)).collect();

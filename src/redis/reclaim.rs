@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
+use super::Store;
 use super::entry::{Fields, list_of, text_of};
 use super::keys::GROUP;
-use super::scripts::run;
-use super::{Store, fail};
 
 /// One page of a scan of a ready stream's pending entries (`lua/reclaim.lua`).
 #[derive(Debug, Clone)]
@@ -70,13 +69,13 @@ impl Store {
             Value::from(s.retention_ms as i64),
         ];
         args.extend(s.alive.iter().map(|a| Value::from(a.as_str())));
-        let reply = run::<Value>(
-            self.conn(),
-            &self.scripts.reclaim,
-            vec![s.stream.to_string(), self.keys.dlq(s.queue)],
-            args,
-        )
-        .await?;
+        let reply = self
+            .run::<Value>(
+                &self.scripts.reclaim,
+                vec![s.stream.to_string(), self.keys.dlq(s.queue)],
+                args,
+            )
+            .await?;
         ReclaimPage::parse(reply)
     }
 
@@ -89,8 +88,8 @@ impl Store {
         min_idle: Duration,
         ids: Vec<String>,
     ) -> crate::Result<Vec<(String, Fields)>> {
-        let reply: Value = self
-            .conn()
+        let conn = self.node(stream).await?;
+        let reply: Value = conn
             .xclaim(
                 stream,
                 GROUP,
@@ -104,7 +103,7 @@ impl Store {
                 false,
             )
             .await
-            .map_err(fail)?;
+            .map_err(|e| self.fail(e))?;
         Ok(super::entry::entries_of(reply)?
             .into_iter()
             .filter_map(|(id, fields)| fields.map(|f| (id, f)))
@@ -121,13 +120,13 @@ impl Store {
     ) -> crate::Result<Vec<String>> {
         let mut args: Vec<Value> = vec![GROUP.into(), Value::from(idle.as_millis() as i64)];
         args.extend(alive.iter().map(|a| Value::from(a.as_str())));
-        let reply = run::<Value>(
-            self.conn(),
-            &self.scripts.prune_consumers,
-            vec![stream.to_string()],
-            args,
-        )
-        .await?;
+        let reply = self
+            .run::<Value>(
+                &self.scripts.prune_consumers,
+                vec![stream.to_string()],
+                args,
+            )
+            .await?;
         Ok(strings(reply))
     }
 }

@@ -7,7 +7,6 @@ use fred::prelude::*;
 
 use super::Store;
 use super::keys::GROUP;
-use super::scripts::run;
 use crate::Priority;
 use crate::envelope::Envelope;
 
@@ -130,7 +129,7 @@ impl Store {
                 args.push(Value::from(i64::from(env.max_attempts)));
                 args.push(now.clone());
             }
-            let r: crate::Result<i64> = run(self.conn(), &self.scripts.started, keys, args).await;
+            let r: crate::Result<i64> = self.run(&self.scripts.started, keys, args).await;
             if let Err(e) = r {
                 let start = i * STARTED_BATCH;
                 failed.push((e, start..start + chunk.len()));
@@ -159,7 +158,7 @@ impl Store {
                 let mut args: Vec<Value> = Vec::with_capacity(4 + ids.len() + 4 * these.len());
                 args.extend([Value::from(GROUP), now.clone()]);
                 push_acks(&mut keys, &mut args, ids, these);
-                calls.push(run::<u64>(self.conn(), &self.scripts.ack, keys, args));
+                calls.push(self.run::<u64>(&self.scripts.ack, keys, args));
             }
         }
         let mut acked = 0;
@@ -189,7 +188,7 @@ impl Store {
             r.job_id.into(),
         ];
         let args = with_about(args, r.about);
-        let due: i64 = run(self.conn(), &self.scripts.retry, keys, args).await?;
+        let due: i64 = self.run(&self.scripts.retry, keys, args).await?;
         Ok(match due {
             0 => Fenced::LeaseLost,
             -1 => Fenced::Deleted,
@@ -215,7 +214,7 @@ impl Store {
             Value::from(retention as i64),
         ];
         let args = with_about(args, d.about);
-        let moved: i64 = run(self.conn(), &self.scripts.dead_letter, keys, args).await?;
+        let moved: i64 = self.run(&self.scripts.dead_letter, keys, args).await?;
         Ok(match moved {
             1 => Fenced::Done,
             -1 => Fenced::Deleted,
@@ -320,16 +319,16 @@ impl Store {
         let index = self.keys.done_index(queue);
         let mut prefix = index.clone();
         prefix.push(':');
-        let (buckets, freed, kept): (u64, u64, u64) = run(
-            self.conn(),
-            &self.scripts.done_trim,
-            vec![index],
-            vec![
-                Value::from(budget.min(i64::MAX as u64) as i64),
-                prefix.into(),
-            ],
-        )
-        .await?;
+        let (buckets, freed, kept): (u64, u64, u64) = self
+            .run(
+                &self.scripts.done_trim,
+                vec![index],
+                vec![
+                    Value::from(budget.min(i64::MAX as u64) as i64),
+                    prefix.into(),
+                ],
+            )
+            .await?;
         Ok(DoneTrim {
             buckets,
             freed,

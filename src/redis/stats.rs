@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use fred::prelude::*;
 
+use super::Store;
 use super::keys::GROUP;
-use super::scripts::run;
-use super::{Store, fail};
 
 /// How long a worker's heartbeat stays fresh for the live-worker counts: several heartbeat
 /// periods (workers beat every `min(lease / 3, 5 s)`).
@@ -51,21 +50,20 @@ impl Store {
     pub(crate) async fn queue_counts(&self, queue: &str) -> crate::Result<QueueCounts> {
         let keys = &self.keys;
         let [high, normal, low] = keys.streams(queue);
-        let reply: Vec<i64> = run(
-            self.conn(),
-            &self.scripts.queue_stats,
-            vec![high, normal, low, keys.scheduled(queue), keys.dlq(queue)],
-            vec![GROUP.into()],
-        )
-        .await?;
+        let reply: Vec<i64> = self
+            .run(
+                &self.scripts.queue_stats,
+                vec![high, normal, low, keys.scheduled(queue), keys.dlq(queue)],
+                vec![GROUP.into()],
+            )
+            .await?;
         QueueCounts::from_reply(&reply)
     }
 
     /// The workers whose heartbeat is younger than `window_ms` on Redis' clock
     /// (`lua/alive.lua`).
     pub(crate) async fn alive_workers(&self, window_ms: u64) -> crate::Result<Vec<String>> {
-        run(
-            self.conn(),
+        self.run(
             &self.scripts.alive,
             vec![self.keys.workers()],
             vec![Value::from(window_ms as i64)],
@@ -83,24 +81,30 @@ impl Store {
         if alive.is_empty() {
             return Ok(Vec::new());
         }
-        let p = self.conn().pipeline();
+        // Each worker's details key has a slot of its own: on a cluster, one pipeline per
+        // node.
+        let mut b = self.batch();
         for id in &alive {
-            let _: () = p.hgetall(self.keys.worker(id)).await.map_err(fail)?;
+            let key = self.keys.worker(id);
+            let node = self.batch_node(&key).await?;
+            let _: () = b.pipe(node).hgetall(key).await.map_err(|e| self.fail(e))?;
         }
-        let details: Vec<Result<HashMap<String, String>, fred::error::Error>> = p.try_all().await;
+        let details = b.try_all().await;
         Ok(alive
             .into_iter()
             .zip(details)
-            .map(|(id, d)| (id, d.unwrap_or_default()))
+            .map(|(id, d)| {
+                let d = d.and_then(|v| v.convert::<HashMap<String, String>>());
+                (id, d.unwrap_or_default())
+            })
             .collect())
     }
 
     /// A queue's lifetime totals (`succeeded`, `failed`, ...), as the workers flushed them.
     pub(crate) async fn totals(&self, queue: &str) -> crate::Result<HashMap<String, u64>> {
-        self.conn()
-            .hgetall(self.keys.totals(queue))
-            .await
-            .map_err(fail)
+        let key = self.keys.totals(queue);
+        let conn = self.node(&key).await?;
+        conn.hgetall(key).await.map_err(|e| self.fail(e))
     }
 }
 

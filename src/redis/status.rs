@@ -10,7 +10,6 @@ use fred::prelude::*;
 use super::Store;
 use super::entry::{Fields, list_of, text_of};
 use super::keys::GROUP;
-use super::scripts::run;
 
 /// What Redis holds about one job.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +33,7 @@ impl Store {
     /// Where job `id` of `queue` is, in one script call.
     pub(crate) async fn job_status(&self, queue: &str, id: &str) -> crate::Result<Found> {
         let (keys, args) = self.status_call(queue, id);
-        let reply: Value = run(self.conn(), &self.scripts.status, keys, args).await?;
+        let reply: Value = self.run(&self.scripts.status, keys, args).await?;
         found(reply)
     }
 
@@ -47,7 +46,7 @@ impl Store {
     ) -> crate::Result<Option<(String, Found)>> {
         let calls = queues.iter().map(|q| {
             let (keys, args) = self.status_call(q, id);
-            run::<Value>(self.conn(), &self.scripts.status, keys, args)
+            self.run::<Value>(&self.scripts.status, keys, args)
         });
         let replies = futures::future::join_all(calls).await;
         for (q, reply) in queues.iter().zip(replies) {

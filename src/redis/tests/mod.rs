@@ -7,6 +7,7 @@ use stevedore_testcontainers::TestRedis;
 
 use super::*;
 
+mod cluster;
 mod control;
 mod lifecycle;
 mod takeover;
