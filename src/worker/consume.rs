@@ -68,10 +68,19 @@ impl Stall {
     }
 
     fn ended(&mut self, rt: &Runtime, queue: &str) {
-        if let Some(since) = self.since.take()
-            && self.reported.take().is_some()
-        {
+        let Some(since) = self.since.take() else {
+            return;
+        };
+        if self.reported.take().is_some() {
             rt.observers.each(|o| o.recovered(queue, since.elapsed()));
+        } else {
+            // Too short to count as a stall (a failover, a restart), but every failed read
+            // was logged as a warning: say that it is over.
+            tracing::info!(
+                queue,
+                failing_for = ?Duration::from_millis(since.elapsed().as_millis() as u64),
+                "reading jobs works again"
+            );
         }
     }
 }

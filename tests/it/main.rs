@@ -13,6 +13,9 @@ mod admin;
 mod admin_security;
 /// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
 mod bad_input;
+/// A Redis Cluster: a primary killed with SIGKILL mid-drain loses no job, and a queue on
+/// another primary keeps running meanwhile.
+mod cluster;
 /// The Grafana dashboard and the alert rules against the exporter: every metric they name
 /// is exported, and every dashboard query returns data from a real Prometheus.
 mod dashboard;
@@ -53,6 +56,9 @@ mod roundtrip;
 mod scale;
 /// Priorities under saturation, and the concurrency bound.
 mod scheduling;
+/// The failure-handling suite's core cases on Valkey and on a Redis Cluster of three
+/// primaries.
+mod servers;
 /// Graceful shutdown: in-flight jobs finish, fetched-but-unstarted ones stay pending.
 mod shutdown;
 /// Job status by id through every state, retention, and unique jobs.
