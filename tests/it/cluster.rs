@@ -224,3 +224,88 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
         "the dead primary's queue reported its failed reads"
     );
 }
+
+/// What asynchronous replication may lose: jobs a primary acknowledged but had not yet
+/// sent to its replica when it died. Producers enqueue without pause while the primary is
+/// killed; every job acknowledged more than a second before the kill is still there after
+/// the failover, and the number of acknowledged jobs lost is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_loses_at_most_the_last_acknowledged_enqueues() {
+    if !cluster_wanted() {
+        return;
+    }
+    let mut cluster = RedisCluster::builder()
+        .primaries(3)
+        .replicas(1)
+        .node_timeout(Duration::from_millis(1000))
+        .arg("--cluster-require-full-coverage")
+        .arg("no")
+        .start()
+        .await
+        .expect("a cluster of three primaries and three replicas");
+    let env = TestEnv::on(&cluster.url()).await;
+    let (queue, _, victim) = queues_on_two_primaries(&cluster, &env.prefix).await;
+
+    // Four producers, each keeping the ids Redis acknowledged and when.
+    let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut producers = Vec::new();
+    for _ in 0..4 {
+        let (client, acked, stop, queue) = (
+            env.client.clone(),
+            acked.clone(),
+            stop.clone(),
+            queue.clone(),
+        );
+        producers.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                match client
+                    .enqueue(drained::job(Drained { n: 0 }).queue(&queue))
+                    .await
+                {
+                    Ok(id) => acked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((id.to_string(), Instant::now())),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(20), "jobs enqueued", || async {
+        acked.lock().unwrap_or_else(|p| p.into_inner()).len() >= 2_000
+    })
+    .await;
+    let killed_at = Instant::now();
+    cluster.kill(victim).expect("kill -9 the primary");
+    cluster
+        .wait_for_failover(victim, Duration::from_secs(30))
+        .await
+        .expect("a replica takes over");
+    stop.cancel();
+    for p in producers {
+        p.await.expect("producer");
+    }
+
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
+    let before_kill = acked.iter().filter(|(_, t)| *t < killed_at).count();
+    let mut lost = 0;
+    let mut lost_early = Vec::new();
+    for (id, at) in &acked {
+        if env.client.status(id).await.expect("status").is_none() {
+            lost += 1;
+            if *at + Duration::from_secs(1) < killed_at {
+                lost_early.push(id.clone());
+            }
+        }
+    }
+    println!(
+        "replication loss window: {lost} of {} acknowledged enqueues lost to the failover \
+         ({before_kill} acknowledged before the kill)",
+        acked.len()
+    );
+    assert!(
+        lost_early.is_empty(),
+        "jobs acknowledged over a second before the kill were lost: {lost_early:?}"
+    );
+}

@@ -14,7 +14,8 @@ mod admin_security;
 /// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
 mod bad_input;
 /// A Redis Cluster: a primary killed with SIGKILL mid-drain loses no job, and a queue on
-/// another primary keeps running meanwhile.
+/// another primary keeps running meanwhile; what asynchronous replication loses of the
+/// enqueues acknowledged just before the kill.
 mod cluster;
 /// The Grafana dashboard and the alert rules against the exporter: every metric they name
 /// is exported, and every dashboard query returns data from a real Prometheus.
