@@ -34,7 +34,9 @@ pub(crate) struct Cli {
 /// Options every subcommand takes.
 #[derive(Args, Debug)]
 pub(crate) struct Global {
-    /// Redis to connect to: redis://[user:password@]host:port[/db]
+    /// Redis to connect to: redis://[user:password@]host:port[/db], a cluster as
+    /// redis-cluster://host:port?node=host2:port2&node=host3:port3 (rediss:// and
+    /// rediss-cluster:// for TLS)
     #[arg(
         long,
         env = "REDIS_URL",

@@ -7,6 +7,9 @@ mod support;
 
 /// Bad input of every kind: one line, the right exit code, Redis untouched.
 mod bad_input;
+/// On a Redis Cluster of three primaries: enqueue, queues, stats and pause through a
+/// `redis-cluster://` URL, which `--help` shows.
+mod cluster;
 /// dlq list, show, replay and purge, and dry runs.
 mod dlq;
 /// enqueue, queues, stats, job, pause and resume.
