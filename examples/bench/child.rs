@@ -113,8 +113,9 @@ pub(crate) struct WorkerArgs {
     redis_url: String,
     #[arg(long)]
     prefix: String,
-    #[arg(long)]
-    queue: String,
+    /// The queues to consume, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    queue: Vec<String>,
     #[arg(long)]
     concurrency: usize,
     #[arg(long, value_enum, default_value_t = crate::Flavor::MultiThread)]
@@ -167,7 +168,7 @@ pub(crate) async fn worker_main(args: WorkerArgs) -> anyhow::Result<()> {
         .connect()
         .await?;
     let worker = Worker::builder(client)
-        .queues([args.queue])
+        .queues(args.queue)
         .concurrency(args.concurrency)
         .handler(noop::handler())
         .build()?;

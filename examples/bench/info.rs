@@ -32,6 +32,23 @@ impl Snapshot {
         Ok(Snapshot::parse(&text))
     }
 
+    /// The snapshots of several servers (a cluster's primaries) added up.
+    pub(crate) fn sum(all: &[Snapshot]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for one in all {
+            for (name, calls) in &one.calls {
+                *s.calls.entry(name.clone()).or_default() += calls;
+            }
+            for (name, usec) in &one.usec {
+                *s.usec.entry(name.clone()).or_default() += usec;
+            }
+            s.reads += one.reads;
+            s.cpu += one.cpu;
+            s.used_memory += one.used_memory;
+        }
+        s
+    }
+
     pub(crate) fn parse(text: &str) -> Snapshot {
         let mut s = Snapshot::default();
         for line in text.lines() {

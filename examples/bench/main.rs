@@ -1,7 +1,7 @@
 //! The benchmark: stevedore against the raw Redis commands it is built on, and against
 //! BullMQ, on the same Redis in the same run.
 //!
-//! Run with `cargo run --release --example bench` (about four minutes), `-- --quick` (under
+//! Run with `cargo run --release --example bench` (about five minutes), `-- --quick` (under
 //! a minute, small sizes) and `-- --json` (one JSON object on stdout instead of the table).
 //! It uses the Redis at `REDIS_URL` when set (keys under a prefix of its own, removed
 //! afterwards), else starts a `redis-server` of its own through the test kit. The BullMQ
@@ -50,7 +50,8 @@ pub(crate) struct RunArgs {
     /// Skip the BullMQ side even when Node is available.
     #[arg(long)]
     pub(crate) no_bullmq: bool,
-    /// Run only these sections (comma-separated): enqueue, drain, latency, memory.
+    /// Run only these sections (comma-separated): enqueue, drain, latency, memory, cluster
+    /// (default: all).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<sections::Section>,
     /// Drain only these concurrency×processes runs, e.g. `128x1,16x2` (default: all six).

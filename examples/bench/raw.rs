@@ -81,8 +81,9 @@ pub(crate) async fn create_group(redis: &Client, stream: &str) -> anyhow::Result
 pub(crate) struct ConsumerArgs {
     #[arg(long)]
     redis_url: String,
-    #[arg(long)]
-    stream: String,
+    /// The streams to consume, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    stream: Vec<String>,
     #[arg(long)]
     consumer: String,
     #[arg(long, value_enum, default_value_t = crate::Flavor::MultiThread)]
@@ -107,10 +108,14 @@ fn take(reply: ReadReply, ids: &mut Vec<String>) {
     }
 }
 
-/// The `raw-consumer` role.
+/// The `raw-consumer` role: one loop per stream, each on a connection of its own.
 pub(crate) async fn consumer_main(args: ConsumerArgs) -> anyhow::Result<()> {
-    let redis = connect(&args.redis_url).await?;
-    create_group(&redis, &args.stream).await?;
+    let mut clients = Vec::new();
+    for stream in &args.stream {
+        let redis = connect(&args.redis_url).await?;
+        create_group(&redis, stream).await?;
+        clients.push(redis);
+    }
     let lines = child::handshake().await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let stopper = stop.clone();
@@ -118,7 +123,31 @@ pub(crate) async fn consumer_main(args: ConsumerArgs) -> anyhow::Result<()> {
         child::until_stop(lines).await;
         stopper.cancel();
     });
-    let stream = args.stream.as_str();
+    if let ([redis], [stream]) = (clients.as_slice(), args.stream.as_slice()) {
+        // One stream: on this task, as before there could be several.
+        consume(redis.clone(), stream.clone(), args.consumer, stop).await?;
+    } else {
+        let loops = clients.into_iter().zip(args.stream).map(|(redis, stream)| {
+            let stop = stop.clone();
+            let consumer = args.consumer.clone();
+            tokio::spawn(async move { consume(redis, stream, consumer, stop).await })
+        });
+        for done in futures::future::join_all(loops).await {
+            done??;
+        }
+    }
+    println!("{}", serde_json::to_string(&ChildReport::collect())?);
+    Ok(())
+}
+
+/// Reads, acknowledges and deletes the entries of `stream` until `stop`.
+async fn consume(
+    redis: Client,
+    stream: String,
+    consumer: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let stream = stream.as_str();
     let mut acks: Vec<String> = Vec::new();
     while !stop.is_cancelled() {
         // Acknowledge the last batch and read the next one in one round trip.
@@ -128,7 +157,7 @@ pub(crate) async fn consumer_main(args: ConsumerArgs) -> anyhow::Result<()> {
             let _: () = p.xdel(stream, std::mem::take(&mut acks)).await?;
         }
         let _: () = p
-            .xreadgroup(GROUP, &args.consumer, Some(COUNT), None, false, stream, ">")
+            .xreadgroup(GROUP, &consumer, Some(COUNT), None, false, stream, ">")
             .await?;
         let mut replies = p.try_all::<Value>().await;
         let read = replies.pop().context("no reply")??;
@@ -140,7 +169,7 @@ pub(crate) async fn consumer_main(args: ConsumerArgs) -> anyhow::Result<()> {
             let reply: ReadReply = redis
                 .xreadgroup(
                     GROUP,
-                    &args.consumer,
+                    &consumer,
                     Some(COUNT),
                     Some(Duration::from_millis(100).as_millis() as u64),
                     false,
@@ -155,6 +184,5 @@ pub(crate) async fn consumer_main(args: ConsumerArgs) -> anyhow::Result<()> {
         let _: u64 = redis.xack(stream, GROUP, acks.clone()).await?;
         let _: u64 = redis.xdel(stream, acks).await?;
     }
-    println!("{}", serde_json::to_string(&ChildReport::collect())?);
     Ok(())
 }

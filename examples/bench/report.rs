@@ -40,7 +40,18 @@ pub(crate) struct Report {
     pub(crate) targets: Vec<Target>,
     /// Per-section breakdowns (commands per job by name, child reports...).
     pub(crate) details: BTreeMap<String, serde_json::Value>,
+    /// Tables of a section whose figures don't fit the three-sided table (the cluster's
+    /// CPU per primary), printed after it.
+    pub(crate) tables: Vec<Table>,
     pub(crate) notes: Vec<String>,
+}
+
+/// A table of its own: a title, column names and rows of formatted cells.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Table {
+    pub(crate) title: String,
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -123,6 +134,20 @@ impl Report {
                     None => "n/a",
                 };
                 out.push_str(&format!("| {} | {} | {met} |\n", t.goal, t.reached));
+            }
+        }
+        for t in &self.tables {
+            out.push_str(&format!(
+                "\n{}\n\n| {} |\n|",
+                t.title,
+                t.columns.join(" | ")
+            ));
+            for i in 0..t.columns.len() {
+                out.push_str(if i == 0 { " --- |" } else { " ---: |" });
+            }
+            out.push('\n');
+            for r in &t.rows {
+                out.push_str(&format!("| {} |\n", r.join(" | ")));
             }
         }
         for n in &self.notes {

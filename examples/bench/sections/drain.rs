@@ -9,6 +9,7 @@ use crate::child::{Child, ChildReport, Probe, noop};
 use crate::info::{Own, PerJob, Snapshot, per_job};
 use crate::raw;
 use crate::report::Report;
+use futures::future::try_join_all;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 128];
 const PROCESSES: [usize; 2] = [1, 2];
@@ -18,6 +19,10 @@ pub(crate) struct Drained {
     pub(crate) rate: f64,
     pub(crate) per_job: PerJob,
     pub(crate) children: Vec<ChildReport>,
+    /// Server CPU (user + system) each of `Ctx::nodes` used during the drain, seconds.
+    pub(crate) node_cpu_s: Vec<f64>,
+    /// Jobs drained.
+    pub(crate) jobs: usize,
 }
 
 impl Drained {
@@ -50,7 +55,7 @@ pub(crate) async fn drain_with(
             .push(Child::start(&format!("{name}-{i}"), &ctx.exe, &args(i), ctx.logs.path()).await?);
     }
     let mut own = Own::default();
-    let before = Snapshot::take(&ctx.admin).await?;
+    let before = snapshots(ctx).await?;
     let started = Instant::now();
     for c in &mut children {
         c.send("go").await?;
@@ -59,21 +64,33 @@ pub(crate) async fn drain_with(
     ctx.wait_empty(streams, &mut own, Duration::from_secs(600))
         .await?;
     let secs = started.elapsed().as_secs_f64();
-    let after = Snapshot::take(&ctx.admin).await?;
+    let after = snapshots(ctx).await?;
     let mut reports = Vec::new();
     for c in children {
         reports.push(c.stop().await?);
     }
     let ran: u64 = reports.iter().map(|r| r.ran).sum();
     anyhow::ensure!(ran as usize >= jobs, "{name}: {ran} of {jobs} jobs ran");
-    let mut per_job = per_job(&before, &after, &own, jobs);
+    let node_cpu_s = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a.cpu - b.cpu).max(0.0))
+        .collect();
+    let mut per_job = per_job(&Snapshot::sum(&before), &Snapshot::sum(&after), &own, jobs);
     per_job.client_cpu_us =
         reports.iter().map(|r| r.cpu_us).sum::<u64>() as f64 / jobs.max(1) as f64;
     Ok(Drained {
         rate: jobs as f64 / secs,
         per_job,
         children: reports,
+        node_cpu_s,
+        jobs,
     })
+}
+
+/// An INFO snapshot of each of `ctx.nodes`, taken at once.
+async fn snapshots(ctx: &Ctx) -> anyhow::Result<Vec<Snapshot>> {
+    try_join_all(ctx.nodes.iter().map(Snapshot::take)).await
 }
 
 /// Fills `queue` with `jobs` no-op jobs through stevedore.
@@ -105,13 +122,26 @@ pub(crate) async fn stevedore(
     jobs: usize,
     during: impl Future<Output = anyhow::Result<u64>>,
 ) -> anyhow::Result<Drained> {
-    let streams: Vec<String> = ["high", "normal", "low"]
+    stevedore_queues(ctx, &[queue.to_string()], concurrency, procs, jobs, during).await
+}
+
+/// Drains `jobs` stevedore jobs waiting in `queues` with `procs` worker processes of
+/// `concurrency` each, every process consuming every queue.
+pub(crate) async fn stevedore_queues(
+    ctx: &Ctx,
+    queues: &[String],
+    concurrency: usize,
+    procs: usize,
+    jobs: usize,
+    during: impl Future<Output = anyhow::Result<u64>>,
+) -> anyhow::Result<Drained> {
+    let streams: Vec<String> = queues
         .iter()
-        .map(|p| ctx.stream(queue, p))
+        .flat_map(|q| ["high", "normal", "low"].map(|p| ctx.stream(q, p)))
         .collect();
     drain_with(
         ctx,
-        queue,
+        &queues.join("+"),
         procs,
         jobs,
         &streams,
@@ -123,7 +153,7 @@ pub(crate) async fn stevedore(
                 "--prefix".into(),
                 ctx.prefix.clone(),
                 "--queue".into(),
-                queue.into(),
+                queues.join(","),
                 "--concurrency".into(),
                 concurrency.to_string(),
             ]
@@ -141,19 +171,31 @@ pub(crate) async fn raw_consumers(
     jobs: usize,
     during: impl Future<Output = anyhow::Result<u64>>,
 ) -> anyhow::Result<Drained> {
+    raw_consumers_of(ctx, &[stream.to_string()], procs, jobs, during).await
+}
+
+/// Drains `jobs` raw entries waiting in `streams` with `procs` raw consumers, each reading
+/// every stream (one loop per stream).
+pub(crate) async fn raw_consumers_of(
+    ctx: &Ctx,
+    streams: &[String],
+    procs: usize,
+    jobs: usize,
+    during: impl Future<Output = anyhow::Result<u64>>,
+) -> anyhow::Result<Drained> {
     drain_with(
         ctx,
         "raw",
         procs,
         jobs,
-        &[stream.to_string()],
+        streams,
         |i| {
             vec![
                 "raw-consumer".into(),
                 "--redis-url".into(),
                 ctx.url.clone(),
                 "--stream".into(),
-                stream.into(),
+                streams.join(","),
                 "--consumer".into(),
                 format!("raw-{i}"),
             ]

@@ -1,6 +1,8 @@
 //! The run: a Redis, then each section (enqueue, drain, latency, memory) measured through
-//! stevedore, raw commands and BullMQ in turn, then the report.
+//! stevedore, raw commands and BullMQ in turn, then the report. The `cluster` section
+//! starts a Redis Cluster of its own and measures there (stevedore and raw only).
 
+mod cluster;
 mod drain;
 mod enqueue;
 mod latency;
@@ -26,13 +28,17 @@ pub(crate) enum Section {
     Drain,
     Latency,
     Memory,
+    /// On a Redis Cluster of three primaries started for the section.
+    Cluster,
 }
 
-const ALL: [Section; 4] = [
+/// The sections a run without `--only` does, in order.
+const ALL: [Section; 5] = [
     Section::Enqueue,
     Section::Drain,
     Section::Latency,
     Section::Memory,
+    Section::Cluster,
 ];
 
 /// What every section needs.
@@ -41,8 +47,12 @@ pub(crate) struct Ctx {
     pub(crate) prefix: String,
     /// True when this run started the server (FLUSHALL is then fine).
     own_server: bool,
-    /// A plain connection for INFO, polling and cleanup.
+    /// A plain connection for INFO, polling and cleanup (on a cluster, a clustered client
+    /// for polling).
     pub(crate) admin: fred::prelude::Client,
+    /// A connection to each server whose INFO a drain reads and sums, and that cleanup
+    /// flushes: `admin` alone on one server, each primary on a cluster.
+    pub(crate) nodes: Vec<fred::prelude::Client>,
     /// A plain connection for the raw workloads.
     pub(crate) raw: fred::prelude::Client,
     /// A stevedore client in the default configuration, with metrics attached.
@@ -83,7 +93,9 @@ impl Ctx {
     /// Removes every key this run wrote (BullMQ's too).
     pub(crate) async fn cleanup(&self) -> anyhow::Result<()> {
         if self.own_server {
-            let _: () = self.admin.flushall(false).await?;
+            for node in &self.nodes {
+                let _: () = node.flushall(false).await?;
+            }
             return Ok(());
         }
         let mut cursor = "0".to_string();
@@ -195,6 +207,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         url,
         prefix,
         own_server: !shared,
+        nodes: vec![admin.clone()],
         admin,
         sizes,
         exe: std::env::current_exe().context("locating this program")?,
@@ -217,6 +230,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             Section::Drain => drain::run(&ctx, &mut report).await?,
             Section::Latency => latency::run(&ctx, &mut report).await?,
             Section::Memory => memory::run(&ctx, &mut report).await?,
+            Section::Cluster => cluster::run(&ctx, &mut report).await?,
         }
         ctx.cleanup().await?;
     }
