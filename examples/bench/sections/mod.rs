@@ -93,8 +93,20 @@ impl Ctx {
     /// Removes every key this run wrote (BullMQ's too).
     pub(crate) async fn cleanup(&self) -> anyhow::Result<()> {
         if self.own_server {
+            // SYNC: a plain FLUSHALL frees in the background on Valkey 8
+            // (`lazyfree-lazy-user-flush yes`), and memory read right after it would still
+            // count the flushed keys.
             for node in &self.nodes {
-                let _: () = node.flushall(false).await?;
+                let _: () = node
+                    .custom(
+                        fred::types::CustomCommand::new_static(
+                            "FLUSHALL",
+                            fred::types::ClusterHash::FirstKey,
+                            false,
+                        ),
+                        vec!["SYNC"],
+                    )
+                    .await?;
             }
             return Ok(());
         }
@@ -275,11 +287,17 @@ async fn machine(ctx: &Ctx, report: &mut Report, quick: bool) -> anyhow::Result<
         .map(|s| s.trim_matches('"').to_string())
         .unwrap_or_default();
     let info: String = ctx.admin.info(Some(fred::types::InfoKind::Server)).await?;
-    let redis_version = info
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .to_string();
+    // Valkey answers redis_version 7.2.4 (what it is compatible with) and its own version
+    // apart.
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::to_string)
+    };
+    let redis_version = match field("valkey_version:") {
+        Some(v) => format!("valkey {v}"),
+        None => field("redis_version:").unwrap_or_else(|| "?".into()),
+    };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let m = &mut report.machine;
     m.insert("cpu".into(), format!("{cores} × {model}").into());
