@@ -11,7 +11,7 @@ use futures::future::{BoxFuture, MaybeDone, maybe_done};
 
 use fred::prelude::*;
 
-use super::cluster::slot_of;
+use super::cluster::{Cluster, slot_of};
 use super::entry::fields_of;
 use super::keys;
 use super::scripts::Scripts;
@@ -42,29 +42,36 @@ impl Store {
         writes: Vec<JobWrite>,
         retention_ms: u64,
     ) -> crate::Result<Vec<(String, bool)>> {
-        let c = match &self.route {
-            Route::Pool(p) => {
-                let targets = Targets::One(p.next());
-                return write_jobs(
-                    &targets,
-                    &self.keys,
-                    &self.scripts,
-                    new_queues,
-                    writes,
-                    retention_ms,
-                )
-                .await;
-            }
-            Route::Cluster(c) => c,
+        let targets = match &self.route {
+            Route::Pool(p) => Targets::One(p.next()),
+            Route::Cluster(c) => Targets::BySlot(self.write_nodes(c, &new_queues, &writes).await?),
         };
-        // On a cluster: the primary of every slot the write touches (one per queue, and the
-        // registry's), resolved before the first command is built.
+        write_jobs(
+            &targets,
+            &self.keys,
+            &self.scripts,
+            new_queues,
+            writes,
+            retention_ms,
+        )
+        .await
+        .map_err(|e| self.noted(e))
+    }
+
+    /// On a cluster: a client of the primary of every slot a write touches (one per queue,
+    /// and the registry's), resolved before the first command is built.
+    async fn write_nodes(
+        &self,
+        c: &Cluster,
+        new_queues: &[String],
+        writes: &[JobWrite],
+    ) -> crate::Result<Vec<(u16, Client)>> {
         let mut slots: Vec<u16> = Vec::new();
         if !new_queues.is_empty() {
             slots.push(slot_of(self.keys.queues().as_bytes()));
         }
         let mut seen: Vec<&str> = Vec::new();
-        for w in &writes {
+        for w in writes {
             if !seen.contains(&w.queue.as_str()) {
                 seen.push(w.queue.as_str());
                 let slot = slot_of(self.keys.stream(&w.queue, w.priority).as_bytes());
@@ -77,17 +84,7 @@ impl Store {
         for slot in slots {
             clients.push((slot, c.client(slot).await?.1));
         }
-        let targets = Targets::BySlot(clients);
-        write_jobs(
-            &targets,
-            &self.keys,
-            &self.scripts,
-            new_queues,
-            writes,
-            retention_ms,
-        )
-        .await
-        .map_err(|e| self.noted(e))
+        Ok(clients)
     }
 }
 

@@ -92,6 +92,21 @@ fn longest_gap(queue: &str, from: Instant) -> Duration {
     gap
 }
 
+/// Three primaries with a replica each, failing over within about two seconds.
+async fn three_by_two() -> RedisCluster {
+    RedisCluster::builder()
+        .primaries(3)
+        .replicas(1)
+        .node_timeout(Duration::from_millis(1000))
+        // Else every node refuses every command (CLUSTERDOWN) from when the dead primary is
+        // marked failed until its replica takes over: the README's advice for a cluster.
+        .arg("--cluster-require-full-coverage")
+        .arg("no")
+        .start()
+        .await
+        .expect("a cluster of three primaries and three replicas")
+}
+
 /// Two queue names whose slots are served by different primaries: (on `victim`, elsewhere).
 async fn queues_on_two_primaries(cluster: &RedisCluster, prefix: &str) -> (String, String, u16) {
     let mut by_primary: HashMap<u16, String> = HashMap::new();
@@ -118,17 +133,7 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
     if !cluster_wanted() {
         return;
     }
-    let mut cluster = RedisCluster::builder()
-        .primaries(3)
-        .replicas(1)
-        .node_timeout(Duration::from_millis(1000))
-        // Else every node refuses every command (CLUSTERDOWN) from when the dead primary is
-        // marked failed until its replica takes over: the README's advice for a cluster.
-        .arg("--cluster-require-full-coverage")
-        .arg("no")
-        .start()
-        .await
-        .expect("a cluster of three primaries and three replicas");
+    let mut cluster = three_by_two().await;
     let env = TestEnv::on(&cluster.url()).await;
     let (on_victim, elsewhere, victim) = queues_on_two_primaries(&cluster, &env.prefix).await;
 
@@ -234,15 +239,7 @@ async fn a_failover_loses_at_most_the_last_acknowledged_enqueues() {
     if !cluster_wanted() {
         return;
     }
-    let mut cluster = RedisCluster::builder()
-        .primaries(3)
-        .replicas(1)
-        .node_timeout(Duration::from_millis(1000))
-        .arg("--cluster-require-full-coverage")
-        .arg("no")
-        .start()
-        .await
-        .expect("a cluster of three primaries and three replicas");
+    let mut cluster = three_by_two().await;
     let env = TestEnv::on(&cluster.url()).await;
     let (queue, _, victim) = queues_on_two_primaries(&cluster, &env.prefix).await;
 

@@ -1,9 +1,10 @@
 //! A Redis Cluster of local `redis-server` processes, formed by the kit over RESP (no
 //! `redis-cli` needed).
 
+mod view;
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -14,7 +15,10 @@ use tokio::time::Instant;
 
 use crate::KitError;
 use crate::process::{RedisServer, default_program};
-use crate::resp::{self, Reply};
+use view::{
+    SlotRange, add_slots, call, cluster_slots, describe, expect_ok, info_field, node_state, poll,
+    unexpected,
+};
 
 /// How many hash slots a Redis Cluster has.
 const SLOTS: u32 = 16384;
@@ -777,193 +781,6 @@ impl RedisCluster {
     }
 }
 
-/// A run of slots and who serves it, as one node's `CLUSTER SLOTS` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SlotRange {
-    start: u16,
-    end: u16,
-    primary: u16,
-    replicas: BTreeSet<u16>,
-}
-
-/// What one node says about the cluster and itself.
-struct NodeState {
-    cluster_state: String,
-    view: Vec<SlotRange>,
-    /// The primary's port, if this node is a replica.
-    replica_of: Option<u16>,
-    /// `master_link_status:up` (replicas only).
-    link_up: bool,
-}
-
-/// Asks the node on `port` for `CLUSTER INFO`, `CLUSTER SLOTS` and `INFO replication`.
-async fn node_state(port: u16) -> Result<NodeState, String> {
-    let text = |reply: Reply, command: &str| {
-        reply
-            .text()
-            .ok_or_else(|| format!("{HOST}:{port} answered {command} with no text"))
-    };
-    let info = text(
-        call(port, &["CLUSTER", "INFO"])
-            .await
-            .map_err(|e| e.to_string())?,
-        "CLUSTER INFO",
-    )?;
-    let view = cluster_slots(port).await.map_err(|e| e.to_string())?;
-    let replication = text(
-        call(port, &["INFO", "replication"])
-            .await
-            .map_err(|e| e.to_string())?,
-        "INFO replication",
-    )?;
-    let replica_of = if info_field(&replication, "role") == Some("slave") {
-        Some(
-            info_field(&replication, "master_port")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0),
-        )
-    } else {
-        None
-    };
-    Ok(NodeState {
-        cluster_state: info_field(&info, "cluster_state")
-            .unwrap_or("(missing)")
-            .to_owned(),
-        view,
-        replica_of,
-        link_up: info_field(&replication, "master_link_status") == Some("up"),
-    })
-}
-
-/// One node's `CLUSTER SLOTS`, sorted by first slot, replicas as a set of ports.
-async fn cluster_slots(port: u16) -> Result<Vec<SlotRange>, KitError> {
-    let reply = call(port, &["CLUSTER", "SLOTS"]).await?;
-    parse_cluster_slots(&reply).ok_or_else(|| {
-        unexpected(
-            port,
-            "CLUSTER SLOTS",
-            &format!("an array of slot ranges, got {reply:?}"),
-        )
-    })
-}
-
-/// Decodes a `CLUSTER SLOTS` reply: `[[start, end, [ip, port, id, ..], replicas..], ..]`.
-fn parse_cluster_slots(reply: &Reply) -> Option<Vec<SlotRange>> {
-    let node_port = |r: &Reply| u16::try_from(r.array()?.get(1)?.integer()?).ok();
-    let mut view = Vec::new();
-    for range in reply.array()? {
-        let items = range.array()?;
-        view.push(SlotRange {
-            start: u16::try_from(items.first()?.integer()?).ok()?,
-            end: u16::try_from(items.get(1)?.integer()?).ok()?,
-            primary: node_port(items.get(2)?)?,
-            replicas: items
-                .get(3..)?
-                .iter()
-                .map(node_port)
-                .collect::<Option<_>>()?,
-        });
-    }
-    view.sort_by_key(|r| r.start);
-    Some(view)
-}
-
-/// `0-5460@40001[40004] 5461-10922@40002[40005] ...`, for error messages.
-fn describe(view: &[SlotRange]) -> String {
-    if view.is_empty() {
-        return "no slots".to_owned();
-    }
-    let mut out = String::new();
-    for r in view {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        let _ = write!(out, "{}-{}@{}", r.start, r.end, r.primary);
-        if !r.replicas.is_empty() {
-            let replicas: Vec<String> = r.replicas.iter().map(u16::to_string).collect();
-            let _ = write!(out, "[{}]", replicas.join(","));
-        }
-    }
-    out
-}
-
-/// The value of `field:value` in an `INFO` or `CLUSTER INFO` text.
-fn info_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
-    text.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        (name == field).then(|| value.trim())
-    })
-}
-
-/// Assigns slots `start..=end` to the node on `port` (`CLUSTER ADDSLOTSRANGE`, Redis 7).
-async fn add_slots(port: u16, start: u16, end: u16) -> Result<(), KitError> {
-    let (start, end) = (start.to_string(), end.to_string());
-    expect_ok(port, &["CLUSTER", "ADDSLOTSRANGE", &start, &end]).await
-}
-
-/// Runs `args` on the node on `port`; an error reply or no reply is a
-/// [`KitError::ClusterCommand`].
-async fn call(port: u16, args: &[&str]) -> Result<Reply, KitError> {
-    let name = || args.iter().take(2).copied().collect::<Vec<_>>().join(" ");
-    match resp::command(HOST, port, args).await {
-        Ok(Reply::Error(error)) => Err(KitError::ClusterCommand {
-            port,
-            command: name(),
-            error,
-        }),
-        Ok(reply) => Ok(reply),
-        Err(e) => Err(KitError::ClusterCommand {
-            port,
-            command: name(),
-            error: e.to_string(),
-        }),
-    }
-}
-
-/// Runs `args` and expects `+OK`.
-async fn expect_ok(port: u16, args: &[&str]) -> Result<(), KitError> {
-    match call(port, args).await? {
-        Reply::Simple(s) if s == "OK" => Ok(()),
-        other => Err(unexpected(
-            port,
-            &args.iter().take(2).copied().collect::<Vec<_>>().join(" "),
-            &format!("+OK, got {other:?}"),
-        )),
-    }
-}
-
-fn unexpected(port: u16, command: &str, wanted: &str) -> KitError {
-    KitError::ClusterCommand {
-        port,
-        command: command.to_owned(),
-        error: format!("unexpected reply: wanted {wanted}"),
-    }
-}
-
-/// Calls `check` every 50 ms until it is `Ok` or `deadline` has passed; then a
-/// [`KitError::ClusterTimeout`] with `awaited` and `check`'s last error.
-async fn poll<T, F, Fut>(deadline: Duration, awaited: &str, mut check: F) -> Result<T, KitError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        let last = match check().await {
-            Ok(value) => return Ok(value),
-            Err(last) => last,
-        };
-        if started.elapsed() >= deadline {
-            return Err(KitError::ClusterTimeout {
-                awaited: awaited.to_owned(),
-                waited: deadline,
-                last,
-            });
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
 /// The slots `(first, last)` primary `i` of `primaries` (at most 16384) gets: an even share.
 fn share(i: usize, primaries: usize) -> (u16, u16) {
     let (i, n) = (i as u64, primaries.max(1) as u64);
@@ -975,35 +792,9 @@ fn share(i: usize, primaries: usize) -> (u16, u16) {
     )
 }
 
-/// The hash slot of `key` as Redis computes it: CRC16 (XMODEM) mod 16384, of the hash tag
-/// (between the first `{` and the next `}`) if there is a non-empty one.
+/// The hash slot of `key` as Redis computes it (CRC16 of the hash tag, if any, mod 16384).
 pub(crate) fn key_slot(key: &[u8]) -> u16 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let len = rest.iter().position(|&b| b == b'}')?;
-            (len > 0).then(|| &rest[..len])
-        })
-        .unwrap_or(key);
-    crc16_xmodem(hashed) % 16384
-}
-
-/// CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection.
-fn crc16_xmodem(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
+    fred::util::redis_keyslot(key)
 }
 
 #[cfg(test)]
@@ -1011,76 +802,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc16_matches_the_xmodem_check_value() {
-        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
-        assert_eq!(crc16_xmodem(b""), 0);
-    }
-
-    #[test]
-    fn key_slot_matches_known_cluster_keyslot_answers() {
+    fn slot_of_matches_known_cluster_keyslot_answers() {
         // Answers of CLUSTER KEYSLOT on Redis 7.0.
         assert_eq!(key_slot(b"foo"), 12182);
         assert_eq!(key_slot(b"bar"), 5061);
         assert_eq!(key_slot(b"123456789"), 12739);
-        assert_eq!(key_slot(b""), 0);
         assert_eq!(
             key_slot(b"{user1000}.following"),
             key_slot(b"{user1000}.followers")
         );
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        // Only the first `{`...`}` counts, and an empty tag means the whole key.
         assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
-        assert_eq!(key_slot(b"foo{}{bar}"), crc16_xmodem(b"foo{}{bar}") % 16384);
-        assert_eq!(key_slot(b"{}"), crc16_xmodem(b"{}") % 16384);
-        assert_eq!(key_slot(b"foo{bar"), key_slot(b"foo{bar"));
-        assert_ne!(key_slot(b"foo{bar"), key_slot(b"bar"));
-    }
-
-    #[test]
-    fn cluster_slots_reply_is_decoded() {
-        let node = |port: i64| {
-            Reply::Array(Some(vec![
-                Reply::Bulk(Some(b"127.0.0.1".to_vec())),
-                Reply::Integer(port),
-                Reply::Bulk(Some(b"id".to_vec())),
-                Reply::Array(Some(vec![])),
-            ]))
-        };
-        let reply = Reply::Array(Some(vec![
-            Reply::Array(Some(vec![
-                Reply::Integer(8192),
-                Reply::Integer(16383),
-                node(7002),
-            ])),
-            Reply::Array(Some(vec![
-                Reply::Integer(0),
-                Reply::Integer(8191),
-                node(7001),
-                node(7004),
-                node(7003),
-            ])),
-        ]));
-        let view = parse_cluster_slots(&reply).expect("a valid reply");
-        assert_eq!(
-            view,
-            vec![
-                SlotRange {
-                    start: 0,
-                    end: 8191,
-                    primary: 7001,
-                    replicas: [7003, 7004].into(),
-                },
-                SlotRange {
-                    start: 8192,
-                    end: 16383,
-                    primary: 7002,
-                    replicas: BTreeSet::new(),
-                },
-            ]
-        );
-        assert_eq!(describe(&view), "0-8191@7001[7003,7004] 8192-16383@7002");
-        assert!(parse_cluster_slots(&Reply::Simple("OK".into())).is_none());
     }
 
     #[test]
@@ -1091,14 +822,6 @@ mod tests {
             vec![(0, 5460), (5461, 10921), (10922, 16383)]
         );
         assert_eq!(share(16383, 16384), (16383, 16383));
-    }
-
-    #[test]
-    fn info_fields_are_found() {
-        let text = "# Replication\r\nrole:slave\r\nmaster_port:7001\r\nmaster_link_status:up\r\n";
-        assert_eq!(info_field(text, "role"), Some("slave"));
-        assert_eq!(info_field(text, "master_port"), Some("7001"));
-        assert_eq!(info_field(text, "master"), None);
     }
 
     #[tokio::test]
