@@ -20,7 +20,8 @@ use crate::envelope::Envelope;
 /// Starts `deliveries` in order as slots free up: the next one as soon as it has a slot
 /// (`first`, when the caller holds one already), together with every one behind it that
 /// has a slot right now, as one batch. Returns false when `stop` fires (or the slots close)
-/// first; the deliveries not started then stay pending, unacknowledged.
+/// while a delivery waits for a slot; the deliveries not started then stay pending,
+/// unacknowledged, and are handed back when the worker stops.
 pub(crate) async fn start_as_slots_free(
     rt: &Arc<Runtime>,
     deliveries: Vec<Delivery>,
@@ -58,9 +59,9 @@ pub(crate) async fn start_as_slots_free(
                 }
             }
         }
-        if stop.is_cancelled() {
-            return false;
-        }
+        // Deliveries that hold a slot start even when `stop` fired meanwhile: they were
+        // fetched, their status says running, and the drain lets them finish. Only those
+        // still waiting for a slot are left pending (handed back at the stop).
         start(rt, batch).await;
     }
     true
