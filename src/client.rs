@@ -42,6 +42,8 @@ struct Inner {
     job_status: Option<Duration>,
     /// Queues this client already recorded in `<prefix>:queues`.
     registered: Mutex<HashSet<String>>,
+    /// Partition counts of queues read lately, and the turn of round-robin placement.
+    layouts: crate::partition::Layouts,
     /// Told about every job event of this client and of the workers built on it.
     observers: Observers,
     metrics: Option<Metrics>,
@@ -176,6 +178,7 @@ impl ClientBuilder {
                 payload_limit: self.payload_limit,
                 job_status: self.job_status.filter(|d| !d.is_zero()),
                 registered: Mutex::new(HashSet::new()),
+                layouts: Default::default(),
                 observers: Observers::new(
                     self.metrics
                         .iter()
@@ -254,6 +257,20 @@ impl Client {
                 size: big.envelope.payload.len(),
                 limit,
             });
+        }
+        // A partitioned queue's job goes to one of its partitions (`partition`).
+        let mut jobs = jobs;
+        let queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
+        let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
+        let layouts = self.layouts_of(&queues).await?;
+        for j in &mut jobs {
+            if let Some(layout) = layouts.get(&j.queue)
+                && layout.names.len() > 1
+            {
+                j.queue = layout
+                    .place(j.partition_key.as_deref(), &self.layouts().turn)
+                    .to_string();
+            }
         }
         let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
         let events: Vec<(String, String, crate::Priority, bool)> =
@@ -371,6 +388,10 @@ impl Client {
     /// The storage layer: every Redis operation goes through it.
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn layouts(&self) -> &crate::partition::Layouts {
+        &self.inner.layouts
     }
 
     pub(crate) fn keys(&self) -> &Keys {

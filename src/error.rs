@@ -48,11 +48,12 @@ pub enum Error {
 
     /// A queue name, job type or key prefix does not match `^[A-Za-z0-9_.-]{1,64}$`
     /// (prefixes may also contain `:`; a name of dots only, such as `.` or `..`, is
-    /// refused), or a unique key is empty, longer than 256 bytes or holds a control
-    /// character. Pick a name that follows the rule the message quotes.
+    /// refused), or a unique or partition key is empty, longer than 256 bytes or holds a
+    /// control character. Pick a name that follows the rule the message quotes.
     #[error("invalid {kind} {}: {}", excerpt(name), name_rule(kind))]
     InvalidName {
-        /// What the name was for: `queue`, `job type`, `prefix` or `unique key`.
+        /// What the name was for: `queue`, `job type`, `prefix`, `unique key` or
+        /// `partition key`.
         kind: &'static str,
         /// The name as given, cut to its first 64 characters when longer.
         name: String,
@@ -89,6 +90,18 @@ pub enum Error {
     #[error("unknown queue {0:?}")]
     UnknownQueue(String),
 
+    /// A queue's partition count cannot change while it holds jobs (waiting, running,
+    /// scheduled or dead): they would be left in partitions no worker reads. Drain it first:
+    /// stop its producers, let its workers finish, replay or purge its dead letters, then
+    /// retry (README, "Partitioned queues").
+    #[error("queue {queue:?} still holds {jobs} jobs: drain it before changing its partitions")]
+    QueueNotEmpty {
+        /// The queue.
+        queue: String,
+        /// The jobs found in it, over its partitions.
+        jobs: u64,
+    },
+
     /// The worker did not finish its in-flight jobs within the drain deadline; the
     /// unfinished ones were left unacknowledged and will run again.
     #[error("shutdown deadline of {0:?} passed with jobs still running")]
@@ -115,7 +128,7 @@ impl Error {
 /// The rule a name of this kind must follow, as error messages quote it.
 fn name_rule(kind: &str) -> &'static str {
     match kind {
-        "unique key" => "use 1 to 256 bytes without control characters",
+        "unique key" | "partition key" => "use 1 to 256 bytes without control characters",
         "prefix" => "use 1 to 64 characters from A-Z a-z 0-9 _ . - :, not only dots",
         _ => "use 1 to 64 characters from A-Z a-z 0-9 _ . -, not only dots",
     }

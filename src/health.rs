@@ -32,38 +32,56 @@ impl fmt::Debug for Health {
     }
 }
 
-/// Which of a worker's consume loops are running.
+/// Which of a worker's consume loops are running: one per queue, or per partition of a
+/// partitioned queue once the worker has read its layout.
 #[derive(Debug)]
 pub(crate) struct ConsumeState {
     running: AtomicBool,
-    queues: Vec<(String, AtomicBool)>,
+    queues: std::sync::Mutex<Vec<(String, bool)>>,
 }
 
 impl ConsumeState {
     pub(crate) fn new(queues: &[String]) -> Self {
         ConsumeState {
             running: AtomicBool::new(false),
-            queues: queues
-                .iter()
-                .map(|q| (q.clone(), AtomicBool::new(false)))
-                .collect(),
+            queues: std::sync::Mutex::new(queues.iter().map(|q| (q.clone(), false)).collect()),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, bool)>> {
+        // Flags only: valid whatever a panicking holder left.
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the worker's queues by the loops it runs (a partitioned queue's partitions).
+    pub(crate) fn set_loops(&self, loops: &[String]) {
+        *self.lock() = loops.iter().map(|q| (q.clone(), false)).collect();
     }
 
     pub(crate) fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Release);
         if !running {
-            for (_, c) in &self.queues {
-                c.store(false, Ordering::Release);
+            for (_, c) in self.lock().iter_mut() {
+                *c = false;
             }
         }
     }
 
     /// Records whether `queue`'s loop is reading (false while it retries a failed read).
     pub(crate) fn set_consuming(&self, queue: &str, consuming: bool) {
-        if let Some((_, c)) = self.queues.iter().find(|(q, _)| q == queue) {
-            c.store(consuming, Ordering::Release);
+        if let Some((_, c)) = self.lock().iter_mut().find(|(q, _)| q == queue) {
+            *c = consuming;
         }
+    }
+
+    fn not_consuming(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, c)| !c)
+            .map(|(q, _)| q.clone())
+            .collect()
     }
 }
 
@@ -158,12 +176,7 @@ impl Health {
             },
             Some(s) => {
                 let running = s.running.load(Ordering::Acquire);
-                let not_consuming: Vec<String> = s
-                    .queues
-                    .iter()
-                    .filter(|(_, c)| !c.load(Ordering::Acquire))
-                    .map(|(q, _)| q.clone())
-                    .collect();
+                let not_consuming = s.not_consuming();
                 Readiness {
                     ready: running && not_consuming.is_empty(),
                     redis: true,

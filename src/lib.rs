@@ -69,6 +69,7 @@ pub mod job;
 pub mod metrics;
 pub(crate) mod names;
 pub mod observe;
+mod partition;
 pub mod priority;
 pub(crate) mod redis;
 pub mod retry;

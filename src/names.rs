@@ -33,23 +33,90 @@ pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     }
 }
 
+/// Marks a partition of a queue: partition names read `<queue>~<salt>` (`emails~3`).
+pub(crate) const PARTITION_MARK: char = '~';
+
+/// Most partitions a queue may have.
+pub const MAX_PARTITIONS: u16 = 128;
+
+/// Checks a name that refers to an existing queue: a queue name, or the name of one of a
+/// queue's partitions (`emails~3`, see [`partition_names`]).
+pub(crate) fn validate_queue_ref(name: &str) -> Result<()> {
+    match split_partition(name) {
+        Some((queue, _)) => validate_name("queue", queue),
+        None => validate_name("queue", name),
+    }
+}
+
+/// The queue and salt of a partition name (`emails~3` → `emails`, 3); `None` for a name
+/// that names no partition.
+fn split_partition(name: &str) -> Option<(&str, u32)> {
+    let (queue, salt) = name.rsplit_once(PARTITION_MARK)?;
+    let digits = !salt.is_empty() && salt.len() <= 6 && salt.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| salt.parse().ok().map(|s| (queue, s)))?
+}
+
+/// The queue a queue or partition name belongs to: `emails~3` → `emails`, `emails` →
+/// `emails`.
+pub(crate) fn queue_of(name: &str) -> &str {
+    split_partition(name).map_or(name, |(queue, _)| queue)
+}
+
+/// Whether `name` names a partition of a queue (`emails~3`).
+pub(crate) fn is_partition(name: &str) -> bool {
+    split_partition(name).is_some()
+}
+
+/// Hash slots of a Redis Cluster.
+const SLOTS: u32 = 16_384;
+
+/// The names of the `n` partitions of `queue`, in partition order: `queue` itself for one
+/// partition, else `queue~<salt>` each, where partition `p`'s salt is the smallest number
+/// whose name hashes into the `p`-th `n`-th of the cluster's slots. A cluster that splits
+/// its slots evenly over `n` primaries (as `redis-cli --cluster create` does) so serves
+/// each partition from a different primary. The names depend on `queue` and `n` only.
+pub(crate) fn partition_names(queue: &str, n: u16) -> Vec<String> {
+    if n <= 1 {
+        return vec![queue.to_string()];
+    }
+    let n = u32::from(n);
+    let mut names = Vec::with_capacity(n as usize);
+    let mut name = String::with_capacity(queue.len() + 8);
+    for p in 0..n {
+        let (lo, hi) = (p * SLOTS / n, (p + 1) * SLOTS / n);
+        // A slot range of 1/n of the slots is hit once in about n tries.
+        for salt in 0u32.. {
+            name.clear();
+            name.push_str(queue);
+            name.push(PARTITION_MARK);
+            name.push_str(&salt.to_string());
+            let slot = u32::from(fred::util::redis_keyslot(name.as_bytes()));
+            if (lo..hi).contains(&slot) {
+                names.push(name.clone());
+                break;
+            }
+        }
+    }
+    names
+}
+
 /// Longest job id a worker accepts in an entry; a stevedore id has at most 44 characters.
 pub const MAX_JOB_ID_LEN: usize = 128;
 
 /// Checks a job id read from an entry: 1 to [`MAX_JOB_ID_LEN`] characters from
-/// `A-Z a-z 0-9 _ . : -`, so a hand-written entry cannot make a huge status key or put a
+/// `A-Z a-z 0-9 _ . : - ~`, so a hand-written entry cannot make a huge status key or put a
 /// line break into a log.
 pub(crate) fn validate_job_id(id: &str) -> std::result::Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= MAX_JOB_ID_LEN
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-' | b'~'));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "field `id` {} is not a job id: use 1 to {MAX_JOB_ID_LEN} characters from A-Z a-z 0-9 _ . : -",
+            "field `id` {} is not a job id: use 1 to {MAX_JOB_ID_LEN} characters from A-Z a-z 0-9 _ . : - ~",
             crate::error::excerpt(id)
         ))
     }
@@ -79,7 +146,8 @@ impl JobId {
 }
 
 /// `<queue>:<p>-<entry id>`: the job id of the job first enqueued as `entry_id` in the
-/// `priority` stream of `queue` (`p` is `h`, `n` or `l`). A queue name has no `:`, so the
+/// `priority` stream of `queue` (`p` is `h`, `n` or `l`; `queue` may be a partition,
+/// `emails~3`). A queue name has no `:`, so the
 /// id reads back unambiguously.
 pub(crate) fn locator(queue: &str, priority: crate::Priority, entry_id: &str) -> String {
     let mut id = String::with_capacity(queue.len() + entry_id.len() + 3);
@@ -100,7 +168,7 @@ pub(crate) fn locator(queue: &str, priority: crate::Priority, entry_id: &str) ->
 /// from a hand-written entry).
 pub(crate) fn parse_locator(id: &str) -> Option<(&str, crate::Priority, &str)> {
     let (queue, rest) = id.split_once(':')?;
-    validate_name("queue", queue).ok()?;
+    validate_queue_ref(queue).ok()?;
     let (p, entry) = rest.split_at_checked(2)?;
     let priority = match p {
         "h-" => crate::Priority::High,
@@ -205,6 +273,31 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.as_ref().is_some_and(|e| e.len() < 300), "{e:?}");
+    }
+
+    #[test]
+    fn partitions_spread_over_the_slots_and_read_back() {
+        assert_eq!(partition_names("emails", 1), ["emails"]);
+        for n in [2u16, 3, 7, MAX_PARTITIONS] {
+            let names = partition_names("emails", n);
+            assert_eq!(names.len(), usize::from(n));
+            for (p, name) in names.iter().enumerate() {
+                let slot = u32::from(fred::util::redis_keyslot(name.as_bytes()));
+                assert_eq!(slot * u32::from(n) / SLOTS, p as u32, "{name} of {n}");
+                assert!(is_partition(name));
+                assert_eq!(queue_of(name), "emails");
+                assert!(validate_queue_ref(name).is_ok());
+                let id = locator(name, crate::Priority::Normal, "1-0");
+                assert_eq!(parse_locator(&id).map(|l| l.0), Some(name.as_str()));
+                assert!(validate_job_id(&id).is_ok());
+            }
+            assert_eq!(partition_names("emails", n), names, "stable");
+        }
+        assert_eq!(queue_of("emails"), "emails");
+        for bad in ["emails~", "emails~x", "~3", "a b~3", "emails~1234567"] {
+            assert!(validate_queue_ref(bad).is_err(), "{bad}");
+        }
+        assert!(validate_name("queue", "emails~3").is_err());
     }
 
     #[test]

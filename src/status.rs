@@ -15,7 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::names::{validate_job_id, validate_name};
+use crate::names::validate_job_id;
 use crate::redis::Found;
 use crate::{Client, Error, Result};
 
@@ -255,7 +255,7 @@ impl Client {
     /// never enqueued here, or finished longer ago than its retention (or with status off).
     /// An id that is no job id at all is unknown too, never an error.
     pub async fn status_in(&self, queue: &str, id: &str) -> Result<Option<JobStatus>> {
-        validate_name("queue", queue)?;
+        crate::names::validate_queue_ref(queue)?;
         if validate_job_id(id).is_err() {
             return Ok(None);
         }
@@ -357,6 +357,8 @@ pub struct QueueStats {
     pub scheduled: u64,
     /// Entries in the dead-letter stream.
     pub dead: u64,
+    /// The queue's partitions (1: a plain queue); the counts are their sums.
+    pub partitions: u16,
     /// Age of the oldest job that could run now and has not started (the first undelivered
     /// entry of a stream, or a scheduled job already due); zero when none waits. In JSON:
     /// `oldest_waiting_ms`.
@@ -372,15 +374,45 @@ impl Client {
     /// Counts `queue`'s jobs by where they wait, in one script call (atomic: the counts
     /// belong to one moment). Ready counts stay exact after a Redis restart, when Redis 7.0
     /// no longer knows its consumer group's lag.
+    ///
+    /// A partitioned queue's counts are the sums over its partitions (one call each, sent
+    /// together; each partition's counts belong to one moment) and its oldest waiting job
+    /// is the oldest of any; a partition's name (`emails~3`) counts that partition alone.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
-        validate_name("queue", queue)?;
-        let c = self.store().queue_counts(queue).await?;
+        crate::names::validate_queue_ref(queue)?;
+        let names = if crate::names::is_partition(queue) {
+            vec![queue.to_string()]
+        } else {
+            self.layouts_of(&[queue])
+                .await?
+                .remove(queue)
+                .map_or_else(|| vec![queue.to_string()], |l| l.names.to_vec())
+        };
+        let counts =
+            futures::future::try_join_all(names.iter().map(|q| self.store().queue_counts(q)))
+                .await?;
+        let mut sum = crate::redis::QueueCounts::default();
+        for c in &counts {
+            for i in 0..3 {
+                sum.ready[i] += c.ready[i];
+                sum.pending[i] += c.pending[i];
+            }
+            sum.scheduled += c.scheduled;
+            sum.dead += c.dead;
+            sum.oldest_waiting_ms = sum.oldest_waiting_ms.max(c.oldest_waiting_ms);
+        }
+        let c = sum;
         Ok(QueueStats {
             queue: queue.to_string(),
             ready: ByPriority::from_array(c.ready),
             pending: ByPriority::from_array(c.pending),
             scheduled: c.scheduled,
             dead: c.dead,
+            partitions: if crate::names::is_partition(queue) {
+                1
+            } else {
+                names.len() as u16
+            },
             oldest_waiting: Duration::from_millis(c.oldest_waiting_ms),
         })
     }

@@ -47,6 +47,7 @@ impl From<Error> for ApiError {
             Error::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::UnknownQueue(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::QueueNotEmpty { .. } => (StatusCode::CONFLICT, "queue_not_empty"),
             e if e.is_redis() => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

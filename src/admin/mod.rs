@@ -46,7 +46,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::dlq::{DeadLetterFilter, DeadLetterQuery};
-use crate::names::validate_name;
+use crate::names::validate_queue_ref;
 use crate::redis::LIVE_WORKER_WINDOW_MS;
 use crate::status::QueueStats;
 use crate::worker::control::TOTALS;
@@ -286,10 +286,23 @@ impl Admin {
     }
 
     /// The known queues' names (every queue a job was enqueued to, or a worker consumed),
-    /// sorted.
+    /// sorted. A partitioned queue is listed once, by its own name; a partition outside its
+    /// queue's current layout (left from before a change of count) is listed by its own.
     pub async fn queue_names(&self) -> Result<Vec<String>> {
-        let mut names = self.client.store().known_queues().await?;
+        let store = self.client.store();
+        let (known, partitioned) =
+            tokio::try_join!(store.known_queues(), store.all_partition_counts())?;
+        let in_layout: std::collections::HashSet<String> = partitioned
+            .iter()
+            .flat_map(|(q, n)| crate::names::partition_names(q, *n))
+            .collect();
+        let mut names: Vec<String> = known
+            .into_iter()
+            .filter(|q| !in_layout.contains(q))
+            .chain(partitioned.into_keys())
+            .collect();
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
@@ -311,23 +324,36 @@ impl Admin {
     /// One queue; [`Error::UnknownQueue`] when no job was ever enqueued to it and no worker
     /// consumed it.
     pub async fn queue(&self, name: &str) -> Result<QueueInfo> {
-        validate_name("queue", name)?;
+        validate_queue_ref(name)?;
         let ((), live, paused) =
             tokio::try_join!(self.ensure_known(name), self.live(), self.paused_set())?;
         self.info(name, &live, &paused).await
     }
 
     async fn info(&self, name: &str, live: &[WorkerInfo], paused: &[String]) -> Result<QueueInfo> {
-        let totals = self.client.store().totals(name);
-        let (stats, h) = tokio::try_join!(self.client.queue_stats(name), totals)?;
+        let stats = self.client.queue_stats(name).await?;
+        // A partitioned queue's totals are its partitions' sums.
+        let parts = if stats.partitions > 1 {
+            crate::names::partition_names(name, stats.partitions)
+        } else {
+            vec![name.to_string()]
+        };
+        let hashes =
+            futures::future::try_join_all(parts.iter().map(|q| self.client.store().totals(q)))
+                .await?;
+        let mut totals = Totals::default();
+        for h in &hashes {
+            totals.add(&Totals::from_hash(h));
+        }
+        let of = crate::names::queue_of(name);
         Ok(QueueInfo {
             name: name.to_string(),
-            paused: paused.iter().any(|p| p == name),
+            paused: paused.iter().any(|p| p == name || p == of),
             stats,
-            totals: Totals::from_hash(&h),
+            totals,
             workers: live
                 .iter()
-                .filter(|w| w.queues.iter().any(|q| q == name))
+                .filter(|w| w.queues.iter().any(|q| parts.contains(q)))
                 .count() as u64,
         })
     }
@@ -399,21 +425,21 @@ impl Admin {
     /// already running finish); enqueueing still works. Survives restarts of workers and of
     /// Redis (with persistence). Returns false when it was already paused.
     pub async fn pause(&self, queue: &str) -> Result<bool> {
-        validate_name("queue", queue)?;
+        validate_queue_ref(queue)?;
         self.ensure_known(queue).await?;
         self.client.store().pause(queue).await
     }
 
     /// Resumes a paused `queue`. Returns false when it was not paused.
     pub async fn resume(&self, queue: &str) -> Result<bool> {
-        validate_name("queue", queue)?;
+        validate_queue_ref(queue)?;
         self.ensure_known(queue).await?;
         self.client.store().resume(queue).await
     }
 
     /// Whether `queue` is paused.
     pub async fn is_paused(&self, queue: &str) -> Result<bool> {
-        validate_name("queue", queue)?;
+        validate_queue_ref(queue)?;
         self.client.store().is_paused(queue).await
     }
 
@@ -423,8 +449,12 @@ impl Admin {
 
     /// Whether `queue` is known: a job was enqueued to it or a worker consumed it.
     pub async fn queue_exists(&self, queue: &str) -> Result<bool> {
-        validate_name("queue", queue)?;
-        self.client.store().is_known_queue(queue).await
+        validate_queue_ref(queue)?;
+        if self.client.store().is_known_queue(queue).await? {
+            return Ok(true);
+        }
+        // A partitioned queue is known by its partitions.
+        Ok(!crate::names::is_partition(queue) && self.client.partitions(queue).await? > 1)
     }
 
     async fn ensure_known(&self, queue: &str) -> Result<()> {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 pub use entry::{DeadJob, DeadReason};
 
-use crate::names::validate_name;
+use crate::names::validate_queue_ref;
 use crate::redis::DeadEntry;
 use crate::{Client, Error, JobId, Result};
 use entry::{StreamId, ms_of};
@@ -29,11 +29,13 @@ pub(crate) const MAX_LIMIT: usize = 1000;
 const CHUNK: u64 = 100;
 
 impl Client {
-    /// The dead letters of `queue`: count, list, replay and purge them.
+    /// The dead letters of `queue`: count, list, replay and purge them. For a
+    /// partitioned queue, over all its partitions; a partition's name (`emails~3`, a
+    /// [`DeadJob::queue`]) gives that partition's alone.
     ///
     /// Fails with [`Error::InvalidName`] when `queue` is not a valid queue name.
     pub fn dead_letters(&self, queue: &str) -> Result<DeadLetters> {
-        validate_name("queue", queue)?;
+        validate_queue_ref(queue)?;
         Ok(DeadLetters {
             client: self.clone(),
             queue: queue.to_string(),
@@ -138,17 +140,43 @@ enum Action {
 }
 
 impl DeadLetters {
-    /// The queue these dead letters belong to.
+    /// The queue these dead letters belong to (a queue, or one partition of one).
     pub fn queue(&self) -> &str {
         &self.queue
     }
 
-    /// How many dead letters the queue holds.
-    pub async fn count(&self) -> Result<u64> {
-        self.client.store().dead_count(&self.queue).await
+    /// The dead-letter streams behind these: the queue's own, or one per partition of a
+    /// partitioned queue (its layout read as producers read it, at most every 2 s).
+    async fn parts(&self) -> Result<Vec<DeadLetters>> {
+        if crate::names::is_partition(&self.queue) {
+            return Ok(vec![self.clone()]);
+        }
+        let layouts = self.client.layouts_of(&[self.queue.as_str()]).await?;
+        let names = layouts
+            .get(&self.queue)
+            .map(|l| l.names.to_vec())
+            .unwrap_or_else(|| vec![self.queue.clone()]);
+        Ok(names
+            .into_iter()
+            .map(|queue| DeadLetters {
+                client: self.client.clone(),
+                queue,
+            })
+            .collect())
     }
 
-    /// One page of dead letters, newest first, filtered.
+    /// How many dead letters the queue holds (over its partitions).
+    pub async fn count(&self) -> Result<u64> {
+        let mut n = 0;
+        for part in self.parts().await? {
+            n += part.count_one().await?;
+        }
+        Ok(n)
+    }
+
+    /// One page of dead letters, newest first, filtered; a partitioned queue's merged by
+    /// entry id (the time each job died). Each job's [`queue`](DeadJob::queue) names the
+    /// partition it is in.
     ///
     /// Scans as far back as it takes to fill the page, so matching entries separated by
     /// many others are still found. Fails with [`Error::InvalidConfig`] when
@@ -160,6 +188,166 @@ impl DeadLetters {
     /// [`list`](Self::list), reading at most `scan` entries per round trip when it filters
     /// by more than time (the admin API keeps reads small when payloads may be large).
     pub(crate) async fn list_scanning(
+        &self,
+        query: &DeadLetterQuery,
+        scan: u64,
+    ) -> Result<DeadLetterPage> {
+        let parts = self.parts().await?;
+        if let [one] = parts.as_slice() {
+            return one.list_scanning_one(query, scan).await;
+        }
+        let pages =
+            futures::future::try_join_all(parts.iter().map(|p| p.list_scanning_one(query, scan)))
+                .await?;
+        Ok(merge_pages(pages, query.limit))
+    }
+
+    /// One dead letter by entry id; `None` when there is none (or `entry_id` is not an
+    /// entry id). On a partitioned queue, fails with [`Error::InvalidInput`] when two
+    /// partitions hold that id: ask the partition ([`DeadJob::queue`]) instead.
+    pub async fn get(&self, entry_id: &str) -> Result<Option<DeadJob>> {
+        Ok(self.find(entry_id).await?.map(|(_, job)| job))
+    }
+
+    /// The partition holding dead letter `entry_id`, and the dead letter.
+    async fn find(&self, entry_id: &str) -> Result<Option<(DeadLetters, DeadJob)>> {
+        let parts = self.parts().await?;
+        let found =
+            futures::future::try_join_all(parts.iter().map(|p| p.get_one(entry_id))).await?;
+        let mut hits = parts
+            .into_iter()
+            .zip(found)
+            .filter_map(|(p, job)| job.map(|j| (p, j)));
+        let first = hits.next();
+        if let Some((other, _)) = hits.next() {
+            let one = first
+                .as_ref()
+                .map(|(p, _)| p.queue.clone())
+                .unwrap_or_default();
+            return Err(Error::InvalidInput(format!(
+                "dead letter {} is in two partitions ({one}, {}): name the partition instead of the queue",
+                crate::error::excerpt(entry_id),
+                other.queue
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Puts one dead job back on its queue (its partition, on a partitioned queue) and
+    /// deletes the dead letter, atomically.
+    ///
+    /// The job keeps its id, type, payload and options, returns to the priority it had,
+    /// and starts over at attempt 1 with a full attempt budget; its new entry carries
+    /// `replayed_from` with the dead letter's entry id. Returns the job id (empty for a
+    /// hand-written entry without one), or `None` when the dead letter no longer exists:
+    /// replaying twice, even concurrently, re-enqueues the job once.
+    pub async fn replay(&self, entry_id: &str) -> Result<Option<JobId>> {
+        match self.find(entry_id).await? {
+            Some((part, _)) => part.replay_one(entry_id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Replays every dead letter, oldest first (partition by partition); returns how many
+    /// were re-enqueued.
+    ///
+    /// Only entries present when the call starts are replayed, so jobs that die again
+    /// meanwhile stay dead. Entries replayed or purged concurrently by someone else are
+    /// skipped, not counted.
+    pub async fn replay_all(&self) -> Result<u64> {
+        self.replay_matching(&DeadLetterFilter::default()).await
+    }
+
+    /// Replays the matching dead letters, oldest first, like
+    /// [`replay_all`](Self::replay_all); returns how many were re-enqueued.
+    pub async fn replay_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        let mut n = 0;
+        for part in self.parts().await? {
+            n += part.replay_matching_one(filter).await?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes one dead letter; `false` when it did not exist.
+    pub async fn purge(&self, entry_id: &str) -> Result<bool> {
+        match self.find(entry_id).await? {
+            Some((part, _)) => part.purge_one(entry_id).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes every dead letter of the queue, one atomic step per partition; returns how
+    /// many.
+    pub async fn purge_all(&self) -> Result<u64> {
+        let mut n = 0;
+        for part in self.parts().await? {
+            n += part.purge_all_one().await?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the dead letters that died more than `age` ago, measured on Redis' clock
+    /// (never this machine's); returns how many.
+    pub async fn purge_older_than(&self, age: Duration) -> Result<u64> {
+        let mut n = 0;
+        for part in self.parts().await? {
+            n += part.purge_older_than_one(age).await?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the matching dead letters; returns how many.
+    ///
+    /// Only entries present when the call starts are considered. An empty filter deletes
+    /// them all in one step per partition, as [`purge_all`](Self::purge_all).
+    pub async fn purge_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+        let mut n = 0;
+        for part in self.parts().await? {
+            n += part.purge_matching_one(filter).await?;
+        }
+        Ok(n)
+    }
+}
+
+/// The newest `limit` jobs of several partitions' pages (each newest first), newest first,
+/// with any job whose entry id equals the last one taken (ids are per partition, so two
+/// may tie): the next page starts strictly before it, and loses nothing.
+fn merge_pages(pages: Vec<DeadLetterPage>, limit: usize) -> DeadLetterPage {
+    let limit = match limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    };
+    let more = pages.iter().any(|p| p.next.is_some());
+    let mut jobs: Vec<DeadJob> = pages.into_iter().flat_map(|p| p.jobs).collect();
+    let id = |j: &DeadJob| StreamId::parse(&j.entry_id).unwrap_or(StreamId::MIN);
+    jobs.sort_by_key(|j| std::cmp::Reverse(id(j)));
+    let mut cut = jobs.len().min(limit);
+    if let Some(last) = cut.checked_sub(1).map(|i| id(&jobs[i])) {
+        while cut < jobs.len() && id(&jobs[cut]) == last {
+            cut += 1;
+        }
+    }
+    let left = jobs.len() > cut;
+    jobs.truncate(cut);
+    DeadLetterPage {
+        next: if more || left {
+            jobs.last().map(|j| j.entry_id.clone())
+        } else {
+            None
+        },
+        jobs,
+    }
+}
+
+/// The same operations on one dead-letter stream: the queue's, or one partition's.
+impl DeadLetters {
+    /// How many dead letters the stream holds.
+    async fn count_one(&self) -> Result<u64> {
+        self.client.store().dead_count(&self.queue).await
+    }
+
+    /// One page of the stream's dead letters (see [`list_scanning`](Self::list_scanning)).
+    async fn list_scanning_one(
         &self,
         query: &DeadLetterQuery,
         scan: u64,
@@ -222,7 +410,7 @@ impl DeadLetters {
 
     /// One dead letter by entry id; `None` when there is none (or `entry_id` is not an
     /// entry id).
-    pub async fn get(&self, entry_id: &str) -> Result<Option<DeadJob>> {
+    async fn get_one(&self, entry_id: &str) -> Result<Option<DeadJob>> {
         let Some(id) = StreamId::parse(entry_id) else {
             return Ok(None);
         };
@@ -230,14 +418,8 @@ impl DeadLetters {
         Ok(entry.map(|(id, fields)| DeadJob::from_entry(&self.queue, id, fields)))
     }
 
-    /// Puts one dead job back on its queue and deletes the dead letter, atomically.
-    ///
-    /// The job keeps its id, type, payload and options, returns to the priority it had,
-    /// and starts over at attempt 1 with a full attempt budget; its new entry carries
-    /// `replayed_from` with the dead letter's entry id. Returns the job id (empty for a
-    /// hand-written entry without one), or `None` when the dead letter no longer exists:
-    /// replaying twice, even concurrently, re-enqueues the job once.
-    pub async fn replay(&self, entry_id: &str) -> Result<Option<JobId>> {
+    /// Replays one dead letter of the stream (see [`replay`](Self::replay)).
+    async fn replay_one(&self, entry_id: &str) -> Result<Option<JobId>> {
         let Some(id) = StreamId::parse(entry_id) else {
             return Ok(None);
         };
@@ -245,24 +427,13 @@ impl DeadLetters {
         Ok(replayed.into_iter().next().flatten().map(JobId::from))
     }
 
-    /// Replays every dead letter, oldest first; returns how many were re-enqueued.
-    ///
-    /// Only entries present when the call starts are replayed, so jobs that die again
-    /// meanwhile stay dead. Entries replayed or purged concurrently by someone else are
-    /// skipped, not counted.
-    pub async fn replay_all(&self) -> Result<u64> {
-        self.apply(&DeadLetterFilter::default(), Action::Replay)
-            .await
-    }
-
-    /// Replays the matching dead letters, oldest first, like
-    /// [`replay_all`](Self::replay_all); returns how many were re-enqueued.
-    pub async fn replay_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+    /// Replays the stream's matching dead letters, oldest first.
+    async fn replay_matching_one(&self, filter: &DeadLetterFilter) -> Result<u64> {
         self.apply(filter, Action::Replay).await
     }
 
     /// Deletes one dead letter; `false` when it did not exist.
-    pub async fn purge(&self, entry_id: &str) -> Result<bool> {
+    async fn purge_one(&self, entry_id: &str) -> Result<bool> {
         let Some(id) = StreamId::parse(entry_id) else {
             return Ok(false);
         };
@@ -274,13 +445,13 @@ impl DeadLetters {
     }
 
     /// Deletes every dead letter of the queue in one atomic step; returns how many.
-    pub async fn purge_all(&self) -> Result<u64> {
+    async fn purge_all_one(&self) -> Result<u64> {
         self.client.store().dead_delete_all(&self.queue).await
     }
 
     /// Deletes the dead letters that died more than `age` ago, measured on Redis' clock
     /// (never this machine's); returns how many.
-    pub async fn purge_older_than(&self, age: Duration) -> Result<u64> {
+    async fn purge_older_than_one(&self, age: Duration) -> Result<u64> {
         self.client
             .store()
             .dead_delete_older(&self.queue, age)
@@ -291,9 +462,9 @@ impl DeadLetters {
     ///
     /// Only entries present when the call starts are considered. An empty filter deletes
     /// them all in one step, as [`purge_all`](Self::purge_all).
-    pub async fn purge_matching(&self, filter: &DeadLetterFilter) -> Result<u64> {
+    async fn purge_matching_one(&self, filter: &DeadLetterFilter) -> Result<u64> {
         if filter.is_empty() {
-            return self.purge_all().await;
+            return self.purge_all_one().await;
         }
         self.apply(filter, Action::Purge).await
     }

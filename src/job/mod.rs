@@ -23,6 +23,7 @@ mod prepare;
 pub use crate::clock::MAX_JOB_DURATION;
 pub use crate::codec::DEFAULT_PAYLOAD_LIMIT;
 pub use crate::handler::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, HandlerOptions};
+pub use crate::names::MAX_PARTITIONS;
 pub use crate::names::{JobId, MAX_JOB_ID_LEN};
 
 use prepare::prepare;
@@ -37,6 +38,7 @@ pub(crate) struct JobOptions {
     pub(crate) schedule: Option<Schedule>,
     pub(crate) unique: Option<(UniqueBy, Duration)>,
     pub(crate) traceparent: Option<String>,
+    pub(crate) partition_key: Option<String>,
 }
 
 /// What makes two jobs duplicates.
@@ -110,6 +112,15 @@ macro_rules! job_option_setters {
         /// value is refused at enqueue.
         pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
             self.options.traceparent = Some(traceparent.into());
+            self
+        }
+
+        /// Places the job by `key` in a partitioned queue: every job with the same key
+        /// goes to the same partition, so jobs of one key keep their order (one customer's,
+        /// one tenant's). Without it, a unique job is placed by its unique key and any other
+        /// job in turn. At most 256 bytes; no effect on a queue with one partition.
+        pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+            self.options.partition_key = Some(key.into());
             self
         }
 
@@ -227,6 +238,9 @@ pub struct PreparedJob {
     pub(crate) schedule: Option<Schedule>,
     /// The unique key (without prefix) and how long it holds.
     pub(crate) unique: Option<(String, Duration)>,
+    /// What picks the partition of a partitioned queue: the partition key, else the unique
+    /// key; `None`: the next partition in turn.
+    pub(crate) partition_key: Option<String>,
     pub(crate) envelope: Envelope,
 }
 

@@ -71,8 +71,20 @@ pub(super) fn prepare(
             Some((payload_digest(job_type, &payload), ttl))
         }
     };
+    if let Some(key) = &options.partition_key
+        && (key.is_empty() || key.len() > MAX_UNIQUE_KEY || key.chars().any(char::is_control))
+    {
+        return Err(Error::InvalidName {
+            kind: "partition key",
+            name: crate::error::shorten(key),
+        });
+    }
+    let partition_key = options
+        .partition_key
+        .or_else(|| unique.as_ref().map(|(k, _)| k.clone()));
     Ok(PreparedJob {
         queue,
+        partition_key,
         priority: options.priority.or(defaults.priority).unwrap_or_default(),
         schedule: options.schedule,
         envelope: Envelope {

@@ -38,6 +38,12 @@ impl Keys {
         format!("{}:queues", self.prefix)
     }
 
+    /// `<prefix>:partitions`: queue name → its number of partitions, for partitioned
+    /// queues only.
+    pub(crate) fn partitions(&self) -> String {
+        format!("{}:partitions", self.prefix)
+    }
+
     /// `<prefix>:workers`: worker id → last heartbeat (Redis ms).
     pub(crate) fn workers(&self) -> String {
         format!("{}:workers", self.prefix)

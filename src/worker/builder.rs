@@ -61,6 +61,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declares that `queue` has `n` partitions (1 to 128), as
+    /// [`Client::declare_partitions`](crate::Client::declare_partitions) does, when the
+    /// worker starts; its run fails with [`Error::InvalidConfig`] if another count is
+    /// recorded. A worker that declares nothing consumes whatever count is recorded.
+    pub fn partitions(mut self, queue: impl Into<String>, n: u16) -> Self {
+        self.settings.partitions.push((queue.into(), n));
+        self
+    }
+
     /// Handlers running at once, across all queues (default 10). A full worker stops
     /// fetching until a slot frees up.
     pub fn concurrency(mut self, n: usize) -> Self {

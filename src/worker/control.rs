@@ -101,7 +101,7 @@ impl PauseFlags {
 
     fn set(&self, paused: &[String]) {
         for (q, tx) in &self.flags {
-            let now = paused.iter().any(|p| p == q);
+            let now = is_paused(paused, q);
             tx.send_if_modified(|v| {
                 let changed = *v != now;
                 *v = now;
@@ -109,6 +109,12 @@ impl PauseFlags {
             });
         }
     }
+}
+
+/// Whether `queue` is paused: named in `paused`, or a partition of a queue named there.
+fn is_paused(paused: &[String], queue: &str) -> bool {
+    let of = crate::names::queue_of(queue);
+    paused.iter().any(|p| p == queue || p == of)
 }
 
 /// Runs until `stop` fires, then flushes the last totals.
@@ -124,7 +130,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
             Ok(paused) => {
                 for q in queues {
                     let was = rt.pause.subscribe(q).is_some_and(|r| *r.borrow());
-                    let is = paused.contains(q);
+                    let is = is_paused(paused.as_slice(), q);
                     if was != is {
                         tracing::info!(queue = %q, paused = is, "queue {}", if is { "paused" } else { "resumed" });
                     }

@@ -107,7 +107,11 @@ async fn sweep(
                 }
             }
         }
-        if let Some(&budget) = rt.settings.succeeded_budget.get(queue) {
+        if let Some(&budget) = rt
+            .settings
+            .succeeded_budget
+            .get(crate::names::queue_of(queue))
+        {
             match store.done_trim(queue, budget).await {
                 Ok(t) if t.buckets > 0 => {
                     tracing::info!(queue = %queue, buckets = t.buckets, freed_bytes = t.freed, kept_bytes = t.kept, budget, "success records past the memory budget deleted, oldest first")

@@ -15,6 +15,7 @@ pub(crate) mod consume;
 pub(crate) mod control;
 pub(crate) mod dispatch;
 pub(crate) mod janitor;
+mod layout;
 pub(crate) mod lease;
 pub(crate) mod periodic;
 pub(crate) mod promoter;
@@ -124,7 +125,10 @@ impl Runtime {
     pub(crate) fn keep_succeeded_ms(&self, queue: &str, options: &HandlerOptions) -> u64 {
         options
             .keep_succeeded
-            .or_else(|| self.settings.keep_succeeded.get(queue).copied())
+            .or_else(|| {
+                let of = crate::names::queue_of(queue);
+                self.settings.keep_succeeded.get(of).copied()
+            })
             .map(crate::clock::clamped_ms)
             .unwrap_or_else(|| self.client.status_retention_ms())
     }
@@ -180,10 +184,17 @@ impl Worker {
     /// then shuts down gracefully: stops fetching, waits up to the drain timeout for running
     /// jobs, and leaves unfinished ones unacknowledged so they run again. Returns
     /// [`Error::DrainTimeout`] if jobs were still running at the deadline.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<()> {
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(signal);
         // Advice only: a server that does not answer in time is not waited for.
         let _ =
             tokio::time::timeout(Duration::from_secs(5), warn_about_durability(&self.client)).await;
+        // A partitioned queue is consumed partition by partition.
+        match layout::loops(&self.client, &self.settings, signal.as_mut()).await? {
+            Some(loops) => self.settings.queues = loops,
+            None => return Ok(()),
+        }
+        self.consume_state.set_loops(&self.settings.queues);
         // Metrics come from the worker's own setting, else the client's; events go to the
         // log first, then the client's observers, then the worker's.
         let client_metrics = self.client.metrics().cloned();
@@ -254,7 +265,6 @@ impl Worker {
         keepers.spawn(lease::renew(rt.clone(), keep_alive.clone()));
         keepers.spawn(control::run(rt.clone(), keep_alive.clone()));
         keepers.spawn(lease::heartbeat(rt.clone(), keep_alive.clone()));
-        tokio::pin!(signal);
         tokio::select! {
             _ = &mut signal => {}
             Some(r) = loops.join_next() => {

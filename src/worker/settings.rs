@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     pub(crate) keep_succeeded: std::collections::HashMap<String, Duration>,
     /// Per queue, the most memory its success records may take (bytes).
     pub(crate) succeeded_budget: std::collections::HashMap<String, u64>,
+    /// Partition counts this worker declares, per queue.
+    pub(crate) partitions: Vec<(String, u16)>,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             keep_succeeded: std::collections::HashMap::new(),
             succeeded_budget: std::collections::HashMap::new(),
+            partitions: Vec::new(),
         }
     }
 }
@@ -76,6 +79,15 @@ impl Settings {
         }
         for q in &self.queues {
             validate_name("queue", q)?;
+        }
+        for (q, n) in &self.partitions {
+            validate_name("queue", q)?;
+            if !(1..=crate::names::MAX_PARTITIONS).contains(n) {
+                return refuse(&format!(
+                    "queue {q:?}: a queue has 1 to {} partitions, not {n}",
+                    crate::names::MAX_PARTITIONS
+                ));
+            }
         }
         if self.consumer.is_empty() || self.consumer.len() > 200 {
             return refuse("consumer name must have 1 to 200 characters");

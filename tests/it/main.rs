@@ -43,6 +43,9 @@ mod observability;
 /// Outages made visible and short: stalls reported and their end, command timeouts, the
 /// drain deadline held while Redis does not answer, readiness of a Redis refusing writes.
 mod outages;
+/// Partitioned queues: placement, per-key order, unique jobs, the count's changes, dead
+/// letters merged, pause and admin sums.
+mod partitions;
 /// Periodic (cron) jobs: each tick once across workers, one catch-up after an outage.
 mod periodic;
 /// A lost consumer group, lost scripts or a restarted Redis are recovered without a restart

@@ -409,6 +409,82 @@ pub(crate) async fn a_unique_job_is_made_once(url: &str) {
 }
 
 /// One test per core case on a server that `$start` makes (`None`: skipped).
+/// A queue of three partitions: jobs in turn over the partitions (on a cluster of three
+/// primaries, one partition per primary), each run once with its status; a dead job's
+/// letter is found through the queue's name and names its partition.
+pub(crate) async fn a_partitioned_queue_runs_on_every_partition(url: &str) {
+    let h = harness(url, 2, |w| w.partitions("core", 3)).await;
+    h.client()
+        .declare_partitions("core", 3)
+        .await
+        .expect("the workers' count");
+    let ids = h
+        .client()
+        .enqueue_bulk((0..30).map(|i| ok::job(task(&format!("p{i}")))))
+        .await
+        .expect("bulk enqueue");
+    let parts: BTreeSet<String> = ids
+        .iter()
+        .filter_map(|id| id.as_str().split_once(':').map(|(q, _)| q.to_string()))
+        .collect();
+    assert_eq!(
+        parts,
+        h.client()
+            .partition_names("core")
+            .await
+            .expect("names")
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    for id in &ids {
+        let s = h.wait_for(id, WAIT).await.expect("finishes");
+        assert_eq!(s.state, JobState::Succeeded);
+        assert_eq!(support::runs(id.as_str()), 1, "ran once");
+    }
+    let dead = h.enqueue(doomed::job(task("d"))).await.expect("enqueue");
+    assert_eq!(
+        h.wait_for(&dead, WAIT).await.expect("dies").state,
+        JobState::Dead
+    );
+    let dlq = h.client().dead_letters("core").expect("dlq");
+    assert_eq!(dlq.count().await.expect("count"), 1);
+    let page = dlq
+        .list(&stevedore::dlq::DeadLetterQuery::default())
+        .await
+        .expect("list");
+    assert_eq!(page.jobs.len(), 1);
+    assert!(
+        dead.as_str()
+            .starts_with(&format!("{}:", page.jobs[0].queue))
+    );
+    let view = h.client().admin().queue("core").await.expect("queue view");
+    assert_eq!((view.stats.partitions, view.stats.dead), (3, 1));
+    assert_eq!(view.stats.ready.total() + view.stats.pending.total(), 0);
+    h.shutdown().await.expect("clean shutdown");
+}
+
+/// On a cluster of three primaries, a queue's three partitions are served by three
+/// different primaries.
+#[tokio::test]
+async fn three_partitions_land_on_three_primaries() {
+    let Some(Server::Cluster(cluster)) = cluster().await else {
+        return;
+    };
+    let client = stevedore::Client::connect(&cluster.url())
+        .await
+        .expect("client");
+    client
+        .declare_partitions("spread", 3)
+        .await
+        .expect("declared");
+    let mut primaries = BTreeSet::new();
+    for name in client.partition_names("spread").await.expect("names") {
+        let slot = cluster.slot_of(&name);
+        primaries.insert(cluster.primary_of_slot(slot).await.expect("primary"));
+    }
+    assert_eq!(primaries.len(), 3, "{primaries:?}");
+}
+
 macro_rules! core_cases {
     ($kind:ident, $start:path) => {
         mod $kind {
@@ -428,6 +504,7 @@ macro_rules! core_cases {
             case!(delayed_jobs_run_when_due);
             case!(periodic_ticks_run_once_across_workers);
             case!(a_unique_job_is_made_once);
+            case!(a_partitioned_queue_runs_on_every_partition);
         }
     };
 }

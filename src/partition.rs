@@ -1,0 +1,223 @@
+//! Partitioned queues: one queue spread over several partitions, each a complete queue
+//! under its own hash tag (`emails~3`: streams, scheduled set, dead letters, status), so a
+//! busy queue can use every primary of a Redis Cluster.
+//!
+//! A queue's partition count is recorded in Redis (`<prefix>:partitions`) by whoever
+//! declares it first ([`Client::declare_partitions`], [`WorkerBuilder::partitions`]); a
+//! different declaration later is refused. Producers read it (cached for
+//! [`LAYOUT_TTL`]) and place each job into one partition: by its partition key, else its
+//! unique key, else in turn. Workers read it when they start and consume every partition.
+//! The count changes only on an empty queue ([`Client::set_partitions`]).
+//!
+//! [`WorkerBuilder::partitions`]: crate::WorkerBuilder::partitions
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::names::{MAX_PARTITIONS, partition_names, validate_name};
+use crate::redis::Declared;
+use crate::{Client, Error, Result};
+
+/// How long a producer trusts the partition count it read before reading it again.
+pub(crate) const LAYOUT_TTL: Duration = Duration::from_secs(2);
+
+/// A queue's partitions, in partition order (one name, the queue's own, when it has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) names: Arc<[String]>,
+}
+
+impl Layout {
+    pub(crate) fn of(queue: &str, n: u16) -> Layout {
+        Layout {
+            names: partition_names(queue, n).into(),
+        }
+    }
+
+    /// The partition a job goes to: by `key` when it has one, else the next in turn.
+    pub(crate) fn place(&self, key: Option<&str>, turn: &AtomicU64) -> &str {
+        let n = self.names.len() as u64;
+        if n == 1 {
+            return &self.names[0];
+        }
+        let i = match key {
+            Some(k) => fnv1a(k.as_bytes()) % n,
+            None => turn.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        &self.names[i as usize]
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash of a partition key (the same on every producer and
+/// release), so all jobs of one key go to one partition.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The layouts a client read lately, and its turn counter.
+#[derive(Debug, Default)]
+pub(crate) struct Layouts {
+    read: Mutex<HashMap<String, (Layout, Instant)>>,
+    pub(crate) turn: AtomicU64,
+}
+
+impl Layouts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Layout, Instant)>> {
+        // A map of cached reads: valid whatever a panicking holder left.
+        self.read.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached layout of `queue`, if read less than [`LAYOUT_TTL`] ago.
+    pub(crate) fn fresh(&self, queue: &str) -> Option<Layout> {
+        let read = self.lock();
+        read.get(queue)
+            .filter(|(_, at)| at.elapsed() < LAYOUT_TTL)
+            .map(|(l, _)| l.clone())
+    }
+
+    pub(crate) fn remember(&self, queue: &str, n: u16) -> Layout {
+        let layout = Layout::of(queue, n);
+        self.lock()
+            .insert(queue.to_string(), (layout.clone(), Instant::now()));
+        layout
+    }
+}
+
+fn check_count(n: u16) -> Result<()> {
+    if (1..=MAX_PARTITIONS).contains(&n) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "a queue has 1 to {MAX_PARTITIONS} partitions, not {n}"
+        )))
+    }
+}
+
+impl Client {
+    /// Declares that `queue` has `n` partitions (1 to 128): recorded in Redis unless a
+    /// count is recorded already. Declaring the count that is recorded is a no-op, so every
+    /// producer and worker may declare it at start. Fails with [`Error::InvalidConfig`]
+    /// when another count is recorded: change it with [`set_partitions`](Self::set_partitions)
+    /// on an empty queue.
+    pub async fn declare_partitions(&self, queue: &str, n: u16) -> Result<()> {
+        validate_name("queue", queue)?;
+        check_count(n)?;
+        match self.store().declare_partitions(queue, n).await? {
+            Declared::Same => {
+                self.layouts().remember(queue, n);
+                Ok(())
+            }
+            Declared::Other(now) => Err(Error::InvalidConfig(format!(
+                "queue {queue:?} has {now} partitions, not {n}: change it with `stevedore queue partitions {queue} {n}` once the queue is empty"
+            ))),
+        }
+    }
+
+    /// How many partitions `queue` has (1: it is a plain queue), read from Redis.
+    pub async fn partitions(&self, queue: &str) -> Result<u16> {
+        validate_name("queue", queue)?;
+        let n = self
+            .store()
+            .partition_counts(&[queue])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(1);
+        self.layouts().remember(queue, n);
+        Ok(n)
+    }
+
+    /// The names of `queue`'s partitions, in partition order (the queue's own name when it
+    /// has one partition): what metrics, `redis-cli` keys and job ids show
+    /// (`emails~3:n-1733300000000-0`).
+    pub async fn partition_names(&self, queue: &str) -> Result<Vec<String>> {
+        let n = self.partitions(queue).await?;
+        Ok(partition_names(queue, n))
+    }
+
+    /// Changes `queue`'s partition count to `n` (1 to 128; 1 makes it a plain queue again).
+    /// Refused with [`Error::QueueNotEmpty`] while the queue holds any job, in its current
+    /// partitions or in the new ones: waiting, running, scheduled or dead. Producers follow
+    /// within 2 s; running workers keep reading the partitions they started with, so
+    /// restart them (README, "Partitioned queues": drain, switch, restart).
+    pub async fn set_partitions(&self, queue: &str, n: u16) -> Result<()> {
+        validate_name("queue", queue)?;
+        check_count(n)?;
+        let now = self.partitions(queue).await?;
+        let mut names = partition_names(queue, now);
+        for name in partition_names(queue, n) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let counts =
+            futures::future::try_join_all(names.iter().map(|q| self.store().queue_counts(q)))
+                .await?;
+        let jobs: u64 = counts
+            .iter()
+            .map(|c| c.ready.iter().chain(&c.pending).sum::<u64>() + c.scheduled + c.dead)
+            .sum();
+        if jobs > 0 {
+            return Err(Error::QueueNotEmpty {
+                queue: queue.to_string(),
+                jobs,
+            });
+        }
+        self.store().set_partitions(queue, n).await?;
+        self.layouts().remember(queue, n);
+        Ok(())
+    }
+
+    /// The layouts of `queues` (distinct), read from Redis for those not cached lately.
+    pub(crate) async fn layouts_of(&self, queues: &[&str]) -> Result<HashMap<String, Layout>> {
+        let mut out = HashMap::with_capacity(queues.len());
+        let mut stale = Vec::new();
+        for q in queues {
+            if out.contains_key(*q) || stale.contains(q) {
+                continue;
+            }
+            match self.layouts().fresh(q) {
+                Some(l) => {
+                    out.insert(q.to_string(), l);
+                }
+                None => stale.push(*q),
+            }
+        }
+        if !stale.is_empty() {
+            let counts = self.store().partition_counts(&stale).await?;
+            for (q, n) in stale.into_iter().zip(counts) {
+                out.insert(q.to_string(), self.layouts().remember(q, n));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_stick_to_a_partition_and_turns_go_round() {
+        let layout = Layout::of("q", 3);
+        let turn = AtomicU64::new(0);
+        let turns: Vec<&str> = (0..6).map(|_| layout.place(None, &turn)).collect();
+        assert_eq!(&turns[..3], &layout.names[..]);
+        assert_eq!(&turns[3..], &layout.names[..]);
+        let a = layout.place(Some("customer-17"), &turn);
+        for _ in 0..10 {
+            assert_eq!(layout.place(Some("customer-17"), &turn), a);
+        }
+        let spread: std::collections::HashSet<&str> = (0..100)
+            .map(|i| layout.place(Some(&format!("k{i}")), &turn))
+            .collect();
+        assert_eq!(spread.len(), 3);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let one = Layout::of("q", 1);
+        assert_eq!(one.place(Some("x"), &turn), "q");
+    }
+}
