@@ -112,14 +112,18 @@ impl Client {
                 Ok(())
             }
             Declared::Other(now) => Err(Error::InvalidConfig(format!(
-                "queue {queue:?} has {now} partitions, not {n}: change it with `stevedore queue partitions {queue} {n}` once the queue is empty"
+                "queue {queue:?} has {now} partitions, not {n}: change it with `stevedore partitions {queue} {n}` once the queue is empty"
             ))),
         }
     }
 
-    /// How many partitions `queue` has (1: it is a plain queue), read from Redis.
+    /// How many partitions `queue` has (1: it is a plain queue), read from Redis. A
+    /// partition's name (`emails~3`) has 1: itself.
     pub async fn partitions(&self, queue: &str) -> Result<u16> {
-        validate_name("queue", queue)?;
+        crate::names::validate_queue_ref(queue)?;
+        if crate::names::is_partition(queue) {
+            return Ok(1);
+        }
         let n = self
             .store()
             .partition_counts(&[queue])

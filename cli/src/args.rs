@@ -118,6 +118,14 @@ pub(crate) enum Command {
         /// The queue.
         queue: String,
     },
+    /// A queue's partitions; with a count, change it (only while the queue holds no job:
+    /// drain it, change, restart its workers).
+    Partitions {
+        /// The queue.
+        queue: String,
+        /// The new number of partitions, 1 to 128 (1: a plain queue).
+        count: Option<u16>,
+    },
     /// Serve the admin HTTP API (/api/v1) and the web dashboard (/).
     #[command(long_about = SERVE_ABOUT)]
     Serve(ServeArgs),

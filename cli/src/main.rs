@@ -69,6 +69,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job { id } => overview::job(&connect(g, 1).await?, g, &id).await,
         Command::Pause { queue } => overview::pause(&connect(g, 1).await?, g, &queue, true).await,
         Command::Resume { queue } => overview::pause(&connect(g, 1).await?, g, &queue, false).await,
+        Command::Partitions { queue, count } => {
+            overview::partitions(&connect(g, 1).await?, g, &queue, count).await
+        }
         Command::Enqueue(a) => {
             // Refuse bad options before touching Redis.
             let job = a.job()?;

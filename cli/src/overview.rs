@@ -56,7 +56,11 @@ pub(crate) async fn queues(client: &Client, g: &Global) -> anyhow::Result<()> {
     for q in &queues {
         let s = &q.stats;
         t.row(vec![
-            q.name.clone(),
+            if s.partitions > 1 {
+                format!("{} ({} partitions)", q.name, s.partitions)
+            } else {
+                q.name.clone()
+            },
             if q.paused { "paused" } else { "active" }.to_string(),
             s.ready.total().to_string(),
             s.pending.total().to_string(),
@@ -140,6 +144,39 @@ pub(crate) async fn job(client: &Client, g: &Global, id: &str) -> anyhow::Result
 
 /// Pauses (or resumes) `queue`; fails with the library's unknown-queue error for a queue
 /// it never saw.
+pub(crate) async fn partitions(
+    client: &Client,
+    g: &Global,
+    queue: &str,
+    count: Option<u16>,
+) -> anyhow::Result<()> {
+    let before = client.partitions(queue).await?;
+    if let Some(n) = count {
+        client.set_partitions(queue, n).await?;
+    }
+    let names = client.partition_names(queue).await?;
+    let changed = count.is_some_and(|n| n != before);
+    if g.json {
+        return output::print_json(&json!({
+            "queue": queue,
+            "partitions": names.len(),
+            "names": names,
+            "changed": changed,
+        }));
+    }
+    let was = if changed {
+        format!(" (was {before}; restart its workers)")
+    } else {
+        String::new()
+    };
+    output::print(&format!(
+        "{queue}: {} partition{}{was}: {}\n",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(" ")
+    ))
+}
+
 pub(crate) async fn pause(
     client: &Client,
     g: &Global,

@@ -150,3 +150,51 @@ async fn pause_and_resume_show_in_queues() {
     env.fails(&["pause", "nowhere"], 1, "unknown queue \"nowhere\"")
         .await;
 }
+
+#[tokio::test]
+async fn partitions_are_shown_set_on_an_empty_queue_and_refused_on_a_busy_one() {
+    let env = Env::start().await;
+    let shown = env.json(&["partitions", "orders"]).await;
+    assert_eq!(
+        (shown["partitions"].clone(), shown["changed"].clone()),
+        (1.into(), false.into())
+    );
+    let set = env.json(&["partitions", "orders", "3"]).await;
+    assert_eq!(
+        (set["partitions"].clone(), set["changed"].clone()),
+        (3.into(), true.into())
+    );
+    let names: Vec<String> = set["names"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names.len(), 3);
+    assert!(names.iter().all(|n| n.starts_with("orders~")), "{names:?}");
+    let text = env.ok(&["partitions", "orders"]).await;
+    assert!(text.starts_with("orders: 3 partitions: "), "{text}");
+
+    // Jobs go into the partitions; the queue is listed once, with their sum.
+    env.ok(&["enqueue", "order.ship", "-q", "orders", "-n", "6"])
+        .await;
+    let queues: Value = env.json(&["queues"]).await;
+    assert_eq!(queues.as_array().map(Vec::len), Some(1), "{queues}");
+    let q = queue_info(&queues, "orders");
+    assert_eq!(
+        (
+            q["stats"]["ready"]["normal"].clone(),
+            q["stats"]["partitions"].clone()
+        ),
+        (6.into(), 3.into())
+    );
+    let table = env.ok(&["queues"]).await;
+    assert!(table.contains("orders (3 partitions)"), "{table}");
+    // A partition counts alone by its name; a busy queue keeps its count.
+    let one = env.json(&["partitions", &names[0]]).await;
+    assert_eq!(one["partitions"], 1, "{one}");
+    env.fails(&["partitions", "orders", "2"], 1, "still holds 6 jobs")
+        .await;
+    env.fails(&["partitions", "orders", "0"], 2, "1 to 128 partitions")
+        .await;
+}
