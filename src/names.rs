@@ -40,7 +40,7 @@ pub(crate) const PARTITION_MARK: char = '~';
 pub const MAX_PARTITIONS: u16 = 128;
 
 /// Checks a name that refers to an existing queue: a queue name, or the name of one of a
-/// queue's partitions (`emails~3`, see [`partition_names`]).
+/// queue's partitions (`emails~3`).
 pub(crate) fn validate_queue_ref(name: &str) -> Result<()> {
     match split_partition(name) {
         Some((queue, _)) => validate_name("queue", queue),
@@ -65,39 +65,6 @@ pub(crate) fn queue_of(name: &str) -> &str {
 /// Whether `name` names a partition of a queue (`emails~3`).
 pub(crate) fn is_partition(name: &str) -> bool {
     split_partition(name).is_some()
-}
-
-/// Hash slots of a Redis Cluster.
-const SLOTS: u32 = 16_384;
-
-/// The names of the `n` partitions of `queue`, in partition order: `queue` itself for one
-/// partition, else `queue~<salt>` each, where partition `p`'s salt is the smallest number
-/// whose name hashes into the `p`-th `n`-th of the cluster's slots. A cluster that splits
-/// its slots evenly over `n` primaries (as `redis-cli --cluster create` does) so serves
-/// each partition from a different primary. The names depend on `queue` and `n` only.
-pub(crate) fn partition_names(queue: &str, n: u16) -> Vec<String> {
-    if n <= 1 {
-        return vec![queue.to_string()];
-    }
-    let n = u32::from(n);
-    let mut names = Vec::with_capacity(n as usize);
-    let mut name = String::with_capacity(queue.len() + 8);
-    for p in 0..n {
-        let (lo, hi) = (p * SLOTS / n, (p + 1) * SLOTS / n);
-        // A slot range of 1/n of the slots is hit once in about n tries.
-        for salt in 0u32.. {
-            name.clear();
-            name.push_str(queue);
-            name.push(PARTITION_MARK);
-            name.push_str(&salt.to_string());
-            let slot = u32::from(fred::util::redis_keyslot(name.as_bytes()));
-            if (lo..hi).contains(&slot) {
-                names.push(name.clone());
-                break;
-            }
-        }
-    }
-    names
 }
 
 /// Longest job id a worker accepts in an entry; a stevedore id has at most 44 characters.
@@ -276,23 +243,15 @@ mod tests {
     }
 
     #[test]
-    fn partitions_spread_over_the_slots_and_read_back() {
-        assert_eq!(partition_names("emails", 1), ["emails"]);
-        for n in [2u16, 3, 7, MAX_PARTITIONS] {
-            let names = partition_names("emails", n);
-            assert_eq!(names.len(), usize::from(n));
-            for (p, name) in names.iter().enumerate() {
-                let slot = u32::from(fred::util::redis_keyslot(name.as_bytes()));
-                assert_eq!(slot * u32::from(n) / SLOTS, p as u32, "{name} of {n}");
-                assert!(is_partition(name));
-                assert_eq!(queue_of(name), "emails");
-                assert!(validate_queue_ref(name).is_ok());
-                let id = locator(name, crate::Priority::Normal, "1-0");
-                assert_eq!(parse_locator(&id).map(|l| l.0), Some(name.as_str()));
-                assert!(validate_job_id(&id).is_ok());
-            }
-            assert_eq!(partition_names("emails", n), names, "stable");
+    fn partition_names_read_back() {
+        for name in ["emails~0", "emails~17", "a.b-c~123456"] {
+            assert!(is_partition(name), "{name}");
+            assert!(validate_queue_ref(name).is_ok());
+            let id = locator(name, crate::Priority::Normal, "1-0");
+            assert_eq!(parse_locator(&id).map(|l| l.0), Some(name));
+            assert!(validate_job_id(&id).is_ok());
         }
+        assert_eq!(queue_of("emails~17"), "emails");
         assert_eq!(queue_of("emails"), "emails");
         for bad in ["emails~", "emails~x", "~3", "a b~3", "emails~1234567"] {
             assert!(validate_queue_ref(bad).is_err(), "{bad}");

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::names::{MAX_PARTITIONS, partition_names, validate_name};
+use crate::names::{MAX_PARTITIONS, validate_name};
 use crate::redis::Declared;
+use crate::redis::partition_names;
 use crate::{Client, Error, Result};
 
 /// How long a producer trusts the partition count it read before reading it again.

@@ -294,7 +294,7 @@ impl Admin {
             tokio::try_join!(store.known_queues(), store.all_partition_counts())?;
         let in_layout: std::collections::HashSet<String> = partitioned
             .iter()
-            .flat_map(|(q, n)| crate::names::partition_names(q, *n))
+            .flat_map(|(q, n)| crate::redis::partition_names(q, *n))
             .collect();
         let mut names: Vec<String> = known
             .into_iter()
@@ -334,7 +334,7 @@ impl Admin {
         let stats = self.client.queue_stats(name).await?;
         // A partitioned queue's totals are its partitions' sums.
         let parts = if stats.partitions > 1 {
-            crate::names::partition_names(name, stats.partitions)
+            crate::redis::partition_names(name, stats.partitions)
         } else {
             vec![name.to_string()]
         };

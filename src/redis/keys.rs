@@ -160,6 +160,39 @@ impl Keys {
     }
 }
 
+/// Hash slots of a Redis Cluster.
+const SLOTS: u32 = 16_384;
+
+/// The names of the `n` partitions of `queue`, in partition order: `queue` itself for one
+/// partition, else `queue~<salt>` each, where partition `p`'s salt is the smallest number
+/// whose name hashes into the `p`-th `n`-th of the cluster's slots. A cluster that splits
+/// its slots evenly over `n` primaries (as `redis-cli --cluster create` does) so serves
+/// each partition from a different primary. The names depend on `queue` and `n` only.
+pub(crate) fn partition_names(queue: &str, n: u16) -> Vec<String> {
+    if n <= 1 {
+        return vec![queue.to_string()];
+    }
+    let n = u32::from(n);
+    let mut names = Vec::with_capacity(n as usize);
+    let mut name = String::with_capacity(queue.len() + 8);
+    for p in 0..n {
+        let (lo, hi) = (p * SLOTS / n, (p + 1) * SLOTS / n);
+        // A slot range of 1/n of the slots is hit once in about n tries.
+        for salt in 0u32.. {
+            name.clear();
+            name.push_str(queue);
+            name.push(crate::names::PARTITION_MARK);
+            name.push_str(&salt.to_string());
+            let slot = u32::from(super::slot_of(name.as_bytes()));
+            if (lo..hi).contains(&slot) {
+                names.push(name.clone());
+                break;
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +214,20 @@ mod tests {
             .map(|key| fred::util::redis_keyslot(key.as_bytes()))
             .collect();
         assert!(slots.iter().all(|s| *s == slots[0]), "{slots:?}");
+    }
+
+    #[test]
+    fn partitions_spread_over_the_slots() {
+        assert_eq!(partition_names("emails", 1), ["emails"]);
+        for n in [2u16, 3, 7, crate::names::MAX_PARTITIONS] {
+            let names = partition_names("emails", n);
+            assert_eq!(names.len(), usize::from(n));
+            for (p, name) in names.iter().enumerate() {
+                let slot = u32::from(fred::util::redis_keyslot(name.as_bytes()));
+                assert_eq!(slot * u32::from(n) / SLOTS, p as u32, "{name} of {n}");
+                assert_eq!(crate::names::queue_of(name), "emails");
+            }
+            assert_eq!(partition_names("emails", n), names, "stable");
+        }
     }
 }

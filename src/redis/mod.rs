@@ -45,6 +45,7 @@ pub(crate) use dead::DeadEntry;
 pub(crate) use enqueue::JobWrite;
 pub(crate) use entry::{Entry, Fields, envelope_of};
 pub(crate) use fetch::Reader;
+pub(crate) use keys::partition_names;
 pub(crate) use leases::WorkerDetails;
 pub(crate) use partitions::Declared;
 pub(crate) use periodic::{CronClaim, CronState};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::settings::Settings;
 use crate::backoff::Backoff;
-use crate::names::partition_names;
+use crate::redis::partition_names;
 use crate::{Client, Error, Result};
 
 /// Declares the partition counts the worker was built with, then reads every queue's and

@@ -6,8 +6,9 @@
 //! sustain at the CPU it spent per job (the ceiling when the workers, not the shards, are
 //! what limits this machine).
 //!
-//! A row is a [`Shape`]: a name and the queues the jobs are spread over. A shape of one
-//! queue with three partitions is one more entry in `shapes`.
+//! A row is a [`Shape`]: a name, the queues the jobs are spread over, and their partitions:
+//! one queue, one queue of three partitions (which land on the three primaries), and three
+//! queues.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +34,8 @@ struct Shape {
     key: &'static str,
     label: &'static str,
     queues: Vec<String>,
+    /// Partitions of each queue (1: plain queues).
+    partitions: u16,
 }
 
 /// One shape drained by one process count, both sides.
@@ -105,11 +108,19 @@ pub(crate) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             key: "1q",
             label: "1 queue",
             queues: queues[..1].to_vec(),
+            partitions: 1,
+        },
+        Shape {
+            key: "1q3p",
+            label: "1 queue of 3 partitions",
+            queues: vec!["cluster-parted".to_string()],
+            partitions: 3,
         },
         Shape {
             key: "3q",
             label: "3 queues, one per primary",
             queues: queues.clone(),
+            partitions: 1,
         },
     ];
 
@@ -157,8 +168,17 @@ pub(crate) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
                 "cluster: raw, {}, {procs} process(es)",
                 shape.label
             ));
-            let streams: Vec<String> = shape.queues.iter().map(|q| cctx.stream(q, "raw")).collect();
-            for (stream, n) in streams.iter().zip(&split) {
+            // The raw side of a partitioned queue: a stream per partition, as many jobs in
+            // each as stevedore places there in turn.
+            let mut raw_names = Vec::new();
+            for q in &shape.queues {
+                cctx.client.declare_partitions(q, shape.partitions).await?;
+                raw_names.extend(cctx.client.partition_names(q).await?);
+            }
+            cctx.cleanup().await?;
+            let raw_split = shares(jobs, raw_names.len());
+            let streams: Vec<String> = raw_names.iter().map(|q| cctx.stream(q, "raw")).collect();
+            for (stream, n) in streams.iter().zip(&raw_split) {
                 raw::create_group(&cctx.raw, stream).await?;
                 raw::add_bulk(&cctx.raw, stream, *n, 1000).await?;
             }
@@ -170,6 +190,12 @@ pub(crate) async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
                 shape.label
             ));
             for (queue, n) in shape.queues.iter().zip(&split) {
+                if shape.partitions > 1 {
+                    // Recorded before the jobs and the workers (a cleanup removes it).
+                    cctx.client
+                        .declare_partitions(queue, shape.partitions)
+                        .await?;
+                }
                 fill(&cctx, queue, *n).await?;
             }
             let sd = stevedore_queues(&cctx, &shape.queues, CONCURRENCY, procs, jobs, async {

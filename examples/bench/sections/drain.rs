@@ -135,7 +135,12 @@ pub(crate) async fn stevedore_queues(
     jobs: usize,
     during: impl Future<Output = anyhow::Result<u64>>,
 ) -> anyhow::Result<Drained> {
-    let streams: Vec<String> = queues
+    // A partitioned queue's jobs are in its partitions' streams.
+    let mut parts = Vec::new();
+    for q in queues {
+        parts.extend(ctx.client.partition_names(q).await?);
+    }
+    let streams: Vec<String> = parts
         .iter()
         .flat_map(|q| ["high", "normal", "low"].map(|p| ctx.stream(q, p)))
         .collect();
