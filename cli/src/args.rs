@@ -172,6 +172,10 @@ pub(crate) struct EnqueueArgs {
     /// How long the unique key holds.
     #[arg(long, value_name = "DURATION", requires = "unique", value_parser = duration_text)]
     pub(crate) unique_ttl: Option<String>,
+    /// Place the job by this key in a partitioned queue: every job with the key goes to the
+    /// same partition, in order.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) partition_key: Option<String>,
     /// How many jobs to enqueue (a thousand per round trip).
     #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: u64,
@@ -191,6 +195,7 @@ impl EnqueueArgs {
         job.max_attempts = self.max_attempts;
         job.unique.clone_from(&self.unique);
         job.unique_ttl.clone_from(&self.unique_ttl);
+        job.partition_key.clone_from(&self.partition_key);
         Ok(job.into_raw()?)
     }
 }

@@ -200,6 +200,10 @@ pub struct JsonJob {
     /// A W3C trace context the job's span continues.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// Places the job by this key in a partitioned queue (every job of a key in one
+    /// partition, in order); see [`Job::partition_key`](crate::Job::partition_key).
+    #[serde(default)]
+    pub partition_key: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -219,6 +223,7 @@ impl JsonJob {
             unique: None,
             unique_ttl: None,
             traceparent: None,
+            partition_key: None,
         }
     }
 
@@ -253,6 +258,9 @@ impl JsonJob {
         }
         if let Some(tp) = self.traceparent {
             job = job.traceparent(tp);
+        }
+        if let Some(key) = self.partition_key {
+            job = job.partition_key(key);
         }
         Ok(job)
     }

@@ -201,6 +201,31 @@ async fn jobs_of_one_key_stay_in_one_partition_in_order() {
         assert_eq!(seqs, (0..20).collect::<Vec<_>>(), "{k} in order");
     }
     assert!(used.len() > 1, "six keys use more than one partition");
+    // A JSON job (HTTP API, CLI) with the same key goes to the same partition.
+    let mut json = stevedore::admin::JsonJob::new(
+        "part.item",
+        "parted",
+        serde_json::json!({"log": "json", "key": "customer-0", "seq": 0}),
+    );
+    json.partition_key = Some("customer-0".into());
+    let enqueued = env
+        .client
+        .admin()
+        .enqueue_json(json)
+        .await
+        .expect("json job");
+    let first = runs
+        .iter()
+        .find(|r| r.0 == "customer-0")
+        .map(|r| r.2.clone());
+    assert_eq!(
+        enqueued
+            .id
+            .as_str()
+            .split_once(':')
+            .map(|(p, _)| p.to_string()),
+        first
+    );
     w.shutdown().await.expect("stops");
 }
 

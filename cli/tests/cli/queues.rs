@@ -190,10 +190,30 @@ async fn partitions_are_shown_set_on_an_empty_queue_and_refused_on_a_busy_one() 
     );
     let table = env.ok(&["queues"]).await;
     assert!(table.contains("orders (3 partitions)"), "{table}");
+    // One partition key, one partition.
+    let mut parts = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let id = env
+            .ok(&[
+                "enqueue",
+                "order.ship",
+                "-q",
+                "orders",
+                "--partition-key",
+                "c-17",
+            ])
+            .await;
+        parts.insert(id.split_once(':').map(|(p, _)| p.to_string()));
+    }
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert!(
+        parts.iter().flatten().all(|p| names.contains(p)),
+        "{parts:?}"
+    );
     // A partition counts alone by its name; a busy queue keeps its count.
     let one = env.json(&["partitions", &names[0]]).await;
     assert_eq!(one["partitions"], 1, "{one}");
-    env.fails(&["partitions", "orders", "2"], 1, "still holds 6 jobs")
+    env.fails(&["partitions", "orders", "2"], 1, "still holds 10 jobs")
         .await;
     env.fails(&["partitions", "orders", "0"], 2, "1 to 128 partitions")
         .await;
