@@ -1,8 +1,9 @@
 //! On a Redis Cluster of three primaries with a replica each: a primary killed with
-//! SIGKILL during a drain of two queues, one on the killed primary and one on another.
-//! Nothing is lost; the queue on the healthy primary keeps draining through the failover
-//! and reads no error; the other's failed reads are reported. The duplicates (jobs whose
-//! acknowledgement the failover lost) and each queue's stall are printed.
+//! SIGKILL during a drain of two queues, one on the killed primary and one on another, and
+//! of a queue of three partitions, one on each primary. Nothing is lost; the queue and the
+//! partitions on healthy primaries keep draining through the failover and read no error;
+//! the others' failed reads are reported. The duplicates (jobs whose acknowledgement the
+//! failover lost) and each queue's stall are printed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ use crate::support::{self, TestEnv, eventually};
 /// Jobs per queue: at 4 handlers of 10 ms, the drain lasts about 10 s, several times a
 /// failover with a node timeout of 1 s.
 const JOBS: usize = 2_000;
+/// Jobs of the partitioned queue.
+const PARTED_JOBS: usize = 1_500;
 /// Handlers at once.
 const CONCURRENCY: usize = 4;
 
@@ -146,6 +149,32 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
                 .expect("bulk enqueue"),
         );
     }
+    // A queue of three partitions: one of them on the victim, the others on the two
+    // healthy primaries.
+    env.client
+        .declare_partitions("parted", 3)
+        .await
+        .expect("declared");
+    ids.extend(
+        env.client
+            .enqueue_bulk(
+                (0..PARTED_JOBS as u32).map(|n| drained::job(Drained { n }).queue("parted")),
+            )
+            .await
+            .expect("bulk enqueue"),
+    );
+    let mut parted_victim = None;
+    let mut parted_healthy = Vec::new();
+    for p in env.client.partition_names("parted").await.expect("names") {
+        let slot = cluster.slot_of(format!("{}:{{{p}}}:normal", env.prefix));
+        if cluster.primary_of_slot(slot).await.expect("primary") == victim {
+            parted_victim = Some(p);
+        } else {
+            parted_healthy.push(p);
+        }
+    }
+    let parted_victim = parted_victim.expect("a partition on the victim");
+    assert_eq!(parted_healthy.len(), 2, "{parted_healthy:?}");
     // Every entry is on the replicas before the kill: the loss window of asynchronous
     // replication is measured elsewhere, this run is about the worker.
     eventually(Duration::from_secs(20), "entries replicated", || async {
@@ -156,7 +185,7 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
     let failures = ReadFailures::default();
     let worker = support::spawn(
         Worker::builder(env.client.clone())
-            .queues([on_victim.as_str(), elsewhere.as_str()])
+            .queues([on_victim.as_str(), elsewhere.as_str(), "parted"])
             .concurrency(CONCURRENCY)
             .observer(failures.clone())
             .lease(Duration::from_secs(2))
@@ -180,6 +209,10 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
         .expect("a replica takes over");
     let failover = killed_at.elapsed();
     let during = completions(&elsewhere, killed_at, killed_at + failover);
+    let parted_during: Vec<usize> = parted_healthy
+        .iter()
+        .map(|p| completions(p, killed_at, killed_at + failover))
+        .collect();
 
     eventually(Duration::from_secs(90), "every job ran", || async {
         ids.iter().all(|id| support::runs(id.as_str()) > 0)
@@ -227,6 +260,42 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
     assert!(
         failures.of(&on_victim) > 0,
         "the dead primary's queue reported its failed reads"
+    );
+
+    // The partitioned queue: its partitions on healthy primaries went on like any queue.
+    let parted_stalls: Vec<Duration> = parted_healthy
+        .iter()
+        .map(|p| longest_gap(p, killed_at))
+        .collect();
+    println!(
+        "cluster failover, queue of 3 partitions: the victim's partition {parted_victim} \
+         stalled {} ms ({} failed reads); the others {parted_stalls:?} ({parted_during:?} \
+         jobs done during the failover, {:?} failed reads)",
+        longest_gap(&parted_victim, killed_at).as_millis(),
+        failures.of(&parted_victim),
+        parted_healthy
+            .iter()
+            .map(|p| failures.of(p))
+            .collect::<Vec<_>>(),
+    );
+    for ((p, stall), done) in parted_healthy
+        .iter()
+        .zip(&parted_stalls)
+        .zip(&parted_during)
+    {
+        assert!(
+            *done > 0,
+            "partition {p} drained nothing during the failover"
+        );
+        assert!(
+            *stall < Duration::from_secs(1),
+            "partition {p} stalled {stall:?}"
+        );
+        assert_eq!(failures.of(p), 0, "partition {p}'s reads never failed");
+    }
+    assert!(
+        failures.of(&parted_victim) > 0,
+        "the dead primary's partition reported its failed reads"
     );
 }
 
