@@ -21,7 +21,8 @@ use crate::redis::Declared;
 use crate::redis::partition_names;
 use crate::{Client, Error, Result};
 
-/// How long a producer trusts the partition count it read before reading it again.
+/// How long a producer trusts the partition count it read before reading it again. While
+/// the count cannot be read (Redis unreachable), the last one read stays in use.
 pub(crate) const LAYOUT_TTL: Duration = Duration::from_secs(2);
 
 /// A queue's partitions, in partition order (one name, the queue's own, when it has none).
@@ -78,6 +79,15 @@ impl Layouts {
         read.get(queue)
             .filter(|(_, at)| at.elapsed() < LAYOUT_TTL)
             .map(|(l, _)| l.clone())
+    }
+
+    /// The cached layout of `queue` however old, read again no sooner than in
+    /// [`LAYOUT_TTL`]: what a producer keeps using while the count cannot be read.
+    fn stale(&self, queue: &str) -> Option<Layout> {
+        let mut read = self.lock();
+        let (layout, at) = read.get_mut(queue)?;
+        *at = Instant::now();
+        Some(layout.clone())
     }
 
     pub(crate) fn remember(&self, queue: &str, n: u16) -> Layout {
@@ -192,11 +202,28 @@ impl Client {
                 None => stale.push(*q),
             }
         }
-        if !stale.is_empty() {
-            let counts = self.store().partition_counts(&stale).await?;
-            for (q, n) in stale.into_iter().zip(counts) {
-                out.insert(q.to_string(), self.layouts().remember(q, n));
+        if stale.is_empty() {
+            return Ok(out);
+        }
+        match self.store().partition_counts(&stale).await {
+            Ok(counts) => {
+                for (q, n) in stale.into_iter().zip(counts) {
+                    out.insert(q.to_string(), self.layouts().remember(q, n));
+                }
             }
+            // The count's key may be on a primary that is failing over: the layouts read
+            // before keep producers of every other queue going.
+            Err(e) if e.is_connection() => {
+                for q in stale {
+                    match self.layouts().stale(q) {
+                        Some(l) => {
+                            out.insert(q.to_string(), l);
+                        }
+                        None => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
         }
         Ok(out)
     }

@@ -110,9 +110,15 @@ async fn three_by_two() -> RedisCluster {
         .expect("a cluster of three primaries and three replicas")
 }
 
-/// Two queue names whose slots are served by different primaries: (on `victim`, elsewhere).
+/// The primary to kill (the one holding the partition counts, `<prefix>:partitions`, so
+/// producers must do without reading them during the failover) and two queue names: one
+/// on it, one on another primary.
 async fn queues_on_two_primaries(cluster: &RedisCluster, prefix: &str) -> (String, String, u16) {
-    let mut by_primary: HashMap<u16, String> = HashMap::new();
+    let victim = cluster
+        .primary_of_slot(cluster.slot_of(format!("{prefix}:partitions")))
+        .await
+        .expect("primary of the partition counts");
+    let (mut on, mut off) = (None, None);
     for i in 0..64 {
         let q = format!("drain{i}");
         let slot = cluster.slot_of(format!("{prefix}:{{{q}}}:normal"));
@@ -120,15 +126,17 @@ async fn queues_on_two_primaries(cluster: &RedisCluster, prefix: &str) -> (Strin
             .primary_of_slot(slot)
             .await
             .expect("primary of slot");
-        by_primary.entry(port).or_insert(q);
-        if by_primary.len() >= 2 {
-            break;
+        if port == victim {
+            on.get_or_insert(q);
+        } else {
+            off.get_or_insert(q);
         }
     }
-    let mut found = by_primary.into_iter();
-    let (victim, a) = found.next().expect("a queue");
-    let (_, b) = found.next().expect("a queue on another primary");
-    (a, b, victim)
+    (
+        on.expect("a queue on the victim"),
+        off.expect("a queue on another primary"),
+        victim,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,6 +209,29 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
     })
     .await;
 
+    // A producer of the healthy queue enqueues through the failover: the partition counts
+    // it must read again every 2 s are on the dead primary, and the ones it read before
+    // carry it through.
+    let producing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let client = env.client.clone();
+        let queue = elsewhere.clone();
+        let producing = producing.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut n = 0;
+            while producing.load(std::sync::atomic::Ordering::SeqCst) {
+                let sent = Instant::now();
+                let r = client
+                    .enqueue(drained::job(Drained { n }).queue(&queue))
+                    .await;
+                out.push((r, sent.elapsed()));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            out
+        })
+    };
     let killed_at = Instant::now();
     cluster.kill(victim).expect("kill -9 the primary");
     let promoted = cluster
@@ -209,6 +240,19 @@ async fn a_primary_killed_mid_drain_loses_nothing() {
         .expect("a replica takes over");
     let failover = killed_at.elapsed();
     let during = completions(&elsewhere, killed_at, killed_at + failover);
+    producing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let produced = producer.await.expect("producer");
+    let slowest = produced.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    for (r, took) in produced {
+        match r {
+            Ok(id) => ids.push(id),
+            Err(e) => panic!("an enqueue to the healthy queue failed after {took:?}: {e}"),
+        }
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "an enqueue to the healthy queue took {slowest:?}"
+    );
     let parted_during: Vec<usize> = parted_healthy
         .iter()
         .map(|p| completions(p, killed_at, killed_at + failover))
