@@ -74,6 +74,17 @@ fn worker(env: &TestEnv, concurrency: usize) -> stevedore::WorkerBuilder {
         .concurrency(concurrency)
 }
 
+/// A worker of concurrency 4 that declares the queue's three partitions, running once the
+/// count is recorded.
+async fn declaring_worker(env: &TestEnv) -> support::Running {
+    let w = support::spawn(worker(env, 4).build().expect("worker"));
+    eventually(WAIT, "the worker declared the count", || async {
+        env.client.partitions("parted").await.expect("count") == 3
+    })
+    .await;
+    w
+}
+
 #[tokio::test]
 async fn jobs_spread_over_the_partitions_and_each_runs_once() {
     let env = TestEnv::start().await;
@@ -337,11 +348,7 @@ async fn the_count_is_declared_once_and_changes_only_on_an_empty_queue() {
 async fn dead_letters_of_all_partitions_list_merged_and_replay_by_id() {
     let env = TestEnv::start().await;
     let log = env.prefix.clone();
-    let w = support::spawn(worker(&env, 4).build().expect("worker"));
-    eventually(WAIT, "the worker declared the count", || async {
-        env.client.partitions("parted").await.expect("count") == 3
-    })
-    .await;
+    let w = declaring_worker(&env).await;
     let jobs: Vec<_> = (0..9)
         .map(|seq| {
             doomed::job(Item {
@@ -415,11 +422,7 @@ async fn dead_letters_of_all_partitions_list_merged_and_replay_by_id() {
 async fn pausing_the_queue_pauses_every_partition() {
     let env = TestEnv::start().await;
     let log = env.prefix.clone();
-    let w = support::spawn(worker(&env, 4).build().expect("worker"));
-    eventually(WAIT, "the worker declared the count", || async {
-        env.client.partitions("parted").await.expect("count") == 3
-    })
-    .await;
+    let w = declaring_worker(&env).await;
     let admin = env.client.admin();
     assert!(admin.pause("parted").await.expect("paused"));
     // Workers pick the pause up within a control round plus one blocking read; then no
