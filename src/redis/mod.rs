@@ -99,6 +99,11 @@ impl std::ops::Deref for Conn<'_> {
 }
 
 impl Store {
+    /// Whether this store routes over a Redis Cluster's primaries.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.route, Route::Cluster(_))
+    }
+
     /// Connects a pool of `pool_size` connections through `connector`; with a cluster URL,
     /// reads the slot map and connects a pool of that size per primary as it is first used.
     pub(crate) async fn connect(

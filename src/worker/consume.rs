@@ -24,20 +24,20 @@ use crate::priority::SlotSplitter;
 use crate::redis::{self, Entry, Reader, StreamAcks};
 
 /// How long one blocking read waits before it is sent again.
-const BLOCK: Duration = Duration::from_secs(2);
+pub(super) const BLOCK: Duration = Duration::from_secs(2);
 /// Free slots up to which a fetch is one script call (`lua/fetch.lua`); above, pipelined
 /// XREADGROUPs. The script copies every entry it reads through Lua, which costs Redis
 /// more per entry than XREADGROUP itself; for a handful that is cheaper than the extra
 /// round trip a share given to an empty stream costs a pipelined read.
 const SCRIPTED_FETCH_MAX: u32 = 4;
 /// Entries read per fetch at most, whatever the concurrency.
-const MAX_FETCH: u32 = 256;
+pub(super) const MAX_FETCH: u32 = 256;
 /// Finished entries a scripted fetch acknowledges at most; more go to the acker.
 const MAX_RIDING: usize = 64;
 /// How long a read may go unanswered (beyond its BLOCK time) before the loop counts it as
 /// failed: a server that is paused, or cut off without the connection noticing, never
 /// answers, and the loop must say so rather than wait in silence.
-const READ_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const READ_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a stall that goes on is reported again.
 const STALL_REPEAT: Duration = Duration::from_secs(60);
 
@@ -45,7 +45,7 @@ const STALL_REPEAT: Duration = Duration::from_secs(60);
 /// passes [`STALL_REPORT_AFTER`](crate::observe::STALL_REPORT_AFTER), then every minute,
 /// and its end reported when a read works again.
 #[derive(Debug, Default)]
-struct Stall {
+pub(super) struct Stall {
     /// When the first failed read of the run was sent.
     since: Option<Instant>,
     /// When the run was last reported.
@@ -53,7 +53,7 @@ struct Stall {
 }
 
 impl Stall {
-    fn failed(&mut self, rt: &Runtime, queue: &str, read_sent: Instant, error: &str) {
+    pub(super) fn failed(&mut self, rt: &Runtime, queue: &str, read_sent: Instant, error: &str) {
         rt.observers.each(|o| o.read_failed(queue, error));
         let now = Instant::now();
         let since = *self.since.get_or_insert(read_sent);
@@ -67,7 +67,7 @@ impl Stall {
         }
     }
 
-    fn ended(&mut self, rt: &Runtime, queue: &str) {
+    pub(super) fn ended(&mut self, rt: &Runtime, queue: &str) {
         let Some(since) = self.since.take() else {
             return;
         };
@@ -86,12 +86,12 @@ impl Stall {
 }
 
 /// The pause between failed attempts to reach Redis: 100 ms doubling to 5 s.
-fn reconnect_backoff() -> Backoff {
+pub(super) fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// `read`, or a timeout error once it has gone unanswered for `deadline`.
-async fn within<T>(
+pub(super) async fn within<T>(
     deadline: Duration,
     read: impl Future<Output = crate::Result<T>>,
 ) -> crate::Result<T> {

@@ -17,6 +17,7 @@ pub(crate) mod dispatch;
 pub(crate) mod janitor;
 mod layout;
 pub(crate) mod lease;
+mod parts;
 pub(crate) mod periodic;
 pub(crate) mod promoter;
 mod settings;
@@ -189,11 +190,13 @@ impl Worker {
         // Advice only: a server that does not answer in time is not waited for.
         let _ =
             tokio::time::timeout(Duration::from_secs(5), warn_about_durability(&self.client)).await;
-        // A partitioned queue is consumed partition by partition.
-        match layout::loops(&self.client, &self.settings, signal.as_mut()).await? {
-            Some(loops) => self.settings.queues = loops,
+        // A partitioned queue's partitions are consumed as queues (`layout`).
+        let fetch_loops = match layout::loops(&self.client, &self.settings, signal.as_mut()).await?
+        {
+            Some(loops) => loops,
             None => return Ok(()),
-        }
+        };
+        self.settings.queues = fetch_loops.iter().flatten().cloned().collect();
         self.consume_state.set_loops(&self.settings.queues);
         // Metrics come from the worker's own setting, else the client's; events go to the
         // log first, then the client's observers, then the worker's.
@@ -250,8 +253,11 @@ impl Worker {
 
         let stop = CancellationToken::new();
         let mut loops = JoinSet::new();
-        for q in &settings.queues {
-            loops.spawn(consume::run(rt.clone(), q.clone(), stop.clone()));
+        for names in fetch_loops {
+            match <[String; 1]>::try_from(names) {
+                Ok([queue]) => loops.spawn(consume::run(rt.clone(), queue, stop.clone())),
+                Err(parts) => loops.spawn(parts::run(rt.clone(), parts, stop.clone())),
+            };
         }
         loops.spawn(promoter::run(rt.clone(), stop.clone()));
         loops.spawn(janitor::run(rt.clone(), stop.clone()));

@@ -423,6 +423,19 @@ async fn pausing_the_queue_pauses_every_partition() {
     let env = TestEnv::start().await;
     let log = env.prefix.clone();
     let w = declaring_worker(&env).await;
+    // On one server, one loop and one blocking read serve the three partitions: an idle
+    // worker holds one blocked connection, not three.
+    eventually(WAIT, "the idle worker blocks in one read", || async {
+        support::blocked_readers(&env).await == 1
+    })
+    .await;
+    for _ in 0..20 {
+        assert!(
+            support::blocked_readers(&env).await <= 1,
+            "one read, not one per partition"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let admin = env.client.admin();
     assert!(admin.pause("parted").await.expect("paused"));
     // Workers pick the pause up within a control round plus one blocking read; then no
