@@ -26,7 +26,8 @@ const REDIS_PORT: u16 = 6379;
 /// How long the container may take to answer our PING once testcontainers saw
 /// "Ready to accept connections".
 const READY_DEADLINE: Duration = Duration::from_secs(10);
-/// How many host ports to try when the one picked is taken by the time the engine binds it.
+/// How many containers to try, each on another host port, when the port picked is taken
+/// by the time the engine binds it or the started container's port never answers.
 const PORT_ATTEMPTS: usize = 3;
 
 /// An image reference, `name:tag`.
@@ -143,7 +144,7 @@ pub(crate) async fn start(
 ) -> Result<StartedContainer, ContainerFailure> {
     let host = published_host(docker_host);
     let mut attempt = 0;
-    let (container, port) = loop {
+    loop {
         attempt += 1;
         let port = free_port().map_err(ContainerFailure::Other)?;
         // Map the port ourselves and never ask testcontainers for it: podman 4 reports
@@ -152,8 +153,8 @@ pub(crate) async fn start(
             .with_name(image.name.clone())
             .with_tag(image.tag.clone())
             .with_mapped_port(port, REDIS_PORT.tcp());
-        match request.start().await {
-            Ok(container) => break (container, port),
+        let container = match request.start().await {
+            Ok(container) => container,
             Err(e) if attempt < PORT_ATTEMPTS && is_port_conflict(&e) => continue,
             Err(e @ TestcontainersError::Client(_)) => return Err(ContainerFailure::Client(e)),
             Err(e) => {
@@ -162,19 +163,29 @@ pub(crate) async fn start(
                     source: Box::new(e),
                 }));
             }
+        };
+        match resp::wait_for_pong(&host, port, READY_DEADLINE, || Ok::<(), Infallible>(())).await {
+            Ok(()) => {
+                return Ok(StartedContainer {
+                    container,
+                    url: format!("redis://{}:{port}", url_host(&host)),
+                });
+            }
+            // A container whose published port never answers (its port forwarder did not
+            // come up, on a loaded machine) is removed, and another started on another port.
+            Err(WaitError::Timeout { .. }) if attempt < PORT_ATTEMPTS => {
+                drop(container);
+                continue;
+            }
+            Err(WaitError::Timeout { last }) => {
+                return Err(ContainerFailure::Other(KitError::NotReady {
+                    addr: format!("{host}:{port} (container {})", container.id()),
+                    waited: READY_DEADLINE,
+                    last_error: last,
+                }));
+            }
+            Err(WaitError::Gone(never)) => match never {},
         }
-    };
-    match resp::wait_for_pong(&host, port, READY_DEADLINE, || Ok::<(), Infallible>(())).await {
-        Ok(()) => Ok(StartedContainer {
-            container,
-            url: format!("redis://{}:{port}", url_host(&host)),
-        }),
-        Err(WaitError::Timeout { last }) => Err(ContainerFailure::Other(KitError::NotReady {
-            addr: format!("{host}:{port} (container {})", container.id()),
-            waited: READY_DEADLINE,
-            last_error: last,
-        })),
-        Err(WaitError::Gone(never)) => match never {},
     }
 }
 
