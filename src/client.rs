@@ -260,7 +260,13 @@ impl Client {
         }
         // A partitioned queue's job goes to one of its partitions (`partition`).
         let mut jobs = jobs;
-        let queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
+        // The distinct queues only: a bulk batch names one queue a thousand times.
+        let mut queues: Vec<String> = Vec::new();
+        for j in &jobs {
+            if !queues.contains(&j.queue) {
+                queues.push(j.queue.clone());
+            }
+        }
         let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
         let layouts = self.layouts_of(&queues).await?;
         for j in &mut jobs {

@@ -105,6 +105,25 @@ pub(super) async fn within<T>(
         })
 }
 
+/// Returns at once when the queue is not paused; while it is, fetches nothing and waits to
+/// be resumed. False when `stop` fires (or the flag is gone) first.
+pub(super) async fn unpaused(
+    paused: &mut Option<tokio::sync::watch::Receiver<bool>>,
+    stop: &CancellationToken,
+) -> bool {
+    let Some(p) = paused.as_mut() else {
+        return true;
+    };
+    if !*p.borrow_and_update() {
+        return true;
+    }
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        r = p.wait_for(|paused| !*paused) => r.is_ok(),
+    }
+}
+
 /// Consumes `queue` until `stop` fires.
 pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken) {
     let streams = rt.client.keys().streams(&queue);
@@ -145,16 +164,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     let handoff = rt.handoff(&queue);
 
     'fetch: loop {
-        if let Some(p) = paused.as_mut()
-            && *p.borrow_and_update()
-        {
-            // Paused: fetch nothing until resumed (or stopped).
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                r = p.wait_for(|paused| !*paused) => if r.is_err() { break },
-            }
-            continue;
+        if !unpaused(&mut paused, &stop).await {
+            break;
         }
         // Waiting for a slot: a job of this queue that frees one leaves its finished entry
         // for this loop, and the fetch below acknowledges it (ack.rs, `Handoff`).

@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
-use super::consume::{BLOCK, MAX_FETCH, READ_DEADLINE, Stall, reconnect_backoff, within};
+use super::consume::{BLOCK, MAX_FETCH, READ_DEADLINE, Stall, reconnect_backoff, unpaused, within};
 use super::dispatch::Delivery;
 use super::started;
 use crate::Priority;
@@ -88,15 +88,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
     let mut paused = rt.pause.subscribe(&parts[0].queue);
     let mut turn = 0usize;
     'fetch: loop {
-        if let Some(p) = paused.as_mut()
-            && *p.borrow_and_update()
-        {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                r = p.wait_for(|paused| !*paused) => if r.is_err() { break },
-            }
-            continue;
+        if !unpaused(&mut paused, &stop).await {
+            break;
         }
         let first = {
             let _counted = rt.slot_waiters.enter();
