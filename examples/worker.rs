@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Parser;
-use fred::prelude::{ClientLike, HashesInterface};
+use fred::prelude::{ClientLike, HashesInterface, ListInterface};
 use serde::{Deserialize, Serialize};
 use stevedore::{Client, JobContext, JobError, Metrics, Worker, job_handler, shutdown_signal};
 
@@ -131,6 +131,29 @@ async fn count(job: Sleep, ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Keyed {
+    #[serde(default)]
+    key: String,
+}
+
+#[job_handler(name = "demo.limited", queue = "demo", limit_key = "key")]
+async fn limited(job: Keyed, ctx: JobContext) -> Result<(), JobError> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let audit = AUDIT
+        .get()
+        .ok_or_else(|| JobError::retry("audit connection not ready"))?;
+    let starts = format!("{}:starts", audit.by_job.trim_end_matches(":executions"));
+    let _: () = audit
+        .redis
+        .rpush(starts.as_str(), format!("{started} {}", job.key))
+        .await?;
+    record_execution(&ctx).await
+}
+
 #[job_handler(name = "demo.abort", queue = "demo")]
 async fn abort(_job: Empty, ctx: JobContext) -> Result<(), JobError> {
     record_execution(&ctx).await?;
@@ -184,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
         .handler(panic::handler())
         .handler(count::handler())
         .handler(abort::handler())
+        .handler(limited::handler())
         .build()?;
     let _ = AUDIT.set(Audit {
         redis: audit,

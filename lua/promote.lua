@@ -22,7 +22,7 @@ for _, member in ipairs(due) do
         local status = ARGV[2] .. parts[i + 1]
         if redis.call('EXISTS', status) == 1 then
           redis.call('HSET', status, 'state', 'queued', 'updated_at', tostring(now_ms))
-          redis.call('HDEL', status, 'next_at')
+          redis.call('HDEL', status, 'next_at', 'waiting_for')
         end
       end
     end

@@ -31,6 +31,9 @@ pub(crate) struct Envelope {
     pub(crate) timeout: Option<Duration>,
     pub(crate) unique: Option<String>,
     pub(crate) traceparent: Option<String>,
+    /// The entry's rate-limit tokens were taken before it was scheduled (field `reserved`):
+    /// it starts without asking its limits again. Never written by an enqueue.
+    pub(crate) reserved: bool,
     pub(crate) payload: Bytes,
 }
 

@@ -43,6 +43,7 @@
 //! - [`handler`]: the handler trait, the job context, and the error that decides retries;
 //! - [`priority`]: priorities and how a worker splits its slots between them;
 //! - [`retry`]: how long a failed job waits before its next attempt;
+//! - [`limit`]: rate limits, fleet-wide, per queue, job type or payload key;
 //! - [`status`]: job status by id;
 //! - [`worker`]: consuming, dispatching, acknowledging and shutting down;
 //! - [`dlq`]: listing, replaying and purging dead letters;
@@ -66,6 +67,7 @@ pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod job;
+pub mod limit;
 pub mod metrics;
 pub(crate) mod names;
 pub mod observe;
@@ -86,6 +88,7 @@ pub use error::{Error, Result};
 pub use handler::{JobContext, JobError, JobHandler, Retry};
 pub use health::Health;
 pub use job::{HandlerOptions, IntoJob, Job, JobId, RawJob};
+pub use limit::{LimitScope, RateLimit};
 pub use metrics::Metrics;
 pub use observe::Observer;
 pub use priority::{Priority, PriorityWeights};

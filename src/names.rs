@@ -33,6 +33,14 @@ pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     }
 }
 
+/// FNV-1a, 64 bits: a stable hash (the same on every process and release), for partition
+/// keys (all jobs of one key go to one partition) and long rate-limit keys.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Marks a partition of a queue: partition names read `<queue>~<salt>` (`emails~3`).
 pub(crate) const PARTITION_MARK: char = '~';
 

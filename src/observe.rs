@@ -85,6 +85,13 @@ pub trait Observer: Send + Sync + 'static {
         let _ = job;
     }
 
+    /// A rate limit held the job back: it starts in `wait` (its attempt count unchanged).
+    /// `limit` names the limit (`rate limit of job type "email.send" (50/1s)`). Not
+    /// reported for a wait short enough to spend holding the job's slot.
+    fn limited(&self, job: &JobEvent<'_>, wait: Duration, limit: &str) {
+        let _ = (job, wait, limit);
+    }
+
     /// The janitor took back `entries` entries of `queue` whose worker is gone; they run on
     /// this worker next (each then reports [`started`](Self::started)).
     fn reclaimed(&self, queue: &str, entries: u64) {
@@ -294,6 +301,17 @@ impl Observer for LogEvents {
             reason = job.reason.as_str(),
             error = job.error,
             "job dead-lettered"
+        );
+    }
+
+    fn limited(&self, job: &JobEvent<'_>, wait: Duration, limit: &str) {
+        tracing::debug!(
+            target: "stevedore::worker",
+            job_id = job.job_id,
+            job_type = job.job_type,
+            wait = ?wait,
+            limit,
+            "held back by a rate limit"
         );
     }
 

@@ -45,19 +45,11 @@ impl Layout {
             return &self.names[0];
         }
         let i = match key {
-            Some(k) => fnv1a(k.as_bytes()) % n,
+            Some(k) => crate::names::fnv1a(k.as_bytes()) % n,
             None => turn.fetch_add(1, Ordering::Relaxed) % n,
         };
         &self.names[i as usize]
     }
-}
-
-/// FNV-1a, 64 bits: a stable hash of a partition key (the same on every producer and
-/// release), so all jobs of one key go to one partition.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The layouts a client read lately, and its turn counter.
@@ -248,7 +240,7 @@ mod tests {
             .map(|i| layout.place(Some(&format!("k{i}")), &turn))
             .collect();
         assert_eq!(spread.len(), 3);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(crate::names::fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         let one = Layout::of("q", 1);
         assert_eq!(one.place(Some("x"), &turn), "q");
     }

@@ -111,6 +111,9 @@ pub struct JobStatus {
     pub reason: Option<String>,
     /// What the handler stored with `JobContext::set_result`, as JSON.
     pub result: Option<String>,
+    /// What a scheduled job waits for besides its time: the rate limit that had no token
+    /// for it (`rate limit of job type "email.send" (50/1s)`).
+    pub waiting_for: Option<String>,
 }
 
 /// Unix milliseconds of `t`, for JSON.
@@ -124,7 +127,7 @@ pub(crate) fn unix_ms(t: Option<SystemTime>) -> Option<u64> {
 impl serde::Serialize for JobStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let mut st = s.serialize_struct("JobStatus", 13)?;
+        let mut st = s.serialize_struct("JobStatus", 14)?;
         st.serialize_field("id", &self.id)?;
         st.serialize_field("state", self.state.as_str())?;
         st.serialize_field("type", &self.job_type)?;
@@ -138,6 +141,7 @@ impl serde::Serialize for JobStatus {
         st.serialize_field("error", &self.error)?;
         st.serialize_field("reason", &self.reason)?;
         st.serialize_field("result", &self.result)?;
+        st.serialize_field("waiting_for", &self.waiting_for)?;
         st.end()
     }
 }
@@ -168,6 +172,7 @@ impl JobStatus {
             error: h.get("error").cloned(),
             reason: h.get("reason").cloned(),
             result: h.get("result").cloned(),
+            waiting_for: h.get("waiting_for").cloned(),
         })
     }
 
@@ -199,6 +204,7 @@ impl JobStatus {
             error: None,
             reason: None,
             result: None,
+            waiting_for: None,
         };
         Ok(match found {
             Found::Nothing => None,

@@ -24,6 +24,9 @@ mod kw {
     syn::custom_keyword!(backoff_base);
     syn::custom_keyword!(backoff_cap);
     syn::custom_keyword!(keep_succeeded);
+    syn::custom_keyword!(rate_limit);
+    syn::custom_keyword!(rate_limit_per_key);
+    syn::custom_keyword!(limit_key);
 }
 
 /// Turns `async fn name(payload: T, ctx: JobContext) -> Result<(), E>` into a job handler.
@@ -42,6 +45,11 @@ mod kw {
 ///   delay). Unset: the worker's retry policy.
 /// - `keep_succeeded = "1h"`: how long a succeeded job's status is kept (`"0s"`: nothing is
 ///   written on success). Unset: the worker's setting for the queue, else the client's.
+/// - `rate_limit = "50/s"`: at most 50 jobs of this type start per second across every
+///   worker (`"100/1m"`, `"10/500ms burst 1"`; see `stevedore::RateLimit`).
+/// - `limit_key = "customer_id"` with `rate_limit_per_key = "5/s"`: at most 5 jobs per
+///   second for each value of the payload's field `customer_id` (its `to_string()`; a
+///   dotted path such as `"account.id"` reaches into nested fields).
 /// - `crate = "path::to::stevedore"`: where the runtime crate is, when re-exported.
 #[proc_macro_attribute]
 pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -74,6 +82,9 @@ struct Args {
     backoff: Option<LitStr>,
     backoff_base: Option<LitStr>,
     backoff_cap: Option<LitStr>,
+    rate_limit: Option<LitStr>,
+    rate_limit_per_key: Option<LitStr>,
+    limit_key: Option<LitStr>,
     krate: Option<LitStr>,
 }
 
@@ -120,6 +131,23 @@ impl Parse for Args {
                     k.span,
                     "keep_succeeded",
                 )?;
+            } else if look.peek(kw::rate_limit_per_key) {
+                let k: kw::rate_limit_per_key = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut args.rate_limit_per_key,
+                    input.parse()?,
+                    k.span,
+                    "rate_limit_per_key",
+                )?;
+            } else if look.peek(kw::rate_limit) {
+                let k: kw::rate_limit = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.rate_limit, input.parse()?, k.span, "rate_limit")?;
+            } else if look.peek(kw::limit_key) {
+                let k: kw::limit_key = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(&mut args.limit_key, input.parse()?, k.span, "limit_key")?;
             } else if look.peek(kw::backoff_base) {
                 let k: kw::backoff_base = input.parse()?;
                 input.parse::<Token![=]>()?;
@@ -175,6 +203,46 @@ fn check_name(lit: &LitStr, what: &str) -> syn::Result<String> {
             ),
         ))
     }
+}
+
+/// Reads a rate limit as `stevedore::RateLimit` does (`"50/s"`, `"100/1m"`, `"10/500ms
+/// burst 1"`): count, period in ms, burst.
+fn parse_rate(text: &str) -> Result<(u32, u64, Option<u32>), String> {
+    let mut words = text.split_whitespace();
+    let rate = words.next().ok_or("it is empty")?;
+    let burst = match (words.next(), words.next(), words.next()) {
+        (None, _, _) => None,
+        (Some("burst"), Some(n), None) => match n.parse::<u32>() {
+            Ok(0) | Err(_) => {
+                return Err(format!("burst {n:?} must be a whole number of at least 1"));
+            }
+            Ok(b) => Some(b),
+        },
+        _ => return Err("expected `<count>/<period>` and an optional `burst <n>`".into()),
+    };
+    let (count, period) = rate.split_once('/').ok_or("expected `<count>/<period>`")?;
+    let count = match count.parse::<u32>() {
+        Ok(0) => return Err("a rate limit of 0 jobs lets nothing run".into()),
+        Ok(n) => n,
+        Err(_) => return Err(format!("count {count:?} is not a whole number")),
+    };
+    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        period.to_string()
+    } else {
+        format!("1{period}")
+    };
+    let per = humantime::parse_duration(&period).map_err(|e| e.to_string())?;
+    if per.as_millis() == 0 {
+        return Err("the period must be at least 1 ms".into());
+    }
+    if per.as_secs() > 7 * 24 * 3600 {
+        return Err("the period may be at most 7 days".into());
+    }
+    Ok((
+        count,
+        u64::try_from(per.as_millis()).unwrap_or(u64::MAX),
+        burst,
+    ))
 }
 
 /// True for a type written as `JobContext` or a path ending in it.
@@ -418,9 +486,62 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
             options.extend(quote!(.retry(#p)));
         }
     }
+    let rate = |lit: &LitStr, what: &str| match parse_rate(&lit.value()) {
+        Ok((count, ms, burst)) => {
+            let burst = burst.map(|b| quote!(.with_burst(#b)));
+            Ok(
+                quote!(#krate::RateLimit::new(#count, #krate::__private::Duration::from_millis(#ms)) #burst),
+            )
+        }
+        Err(e) => Err(syn::Error::new(
+            lit.span(),
+            format!("invalid {what}: {e} (examples: \"50/s\", \"100/1m\", \"10/500ms burst 1\")"),
+        )),
+    };
+    if let Some(l) = &args.rate_limit {
+        match rate(l, "rate_limit") {
+            Ok(r) => options.extend(quote!(.rate_limit(#r))),
+            Err(e) => push(e),
+        }
+    }
+    let key_path: Option<Vec<syn::Ident>> = args.limit_key.as_ref().and_then(|l| {
+        let v = l.value();
+        let parts: Option<Vec<syn::Ident>> = v
+            .split('.')
+            .map(|p| syn::parse_str::<syn::Ident>(p).ok())
+            .collect();
+        if parts.is_none() {
+            push(syn::Error::new(
+                l.span(),
+                "limit_key must name a field of the payload, like \"customer_id\" or \"account.id\"",
+            ));
+        }
+        parts
+    });
+    match (&args.rate_limit_per_key, &args.limit_key) {
+        (Some(l), Some(k)) => match rate(l, "rate_limit_per_key") {
+            Ok(r) => {
+                let field = k.value();
+                options.extend(quote!(.rate_limit_per_key(#field, #r)));
+            }
+            Err(e) => push(e),
+        },
+        (Some(l), None) => push(syn::Error::new(
+            l.span(),
+            "rate_limit_per_key needs `limit_key = \"<payload field>\"`: the key each limit counts",
+        )),
+        _ => {}
+    }
     if let Some(e) = errors {
         return Err(e);
     }
+    let limit_key_fn = key_path.map(|path| {
+        quote! {
+            fn limit_key(payload: &Self::Payload) -> ::core::option::Option<::std::string::String> {
+                ::core::option::Option::Some(::std::string::ToString::to_string(&payload #(. #path)*))
+            }
+        }
+    });
 
     let vis = &func.vis;
     let payload_ty = &typed[0].ty;
@@ -483,6 +604,8 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
             const NAME: &'static str = #name;
             const QUEUE: &'static str = #queue;
             const OPTIONS: #krate::HandlerOptions = #krate::HandlerOptions::new() #options;
+
+            #limit_key_fn
 
             fn handle(
                 &self,

@@ -40,6 +40,14 @@ pub trait JobHandler: Send + Sync + 'static {
     /// Defaults for attempts, timeout and priority.
     const OPTIONS: HandlerOptions = HandlerOptions::new();
 
+    /// The key a per-key rate limit counts this job under (a customer, a tenant), derived
+    /// from its payload; `None` (the default) for a job no per-key limit applies to.
+    /// `#[job_handler(limit_key = "customer_id")]` writes it as the field's `to_string()`.
+    fn limit_key(payload: &Self::Payload) -> Option<String> {
+        let _ = payload;
+        None
+    }
+
     /// Runs one attempt.
     fn handle(
         &self,
@@ -214,6 +222,10 @@ pub enum Retry {
     After(Duration),
     /// Never again: dead-letter the job now with reason `failed`.
     No,
+    /// The downstream said "slow down" (HTTP 429): run the job again after this long,
+    /// without counting the attempt, and let no job of its type (of its key, under a
+    /// per-key limit) start meanwhile when its type has a rate limit.
+    RateLimited(Duration),
 }
 
 /// A failed attempt, and whether to try again.
@@ -239,6 +251,17 @@ impl JobError {
         JobError {
             message: message.to_string(),
             retry: Retry::After(delay),
+        }
+    }
+
+    /// The downstream refused for now ("too many requests", `Retry-After: 30`): the job
+    /// runs again after `retry_after`, without counting the attempt, and the rate limits of
+    /// its type (and of its key) let no other job start before then. Without a rate limit
+    /// on the type, only this job waits.
+    pub fn rate_limited(message: impl fmt::Display, retry_after: Duration) -> Self {
+        JobError {
+            message: message.to_string(),
+            retry: Retry::RateLimited(retry_after),
         }
     }
 
@@ -333,11 +356,14 @@ pub(crate) struct UndecodablePayload(pub(crate) String);
 /// A handler with its payload type erased, as the registry keeps it.
 pub(crate) trait ErasedHandler: Send + Sync {
     fn options(&self) -> HandlerOptions;
-    fn call(
-        &self,
-        payload: &[u8],
-        ctx: JobContext,
-    ) -> Result<BoxFuture<'static, Result<(), JobError>>, UndecodablePayload>;
+    /// The attempt's future, and the key a per-key rate limit counts it under.
+    fn call(&self, payload: &[u8], ctx: JobContext) -> Result<Called, UndecodablePayload>;
+}
+
+/// A decoded payload, handed to its handler.
+pub(crate) struct Called {
+    pub(crate) fut: BoxFuture<'static, Result<(), JobError>>,
+    pub(crate) limit_key: Option<String>,
 }
 
 struct Erased<H>(H);
@@ -347,13 +373,13 @@ impl<H: JobHandler> ErasedHandler for Erased<H> {
         H::OPTIONS
     }
 
-    fn call(
-        &self,
-        payload: &[u8],
-        ctx: JobContext,
-    ) -> Result<BoxFuture<'static, Result<(), JobError>>, UndecodablePayload> {
+    fn call(&self, payload: &[u8], ctx: JobContext) -> Result<Called, UndecodablePayload> {
         let payload: H::Payload = decode_payload(payload).map_err(UndecodablePayload)?;
-        Ok(self.0.handle(payload, ctx))
+        let limit_key = H::limit_key(&payload);
+        Ok(Called {
+            fut: self.0.handle(payload, ctx),
+            limit_key,
+        })
     }
 }
 
@@ -393,6 +419,13 @@ impl Registry {
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.handlers.keys().map(String::as_str)
+    }
+
+    /// Each job type and its handler's options.
+    pub(crate) fn options(&self) -> impl Iterator<Item = (&str, HandlerOptions)> {
+        self.handlers
+            .iter()
+            .map(|(name, h)| (name.as_str(), h.options()))
     }
 }
 

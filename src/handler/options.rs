@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::Priority;
+use crate::limit::RateLimit;
 use crate::retry::RetryPolicy;
 
 /// Attempts a job gets when neither the handler nor the enqueue call says otherwise.
@@ -20,6 +21,9 @@ pub struct HandlerOptions {
     pub(crate) priority: Option<Priority>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) keep_succeeded: Option<Duration>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) key_rate_limit: Option<RateLimit>,
+    pub(crate) limit_key: Option<&'static str>,
 }
 
 impl HandlerOptions {
@@ -31,7 +35,29 @@ impl HandlerOptions {
             priority: None,
             retry: None,
             keep_succeeded: None,
+            rate_limit: None,
+            key_rate_limit: None,
+            limit_key: None,
         }
+    }
+
+    /// At most this many jobs of this type start per period, across every worker
+    /// (`#[job_handler(rate_limit = "50/s")]`). A job that finds no token waits, its
+    /// attempt count unchanged. The worker records it in Redis when it starts; an
+    /// operator's change there wins until a worker declaring another one starts.
+    pub const fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most this many jobs of this type per key start per period, each key counted
+    /// apart (`#[job_handler(limit_key = "customer_id", rate_limit_per_key = "5/s")]`).
+    /// The key is what [`JobHandler::limit_key`](crate::JobHandler::limit_key) derives
+    /// from the payload; `field` names it (for errors and the dashboard).
+    pub const fn rate_limit_per_key(mut self, field: &'static str, limit: RateLimit) -> Self {
+        self.limit_key = Some(field);
+        self.key_rate_limit = Some(limit);
+        self
     }
 
     /// How long a succeeded job of this type keeps its success record, so its status

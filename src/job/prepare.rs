@@ -102,6 +102,7 @@ pub(super) fn prepare(
             timeout: options.timeout,
             unique: unique.as_ref().map(|(k, _)| k.clone()),
             traceparent,
+            reserved: false,
             payload: Bytes::from(payload),
         },
         unique,

@@ -118,6 +118,9 @@ pub(crate) fn fields_of(env: &Envelope) -> Vec<(&'static str, Value)> {
     if let Some(t) = &env.traceparent {
         f.push(("traceparent", Value::from(t.as_str())));
     }
+    if env.reserved {
+        f.push(("reserved", Value::from("1")));
+    }
     f.push(("payload", Value::Bytes(env.payload.clone())));
     f
 }
@@ -195,6 +198,7 @@ pub(crate) fn envelope_of(
         timeout,
         unique,
         traceparent,
+        reserved: optional("reserved"),
         payload,
     })
 }
@@ -262,6 +266,7 @@ mod tests {
             timeout: Some(Duration::from_secs(30)),
             unique: Some("u-1".into()),
             traceparent: None,
+            reserved: false,
             payload: Bytes::from(crate::codec::encode_payload(&("a", 1)).unwrap_or_default()),
         }
     }

@@ -44,6 +44,31 @@ impl Keys {
         format!("{}:partitions", self.prefix)
     }
 
+    /// `<prefix>:limits`: rate limits, field `queue:<q>`, `type:<t>` or `key:<t>` → the
+    /// limit as written (`50/1s`, `10/1m burst 1`).
+    pub(crate) fn limits(&self) -> String {
+        format!("{}:limits", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:limit:<field>[:<key>]`: the token bucket of one rate limit for
+    /// the jobs of `queue` (a queue, not a partition: the partitions share it), holding its
+    /// next free time in ms; gone while the limit is idle. A key longer than 64 bytes, or
+    /// with bytes other than printable ASCII, is spelled by its FNV-1a hash (`#<hex>`).
+    pub(crate) fn bucket(&self, queue: &str, field: &str, key: Option<&str>) -> String {
+        let mut rest = String::with_capacity(field.len() + 80);
+        rest.push_str("limit:");
+        rest.push_str(field);
+        if let Some(k) = key {
+            rest.push(':');
+            if k.len() <= 64 && k.bytes().all(|b| b.is_ascii_graphic()) {
+                rest.push_str(k);
+            } else {
+                rest.push_str(&format!("#{:016x}", crate::names::fnv1a(k.as_bytes())));
+            }
+        }
+        self.tagged(queue, &rest)
+    }
+
     /// `<prefix>:workers`: worker id → last heartbeat (Redis ms).
     pub(crate) fn workers(&self) -> String {
         format!("{}:workers", self.prefix)

@@ -13,7 +13,7 @@
 //! - one file per part of a job's life: `enqueue`, `fetch`, `settle` (started, acknowledged,
 //!   retried, dead-lettered), `leases` (renewals, heartbeats, hand-off), `reclaim` (the
 //!   janitor's takeover), `promote`, `dead` (dead-letter streams), `control` (pause, totals,
-//!   queue registry, health probes), `partitions` (how many a queue has), `periodic`,
+//!   queue registry, health probes), `limits` (rate limits and their buckets), `partitions` (how many a queue has), `periodic`,
 //!   `stats`, `status`.
 //!
 //! Errors leave this layer as [`crate::Error`]: [`Error::Connection`](crate::Error),
@@ -27,6 +27,7 @@ mod enqueue;
 mod entry;
 pub(crate) mod keys;
 mod leases;
+mod limits;
 mod partitions;
 mod periodic;
 mod promote;
@@ -47,11 +48,12 @@ pub(crate) use entry::{Entry, Fields, envelope_of};
 pub(crate) use fetch::Reader;
 pub(crate) use keys::partition_names;
 pub(crate) use leases::WorkerDetails;
+pub(crate) use limits::{Bucket, Class};
 pub(crate) use partitions::Declared;
 pub(crate) use periodic::{CronClaim, CronState};
 pub(crate) use promote::{Promoted, Subscription, WakeMessage};
 pub(crate) use reclaim::ReclaimScan;
-pub(crate) use settle::{DeadLetter, Fenced, Retry, StreamAcks, Succeeded, status_about};
+pub(crate) use settle::{Again, DeadLetter, Fenced, Retry, StreamAcks, Succeeded, status_about};
 pub(crate) use stats::{LIVE_WORKER_WINDOW_MS, QueueCounts};
 pub(crate) use status::Found;
 

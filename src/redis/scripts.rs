@@ -47,6 +47,7 @@ pub(super) struct Scripts {
     pub(super) status: Script,
     pub(super) fetch: Script,
     pub(super) done_trim: Script,
+    pub(super) limit: Script,
 }
 
 impl Scripts {
@@ -72,6 +73,7 @@ impl Scripts {
             status: script!("status"),
             fetch: script!("fetch"),
             done_trim: script!("done_trim"),
+            limit: script!("limit"),
         }
     }
 

@@ -78,8 +78,31 @@ pub(crate) enum Fenced {
     LeaseLost,
 }
 
-/// A failed attempt to schedule again (`lua/retry.lua`).
+/// Why a delivery goes back to the scheduled set (`lua/retry.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Again {
+    /// Its attempt failed: the next one raises `attempt`; `error` is the failure.
+    Retry,
+    /// A rate limit had no token for it: `attempt` stays, `error` says which limit.
+    Defer,
+    /// As `Defer`, with its tokens taken for its due time: it starts then without asking.
+    Reserve,
+}
+
+impl Again {
+    fn as_str(self) -> &'static str {
+        match self {
+            Again::Retry => "retry",
+            Again::Defer => "defer",
+            Again::Reserve => "reserve",
+        }
+    }
+}
+
+/// A delivery to schedule again (`lua/retry.lua`): a failed attempt, or a job a rate limit
+/// holds back.
 pub(crate) struct Retry<'a> {
+    pub(crate) again: Again,
     pub(crate) queue: &'a str,
     pub(crate) priority: Priority,
     pub(crate) stream: &'a str,
@@ -186,6 +209,7 @@ impl Store {
             Value::from(r.retention_ms as i64),
             truncate(r.error).into(),
             r.job_id.into(),
+            r.again.as_str().into(),
         ];
         let args = with_about(args, r.about);
         let due: i64 = self.run(&self.scripts.retry, keys, args).await?;

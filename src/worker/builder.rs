@@ -70,6 +70,23 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declares a rate limit, fleet-wide: at most `limit` jobs of `scope` (a queue, a job
+    /// type, or each key of a job type) start per period, across every worker. The worker
+    /// records it in Redis when it starts, where every worker reads it; a handler's own
+    /// `rate_limit` for the same type wins. A job that finds no token is not run and not
+    /// failed: it waits, its attempt count unchanged. See [`RateLimit`](crate::RateLimit).
+    ///
+    /// ```no_run
+    /// # async fn run(client: stevedore::Client, w: stevedore::WorkerBuilder) {
+    /// use stevedore::{LimitScope, RateLimit};
+    /// let w = w.rate_limit(LimitScope::Queue("emails".into()), RateLimit::per_second(100));
+    /// # }
+    /// ```
+    pub fn rate_limit(mut self, scope: crate::LimitScope, limit: crate::RateLimit) -> Self {
+        self.settings.rate_limits.push((scope, limit));
+        self
+    }
+
     /// Handlers running at once, across all queues (default 10). A full worker stops
     /// fetching until a slot frees up.
     pub fn concurrency(mut self, n: usize) -> Self {
@@ -172,6 +189,7 @@ impl WorkerBuilder {
                 "a worker needs at least one handler".into(),
             ));
         }
+        check_limits(&self.settings.rate_limits, &self.registry)?;
         let mut settings = self.settings;
         settings.queues = distinct(
             self.queues
@@ -189,6 +207,33 @@ impl WorkerBuilder {
             settings,
         })
     }
+}
+
+/// Refuses a declared rate limit that is no limit, or whose scope names no queue or type.
+fn check_limits(
+    declared: &[(crate::LimitScope, crate::RateLimit)],
+    registry: &Registry,
+) -> Result<()> {
+    use crate::LimitScope;
+    let handlers = registry.options().flat_map(|(name, o)| {
+        [
+            o.rate_limit
+                .map(|l| (LimitScope::Type(name.to_string()), l)),
+            o.key_rate_limit
+                .map(|l| (LimitScope::Key(name.to_string()), l)),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    for (scope, limit) in declared.iter().cloned().chain(handlers) {
+        scope
+            .check()
+            .map_err(|e| Error::InvalidConfig(format!("rate limit of {scope}: {e}")))?;
+        limit
+            .check()
+            .map_err(|why| Error::InvalidConfig(format!("rate limit of {scope}: {why}")))?;
+    }
+    Ok(())
 }
 
 /// `queues` with repeats left out, in the order of their first mention.

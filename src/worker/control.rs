@@ -1,5 +1,5 @@
 //! The worker's control loop: once a second it reads which queues are paused (so consume
-//! loops stop and resume fetching) and adds the jobs it finished since the last round to
+//! loops stop and resume fetching) and which rate limits are in force, and adds the jobs it finished since the last round to
 //! each queue's lifetime totals.
 //!
 //! Totals are counted in memory by an observer and flushed in one pipeline per round, so
@@ -117,8 +117,13 @@ fn is_paused(paused: &[String], queue: &str) -> bool {
     paused.iter().any(|p| p == queue || p == of)
 }
 
-/// Runs until `stop` fires, then flushes the last totals.
-pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
+/// Runs until `stop` fires, then flushes the last totals. `declare`: rate limits this
+/// worker declares that are not recorded in Redis yet.
+pub(crate) async fn run(
+    rt: Arc<Runtime>,
+    mut declare: Option<Vec<(String, String)>>,
+    stop: CancellationToken,
+) {
     let queues = &rt.settings.queues;
     // A worker's queues are known queues, even before their first job.
     if let Err(e) = rt.client.store().register_queues(queues).await {
@@ -139,6 +144,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
             }
             Err(e) => tracing::debug!(error = %e, "reading paused queues failed"),
         }
+        super::limits::refresh(&rt, &mut declare).await;
         flush(&rt).await;
     }
     flush(&rt).await;

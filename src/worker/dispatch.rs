@@ -25,10 +25,10 @@ use crate::Priority;
 use crate::dlq::DeadReason;
 use crate::envelope::Envelope;
 use crate::handler::{
-    ContextFacts, ErasedHandler, JobContext, JobError, Retry, UndecodablePayload,
+    Called, ContextFacts, ErasedHandler, JobContext, JobError, Retry, UndecodablePayload,
 };
 use crate::observe::{DeadJobEvent, Failure, FailureKind, JobEvent};
-use crate::redis::{self, Fenced, Fields};
+use crate::redis::{self, Again, Fenced, Fields};
 
 /// One entry handed to this worker.
 #[derive(Debug)]
@@ -68,6 +68,8 @@ pub(crate) struct Attempt {
     /// The job's status hash, when it has one (and status is tracked): it is marked
     /// running when the attempt starts. Other jobs' status is read from their entry.
     pub(crate) status_key: Option<String>,
+    /// The key a per-key rate limit counts the job under (its handler's `limit_key`).
+    pub(crate) limit_key: Option<String>,
 }
 
 /// What a delivery comes to before anything runs.
@@ -123,9 +125,14 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
     // the handler's future, instead of taking the loop down.
     let called =
         std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(&env.payload, ctx.clone())))
-            .unwrap_or_else(|panic| Ok(Box::pin(async move { std::panic::resume_unwind(panic) })));
+            .unwrap_or_else(|panic| {
+                Ok(Called {
+                    fut: Box::pin(async move { std::panic::resume_unwind(panic) }),
+                    limit_key: None,
+                })
+            });
     match called {
-        Ok(fut) => {
+        Ok(Called { fut, limit_key }) => {
             let status_key = (env.recorded && rt.client.status_retention_ms() > 0)
                 .then(|| rt.client.keys().job(&d.queue, &env.id));
             Prepared::Run(Box::new(Attempt {
@@ -135,6 +142,7 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
                 fut,
                 ctx,
                 status_key,
+                limit_key,
             }))
         }
         Err(UndecodablePayload(why)) => {
@@ -163,7 +171,7 @@ fn job_span(d: &Delivery, env: &Envelope) -> tracing::Span {
     span
 }
 
-fn job_event<'a>(d: &'a Delivery, env: &'a Envelope, known_type: bool) -> JobEvent<'a> {
+pub(crate) fn job_event<'a>(d: &'a Delivery, env: &'a Envelope, known_type: bool) -> JobEvent<'a> {
     JobEvent {
         job_id: &env.id,
         job_type: &env.job_type,
@@ -231,7 +239,7 @@ async fn unknown_type(rt: &Runtime, d: &Delivery, env: &Envelope) {
     let why = format!("no handler for job type {:?} on this worker", env.job_type);
     if env.attempt < env.max_attempts {
         let delay = rt.settings.retry_policy.delay(env.attempt);
-        if retry_later(rt, d, env, delay, &why).await {
+        if retry_later(rt, d, env, delay, Again::Retry, &why).await {
             rt.observers.each(|o| o.retried(&job, delay, &why));
         }
     } else if dead_letter(rt, d, Some(env), DeadReason::UnknownType, &why).await {
@@ -259,6 +267,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
         fut,
         ctx,
         status_key,
+        limit_key,
     } = a;
     let job = job_event(&d, &env, true);
     let timeout = env
@@ -309,6 +318,27 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
                 })
                 .await;
         }
+        Outcome::Failed {
+            error,
+            retry: Retry::RateLimited(wait),
+            ..
+        } => {
+            // Not a failure of the job: the downstream is full. Its type's limits hold
+            // every job back for `wait`, and this one goes back with its attempt uncounted.
+            let buckets =
+                super::limits::slow_down_buckets(rt, &d.queue, &env.job_type, limit_key.as_deref());
+            let wait_ms = crate::clock::clamped_ms(wait);
+            if let Err(e) = rt.client.store().pause_buckets(&buckets, wait_ms).await {
+                tracing::warn!(error = %e, "could not pause the job type's rate limits");
+            }
+            let why = format!(
+                "the downstream asked to slow down: {}",
+                crate::error::one_line(&error, 512)
+            );
+            if Box::pin(retry_later(rt, &d, &env, wait, Again::Defer, &why)).await {
+                rt.observers.each(|o| o.limited(&job, wait, &why));
+            }
+        }
         Outcome::Failed { error, retry, kind } => {
             let failure = Failure {
                 error: &error,
@@ -326,7 +356,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
                         .unwrap_or(rt.settings.retry_policy)
                         .delay(env.attempt),
                 };
-                if Box::pin(retry_later(rt, &d, &env, delay, &error)).await {
+                if Box::pin(retry_later(rt, &d, &env, delay, Again::Retry, &error)).await {
                     rt.observers.each(|o| o.retried(&job, delay, &error));
                 }
             } else {
@@ -415,17 +445,50 @@ pub(crate) async fn dead_letter(
     }
 }
 
+/// Sends a job its rate limits hold back to the scheduled set, due in `wait_ms`, freeing
+/// its slot (`permit`) once done; its attempt count stays.
+pub(crate) async fn defer(
+    rt: Arc<Runtime>,
+    a: Box<Attempt>,
+    permit: OwnedSemaphorePermit,
+    wait_ms: u64,
+    again: Again,
+    why: String,
+) {
+    let _permit = permit;
+    let wait = Duration::from_millis(wait_ms);
+    let span = job_span(&a.d, &a.env);
+    let job = job_event(&a.d, &a.env, true);
+    let deferred = retry_later(&rt, &a.d, &a.env, wait, again, &why)
+        .instrument(span)
+        .await;
+    if deferred {
+        rt.observers.each(|o| o.limited(&job, wait, &why));
+    }
+}
+
 /// Schedules the entry's next attempt `delay` from now, if this worker still owns it
-/// (true when it did).
+/// (true when it did): a failed attempt's (`Again::Retry`), or a job a rate limit holds
+/// back (its attempt count unchanged).
 async fn retry_later(
     rt: &Runtime,
     d: &Delivery,
     env: &Envelope,
     delay: Duration,
+    again: Again,
     error: &str,
 ) -> bool {
-    let about = redis::status_about(&d.queue, env);
+    let mut about = redis::status_about(&d.queue, env);
+    if again != Again::Retry {
+        // Held back before it ran: this attempt has not started.
+        for (field, value) in &mut about {
+            if *field == "attempts" {
+                *value = env.attempt.saturating_sub(1).to_string();
+            }
+        }
+    }
     let retry = redis::Retry {
+        again,
         queue: &d.queue,
         priority: d.priority,
         stream: &d.stream,

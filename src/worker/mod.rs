@@ -17,6 +17,7 @@ pub(crate) mod dispatch;
 pub(crate) mod janitor;
 mod layout;
 pub(crate) mod lease;
+mod limits;
 mod parts;
 pub(crate) mod periodic;
 pub(crate) mod promoter;
@@ -93,6 +94,8 @@ pub(crate) struct Runtime {
     pub(crate) consume_state: Arc<ConsumeState>,
     /// Which queues are paused (read from Redis by the control loop).
     pub(crate) pause: control::PauseFlags,
+    /// The rate limits in force (read from Redis by the control loop).
+    pub(crate) limits: limits::LimitTable,
     /// Finished jobs not yet added to the queues' lifetime totals.
     pub(crate) totals: Arc<control::TotalsCounter>,
     /// One permit per concurrency slot.
@@ -229,6 +232,7 @@ impl Worker {
             client: self.client,
             registry: self.registry,
             pause: control::PauseFlags::new(&self.settings.queues),
+            limits: limits::LimitTable::default(),
             slots: Arc::new(Semaphore::new(concurrency)),
             settings: self.settings,
             leases: Arc::default(),
@@ -248,6 +252,12 @@ impl Worker {
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
+        // The limits this worker declares are in Redis, and those in force read, before the
+        // first fetch; should Redis not answer now, the control loop keeps trying.
+        let mut declare =
+            Some(limits::declared(&rt.settings, &rt.registry)).filter(|d| !d.is_empty());
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), limits::refresh(&rt, &mut declare)).await;
         let settings = &rt.settings;
         tracing::info!(consumer = %settings.consumer, queues = ?settings.queues, concurrency, "worker started");
 
@@ -269,7 +279,7 @@ impl Worker {
         let keep_alive = CancellationToken::new();
         let mut keepers = JoinSet::new();
         keepers.spawn(lease::renew(rt.clone(), keep_alive.clone()));
-        keepers.spawn(control::run(rt.clone(), keep_alive.clone()));
+        keepers.spawn(control::run(rt.clone(), declare, keep_alive.clone()));
         keepers.spawn(lease::heartbeat(rt.clone(), keep_alive.clone()));
         tokio::select! {
             _ = &mut signal => {}

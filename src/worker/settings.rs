@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) succeeded_budget: std::collections::HashMap<String, u64>,
     /// Partition counts this worker declares, per queue.
     pub(crate) partitions: Vec<(String, u16)>,
+    /// Rate limits this worker declares through its builder (its handlers' come on top).
+    pub(crate) rate_limits: Vec<(crate::LimitScope, crate::RateLimit)>,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             keep_succeeded: std::collections::HashMap::new(),
             succeeded_budget: std::collections::HashMap::new(),
             partitions: Vec::new(),
+            rate_limits: Vec::new(),
         }
     }
 }

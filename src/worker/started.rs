@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
 use super::dispatch::{self, Delivery, Prepared};
+use super::limits::{self, Verdict};
 use crate::envelope::Envelope;
 
 /// Starts `deliveries` in order as slots free up: the next one as soon as it has a slot
@@ -67,24 +68,54 @@ pub(crate) async fn start_as_slots_free(
     true
 }
 
-/// Prepares `batch` (deliveries of one queue, each with its concurrency slot), records the
-/// attempts that will run as running, and spawns a task for each delivery.
+/// Prepares `batch` (deliveries of one queue, each with its concurrency slot), asks the
+/// rate limits which may start (`limits::admit`: nothing when no limit is in force),
+/// records the attempts that will run as running, and spawns a task for each delivery.
 async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
     let prepared: Vec<(Prepared, OwnedSemaphorePermit)> = batch
         .into_iter()
         .map(|(d, permit)| (dispatch::prepare(rt, d), permit))
         .collect();
+    let plan = limits::plan(rt, &prepared);
+    let verdicts = limits::admit(rt, prepared.len(), plan).await;
     let attempts: Vec<(&str, &Envelope)> = prepared
         .iter()
-        .filter_map(|(p, _)| match p {
+        .zip(&verdicts)
+        .filter(|(_, v)| !matches!(v, Verdict::Defer { .. }))
+        .filter_map(|((p, _), _)| match p {
             Prepared::Run(a) => a.status_key.as_deref().map(|key| (key, &a.env)),
             _ => None,
         })
         .collect();
     record(rt, &attempts).await;
     drop(attempts);
-    for (p, permit) in prepared {
-        rt.tracker.spawn(dispatch::run(rt.clone(), p, permit));
+    for ((p, permit), verdict) in prepared.into_iter().zip(verdicts) {
+        match (p, verdict) {
+            (p, Verdict::Run) => {
+                rt.tracker.spawn(dispatch::run(rt.clone(), p, permit));
+            }
+            (p, Verdict::RunIn(wait)) => {
+                let rt = rt.clone();
+                rt.tracker.clone().spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    dispatch::run(rt, p, permit).await
+                });
+            }
+            (
+                Prepared::Run(a),
+                Verdict::Defer {
+                    wait_ms,
+                    again,
+                    why,
+                },
+            ) => {
+                rt.tracker
+                    .spawn(dispatch::defer(rt.clone(), a, permit, wait_ms, again, why));
+            }
+            (p, Verdict::Defer { .. }) => {
+                rt.tracker.spawn(dispatch::run(rt.clone(), p, permit));
+            }
+        }
     }
 }
 

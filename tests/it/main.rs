@@ -38,6 +38,9 @@ mod faults;
 /// Leases, the janitor and poison: long jobs keep their lease, dead workers' jobs run
 /// elsewhere, jobs that kill their worker end in the DLQ.
 mod leases;
+/// Rate limits, fleet-wide: per type over three worker processes, per key, per queue,
+/// a downstream's "slow down", changes at runtime, limits that are none.
+mod limits;
 /// Metrics, job event observers, sampled queue gauges, and the health endpoints.
 mod observability;
 /// Outages made visible and short: stalls reported and their end, command timeouts, the

@@ -177,6 +177,7 @@ async fn retry_and_dead_letter_are_fenced_by_the_owner() {
     let (stream, entry, _) = &got[0];
     let about = [("type", "t.job".to_string()), ("queue", "q".to_string())];
     let retry = |consumer| Retry {
+        again: crate::redis::Again::Retry,
         queue: "q",
         priority: crate::Priority::Normal,
         stream,
