@@ -10,8 +10,9 @@
 -- take:  ARGV[2 .. 2k+1] per bucket, interval (ms) and tolerance (ms);
 --        then classes, each: m, m bucket indexes (1-based), n (jobs of the class)
 --        A job of a class needs a token of each of its buckets.
---        Returns, per class and job in order, the ms from now until the job may start
---        (0: now).
+--        Returns, per class: how many of its jobs may start now (its first ones: waits
+--        never decrease along a class), then the ms from now until each of the others
+--        may.
 -- pause: ARGV[2] ms from now before which no job may start; ARGV[3 .. 2k+2] per bucket,
 --        interval and tolerance. Returns 1.
 local now = clock_ms()
@@ -58,6 +59,9 @@ while i <= #ARGV do
   end
   local n = tonumber(ARGV[i + m + 1])
   i = i + m + 2
+  local head = #out + 1
+  local now_n = 0
+  out[head] = 0
   for _ = 1, n do
     local at = now
     for _, b in ipairs(idx) do
@@ -69,8 +73,14 @@ while i <= #ARGV do
     for _, b in ipairs(idx) do
       tat[b] = math.max(tat[b], at) + interval[b]
     end
-    out[#out + 1] = math.ceil(at - now)
+    local wait = math.ceil(at - now)
+    if wait <= 0 and #out == head then
+      now_n = now_n + 1
+    else
+      out[#out + 1] = wait
+    end
   end
+  out[head] = now_n
 end
 save()
 return out

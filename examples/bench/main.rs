@@ -50,7 +50,8 @@ pub(crate) struct RunArgs {
     /// Skip the BullMQ side even when Node is available.
     #[arg(long)]
     pub(crate) no_bullmq: bool,
-    /// Run only these sections (comma-separated): enqueue, drain, latency, memory, cluster
+    /// Run only these sections (comma-separated): enqueue, drain, latency, memory, cluster,
+    /// limits
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<sections::Section>,

@@ -25,6 +25,7 @@ pub(crate) struct Families {
     pub(super) succeeded: Family<QueueType, Counter>,
     pub(super) failed: Family<QueueType, Counter>,
     pub(super) retried: Family<QueueType, Counter>,
+    pub(super) limited: Family<QueueType, Counter>,
     pub(super) dead: Family<QueueTypeReason, Counter>,
     pub(super) reclaimed: Family<QueueLabel, Counter>,
     pub(super) stalled: Family<QueueLabel, Gauge>,
@@ -50,6 +51,7 @@ impl Families {
             succeeded: Family::default(),
             failed: Family::default(),
             retried: Family::default(),
+            limited: Family::default(),
             dead: Family::default(),
             reclaimed: Family::default(),
             stalled: Family::default(),
@@ -93,6 +95,11 @@ impl Families {
             "stevedore_jobs_retried",
             "Failed attempts scheduled to run again",
             self.retried.clone(),
+        );
+        r.register(
+            "stevedore_jobs_limited",
+            "Jobs a rate limit held back, sent to wait for their tokens (attempt count unchanged)",
+            self.limited.clone(),
         );
         r.register(
             "stevedore_jobs_dead",

@@ -40,6 +40,12 @@ impl Observer for Metrics {
             .inc();
     }
 
+    fn limited(&self, job: &JobEvent<'_>, _wait: Duration, _limit: &str) {
+        self.handles(job.queue, job.job_type, job.known_type)
+            .limited
+            .inc();
+    }
+
     fn abandoned(&self, _job: &JobEvent<'_>) {
         self.inner.families.in_flight.dec();
     }

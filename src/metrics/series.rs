@@ -23,6 +23,7 @@ pub(super) struct JobHandles {
     pub(super) succeeded: Counter,
     pub(super) failed: Counter,
     pub(super) retried: Counter,
+    pub(super) limited: Counter,
     pub(super) duration: Histogram,
 }
 
@@ -68,6 +69,7 @@ impl Metrics {
             succeeded: f.succeeded.get_or_create_owned(&qt),
             failed: f.failed.get_or_create_owned(&qt),
             retried: f.retried.get_or_create_owned(&qt),
+            limited: f.limited.get_or_create_owned(&qt),
             duration: f.duration.get_or_create_owned(&qt),
         });
         let mut map = self

@@ -62,7 +62,8 @@ impl Store {
     /// Takes a token of each of its buckets for every job of `classes`, in order, in one
     /// call of `lua/limit.lua`. Every bucket must carry the same hash tag. Returns, per
     /// class, the ms from now (Redis' clock) at which each of its jobs may start: 0 for
-    /// now; a later time is reserved for that job.
+    /// now; a later time is reserved for that job. The reply is short when most may start
+    /// now: per class, that count, then only the others' waits.
     pub(crate) async fn take_tokens(
         &self,
         buckets: &[Bucket],
@@ -78,19 +79,31 @@ impl Store {
             args.extend(c.buckets.iter().map(|i| Value::from(*i as i64 + 1)));
             args.push(Value::from(i64::from(c.jobs)));
         }
-        let waits: Vec<i64> = self.run(&self.scripts.limit, keys, args).await?;
-        let expected: usize = classes.iter().map(|c| c.jobs as usize).sum();
-        if waits.len() != expected {
-            return Err(crate::Error::Decode(format!(
-                "limit.lua answered {} waits for {expected} jobs",
-                waits.len()
-            )));
+        let reply: Vec<i64> = self.run(&self.scripts.limit, keys, args).await?;
+        let bad = || {
+            crate::Error::Decode(format!(
+                "limit.lua's reply does not fit the {} classes asked",
+                classes.len()
+            ))
+        };
+        let mut it = reply.into_iter();
+        let mut out = Vec::with_capacity(classes.len());
+        for c in classes {
+            let jobs = c.jobs as usize;
+            let now = usize::try_from(it.next().ok_or_else(bad)?).map_err(|_| bad())?;
+            if now > jobs {
+                return Err(bad());
+            }
+            let mut waits = vec![0u64; now];
+            for _ in now..jobs {
+                waits.push(it.next().ok_or_else(bad)?.max(0) as u64);
+            }
+            out.push(waits);
         }
-        let mut it = waits.into_iter().map(|w| w.max(0) as u64);
-        Ok(classes
-            .iter()
-            .map(|c| it.by_ref().take(c.jobs as usize).collect())
-            .collect())
+        if it.next().is_some() {
+            return Err(bad());
+        }
+        Ok(out)
     }
 
     /// Lets no job of `buckets` start for `for_ms` from now (a downstream said "slow

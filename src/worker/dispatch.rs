@@ -321,8 +321,15 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
         Outcome::Failed {
             error,
             retry: Retry::RateLimited(wait),
-            ..
+            kind,
         } => {
+            // Observers see the attempt fail (it ran, and ended in an error) ...
+            let failure = Failure {
+                error: &error,
+                kind,
+                took,
+            };
+            rt.observers.each(|o| o.failed(&job, &failure));
             // Not a failure of the job: the downstream is full. Its type's limits hold
             // every job back for `wait`, and this one goes back with its attempt uncounted.
             let buckets =

@@ -171,6 +171,7 @@ pub(crate) fn plan(rt: &Runtime, batch: &[(Prepared, OwnedSemaphorePermit)]) -> 
     let mut by_key: HashMap<String, usize> = HashMap::new();
     let mut classes: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
     let mut class_of: HashMap<Vec<usize>, usize> = HashMap::new();
+    let mut seen: HashMap<(&str, &str, Option<&str>), Option<usize>> = HashMap::new();
     for (i, (p, _)) in batch.iter().enumerate() {
         let Prepared::Run(a) = p else { continue };
         if a.env.reserved {
@@ -178,6 +179,16 @@ pub(crate) fn plan(rt: &Runtime, batch: &[(Prepared, OwnedSemaphorePermit)]) -> 
         }
         let queue = crate::names::queue_of(&a.d.queue);
         let job_type = a.env.job_type.as_str();
+        // Jobs of one queue, type and key need the same buckets: found once per batch.
+        let seen_as = (queue, job_type, a.limit_key.as_deref());
+        match seen.get(&seen_as) {
+            Some(Some(c)) => {
+                classes[*c].1.push(i);
+                continue;
+            }
+            Some(None) => continue,
+            None => {}
+        }
         let mut mine: Vec<Wanted> = Vec::new();
         if let Some(l) = limits.queues.get(queue) {
             mine.push(bucket_of(
@@ -207,6 +218,7 @@ pub(crate) fn plan(rt: &Runtime, batch: &[(Prepared, OwnedSemaphorePermit)]) -> 
             ));
         }
         if mine.is_empty() {
+            seen.insert(seen_as, None);
             continue;
         }
         let mut idx: Vec<usize> = mine
@@ -226,6 +238,7 @@ pub(crate) fn plan(rt: &Runtime, batch: &[(Prepared, OwnedSemaphorePermit)]) -> 
             classes.len() - 1
         });
         classes[c].1.push(i);
+        seen.insert(seen_as, Some(c));
     }
     if classes.is_empty() {
         return None;

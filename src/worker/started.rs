@@ -68,16 +68,38 @@ pub(crate) async fn start_as_slots_free(
     true
 }
 
-/// Prepares `batch` (deliveries of one queue, each with its concurrency slot), asks the
-/// rate limits which may start (`limits::admit`: nothing when no limit is in force),
-/// records the attempts that will run as running, and spawns a task for each delivery.
+/// Prepares `batch` (deliveries of one queue, each with its concurrency slot), records the
+/// attempts that will run as running, and spawns a task for each delivery. Under a rate
+/// limit the batch first takes its tokens (`limits::admit`, one script call) in a task of
+/// its own, so the fetch loop goes on meanwhile: the batch holds its slots, so nothing is
+/// fetched that has no slot.
 async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
     let prepared: Vec<(Prepared, OwnedSemaphorePermit)> = batch
         .into_iter()
         .map(|(d, permit)| (dispatch::prepare(rt, d), permit))
         .collect();
-    let plan = limits::plan(rt, &prepared);
-    let verdicts = limits::admit(rt, prepared.len(), plan).await;
+    match limits::plan(rt, &prepared) {
+        None => {
+            let verdicts = vec![Verdict::Run; prepared.len()];
+            launch(rt, prepared, verdicts).await;
+        }
+        Some(plan) => {
+            let rt = rt.clone();
+            rt.tracker.clone().spawn(async move {
+                let verdicts = limits::admit(&rt, prepared.len(), Some(plan)).await;
+                launch(&rt, prepared, verdicts).await;
+            });
+        }
+    }
+}
+
+/// Records the attempts of `prepared` that run as running, then spawns each delivery's
+/// task as its verdict says: run now, run after a moment, or go back to wait.
+async fn launch(
+    rt: &Arc<Runtime>,
+    prepared: Vec<(Prepared, OwnedSemaphorePermit)>,
+    verdicts: Vec<Verdict>,
+) {
     let attempts: Vec<(&str, &Envelope)> = prepared
         .iter()
         .zip(&verdicts)

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use stevedore::{
-    Error, JobContext, JobError, JobState, LimitScope, RateLimit, RawJob, Worker, job_handler,
+    Error, JobContext, JobError, JobState, LimitScope, Metrics, RateLimit, RawJob, Worker,
+    job_handler,
 };
 
 use crate::support::{self, TestEnv, WorkerProcess, eventually, wait_for};
@@ -170,8 +171,10 @@ async fn a_type_limit_holds_across_three_worker_processes() {
 async fn a_busy_key_waits_for_its_own_tokens_and_holds_back_no_other_key() {
     let env = TestEnv::start().await;
     let log = "keys";
+    let metrics = Metrics::new();
     let w = support::spawn(
         worker(&env)
+            .metrics(&metrics)
             .rate_limit(
                 LimitScope::Key("lim.call".into()),
                 RateLimit::per_second(5).with_burst(1),
@@ -246,7 +249,19 @@ async fn a_busy_key_waits_for_its_own_tokens_and_holds_back_no_other_key() {
     // The other keys, enqueued after the busy one's ten, are not queued behind them.
     assert!(calm_t[2] < busy_t[6] && quiet_t[2] < busy_t[6]);
     assert!(runs.iter().all(|(_, _, attempt)| *attempt == 1));
+    // Each job sent to wait is counted once it is in the scheduled set.
+    let limited = limited_count(&metrics);
+    assert!((1.0..=10.0).contains(&limited), "{limited} limited");
     w.shutdown().await.expect("clean stop");
+}
+
+/// `stevedore_jobs_limited_total` of `lim.call` on queue `limited`.
+fn limited_count(metrics: &Metrics) -> f64 {
+    let text = metrics.encode();
+    let series = r#"stevedore_jobs_limited_total{queue="limited",type="lim.call"} "#;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,8 +361,10 @@ async fn a_queue_limit_counts_every_type_and_follows_changes_while_workers_run()
 async fn a_downstream_slow_down_pauses_the_type_and_costs_no_attempt() {
     let env = TestEnv::start().await;
     let log = "slow";
+    let metrics = Metrics::new();
     let w = support::spawn(
         worker(&env)
+            .metrics(&metrics)
             .rate_limit(
                 LimitScope::Type("lim.call".into()),
                 RateLimit::per_second(1000),
@@ -395,6 +412,13 @@ async fn a_downstream_slow_down_pauses_the_type_and_costs_no_attempt() {
         );
         assert_eq!(attempt, 1, "{key}: the refusal cost no attempt");
     }
+    // The refused attempt shows as failed and limited; the three held back as limited.
+    assert_eq!(limited_count(&metrics), 4.0);
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"stevedore_jobs_failed_total{queue="limited",type="lim.call"} 1"#)
+    );
     w.shutdown().await.expect("clean stop");
 }
 

@@ -135,15 +135,52 @@ pub(crate) async fn stevedore_queues(
     jobs: usize,
     during: impl Future<Output = anyhow::Result<u64>>,
 ) -> anyhow::Result<Drained> {
+    stevedore_drain(ctx, queues, concurrency, procs, jobs, during, false).await
+}
+
+/// As [`stevedore`], and the drain lasts until the queue's scheduled set is empty too:
+/// jobs a rate limit sent to wait there are part of it.
+pub(crate) async fn stevedore_limited(
+    ctx: &Ctx,
+    queue: &str,
+    concurrency: usize,
+    procs: usize,
+    jobs: usize,
+) -> anyhow::Result<Drained> {
+    let queues = [queue.to_string()];
+    stevedore_drain(
+        ctx,
+        &queues,
+        concurrency,
+        procs,
+        jobs,
+        async { Ok(0) },
+        true,
+    )
+    .await
+}
+
+async fn stevedore_drain(
+    ctx: &Ctx,
+    queues: &[String],
+    concurrency: usize,
+    procs: usize,
+    jobs: usize,
+    during: impl Future<Output = anyhow::Result<u64>>,
+    waiting_too: bool,
+) -> anyhow::Result<Drained> {
     // A partitioned queue's jobs are in its partitions' streams.
     let mut parts = Vec::new();
     for q in queues {
         parts.extend(ctx.client.partition_names(q).await?);
     }
-    let streams: Vec<String> = parts
+    let mut streams: Vec<String> = parts
         .iter()
         .flat_map(|q| ["high", "normal", "low"].map(|p| ctx.stream(q, p)))
         .collect();
+    if waiting_too {
+        streams.extend(parts.iter().map(|q| ctx.stream(q, "scheduled")));
+    }
     drain_with(
         ctx,
         &queues.join("+"),

@@ -6,6 +6,7 @@ mod cluster;
 mod drain;
 mod enqueue;
 mod latency;
+mod limits;
 mod memory;
 
 use std::path::PathBuf;
@@ -30,15 +31,18 @@ pub(crate) enum Section {
     Memory,
     /// On a Redis Cluster of three primaries started for the section.
     Cluster,
+    /// Rate limits: an idle one's cost, a hit one's accuracy.
+    Limits,
 }
 
 /// The sections a run without `--only` does, in order.
-const ALL: [Section; 5] = [
+const ALL: [Section; 6] = [
     Section::Enqueue,
     Section::Drain,
     Section::Latency,
     Section::Memory,
     Section::Cluster,
+    Section::Limits,
 ];
 
 /// What every section needs.
@@ -141,6 +145,8 @@ impl Ctx {
 
     /// Waits until the streams are empty (every job acknowledged and deleted), polling every
     /// 2 ms; counts its own commands into `own`.
+    /// Waits until every stream of `streams` is empty (and every `...:scheduled` set
+    /// among them: jobs that wait for their time).
     pub(crate) async fn wait_empty(
         &self,
         streams: &[String],
@@ -150,11 +156,20 @@ impl Ctx {
         let give_up = Instant::now() + deadline;
         loop {
             let p = self.admin.pipeline();
+            let mut sets = 0;
             for s in streams {
-                let _: () = p.xlen(s.as_str()).await?;
+                if s.ends_with(":scheduled") {
+                    sets += 1;
+                    let _: () = p.zcard(s.as_str()).await?;
+                } else {
+                    let _: () = p.xlen(s.as_str()).await?;
+                }
             }
             let lens: Vec<u64> = p.all().await?;
-            own.add("xlen", streams.len() as u64);
+            own.add("xlen", (streams.len() - sets) as u64);
+            if sets > 0 {
+                own.add("zcard", sets as u64);
+            }
             own.reads += 1;
             if lens.iter().all(|n| *n == 0) {
                 return Ok(());
@@ -243,6 +258,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             Section::Latency => latency::run(&ctx, &mut report).await?,
             Section::Memory => memory::run(&ctx, &mut report).await?,
             Section::Cluster => cluster::run(&ctx, &mut report).await?,
+            Section::Limits => limits::run(&ctx, &mut report).await?,
         }
         ctx.cleanup().await?;
     }

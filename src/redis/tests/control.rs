@@ -152,3 +152,90 @@ async fn an_unreachable_server_is_a_connection_error() {
         Ok(_) => panic!("nothing listens on port {port}"),
     }
 }
+
+#[tokio::test]
+async fn rate_limit_buckets_grant_reserve_and_pause() {
+    use crate::redis::{Bucket, Class};
+    let (s, raw, _redis) = store("t-limits").await;
+    let bucket = |name: &str, interval_ms: f64, burst: u32| Bucket {
+        key: s.keys().bucket("q", name, None),
+        interval_ms,
+        tolerance_ms: interval_ms * f64::from(burst - 1),
+    };
+    // 10/s burst 2 for the queue, 2/s burst 1 for a key: a job of the key needs both.
+    let queue = bucket("queue:q", 100.0, 2);
+    let key = bucket("key:t", 500.0, 1);
+    let waits = s
+        .take_tokens(
+            &[queue.clone(), key.clone()],
+            &[
+                Class {
+                    buckets: vec![0],
+                    jobs: 3,
+                },
+                Class {
+                    buckets: vec![0, 1],
+                    jobs: 2,
+                },
+            ],
+        )
+        .await
+        .expect("take");
+    // The queue's burst of 2 goes to the first two jobs, the third waits one interval;
+    // the key's jobs come after them on the queue's bucket, one interval apart, and the
+    // second also waits for the key's next token.
+    assert_eq!(waits[0][..2], [0, 0]);
+    assert!((99..=101).contains(&waits[0][2]), "{waits:?}");
+    assert!((199..=201).contains(&waits[1][0]), "{waits:?}");
+    assert!((699..=701).contains(&waits[1][1]), "{waits:?}");
+    // The buckets expire once idle: the key's next free time (1.2 s) and one interval.
+    let ttl: i64 = raw.pttl(&key.key).await.expect("pttl");
+    assert!((1_500..=1_700).contains(&ttl), "{ttl}");
+
+    // A pause: nothing of the key starts for 5 s, whatever its burst.
+    s.pause_buckets(std::slice::from_ref(&key), 5_000)
+        .await
+        .expect("pause");
+    let waits = s
+        .take_tokens(
+            std::slice::from_ref(&key),
+            &[Class {
+                buckets: vec![0],
+                jobs: 1,
+            }],
+        )
+        .await
+        .expect("take");
+    assert!((4_900..=5_000).contains(&waits[0][0]), "{waits:?}");
+
+    // A bucket that is not a number reads as idle rather than failing the batch; one of
+    // another type is a clear error.
+    let _: () = raw
+        .set(&queue.key, "x", None, None, false)
+        .await
+        .expect("set");
+    let waits = s
+        .take_tokens(
+            std::slice::from_ref(&queue),
+            &[Class {
+                buckets: vec![0],
+                jobs: 1,
+            }],
+        )
+        .await
+        .expect("take");
+    assert_eq!(waits, vec![vec![0]]);
+    let _: () = raw.del(&queue.key).await.expect("del");
+    let _: () = raw.lpush(&queue.key, "x").await.expect("lpush");
+    let e = s
+        .take_tokens(
+            std::slice::from_ref(&queue),
+            &[Class {
+                buckets: vec![0],
+                jobs: 1,
+            }],
+        )
+        .await
+        .expect_err("wrong type");
+    assert!(matches!(e, crate::Error::Redis(_)), "{e}");
+}
