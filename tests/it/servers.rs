@@ -180,6 +180,12 @@ async fn tick(t: Tick, _ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+#[job_handler(name = "core.timed", queue = "core")]
+async fn timed(t: Task, _ctx: JobContext) -> Result<(), JobError> {
+    support::record(&t.tag, std::time::Instant::now());
+    Ok(())
+}
+
 fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -203,6 +209,7 @@ async fn harness(
         .handler(once_stuck::handler())
         .handler(stuck::handler())
         .handler(tick::handler())
+        .handler(timed::handler())
         .configure_worker(setup)
         .start()
         .await
@@ -463,6 +470,35 @@ pub(crate) async fn a_partitioned_queue_runs_on_every_partition(url: &str) {
     h.shutdown().await.expect("clean shutdown");
 }
 
+/// A queue limit of 10/s, burst 1, on a queue of three partitions (on a cluster: three
+/// primaries, the limit's bucket wherever the queue's own name hashes), two workers: the
+/// partitions share the one bucket, so twelve jobs take 1.1 s at least.
+pub(crate) async fn a_rate_limit_holds_over_a_partitioned_queue(url: &str) {
+    let limit = stevedore::RateLimit::per_second(10).with_burst(1);
+    let h = harness(url, 2, move |w| {
+        w.partitions("core", 3)
+            .rate_limit(stevedore::LimitScope::Queue("core".into()), limit)
+    })
+    .await;
+    let log = format!("limited-{}", rand::random::<u32>());
+    let ids = h
+        .client()
+        .enqueue_bulk((0..12).map(|_| timed::job(task(&log))))
+        .await
+        .expect("bulk enqueue");
+    for id in &ids {
+        let s = h.wait_for(id, WAIT).await.expect("finishes");
+        assert_eq!(s.state, JobState::Succeeded);
+    }
+    let mut starts: Vec<std::time::Instant> = support::values(&log);
+    starts.sort();
+    assert_eq!(starts.len(), 12, "each ran once");
+    let span = starts[11] - starts[0];
+    eprintln!("12 jobs at 10/s burst 1 over 3 partitions: {span:?}");
+    assert!(span >= Duration::from_millis(1_050), "{span:?}");
+    h.shutdown().await.expect("clean shutdown");
+}
+
 /// On a cluster of three primaries, a queue's three partitions are served by three
 /// different primaries.
 #[tokio::test]
@@ -505,6 +541,7 @@ macro_rules! core_cases {
             case!(periodic_ticks_run_once_across_workers);
             case!(a_unique_job_is_made_once);
             case!(a_partitioned_queue_runs_on_every_partition);
+            case!(a_rate_limit_holds_over_a_partitioned_queue);
         }
     };
 }
