@@ -135,22 +135,37 @@ async fn count(job: Sleep, ctx: JobContext) -> Result<(), JobError> {
 struct Keyed {
     #[serde(default)]
     key: String,
+    #[serde(default)]
+    ms: u64,
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 #[job_handler(name = "demo.limited", queue = "demo", limit_key = "key")]
 async fn limited(job: Keyed, ctx: JobContext) -> Result<(), JobError> {
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
     let audit = AUDIT
         .get()
         .ok_or_else(|| JobError::retry("audit connection not ready"))?;
-    let starts = format!("{}:starts", audit.by_job.trim_end_matches(":executions"));
-    let _: () = audit
-        .redis
-        .rpush(starts.as_str(), format!("{started} {}", job.key))
-        .await?;
+    let events = format!("{}:starts", audit.by_job.trim_end_matches(":executions"));
+    let event = |what: &str| {
+        format!(
+            "{what} {} {} {} {}",
+            unix_ms(),
+            job.key,
+            ctx.id(),
+            audit.worker
+        )
+    };
+    let _: () = audit.redis.rpush(events.as_str(), event("start")).await?;
+    if job.ms > 0 {
+        tokio::time::sleep(Duration::from_millis(job.ms)).await;
+    }
+    let _: () = audit.redis.rpush(events.as_str(), event("end")).await?;
     record_execution(&ctx).await
 }
 

@@ -1,5 +1,6 @@
-//! Rate limits, fleet-wide: at most `n` jobs per period, of a queue, of a job type, or of
-//! each key a job type derives from its payload (a customer, a tenant).
+//! Rate limits and concurrency limits, fleet-wide: at most `n` jobs per period, or at most
+//! `k` jobs running at once, of a queue, of a job type, or of each key a job type derives
+//! from its payload (a customer, a tenant).
 //!
 //! Limits live in Redis (`<prefix>:limits`), so every worker reads the same ones: a worker
 //! records the limits its handlers and builder declare when it starts, an operator may set
@@ -172,7 +173,17 @@ impl FromStr for RateLimit {
     }
 }
 
-/// What a rate limit counts.
+/// Why `running` is no concurrency limit for `scope`, if it is not one.
+pub(crate) fn check_running(scope: &LimitScope, running: u32) -> std::result::Result<(), String> {
+    if running == 0 {
+        return Err(format!(
+            "a concurrency limit of 0 for {scope} lets nothing run: pause the queue instead"
+        ));
+    }
+    Ok(())
+}
+
+/// What a rate or concurrency limit counts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LimitScope {
     /// Every job of a queue (of all its partitions, when it is partitioned).
@@ -233,7 +244,68 @@ impl fmt::Display for LimitScope {
     }
 }
 
+/// The field of `<prefix>:limits` a concurrency limit of `scope` is stored under:
+/// `concurrency:<scope field>`.
+pub(crate) fn concurrency_field(scope: &LimitScope) -> String {
+    format!("concurrency:{}", scope.field())
+}
+
 impl Client {
+    /// Sets the concurrency limit of `scope` in Redis: at most `running` of its jobs run at
+    /// once across every worker. Every worker follows within about a second. A job that
+    /// finds the limit full waits in the scheduled set, its attempt count unchanged, and
+    /// asks again (sooner when it is fresh, at most every 2 s). A place is held for as long
+    /// as its job runs, renewed with the job's lease, so a killed worker's places are free
+    /// again once its lease runs out.
+    ///
+    /// ```no_run
+    /// # async fn run(client: stevedore::Client) -> stevedore::Result<()> {
+    /// use stevedore::LimitScope;
+    ///
+    /// // Two calls to the partner's API at a time, whichever worker makes them.
+    /// client
+    ///     .set_concurrency_limit(LimitScope::Type("partner.call".into()), 2)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`Error::InvalidInput`] for 0 (pause the queue instead), [`Error::InvalidName`] for
+    /// a scope whose name is not a queue name or job type.
+    pub async fn set_concurrency_limit(&self, scope: LimitScope, running: u32) -> Result<()> {
+        scope.check()?;
+        check_running(&scope, running).map_err(Error::InvalidInput)?;
+        self.store()
+            .set_rate_limits(&[(concurrency_field(&scope), running.to_string())])
+            .await
+    }
+
+    /// Removes the concurrency limit of `scope`; false when it had none.
+    pub async fn remove_concurrency_limit(&self, scope: &LimitScope) -> Result<bool> {
+        scope.check()?;
+        self.store()
+            .remove_rate_limit(&concurrency_field(scope))
+            .await
+    }
+
+    /// Every concurrency limit in Redis, sorted by scope. One that does not read (written
+    /// by hand) is left out.
+    pub async fn concurrency_limits(&self) -> Result<Vec<(LimitScope, u32)>> {
+        let mut out: Vec<(LimitScope, u32)> = self
+            .store()
+            .rate_limits()
+            .await?
+            .into_iter()
+            .filter_map(|(field, value)| {
+                let scope = LimitScope::from_field(field.strip_prefix("concurrency:")?)?;
+                let n: u32 = value.trim().parse().ok()?;
+                (n > 0).then_some((scope, n))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Sets the rate limit of `scope` in Redis, replacing the one it had; every worker
     /// follows within about a second. A worker that declares a limit for the same scope
     /// (in its builder or a handler's attribute) writes its own again when it starts.

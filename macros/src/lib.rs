@@ -27,6 +27,8 @@ mod kw {
     syn::custom_keyword!(rate_limit);
     syn::custom_keyword!(rate_limit_per_key);
     syn::custom_keyword!(limit_key);
+    syn::custom_keyword!(concurrency_limit);
+    syn::custom_keyword!(concurrency_limit_per_key);
 }
 
 /// Turns `async fn name(payload: T, ctx: JobContext) -> Result<(), E>` into a job handler.
@@ -50,6 +52,8 @@ mod kw {
 /// - `limit_key = "customer_id"` with `rate_limit_per_key = "5/s"`: at most 5 jobs per
 ///   second for each value of the payload's field `customer_id` (its `to_string()`; a
 ///   dotted path such as `"account.id"` reaches into nested fields).
+/// - `concurrency_limit = 2`: at most 2 jobs of this type run at once across every worker;
+///   `concurrency_limit_per_key = 1` (with `limit_key`): at most 1 per key.
 /// - `crate = "path::to::stevedore"`: where the runtime crate is, when re-exported.
 #[proc_macro_attribute]
 pub fn job_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -85,6 +89,8 @@ struct Args {
     rate_limit: Option<LitStr>,
     rate_limit_per_key: Option<LitStr>,
     limit_key: Option<LitStr>,
+    concurrency_limit: Option<LitInt>,
+    concurrency_limit_per_key: Option<LitInt>,
     krate: Option<LitStr>,
 }
 
@@ -130,6 +136,24 @@ impl Parse for Args {
                     input.parse()?,
                     k.span,
                     "keep_succeeded",
+                )?;
+            } else if look.peek(kw::concurrency_limit_per_key) {
+                let k: kw::concurrency_limit_per_key = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut args.concurrency_limit_per_key,
+                    input.parse()?,
+                    k.span,
+                    "concurrency_limit_per_key",
+                )?;
+            } else if look.peek(kw::concurrency_limit) {
+                let k: kw::concurrency_limit = input.parse()?;
+                input.parse::<Token![=]>()?;
+                set(
+                    &mut args.concurrency_limit,
+                    input.parse()?,
+                    k.span,
+                    "concurrency_limit",
                 )?;
             } else if look.peek(kw::rate_limit_per_key) {
                 let k: kw::rate_limit_per_key = input.parse()?;
@@ -529,6 +553,35 @@ fn expand(args: syn::Result<Args>, func: &ItemFn) -> syn::Result<TokenStream2> {
         (Some(l), None) => push(syn::Error::new(
             l.span(),
             "rate_limit_per_key needs `limit_key = \"<payload field>\"`: the key each limit counts",
+        )),
+        _ => {}
+    }
+    let running = |l: &LitInt, what: &str| match l.base10_parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(syn::Error::new(
+            l.span(),
+            format!(
+                "{what} must be a whole number from 1 to 4294967295 (0 lets nothing run: pause the queue instead)"
+            ),
+        )),
+    };
+    if let Some(l) = &args.concurrency_limit {
+        match running(l, "concurrency_limit") {
+            Ok(n) => options.extend(quote!(.concurrency_limit(#n))),
+            Err(e) => push(e),
+        }
+    }
+    match (&args.concurrency_limit_per_key, &args.limit_key) {
+        (Some(l), Some(k)) => match running(l, "concurrency_limit_per_key") {
+            Ok(n) => {
+                let field = k.value();
+                options.extend(quote!(.concurrency_limit_per_key(#field, #n)));
+            }
+            Err(e) => push(e),
+        },
+        (Some(l), None) => push(syn::Error::new(
+            l.span(),
+            "concurrency_limit_per_key needs `limit_key = \"<payload field>\"`: the key each limit counts",
         )),
         _ => {}
     }

@@ -24,6 +24,8 @@ pub struct HandlerOptions {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) key_rate_limit: Option<RateLimit>,
     pub(crate) limit_key: Option<&'static str>,
+    pub(crate) concurrency_limit: Option<u32>,
+    pub(crate) key_concurrency_limit: Option<u32>,
 }
 
 impl HandlerOptions {
@@ -38,7 +40,27 @@ impl HandlerOptions {
             rate_limit: None,
             key_rate_limit: None,
             limit_key: None,
+            concurrency_limit: None,
+            key_concurrency_limit: None,
         }
+    }
+
+    /// At most `running` jobs of this type run at once, across every worker
+    /// (`#[job_handler(concurrency_limit = 2)]`). A job that finds the limit full waits,
+    /// its attempt count unchanged. Recorded in Redis when a worker starts, like
+    /// [`rate_limit`](Self::rate_limit).
+    pub const fn concurrency_limit(mut self, running: u32) -> Self {
+        self.concurrency_limit = Some(running);
+        self
+    }
+
+    /// At most `running` jobs of this type per key run at once, each key counted apart
+    /// (`#[job_handler(limit_key = "tenant", concurrency_limit_per_key = 1)]`); `field`
+    /// names the key, as for [`rate_limit_per_key`](Self::rate_limit_per_key).
+    pub const fn concurrency_limit_per_key(mut self, field: &'static str, running: u32) -> Self {
+        self.limit_key = Some(field);
+        self.key_concurrency_limit = Some(running);
+        self
     }
 
     /// At most this many jobs of this type start per period, across every worker

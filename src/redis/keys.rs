@@ -55,8 +55,19 @@ impl Keys {
     /// next free time in ms; gone while the limit is idle. A key longer than 64 bytes, or
     /// with bytes other than printable ASCII, is spelled by its FNV-1a hash (`#<hex>`).
     pub(crate) fn bucket(&self, queue: &str, field: &str, key: Option<&str>) -> String {
+        self.limit_key(queue, "limit:", field, key)
+    }
+
+    /// `<prefix>:{<queue>}:running:<field>[:<key>]`: the jobs of `queue` running under one
+    /// concurrency limit (a sorted set: job locator and consumer → lease end, Redis ms).
+    /// Keys are spelled as for [`bucket`](Self::bucket).
+    pub(crate) fn running(&self, queue: &str, field: &str, key: Option<&str>) -> String {
+        self.limit_key(queue, "running:", field, key)
+    }
+
+    fn limit_key(&self, queue: &str, kind: &str, field: &str, key: Option<&str>) -> String {
         let mut rest = String::with_capacity(field.len() + 80);
-        rest.push_str("limit:");
+        rest.push_str(kind);
         rest.push_str(field);
         if let Some(k) = key {
             rest.push(':');

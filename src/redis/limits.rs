@@ -1,5 +1,6 @@
-//! Rate limits: what is declared (`<prefix>:limits`, a hash of scope → limit), and their
-//! token buckets (`lua/limit.lua`, one string per limit and queue, or per key).
+//! Rate and concurrency limits: what is declared (`<prefix>:limits`, a hash of scope →
+//! limit), their token buckets and running sets (`lua/limit.lua`: a string per rate limit
+//! and queue, or per key; a sorted set per concurrency limit and queue, or per key).
 
 use std::collections::HashMap;
 
@@ -24,11 +25,33 @@ impl Bucket {
     }
 }
 
-/// Jobs that need a token of each of the same buckets (indexes into the bucket list).
+/// A concurrency limit's running set as `lua/limit.lua` takes it: its key and how many
+/// jobs may run under it at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotSet {
+    pub(crate) key: String,
+    pub(crate) capacity: u32,
+}
+
+/// Jobs that need a token of each of the same buckets and a place in each of the same
+/// running sets (indexes into the bucket and set lists); `members` names each job in the
+/// sets (one per job, when `sets` is not empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Class {
     pub(crate) buckets: Vec<usize>,
+    pub(crate) sets: Vec<usize>,
     pub(crate) jobs: u32,
+    pub(crate) members: Vec<String>,
+}
+
+/// What a job of a batch got from its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Its tokens, for this many ms from now (0: now); its places in the running sets
+    /// too when the wait was at most the longest one asked for.
+    After(u64),
+    /// A running set it needs is full: nothing was taken.
+    Full,
 }
 
 impl Store {
@@ -59,25 +82,45 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Takes a token of each of its buckets for every job of `classes`, in order, in one
-    /// call of `lua/limit.lua`. Every bucket must carry the same hash tag. Returns, per
-    /// class, the ms from now (Redis' clock) at which each of its jobs may start: 0 for
-    /// now; a later time is reserved for that job. The reply is short when most may start
-    /// now: per class, that count, then only the others' waits.
+    /// Takes a token of each of its buckets and a place in each of its running sets for
+    /// every job of `classes`, in order, in one call of `lua/limit.lua`. Every key must
+    /// carry the same hash tag. A place is taken only for a job that starts within
+    /// `sleep_max_ms` (the others wait elsewhere and ask again), and lasts `lease_ms`
+    /// unless renewed. Returns, per class, what each of its jobs got. The reply is short
+    /// when most may start now: per class, that count, then only the others' values.
     pub(crate) async fn take_tokens(
         &self,
         buckets: &[Bucket],
+        sets: &[SlotSet],
         classes: &[Class],
-    ) -> crate::Result<Vec<Vec<u64>>> {
-        let keys: Vec<String> = buckets.iter().map(|b| b.key.clone()).collect();
-        let mut args: Vec<Value> = vec!["take".into()];
+        lease_ms: u64,
+        sleep_max_ms: u64,
+    ) -> crate::Result<Vec<Vec<Taken>>> {
+        let keys: Vec<String> = buckets
+            .iter()
+            .map(|b| b.key.clone())
+            .chain(sets.iter().map(|s| s.key.clone()))
+            .collect();
+        let mut args: Vec<Value> = vec![
+            "take".into(),
+            Value::from(buckets.len() as i64),
+            Value::from(sets.len() as i64),
+            Value::from(lease_ms as i64),
+            Value::from(sleep_max_ms as i64),
+        ];
         for b in buckets {
             b.args(&mut args);
         }
+        args.extend(sets.iter().map(|s| Value::from(i64::from(s.capacity))));
         for c in classes {
             args.push(Value::from(c.buckets.len() as i64));
             args.extend(c.buckets.iter().map(|i| Value::from(*i as i64 + 1)));
+            args.push(Value::from(c.sets.len() as i64));
+            args.extend(c.sets.iter().map(|i| Value::from(*i as i64 + 1)));
             args.push(Value::from(i64::from(c.jobs)));
+            if !c.sets.is_empty() {
+                args.extend(c.members.iter().map(|m| Value::from(m.as_str())));
+            }
         }
         let reply: Vec<i64> = self.run(&self.scripts.limit, keys, args).await?;
         let bad = || {
@@ -94,16 +137,47 @@ impl Store {
             if now > jobs {
                 return Err(bad());
             }
-            let mut waits = vec![0u64; now];
+            let mut got = vec![Taken::After(0); now];
             for _ in now..jobs {
-                waits.push(it.next().ok_or_else(bad)?.max(0) as u64);
+                got.push(match it.next().ok_or_else(bad)? {
+                    -1 => Taken::Full,
+                    w => Taken::After(w.max(0) as u64),
+                });
             }
-            out.push(waits);
+            out.push(got);
         }
         if it.next().is_some() {
             return Err(bad());
         }
         Ok(out)
+    }
+
+    /// Gives the members of running set `key` a fresh lease of `lease_ms` (those still
+    /// there: a member dropped as expired is not brought back).
+    pub(crate) async fn renew_slots(
+        &self,
+        key: &str,
+        members: &[String],
+        lease_ms: u64,
+    ) -> crate::Result<()> {
+        let mut args: Vec<Value> = vec!["renew".into(), Value::from(lease_ms as i64)];
+        args.push(Value::from(members.len() as i64));
+        args.extend(members.iter().map(|m| Value::from(m.as_str())));
+        let _: i64 = self
+            .run(&self.scripts.limit, vec![key.to_string()], args)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `members` from running set `key`: their jobs ended.
+    pub(crate) async fn release_slots(&self, key: &str, members: &[String]) -> crate::Result<()> {
+        let mut args: Vec<Value> = vec!["release".into()];
+        args.push(Value::from(members.len() as i64));
+        args.extend(members.iter().map(|m| Value::from(m.as_str())));
+        let _: i64 = self
+            .run(&self.scripts.limit, vec![key.to_string()], args)
+            .await?;
+        Ok(())
     }
 
     /// Lets no job of `buckets` start for `for_ms` from now (a downstream said "slow

@@ -48,7 +48,7 @@ pub(crate) use entry::{Entry, Fields, envelope_of};
 pub(crate) use fetch::Reader;
 pub(crate) use keys::partition_names;
 pub(crate) use leases::WorkerDetails;
-pub(crate) use limits::{Bucket, Class};
+pub(crate) use limits::{Bucket, Class, SlotSet, Taken};
 pub(crate) use partitions::Declared;
 pub(crate) use periodic::{CronClaim, CronState};
 pub(crate) use promote::{Promoted, Subscription, WakeMessage};

@@ -87,6 +87,16 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declares a concurrency limit, fleet-wide: at most `running` jobs of `scope` (a queue,
+    /// a job type, or each key of a job type) run at once across every worker. Recorded in
+    /// Redis when the worker starts, like [`rate_limit`](Self::rate_limit); a handler's own
+    /// `concurrency_limit` for the same type wins. A place is held while its job runs,
+    /// renewed with its lease, so a killed worker's places free up once the lease runs out.
+    pub fn concurrency_limit(mut self, scope: crate::LimitScope, running: u32) -> Self {
+        self.settings.concurrency_limits.push((scope, running));
+        self
+    }
+
     /// Handlers running at once, across all queues (default 10). A full worker stops
     /// fetching until a slot frees up.
     pub fn concurrency(mut self, n: usize) -> Self {
@@ -189,7 +199,11 @@ impl WorkerBuilder {
                 "a worker needs at least one handler".into(),
             ));
         }
-        check_limits(&self.settings.rate_limits, &self.registry)?;
+        check_limits(
+            &self.settings.rate_limits,
+            &self.settings.concurrency_limits,
+            &self.registry,
+        )?;
         let mut settings = self.settings;
         settings.queues = distinct(
             self.queues
@@ -212,6 +226,7 @@ impl WorkerBuilder {
 /// Refuses a declared rate limit that is no limit, or whose scope names no queue or type.
 fn check_limits(
     declared: &[(crate::LimitScope, crate::RateLimit)],
+    running: &[(crate::LimitScope, u32)],
     registry: &Registry,
 ) -> Result<()> {
     use crate::LimitScope;
@@ -232,6 +247,22 @@ fn check_limits(
         limit
             .check()
             .map_err(|why| Error::InvalidConfig(format!("rate limit of {scope}: {why}")))?;
+    }
+    let handlers = registry.options().flat_map(|(name, o)| {
+        [
+            o.concurrency_limit
+                .map(|n| (LimitScope::Type(name.to_string()), n)),
+            o.key_concurrency_limit
+                .map(|n| (LimitScope::Key(name.to_string()), n)),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    for (scope, n) in running.iter().cloned().chain(handlers) {
+        scope
+            .check()
+            .map_err(|e| Error::InvalidConfig(format!("concurrency limit of {scope}: {e}")))?;
+        crate::limit::check_running(&scope, n).map_err(Error::InvalidConfig)?;
     }
     Ok(())
 }

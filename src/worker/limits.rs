@@ -1,17 +1,19 @@
-//! Rate limits on the worker's side: which are in force (read from Redis each control
-//! round), and which jobs of a fetched batch may start now (`admit`, one script call per
-//! batch). See docs/architecture.md, "Rate limits".
+//! Rate and concurrency limits on the worker's side: which are in force (read from Redis
+//! each control round), which jobs of a fetched batch may start now (`admit`, one script
+//! call per batch), and the places this worker holds in running sets (renewed with its
+//! leases, given back when their jobs end). See docs/architecture.md, "Rate limits" and
+//! "Concurrency limits".
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Runtime;
 use super::dispatch::Prepared;
-use crate::limit::{LimitScope, RateLimit};
-use crate::redis::{Again, Bucket, Class};
+use crate::limit::{LimitScope, RateLimit, concurrency_field};
+use crate::redis::{Again, Bucket, Class, SlotSet, Taken};
 
 /// A wait up to this long is spent holding the job's slot; a longer one sends the job back
 /// to the scheduled set, freeing the slot, with its tokens reserved for its due time.
@@ -19,6 +21,11 @@ pub(crate) const SLEEP_MAX: Duration = Duration::from_millis(250);
 /// How long a job waits when its limits could not be read (Redis failing): it is not run
 /// unchecked.
 const UNCHECKED_WAIT_MS: u64 = 1_000;
+/// A job that finds a concurrency limit full waits a quarter of how long it has waited
+/// since it was enqueued, within these bounds: a fresh job asks again soon, one that has
+/// waited long asks less often.
+const FULL_WAIT_MIN_MS: u64 = 100;
+const FULL_WAIT_MAX_MS: u64 = 2_000;
 
 /// The limits in force, by what they count.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -26,6 +33,9 @@ pub(crate) struct Limits {
     queues: HashMap<String, RateLimit>,
     types: HashMap<String, RateLimit>,
     keys: HashMap<String, RateLimit>,
+    running_queues: HashMap<String, u32>,
+    running_types: HashMap<String, u32>,
+    running_keys: HashMap<String, u32>,
 }
 
 impl Limits {
@@ -34,6 +44,16 @@ impl Limits {
     pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Limits {
         let mut limits = Limits::default();
         for (field, value) in fields {
+            if let Some(rest) = field.strip_prefix("concurrency:") {
+                let scope = LimitScope::from_field(rest);
+                match (scope, value.trim().parse::<u32>()) {
+                    (Some(scope), Ok(n)) if n > 0 => limits.insert_running(scope, n),
+                    _ => {
+                        tracing::warn!(field = %field, value = %value, "ignoring a concurrency limit that does not read")
+                    }
+                }
+                continue;
+            }
             let scope = LimitScope::from_field(field);
             let limit = value.parse::<RateLimit>();
             match (scope, limit) {
@@ -55,8 +75,21 @@ impl Limits {
         };
     }
 
+    fn insert_running(&mut self, scope: LimitScope, n: u32) {
+        match scope {
+            LimitScope::Queue(q) => self.running_queues.insert(q, n),
+            LimitScope::Type(t) => self.running_types.insert(t, n),
+            LimitScope::Key(t) => self.running_keys.insert(t, n),
+        };
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.queues.is_empty() && self.types.is_empty() && self.keys.is_empty()
+        self.queues.is_empty()
+            && self.types.is_empty()
+            && self.keys.is_empty()
+            && self.running_queues.is_empty()
+            && self.running_types.is_empty()
+            && self.running_keys.is_empty()
     }
 }
 
@@ -88,36 +121,145 @@ impl LimitTable {
 /// The limits a worker declares: its builder's, then its handlers' (a type's own wins
 /// over the builder's for the same scope), as `<prefix>:limits` fields and values.
 pub(crate) fn declared(
-    rt_settings: &super::Settings,
+    settings: &super::Settings,
     registry: &crate::handler::Registry,
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut put = |scope: LimitScope, limit: RateLimit| {
-        let field = scope.field();
+    let mut put = |field: String, value: String| {
         out.retain(|(f, _)| *f != field);
-        out.push((field, limit.to_string()));
+        out.push((field, value));
     };
-    for (scope, limit) in &rt_settings.rate_limits {
-        put(scope.clone(), *limit);
+    for (scope, limit) in &settings.rate_limits {
+        put(scope.field(), limit.to_string());
+    }
+    for (scope, n) in &settings.concurrency_limits {
+        put(concurrency_field(scope), n.to_string());
     }
     for (name, options) in registry.options() {
+        let name = name.to_string();
         if let Some(l) = options.rate_limit {
-            put(LimitScope::Type(name.to_string()), l);
+            put(LimitScope::Type(name.clone()).field(), l.to_string());
         }
         if let Some(l) = options.key_rate_limit {
-            put(LimitScope::Key(name.to_string()), l);
+            put(LimitScope::Key(name.clone()).field(), l.to_string());
+        }
+        if let Some(n) = options.concurrency_limit {
+            put(
+                concurrency_field(&LimitScope::Type(name.clone())),
+                n.to_string(),
+            );
+        }
+        if let Some(n) = options.key_concurrency_limit {
+            put(concurrency_field(&LimitScope::Key(name)), n.to_string());
         }
     }
     out
 }
 
+/// The places in running sets this worker holds: set key → members.
+#[derive(Debug, Default)]
+pub(crate) struct SlotTable {
+    held: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl SlotTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn by_set(&self) -> Vec<(String, Vec<String>)> {
+        self.lock()
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(k, m)| (k.clone(), m.iter().cloned().collect()))
+            .collect()
+    }
+}
+
+/// One job's places in running sets: renewed while held, given back when dropped (the job
+/// ended, whatever its outcome). A place whose release does not reach Redis runs out with
+/// its lease.
+pub(crate) struct SlotGuard {
+    table: Arc<SlotTable>,
+    client: crate::Client,
+    held: Vec<(String, String)>,
+}
+
+impl SlotGuard {
+    fn new(rt: &Runtime, held: Vec<(String, String)>) -> SlotGuard {
+        let mut table = rt.running.lock();
+        for (key, member) in &held {
+            table.entry(key.clone()).or_default().insert(member.clone());
+        }
+        drop(table);
+        SlotGuard {
+            table: rt.running.clone(),
+            client: rt.client.clone(),
+            held,
+        }
+    }
+}
+
+impl std::fmt::Debug for SlotGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SlotGuard").field(&self.held).finish()
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut table = self.table.lock();
+        for (key, member) in &self.held {
+            if let Some(m) = table.get_mut(key) {
+                m.remove(member);
+                if m.is_empty() {
+                    table.remove(key);
+                }
+            }
+        }
+        drop(table);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let held = std::mem::take(&mut self.held);
+        let client = self.client.clone();
+        handle.spawn(async move {
+            for (key, member) in held {
+                if let Err(e) = client
+                    .store()
+                    .release_slots(&key, std::slice::from_ref(&member))
+                    .await
+                {
+                    tracing::debug!(key = %key, error = %e, "giving back a concurrency place failed; it runs out with its lease");
+                }
+            }
+        });
+    }
+}
+
+/// Renews every place this worker holds (with its leases, each lease/3).
+pub(crate) async fn renew_places(rt: &Runtime) {
+    let lease_ms = crate::clock::clamped_ms(rt.settings.lease);
+    for (key, members) in rt.running.by_set() {
+        if let Err(e) = rt
+            .client
+            .store()
+            .renew_slots(&key, &members, lease_ms)
+            .await
+        {
+            tracing::warn!(key = %key, error = %e, "renewing concurrency places failed; retrying next round");
+        }
+    }
+}
+
 /// What becomes of one delivery of a fetched batch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Start now.
-    Run,
-    /// Its tokens are taken for a moment from now: start then, holding the slot meanwhile.
-    RunIn(Duration),
+    /// Start now, holding these places.
+    Run(Option<SlotGuard>),
+    /// Its tokens are taken for a moment from now: start then, holding the slot (and the
+    /// places) meanwhile.
+    RunIn(Duration, Option<SlotGuard>),
     /// Back to the scheduled set, due in `wait_ms`; `why` names the limit.
     Defer {
         wait_ms: u64,
@@ -126,10 +268,11 @@ pub(crate) enum Verdict {
     },
 }
 
-/// One bucket of the batch and the limit it stands for.
-struct Wanted {
-    bucket: Bucket,
-    about: String,
+/// Every delivery of a batch of `len` starts at once.
+pub(crate) fn all_run(len: usize) -> Vec<Verdict> {
+    std::iter::repeat_with(|| Verdict::Run(None))
+        .take(len)
+        .collect()
 }
 
 fn bucket_of(
@@ -138,116 +281,178 @@ fn bucket_of(
     scope: &LimitScope,
     key: Option<&str>,
     limit: &RateLimit,
-) -> Wanted {
+) -> (Bucket, String) {
     let interval_ms = limit.interval_ms();
-    Wanted {
-        bucket: Bucket {
+    (
+        Bucket {
             key: rt.client.keys().bucket(queue, &scope.field(), key),
             interval_ms,
             tolerance_ms: interval_ms * f64::from(limit.burst().saturating_sub(1)),
         },
-        about: format!("rate limit of {scope} ({limit})"),
-    }
+        format!("rate limit of {scope} ({limit})"),
+    )
 }
 
-/// The token asks of a fetched batch: its buckets and, per class of jobs that need the
-/// same buckets, those jobs (indexes into the batch).
+fn set_of(
+    rt: &Runtime,
+    queue: &str,
+    scope: &LimitScope,
+    key: Option<&str>,
+    n: u32,
+) -> (SlotSet, String) {
+    (
+        SlotSet {
+            key: rt.client.keys().running(queue, &scope.field(), key),
+            capacity: n,
+        },
+        format!("concurrency limit of {scope} ({n} running)"),
+    )
+}
+
+/// Jobs of a batch that need the same buckets and sets.
+struct PlanClass {
+    buckets: Vec<usize>,
+    sets: Vec<usize>,
+    /// Indexes into the batch.
+    jobs: Vec<usize>,
+    /// Per job: its member in the sets, and when it was enqueued (ms).
+    members: Vec<String>,
+    enqueued: Vec<u64>,
+}
+
+/// What a fetched batch asks of its limits.
 pub(crate) struct Plan {
     len: usize,
-    wanted: Vec<Wanted>,
-    classes: Vec<(Vec<usize>, Vec<usize>)>,
+    buckets: Vec<(Bucket, String)>,
+    sets: Vec<(SlotSet, String)>,
+    classes: Vec<PlanClass>,
 }
 
-/// What `batch` asks of the rate limits: every job under a limit needs a token of each of
-/// its limits (its queue's, its type's, its key's). A delivery that is not a job to run, a
-/// job no limit applies to, or one whose tokens were reserved before it was scheduled
-/// (`reserved`) asks nothing. `None` when nothing is asked.
+/// Registers `item` (by its key) among `list`, once; its index.
+fn index_of<T>(
+    list: &mut Vec<(T, String)>,
+    by_key: &mut HashMap<String, usize>,
+    key: &str,
+    make: impl FnOnce() -> (T, String),
+) -> usize {
+    if let Some(i) = by_key.get(key) {
+        return *i;
+    }
+    list.push(make());
+    by_key.insert(key.to_string(), list.len() - 1);
+    list.len() - 1
+}
+
+/// What `batch` asks of the limits: every job under a rate limit needs a token of each of
+/// them (its queue's, its type's, its key's) unless its tokens were reserved before it was
+/// scheduled (`reserved`), and every job under a concurrency limit a place in each. A
+/// delivery that is not a job to run, or a job no limit applies to, asks nothing. `None`
+/// when nothing is asked.
 pub(crate) fn plan(rt: &Runtime, batch: &[(Prepared, OwnedSemaphorePermit)]) -> Option<Plan> {
     let limits = rt.limits.current();
     if limits.is_empty() {
         return None;
     }
-    let mut wanted: Vec<Wanted> = Vec::new();
-    let mut by_key: HashMap<String, usize> = HashMap::new();
-    let mut classes: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
-    let mut class_of: HashMap<Vec<usize>, usize> = HashMap::new();
-    let mut seen: HashMap<(&str, &str, Option<&str>), Option<usize>> = HashMap::new();
+    let mut buckets: Vec<(Bucket, String)> = Vec::new();
+    let mut sets: Vec<(SlotSet, String)> = Vec::new();
+    let mut bucket_ix: HashMap<String, usize> = HashMap::new();
+    let mut set_ix: HashMap<String, usize> = HashMap::new();
+    let mut classes: Vec<PlanClass> = Vec::new();
+    let mut class_of: HashMap<(Vec<usize>, Vec<usize>), usize> = HashMap::new();
+    // Jobs of one queue, type and key (and reservation) need the same buckets and sets:
+    // found once per batch.
+    let mut seen: HashMap<(&str, &str, Option<&str>, bool), Option<usize>> = HashMap::new();
     for (i, (p, _)) in batch.iter().enumerate() {
         let Prepared::Run(a) = p else { continue };
-        if a.env.reserved {
-            continue;
-        }
         let queue = crate::names::queue_of(&a.d.queue);
         let job_type = a.env.job_type.as_str();
-        // Jobs of one queue, type and key need the same buckets: found once per batch.
-        let seen_as = (queue, job_type, a.limit_key.as_deref());
-        match seen.get(&seen_as) {
-            Some(Some(c)) => {
-                classes[*c].1.push(i);
-                continue;
-            }
-            Some(None) => continue,
-            None => {}
-        }
-        let mut mine: Vec<Wanted> = Vec::new();
-        if let Some(l) = limits.queues.get(queue) {
-            mine.push(bucket_of(
-                rt,
-                queue,
-                &LimitScope::Queue(queue.to_string()),
-                None,
-                l,
-            ));
-        }
-        if let Some(l) = limits.types.get(job_type) {
-            mine.push(bucket_of(
-                rt,
-                queue,
-                &LimitScope::Type(job_type.to_string()),
-                None,
-                l,
-            ));
-        }
-        if let (Some(l), Some(k)) = (limits.keys.get(job_type), a.limit_key.as_deref()) {
-            mine.push(bucket_of(
-                rt,
-                queue,
-                &LimitScope::Key(job_type.to_string()),
-                Some(k),
-                l,
-            ));
-        }
-        if mine.is_empty() {
-            seen.insert(seen_as, None);
-            continue;
-        }
-        let mut idx: Vec<usize> = mine
-            .into_iter()
-            .map(|w| match by_key.get(&w.bucket.key) {
-                Some(i) => *i,
-                None => {
-                    by_key.insert(w.bucket.key.clone(), wanted.len());
-                    wanted.push(w);
-                    wanted.len() - 1
+        let key = a.limit_key.as_deref();
+        let seen_as = (queue, job_type, key, a.env.reserved);
+        let c = match seen.get(&seen_as) {
+            Some(c) => *c,
+            None => {
+                let mut b: Vec<usize> = Vec::new();
+                let mut s: Vec<usize> = Vec::new();
+                let mut rate = |scope: LimitScope, k: Option<&str>, l: &RateLimit| {
+                    let (bucket, about) = bucket_of(rt, queue, &scope, k, l);
+                    let key = bucket.key.clone();
+                    b.push(index_of(&mut buckets, &mut bucket_ix, &key, || {
+                        (bucket, about)
+                    }));
+                };
+                if !a.env.reserved {
+                    if let Some(l) = limits.queues.get(queue) {
+                        rate(LimitScope::Queue(queue.to_string()), None, l);
+                    }
+                    if let Some(l) = limits.types.get(job_type) {
+                        rate(LimitScope::Type(job_type.to_string()), None, l);
+                    }
+                    if let (Some(l), Some(k)) = (limits.keys.get(job_type), key) {
+                        rate(LimitScope::Key(job_type.to_string()), Some(k), l);
+                    }
                 }
-            })
-            .collect();
-        idx.sort_unstable();
-        let c = *class_of.entry(idx.clone()).or_insert_with(|| {
-            classes.push((idx, Vec::new()));
-            classes.len() - 1
-        });
-        classes[c].1.push(i);
-        seen.insert(seen_as, Some(c));
+                let mut running = |scope: LimitScope, k: Option<&str>, n: u32| {
+                    let (set, about) = set_of(rt, queue, &scope, k, n);
+                    let key = set.key.clone();
+                    s.push(index_of(&mut sets, &mut set_ix, &key, || (set, about)));
+                };
+                if let Some(n) = limits.running_queues.get(queue) {
+                    running(LimitScope::Queue(queue.to_string()), None, *n);
+                }
+                if let Some(n) = limits.running_types.get(job_type) {
+                    running(LimitScope::Type(job_type.to_string()), None, *n);
+                }
+                if let (Some(n), Some(k)) = (limits.running_keys.get(job_type), key) {
+                    running(LimitScope::Key(job_type.to_string()), Some(k), *n);
+                }
+                let c = if b.is_empty() && s.is_empty() {
+                    None
+                } else {
+                    b.sort_unstable();
+                    s.sort_unstable();
+                    let c = *class_of.entry((b.clone(), s.clone())).or_insert_with(|| {
+                        classes.push(PlanClass {
+                            buckets: b,
+                            sets: s,
+                            jobs: Vec::new(),
+                            members: Vec::new(),
+                            enqueued: Vec::new(),
+                        });
+                        classes.len() - 1
+                    });
+                    Some(c)
+                };
+                seen.insert(seen_as, c);
+                c
+            }
+        };
+        let Some(c) = c else { continue };
+        let class = &mut classes[c];
+        class.jobs.push(i);
+        class.enqueued.push(a.env.enqueued_at);
+        if !class.sets.is_empty() {
+            let job = crate::names::locator(&a.d.queue, a.d.priority, &a.d.entry_id);
+            class
+                .members
+                .push(format!("{job} {}", rt.settings.consumer));
+        }
     }
     if classes.is_empty() {
         return None;
     }
     Some(Plan {
         len: batch.len(),
-        wanted,
+        buckets,
+        sets,
         classes,
     })
+}
+
+/// How long a job enqueued at `enqueued_ms` waits after finding a concurrency limit full.
+fn full_wait_ms(enqueued_ms: u64) -> u64 {
+    let waited = crate::clock::now_ms().saturating_sub(enqueued_ms);
+    let jitter = 0.8 + rand::random::<f64>() * 0.4;
+    ((waited / 4) as f64 * jitter).clamp(FULL_WAIT_MIN_MS as f64, FULL_WAIT_MAX_MS as f64) as u64
 }
 
 /// Which deliveries of a batch may start now, in one script call for the whole batch;
@@ -255,56 +460,43 @@ pub(crate) fn plan(rt: &Runtime, batch: &[(Prepared, OwnedSemaphorePermit)]) -> 
 pub(crate) async fn admit(rt: &Runtime, len: usize, plan: Option<Plan>) -> Vec<Verdict> {
     let Some(Plan {
         len,
-        wanted,
+        buckets,
+        sets,
         classes,
     }) = plan
     else {
-        return vec![Verdict::Run; len];
+        return all_run(len);
     };
-    let mut verdicts = vec![Verdict::Run; len];
-
-    let buckets: Vec<Bucket> = wanted.iter().map(|w| w.bucket.clone()).collect();
+    let mut verdicts = all_run(len);
     let asked: Vec<Class> = classes
         .iter()
-        .map(|(b, jobs)| Class {
-            buckets: b.clone(),
-            jobs: jobs.len() as u32,
+        .map(|c| Class {
+            buckets: c.buckets.clone(),
+            sets: c.sets.clone(),
+            jobs: c.jobs.len() as u32,
+            members: c.members.clone(),
         })
         .collect();
+    let bucket_list: Vec<Bucket> = buckets.iter().map(|(b, _)| b.clone()).collect();
+    let set_list: Vec<SlotSet> = sets.iter().map(|(s, _)| s.clone()).collect();
     let taken = super::consume::within(
         super::consume::READ_DEADLINE,
-        rt.client.store().take_tokens(&buckets, &asked),
+        rt.client.store().take_tokens(
+            &bucket_list,
+            &set_list,
+            &asked,
+            crate::clock::clamped_ms(rt.settings.lease),
+            crate::clock::clamped_ms(SLEEP_MAX),
+        ),
     )
     .await;
-    match taken {
-        Ok(waits) => {
-            for ((b, jobs), waits) in classes.iter().zip(waits) {
-                let why = b
-                    .iter()
-                    .map(|i| wanted[*i].about.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" and ");
-                for (job, wait_ms) in jobs.iter().zip(waits) {
-                    let wait = Duration::from_millis(wait_ms);
-                    verdicts[*job] = if wait_ms == 0 {
-                        Verdict::Run
-                    } else if wait <= SLEEP_MAX {
-                        Verdict::RunIn(wait)
-                    } else {
-                        Verdict::Defer {
-                            wait_ms,
-                            again: Again::Reserve,
-                            why: why.clone(),
-                        }
-                    };
-                }
-            }
-        }
+    let taken = match taken {
+        Ok(t) => t,
         Err(e) => {
-            tracing::warn!(error = %e, "could not take rate-limit tokens; the limited jobs wait a second");
-            let why = format!("its rate limit, which could not be read ({e})");
-            for (_, jobs) in &classes {
-                for job in jobs {
+            tracing::warn!(error = %e, "could not ask the limits; the limited jobs wait a second");
+            let why = format!("its limits, which could not be read ({e})");
+            for c in &classes {
+                for job in &c.jobs {
                     verdicts[*job] = Verdict::Defer {
                         wait_ms: UNCHECKED_WAIT_MS,
                         again: Again::Defer,
@@ -312,6 +504,44 @@ pub(crate) async fn admit(rt: &Runtime, len: usize, plan: Option<Plan>) -> Vec<V
                     };
                 }
             }
+            return verdicts;
+        }
+    };
+    for (c, got) in classes.iter().zip(taken) {
+        let about = |ix: &[usize], of: &dyn Fn(usize) -> String| {
+            ix.iter().map(|i| of(*i)).collect::<Vec<_>>().join(" and ")
+        };
+        let rate_why = about(&c.buckets, &|i| buckets[i].1.clone());
+        let full_why = about(&c.sets, &|i| sets[i].1.clone());
+        for (n, (job, got)) in c.jobs.iter().zip(got).enumerate() {
+            let places = || {
+                (!c.sets.is_empty()).then(|| {
+                    let member = c.members.get(n).cloned().unwrap_or_default();
+                    SlotGuard::new(
+                        rt,
+                        c.sets
+                            .iter()
+                            .map(|s| (sets[*s].0.key.clone(), member.clone()))
+                            .collect(),
+                    )
+                })
+            };
+            verdicts[*job] = match got {
+                Taken::After(0) => Verdict::Run(places()),
+                Taken::After(ms) if Duration::from_millis(ms) <= SLEEP_MAX => {
+                    Verdict::RunIn(Duration::from_millis(ms), places())
+                }
+                Taken::After(ms) => Verdict::Defer {
+                    wait_ms: ms,
+                    again: Again::Reserve,
+                    why: rate_why.clone(),
+                },
+                Taken::Full => Verdict::Defer {
+                    wait_ms: full_wait_ms(c.enqueued.get(n).copied().unwrap_or(0)),
+                    again: Again::Defer,
+                    why: full_why.clone(),
+                },
+            };
         }
     }
     verdicts
@@ -329,7 +559,7 @@ pub(crate) fn slow_down_buckets(
     let queue = crate::names::queue_of(queue);
     let mut out = Vec::new();
     if let Some(l) = limits.types.get(job_type) {
-        out.push(bucket_of(rt, queue, &LimitScope::Type(job_type.to_string()), None, l).bucket);
+        out.push(bucket_of(rt, queue, &LimitScope::Type(job_type.to_string()), None, l).0);
     }
     if let (Some(l), Some(k)) = (limits.keys.get(job_type), key) {
         out.push(
@@ -340,7 +570,7 @@ pub(crate) fn slow_down_buckets(
                 Some(k),
                 l,
             )
-            .bucket,
+            .0,
         );
     }
     out
@@ -353,7 +583,7 @@ pub(crate) async fn refresh(rt: &Runtime, declare: &mut Option<Vec<(String, Stri
         match store.set_rate_limits(d).await {
             Ok(()) => *declare = None,
             Err(e) => {
-                tracing::debug!(error = %e, "recording the declared rate limits failed; retrying");
+                tracing::debug!(error = %e, "recording the declared limits failed; retrying");
                 return;
             }
         }
@@ -362,10 +592,10 @@ pub(crate) async fn refresh(rt: &Runtime, declare: &mut Option<Vec<(String, Stri
         Ok(fields) => {
             let limits = Limits::from_fields(&fields);
             if rt.limits.set(limits) {
-                tracing::info!(limits = ?fields, "rate limits in force");
+                tracing::info!(limits = ?fields, "limits in force");
             }
         }
-        Err(e) => tracing::debug!(error = %e, "reading rate limits failed"),
+        Err(e) => tracing::debug!(error = %e, "reading limits failed"),
     }
 }
 
@@ -381,6 +611,10 @@ mod tests {
             ("key:email.send", "5/1s"),
             ("type:broken", "0/1s"),
             ("other:x", "5/1s"),
+            ("concurrency:type:email.send", "2"),
+            ("concurrency:key:email.send", "1"),
+            ("concurrency:queue:emails", "0"),
+            ("concurrency:type:other", "many"),
         ]
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -393,7 +627,20 @@ mod tests {
         );
         assert_eq!(l.keys.get("email.send"), Some(&RateLimit::per_second(5)));
         assert!(!l.types.contains_key("broken"));
+        assert_eq!(l.running_types.get("email.send"), Some(&2));
+        assert_eq!(l.running_keys.get("email.send"), Some(&1));
+        assert!(l.running_queues.is_empty());
+        assert!(!l.running_types.contains_key("other"));
         assert!(!l.is_empty());
         assert!(Limits::from_fields(&HashMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_full_limit_is_asked_again_sooner_by_fresh_jobs() {
+        let now = crate::clock::now_ms();
+        assert_eq!(full_wait_ms(now), FULL_WAIT_MIN_MS);
+        assert_eq!(full_wait_ms(now - 3_600_000), FULL_WAIT_MAX_MS);
+        let mid = full_wait_ms(now - 2_000);
+        assert!((400..=600).contains(&mid), "{mid}");
     }
 }

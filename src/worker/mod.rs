@@ -94,8 +94,10 @@ pub(crate) struct Runtime {
     pub(crate) consume_state: Arc<ConsumeState>,
     /// Which queues are paused (read from Redis by the control loop).
     pub(crate) pause: control::PauseFlags,
-    /// The rate limits in force (read from Redis by the control loop).
+    /// The rate and concurrency limits in force (read from Redis by the control loop).
     pub(crate) limits: limits::LimitTable,
+    /// The places this worker holds under concurrency limits, renewed with its leases.
+    pub(crate) running: Arc<limits::SlotTable>,
     /// Finished jobs not yet added to the queues' lifetime totals.
     pub(crate) totals: Arc<control::TotalsCounter>,
     /// One permit per concurrency slot.
@@ -233,6 +235,7 @@ impl Worker {
             registry: self.registry,
             pause: control::PauseFlags::new(&self.settings.queues),
             limits: limits::LimitTable::default(),
+            running: Arc::default(),
             slots: Arc::new(Semaphore::new(concurrency)),
             settings: self.settings,
             leases: Arc::default(),

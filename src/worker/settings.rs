@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub(crate) partitions: Vec<(String, u16)>,
     /// Rate limits this worker declares through its builder (its handlers' come on top).
     pub(crate) rate_limits: Vec<(crate::LimitScope, crate::RateLimit)>,
+    /// Concurrency limits this worker declares through its builder.
+    pub(crate) concurrency_limits: Vec<(crate::LimitScope, u32)>,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             succeeded_budget: std::collections::HashMap::new(),
             partitions: Vec::new(),
             rate_limits: Vec::new(),
+            concurrency_limits: Vec::new(),
         }
     }
 }

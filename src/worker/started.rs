@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
 use super::dispatch::{self, Delivery, Prepared};
+use futures::FutureExt;
+
 use super::limits::{self, Verdict};
 use crate::envelope::Envelope;
 
@@ -80,7 +82,7 @@ async fn start(rt: &Arc<Runtime>, batch: Vec<(Delivery, OwnedSemaphorePermit)>) 
         .collect();
     match limits::plan(rt, &prepared) {
         None => {
-            let verdicts = vec![Verdict::Run; prepared.len()];
+            let verdicts = limits::all_run(prepared.len());
             launch(rt, prepared, verdicts).await;
         }
         Some(plan) => {
@@ -113,14 +115,19 @@ async fn launch(
     drop(attempts);
     for ((p, permit), verdict) in prepared.into_iter().zip(verdicts) {
         match (p, verdict) {
-            (p, Verdict::Run) => {
+            (p, Verdict::Run(None)) => {
                 rt.tracker.spawn(dispatch::run(rt.clone(), p, permit));
             }
-            (p, Verdict::RunIn(wait)) => {
+            (p, Verdict::Run(Some(places))) => {
+                rt.tracker
+                    .spawn(dispatch::run(rt.clone(), p, permit).inspect(move |_| drop(places)));
+            }
+            (p, Verdict::RunIn(wait, places)) => {
                 let rt = rt.clone();
                 rt.tracker.clone().spawn(async move {
                     tokio::time::sleep(wait).await;
-                    dispatch::run(rt, p, permit).await
+                    dispatch::run(rt, p, permit).await;
+                    drop(places);
                 });
             }
             (

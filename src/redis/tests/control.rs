@@ -155,32 +155,40 @@ async fn an_unreachable_server_is_a_connection_error() {
 
 #[tokio::test]
 async fn rate_limit_buckets_grant_reserve_and_pause() {
-    use crate::redis::{Bucket, Class};
+    use crate::redis::{Bucket, Class, Taken};
     let (s, raw, _redis) = store("t-limits").await;
     let bucket = |name: &str, interval_ms: f64, burst: u32| Bucket {
         key: s.keys().bucket("q", name, None),
         interval_ms,
         tolerance_ms: interval_ms * f64::from(burst - 1),
     };
+    let class = |buckets: Vec<usize>, jobs: u32| Class {
+        buckets,
+        sets: Vec::new(),
+        jobs,
+        members: Vec::new(),
+    };
+    let take = |buckets: Vec<Bucket>, classes: Vec<Class>| {
+        let s = &s;
+        async move { s.take_tokens(&buckets, &[], &classes, 30_000, 250).await }
+    };
+    let after = |w: &Taken| match w {
+        Taken::After(ms) => *ms,
+        Taken::Full => u64::MAX,
+    };
     // 10/s burst 2 for the queue, 2/s burst 1 for a key: a job of the key needs both.
     let queue = bucket("queue:q", 100.0, 2);
     let key = bucket("key:t", 500.0, 1);
-    let waits = s
-        .take_tokens(
-            &[queue.clone(), key.clone()],
-            &[
-                Class {
-                    buckets: vec![0],
-                    jobs: 3,
-                },
-                Class {
-                    buckets: vec![0, 1],
-                    jobs: 2,
-                },
-            ],
-        )
-        .await
-        .expect("take");
+    let waits = take(
+        vec![queue.clone(), key.clone()],
+        vec![class(vec![0], 3), class(vec![0, 1], 2)],
+    )
+    .await
+    .expect("take");
+    let waits: Vec<Vec<u64>> = waits
+        .iter()
+        .map(|c| c.iter().map(after).collect())
+        .collect();
     // The queue's burst of 2 goes to the first two jobs, the third waits one interval;
     // the key's jobs come after them on the queue's bucket, one interval apart, and the
     // second also waits for the key's next token.
@@ -196,17 +204,10 @@ async fn rate_limit_buckets_grant_reserve_and_pause() {
     s.pause_buckets(std::slice::from_ref(&key), 5_000)
         .await
         .expect("pause");
-    let waits = s
-        .take_tokens(
-            std::slice::from_ref(&key),
-            &[Class {
-                buckets: vec![0],
-                jobs: 1,
-            }],
-        )
+    let waits = take(vec![key.clone()], vec![class(vec![0], 1)])
         .await
         .expect("take");
-    assert!((4_900..=5_000).contains(&waits[0][0]), "{waits:?}");
+    assert!((4_900..=5_000).contains(&after(&waits[0][0])), "{waits:?}");
 
     // A bucket that is not a number reads as idle rather than failing the batch; one of
     // another type is a clear error.
@@ -214,28 +215,116 @@ async fn rate_limit_buckets_grant_reserve_and_pause() {
         .set(&queue.key, "x", None, None, false)
         .await
         .expect("set");
-    let waits = s
-        .take_tokens(
-            std::slice::from_ref(&queue),
-            &[Class {
-                buckets: vec![0],
-                jobs: 1,
-            }],
-        )
+    let waits = take(vec![queue.clone()], vec![class(vec![0], 1)])
         .await
         .expect("take");
-    assert_eq!(waits, vec![vec![0]]);
+    assert_eq!(waits, vec![vec![Taken::After(0)]]);
     let _: () = raw.del(&queue.key).await.expect("del");
     let _: () = raw.lpush(&queue.key, "x").await.expect("lpush");
-    let e = s
-        .take_tokens(
-            std::slice::from_ref(&queue),
-            &[Class {
-                buckets: vec![0],
-                jobs: 1,
-            }],
-        )
+    let e = take(vec![queue.clone()], vec![class(vec![0], 1)])
         .await
         .expect_err("wrong type");
     assert!(matches!(e, crate::Error::Redis(_)), "{e}");
+}
+
+#[tokio::test]
+async fn running_sets_count_renew_expire_and_release() {
+    use crate::redis::{Bucket, Class, SlotSet, Taken};
+    let (s, raw, _redis) = store("t-running").await;
+    let set = SlotSet {
+        key: s.keys().running("q", "type:t", None),
+        capacity: 2,
+    };
+    let ask = |members: &[&str]| Class {
+        buckets: Vec::new(),
+        sets: vec![0],
+        jobs: members.len() as u32,
+        members: members.iter().map(|m| m.to_string()).collect(),
+    };
+    // Three jobs, two places: the third finds the set full and takes nothing.
+    let got = s
+        .take_tokens(
+            &[],
+            std::slice::from_ref(&set),
+            &[ask(&["j1 w", "j2 w", "j3 w"])],
+            300,
+            250,
+        )
+        .await
+        .expect("take");
+    assert_eq!(
+        got,
+        vec![vec![Taken::After(0), Taken::After(0), Taken::Full]]
+    );
+    let members: Vec<String> = raw
+        .zrange(&set.key, 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
+    assert_eq!(members, vec!["j1 w".to_string(), "j2 w".to_string()]);
+    // Released: a place is free again.
+    s.release_slots(&set.key, &["j1 w".to_string()])
+        .await
+        .expect("release");
+    // Renewed: j2 outlives its first lease; never renewed, j4's runs out (its worker died).
+    let got = s
+        .take_tokens(&[], std::slice::from_ref(&set), &[ask(&["j4 w"])], 300, 250)
+        .await
+        .expect("take");
+    assert_eq!(got, vec![vec![Taken::After(0)]]);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    s.renew_slots(&set.key, &["j2 w".to_string(), "gone w".to_string()], 300)
+        .await
+        .expect("renew");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let got = s
+        .take_tokens(
+            &[],
+            std::slice::from_ref(&set),
+            &[ask(&["j5 w", "j6 w"])],
+            300,
+            250,
+        )
+        .await
+        .expect("take");
+    assert_eq!(got, vec![vec![Taken::After(0), Taken::Full]]);
+    let members: Vec<String> = raw
+        .zrange(&set.key, 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
+    assert_eq!(
+        members,
+        vec!["j2 w".to_string(), "j5 w".to_string()],
+        "a renewal adds no member"
+    );
+    // A job that must wait for a rate token longer than it may hold its slot takes no
+    // place; one that waits less does.
+    let bucket = Bucket {
+        key: s.keys().bucket("q", "type:u", None),
+        interval_ms: 100.0,
+        tolerance_ms: 0.0,
+    };
+    let other = SlotSet {
+        key: s.keys().running("q", "type:u", None),
+        capacity: 5,
+    };
+    let got = s
+        .take_tokens(
+            std::slice::from_ref(&bucket),
+            std::slice::from_ref(&other),
+            &[Class {
+                buckets: vec![0],
+                sets: vec![0],
+                jobs: 4,
+                members: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            }],
+            30_000,
+            150,
+        )
+        .await
+        .expect("take");
+    assert_eq!(got[0][0], Taken::After(0));
+    assert!(matches!(got[0][1], Taken::After(99..=101)), "{got:?}");
+    assert!(matches!(got[0][3], Taken::After(299..=301)), "{got:?}");
+    let n: u64 = raw.zcard(&other.key).await.expect("zcard");
+    assert_eq!(n, 2, "places for the jobs that start within 150 ms only");
 }

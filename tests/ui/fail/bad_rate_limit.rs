@@ -1,5 +1,5 @@
-// Rate limits are checked at compile time: a count of 0, a bad period, a per-key limit
-// without its key, a key that is not a field path.
+// Limits are checked at compile time: a count of 0, a bad period, a per-key limit
+// without its key, a key that is not a field path, a concurrency limit of 0.
 
 use serde::{Deserialize, Serialize};
 use stevedore::{JobContext, JobError, job_handler};
@@ -26,6 +26,16 @@ async fn no_key(_job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
 
 #[job_handler(limit_key = "to-address", rate_limit_per_key = "5/s")]
 async fn bad_key(_job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[job_handler(concurrency_limit = 0)]
+async fn no_running(_job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
+    Ok(())
+}
+
+#[job_handler(concurrency_limit_per_key = 1)]
+async fn running_no_key(_job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 

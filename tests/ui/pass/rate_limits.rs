@@ -19,7 +19,7 @@ async fn send_email(_job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
-#[job_handler(name = "email.nested", limit_key = "account.id")]
+#[job_handler(name = "email.nested", limit_key = "account.id", concurrency_limit = 4, concurrency_limit_per_key = 1)]
 async fn nested(_job: SendEmail, _ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
