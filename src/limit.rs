@@ -218,6 +218,34 @@ impl LimitScope {
         }
     }
 
+    /// A scope as the HTTP API and the CLI name it: `kind` is `queue`, `type` or `key`.
+    /// [`Error::InvalidInput`] for another kind, [`Error::InvalidName`] for a name that is
+    /// not a queue name or job type.
+    pub fn parse(kind: &str, name: &str) -> Result<LimitScope> {
+        let scope = match kind {
+            "queue" => LimitScope::Queue(name.to_string()),
+            "type" => LimitScope::Type(name.to_string()),
+            "key" => LimitScope::Key(name.to_string()),
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "unknown limit scope {:?}: use queue, type or key",
+                    crate::error::excerpt(other)
+                )));
+            }
+        };
+        scope.check()?;
+        Ok(scope)
+    }
+
+    /// `queue`, `type` or `key`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LimitScope::Queue(_) => "queue",
+            LimitScope::Type(_) => "type",
+            LimitScope::Key(_) => "key",
+        }
+    }
+
     /// The queue or job type it names.
     pub fn name(&self) -> &str {
         match self {

@@ -126,9 +126,47 @@ pub(crate) enum Command {
         /// The new number of partitions, 1 to 128 (1: a plain queue).
         count: Option<u16>,
     },
+    /// Rate and concurrency limits: list them (tokens left and jobs running on each
+    /// queue), set or remove one. Workers follow within about a second.
+    Limits {
+        #[command(subcommand)]
+        change: Option<LimitsCommand>,
+    },
     /// Serve the admin HTTP API (/api/v1) and the web dashboard (/).
     #[command(long_about = SERVE_ABOUT)]
     Serve(ServeArgs),
+}
+
+/// A change to the limits of one scope.
+#[derive(Subcommand, Debug)]
+pub(crate) enum LimitsCommand {
+    /// Set a scope's rate limit and/or concurrency limit (the other stays as it is).
+    Set {
+        /// What the limit counts: `queue`, `type` (a job type) or `key` (each key of a job
+        /// type apart).
+        scope: String,
+        /// The queue or job type.
+        name: String,
+        /// At most this many jobs start per period: `50/s`, `100/1m`, `10/500ms burst 1`.
+        #[arg(long, value_name = "RATE")]
+        rate: Option<String>,
+        /// At most this many jobs run at once.
+        #[arg(long, value_name = "N")]
+        max_running: Option<u32>,
+    },
+    /// Remove a scope's limits: both, or the one named.
+    Remove {
+        /// `queue`, `type` or `key`.
+        scope: String,
+        /// The queue or job type.
+        name: String,
+        /// Only the rate limit.
+        #[arg(long, conflicts_with = "max_running")]
+        rate: bool,
+        /// Only the concurrency limit.
+        #[arg(long)]
+        max_running: bool,
+    },
 }
 
 const SERVE_ABOUT: &str = "Serve the admin HTTP API (/api/v1), the web dashboard (/), and \

@@ -24,6 +24,7 @@ mod args;
 mod dlq;
 mod enqueue;
 mod failure;
+mod limits;
 mod output;
 mod overview;
 mod serve;
@@ -77,6 +78,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let job = a.job()?;
             let client = connect(g, 1).await?;
             enqueue::run(&client, g, job, (&a.job_type, &a.queue), a.count).await
+        }
+        Command::Limits { change } => {
+            let plan = limits::Plan::from_args(change)?;
+            plan.run(&connect(g, 1).await?, g).await
         }
         Command::Dlq(cmd) => {
             let plan = dlq::Plan::from_args(cmd)?;

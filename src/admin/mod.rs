@@ -23,6 +23,7 @@
 mod api;
 #[cfg(feature = "admin")]
 mod errors;
+mod flow;
 #[cfg(feature = "admin")]
 mod limits;
 #[cfg(feature = "admin")]
@@ -32,6 +33,7 @@ mod security;
 
 #[cfg(feature = "admin")]
 pub use api::{router, serve};
+pub use flow::{LimitChange, LimitInfo, LimitOnQueue};
 #[cfg(feature = "admin")]
 pub use limits::{
     DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, HEADER_READ_TIMEOUT, LIST_PAGE_BYTES,
@@ -129,6 +131,8 @@ pub struct WorkerInfo {
     pub id: String,
     /// The queues it consumes.
     pub queues: Vec<String>,
+    /// The job types it has handlers for, sorted.
+    pub job_types: Vec<String>,
     /// Handlers it runs at once at most.
     pub concurrency: u64,
     /// Entries it holds now (running, or fetched and about to run).
@@ -381,16 +385,19 @@ impl Admin {
             .into_iter()
             .map(|(id, d)| {
                 let n = |k: &str| d.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-                WorkerInfo {
-                    queues: d
-                        .get("queues")
+                let list = |k: &str| -> Vec<String> {
+                    d.get(k)
                         .map(|q| {
                             q.split(',')
                                 .filter(|s| !s.is_empty())
                                 .map(String::from)
                                 .collect()
                         })
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                };
+                WorkerInfo {
+                    queues: list("queues"),
+                    job_types: list("types"),
                     concurrency: n("concurrency"),
                     in_flight: n("in_flight"),
                     started_at_ms: n("started_at"),

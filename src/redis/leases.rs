@@ -17,6 +17,8 @@ const RENEW_BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerDetails<'a> {
     pub(crate) queues: &'a [String],
+    /// The job types it has handlers for, comma-separated.
+    pub(crate) types: &'a str,
     pub(crate) concurrency: usize,
     pub(crate) in_flight: usize,
     pub(crate) started_at_ms: u64,
@@ -72,6 +74,7 @@ impl Store {
     ) -> crate::Result<()> {
         let details: Vec<(&str, Value)> = vec![
             ("queues", d.queues.join(",").into()),
+            ("types", d.types.into()),
             ("concurrency", Value::from(d.concurrency as i64)),
             ("in_flight", Value::from(d.in_flight as i64)),
             ("started_at", Value::from(d.started_at_ms as i64)),

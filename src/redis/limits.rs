@@ -194,4 +194,30 @@ impl Store {
         let _: i64 = self.run(&self.scripts.limit, keys, args).await?;
         Ok(())
     }
+
+    /// What rate buckets and running sets hold now: each bucket's next free time (ms;
+    /// `None` while idle), and how many places of each set run out after `now_ms`.
+    pub(crate) async fn limit_state(
+        &self,
+        buckets: &[String],
+        sets: &[String],
+        now_ms: u64,
+    ) -> crate::Result<(Vec<Option<f64>>, Vec<u64>)> {
+        let tats = futures::future::try_join_all(buckets.iter().map(|key| async move {
+            let conn = self.node(key).await?;
+            let v: Option<String> = conn.get(key.as_str()).await.map_err(|e| self.fail(e))?;
+            Ok::<_, crate::Error>(v.and_then(|v| v.parse::<f64>().ok()))
+        }))
+        .await?;
+        let counts = futures::future::try_join_all(sets.iter().map(|key| async move {
+            let conn = self.node(key).await?;
+            let n: u64 = conn
+                .zcount(key.as_str(), now_ms as f64, f64::INFINITY)
+                .await
+                .map_err(|e| self.fail(e))?;
+            Ok::<_, crate::Error>(n)
+        }))
+        .await?;
+        Ok((tats, counts))
+    }
 }

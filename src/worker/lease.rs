@@ -139,12 +139,16 @@ pub(crate) async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
     let forget_after = (rt.settings.lease * 10).max(Duration::from_secs(300));
     let details_ttl = (rt.settings.lease * 3).max(Duration::from_secs(60));
     let started_at_ms = crate::clock::now_ms();
+    let mut types: Vec<&str> = rt.registry.names().collect();
+    types.sort_unstable();
+    let types = types.join(",");
     let mut ticker = Ticker::new(interval, stop.clone());
     while ticker.tick().await {
         match store.heartbeat(&rt.settings.consumer, forget_after).await {
             Ok(now_ms) => {
                 let details = WorkerDetails {
                     queues,
+                    types: &types,
                     concurrency,
                     in_flight: rt.leases.len(),
                     started_at_ms,

@@ -239,7 +239,9 @@ async fn every_documented_route_is_served() {
         let concrete = path
             .replace("{id}", "0000")
             .replace("{queue}", "nosuchqueue")
-            .replace("{entry}", "1-0");
+            .replace("{entry}", "1-0")
+            .replace("{scope}", "queue")
+            .replace("{name}", "nosuchqueue");
         for method in ops.as_object().expect("operations").keys() {
             let (code, body) =
                 call(&api, &method.to_uppercase(), &concrete, None, Some(b"{}")).await;
@@ -490,4 +492,179 @@ async fn a_filtered_dead_letter_list_counts_its_matches_over_all_pages() {
     .await;
     assert_eq!(second["matching"], 3, "{second}");
     assert_ne!(second["jobs"][0]["entry_id"], first["jobs"][0]["entry_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_listed_set_and_removed_over_http() {
+    let env = TestEnv::start().await;
+    let api = serve_admin(&env.client, AdminConfig::with_token(TOKEN)).await;
+    let worker = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(mail::handler())
+            .build()
+            .expect("worker"),
+    );
+    // Limits on a job type need a live worker that handles it.
+    eventually(Duration::from_secs(10), "the worker is live", || async {
+        let (_, w) = get(&api, "/api/v1/workers").await;
+        w.as_array()
+            .is_some_and(|w| w.iter().any(|w| w["job_types"] == json!(["adm.mail"])))
+    })
+    .await;
+    let body = json!({ "rate": "5/s burst 1", "max_running": 2 });
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let (code, _) = call(
+        &api,
+        "POST",
+        "/api/v1/limits/type/adm.mail",
+        None,
+        Some(&bytes),
+    )
+    .await;
+    assert_eq!(code, 401, "a change needs the token");
+    let (code, row) = post(&api, "/api/v1/limits/type/adm.mail", body).await;
+    assert_eq!(code, 200, "{row}");
+    assert_eq!(
+        (
+            &row["scope"],
+            &row["name"],
+            &row["rate"],
+            &row["burst"],
+            &row["max_running"]
+        ),
+        (
+            &json!("type"),
+            &json!("adm.mail"),
+            &json!("5/1s burst 1"),
+            &json!(1),
+            &json!(2)
+        )
+    );
+    assert_eq!(row["rate_per_second"], json!(5.0));
+    for (path, body, what) in [
+        (
+            "/api/v1/limits/type/adm.nope",
+            json!({ "rate": "5/s" }),
+            "unknown job type",
+        ),
+        (
+            "/api/v1/limits/type/adm.mail",
+            json!({ "rate": "0/s" }),
+            "lets nothing run",
+        ),
+        (
+            "/api/v1/limits/type/adm.mail",
+            json!({ "max_running": 0 }),
+            "lets nothing run",
+        ),
+        (
+            "/api/v1/limits/type/adm.mail",
+            json!({ "max_running": -1 }),
+            "whole number",
+        ),
+        (
+            "/api/v1/limits/type/adm.mail",
+            json!({ "rate": 5 }),
+            "a string like",
+        ),
+        (
+            "/api/v1/limits/type/adm.mail",
+            json!({ "burst": 5 }),
+            "unknown field",
+        ),
+        (
+            "/api/v1/limits/type/adm.mail",
+            json!({}),
+            "nothing to change",
+        ),
+        (
+            "/api/v1/limits/tenant/acme",
+            json!({ "rate": "5/s" }),
+            "use queue, type or key",
+        ),
+    ] {
+        let (code, err) = post(&api, path, body.clone()).await;
+        assert_eq!(code, 422, "{path} {body}: {err}");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains(what), "{path} {body}: {message}");
+    }
+    // Workers follow: three mails at 5/s, one at a time, take 0.4 s at least.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let started = std::time::Instant::now();
+    let ids = env
+        .client
+        .enqueue_bulk((0..3).map(|i| {
+            mail::job(Mail {
+                to: format!("m{i}"),
+            })
+        }))
+        .await
+        .expect("enqueue");
+    for id in &ids {
+        let s = env
+            .client
+            .wait_for(id.as_str(), Duration::from_secs(10))
+            .await
+            .expect("status")
+            .expect("known");
+        assert_eq!(s.state, stevedore::JobState::Succeeded);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(380),
+        "{:?}",
+        started.elapsed()
+    );
+    // The list shows what each limit holds on the queue that used it.
+    let (code, list) = get(&api, "/api/v1/limits").await;
+    assert_eq!(code, 200);
+    let rows = list.as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{list}");
+    let on = &rows[0]["queues"][0];
+    assert_eq!(on["queue"], json!("mail"), "{list}");
+    assert_eq!(on["running"], json!(0), "{list}");
+    assert!(
+        on["tokens"]
+            .as_f64()
+            .is_some_and(|t| (0.0..=1.0).contains(&t)),
+        "{list}"
+    );
+    // A queue's limit needs no live worker; removing one leaves the other.
+    let (code, row) = post(
+        &api,
+        "/api/v1/limits/queue/mail",
+        json!({ "max_running": 1 }),
+    )
+    .await;
+    assert_eq!((code, &row["max_running"]), (200, &json!(1)), "{row}");
+    let (code, row) = post(
+        &api,
+        "/api/v1/limits/type/adm.mail",
+        json!({ "rate": null }),
+    )
+    .await;
+    assert_eq!(
+        (code, &row["rate"], &row["max_running"]),
+        (200, &json!(null), &json!(2))
+    );
+    let (code, _) = call(
+        &api,
+        "DELETE",
+        "/api/v1/limits/type/adm.mail",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = call(
+        &api,
+        "DELETE",
+        "/api/v1/limits/queue/mail",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, list) = get(&api, "/api/v1/limits").await;
+    assert_eq!(list, json!([]));
+    worker.shutdown().await.expect("clean stop");
 }

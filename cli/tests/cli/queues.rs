@@ -218,3 +218,67 @@ async fn partitions_are_shown_set_on_an_empty_queue_and_refused_on_a_busy_one() 
     env.fails(&["partitions", "orders", "0"], 2, "1 to 128 partitions")
         .await;
 }
+
+#[tokio::test]
+async fn limits_are_listed_set_and_removed() {
+    let env = Env::start().await;
+    env.ok(&["enqueue", "mail.send", "-q", "mail"]).await;
+    let out = env
+        .ok(&[
+            "limits",
+            "set",
+            "queue",
+            "mail",
+            "--rate",
+            "10/s",
+            "--max-running",
+            "3",
+        ])
+        .await;
+    let row = out.lines().nth(1).unwrap_or_default();
+    for cell in ["queue", "mail", "10/1s", "3", "10", "0"] {
+        assert!(row.split_whitespace().any(|c| c == cell), "{cell} in {out}");
+    }
+    let list = env.json(&["limits"]).await;
+    assert_eq!(list[0]["rate"], "10/1s", "{list}");
+    assert_eq!(list[0]["max_running"], 3, "{list}");
+    assert_eq!(list[0]["queues"][0]["queue"], "mail", "{list}");
+    assert_eq!(list[0]["queues"][0]["tokens"], 10.0, "{list}");
+    assert_eq!(list[0]["queues"][0]["running"], 0, "{list}");
+
+    env.fails(
+        &["limits", "set", "type", "mail.nope", "--rate", "5/s"],
+        2,
+        "unknown job type",
+    )
+    .await;
+    env.fails(&["limits", "set", "queue", "mail"], 2, "nothing to change")
+        .await;
+    env.fails(
+        &["limits", "set", "queue", "mail", "--rate", "0/s"],
+        2,
+        "lets nothing run",
+    )
+    .await;
+    env.fails(
+        &["limits", "set", "queue", "mail", "--max-running", "0"],
+        2,
+        "lets nothing run",
+    )
+    .await;
+    env.fails(
+        &["limits", "set", "tenant", "x", "--rate", "1/s"],
+        2,
+        "use queue, type or key",
+    )
+    .await;
+
+    let left = env
+        .json(&["limits", "remove", "queue", "mail", "--rate"])
+        .await;
+    assert_eq!(left[0]["rate"], Value::Null, "{left}");
+    assert_eq!(left[0]["max_running"], 3, "{left}");
+    env.ok(&["limits", "remove", "queue", "mail"]).await;
+    let none = env.ok(&["limits"]).await;
+    assert!(none.starts_with("no limits under prefix"), "{none}");
+}

@@ -8,6 +8,7 @@
 //! unreachable or refusing). A submit answers 2xx only once Redis acknowledged the write.
 
 mod dead_letters;
+mod flow;
 mod jobs;
 
 use std::future::Future;
@@ -61,6 +62,7 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
     let api = Router::new()
         .merge(jobs::routes())
         .merge(dead_letters::routes())
+        .merge(flow::routes())
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -136,6 +136,7 @@ async fn commands_reach_the_primary_of_their_slot_and_batches_split_by_node() {
         let now = s.heartbeat(w, Duration::from_secs(60)).await.expect("beat");
         let queues = [a.clone(), b.clone()];
         let d = WorkerDetails {
+            types: "",
             queues: &queues,
             concurrency: 4,
             in_flight: 1,

@@ -90,6 +90,7 @@ async fn leases_heartbeats_and_hand_off() {
         .await
         .expect("beat");
     let details = WorkerDetails {
+        types: "t.job",
         queues: &["q".to_string()],
         concurrency: 8,
         in_flight: 1,
