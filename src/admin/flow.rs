@@ -26,8 +26,9 @@ pub struct LimitInfo {
     pub burst: Option<u32>,
     /// The concurrency limit: jobs running at once at most.
     pub max_running: Option<u32>,
-    /// Per known queue whose jobs used the limit: its tokens and places now (not for
-    /// per-key limits, which have a bucket and a set per key).
+    /// Per queue the limit applies to (for a type: the queues its live workers consume,
+    /// and any other whose jobs used it lately): its tokens and places now. Not for
+    /// per-key limits, which have a bucket and a set per key.
     pub queues: Vec<LimitOnQueue>,
 }
 
@@ -101,6 +102,21 @@ impl Admin {
             rows.insert(scope.clone(), r);
         }
         let queues = self.queue_names().await?;
+        // The queues each job type is consumed from, by the live workers that handle it.
+        let mut served: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if rows.keys().any(|s| matches!(s, LimitScope::Type(_))) {
+            for w in self.workers().await? {
+                for t in &w.job_types {
+                    let list = served.entry(t.clone()).or_default();
+                    for q in &w.queues {
+                        let q = crate::names::queue_of(q).to_string();
+                        if !list.contains(&q) {
+                            list.push(q);
+                        }
+                    }
+                }
+            }
+        }
         let keys = self.client.keys();
         let now = crate::clock::now_ms();
         for (scope, r) in rows.iter_mut() {
@@ -137,9 +153,12 @@ impl Admin {
                     tokens_now(&l, tat, now as f64)
                 });
                 let running = has_running.then(|| counts.get(i).copied().unwrap_or(0));
-                // A type's limit shows on the queues that used it (a bucket or a place).
-                let used = matches!(scope, LimitScope::Queue(_))
-                    || tats.get(i).copied().flatten().is_some()
+                // A type's limit shows on the queues its live workers consume, and on any
+                // other that used it lately (a bucket or a place).
+                let used = match scope {
+                    LimitScope::Type(t) => served.get(t).is_some_and(|qs| qs.contains(q)),
+                    _ => true,
+                } || tats.get(i).copied().flatten().is_some()
                     || running.is_some_and(|n| n > 0);
                 if used {
                     r.queues.push(LimitOnQueue {

@@ -9,7 +9,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::BUCKETS;
-use super::labels::{QueueLabel, QueuePriority, QueueType, QueueTypePriority, QueueTypeReason};
+use super::labels::{
+    LimitLabel, LimitQueueLabel, QueueLabel, QueuePriority, QueueType, QueueTypePriority,
+    QueueTypeReason,
+};
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -40,6 +43,10 @@ pub(crate) struct Families {
     pub(crate) dead_depth: Family<QueueLabel, Gauge>,
     pub(crate) oldest_waiting: Family<QueueLabel, Gauge<f64, AtomicU64>>,
     pub(crate) workers: Family<QueueLabel, Gauge>,
+    pub(crate) limit_rate: Family<LimitLabel, Gauge<f64, AtomicU64>>,
+    pub(crate) limit_max_running: Family<LimitLabel, Gauge>,
+    pub(crate) limit_tokens: Family<LimitQueueLabel, Gauge<f64, AtomicU64>>,
+    pub(crate) limit_running: Family<LimitQueueLabel, Gauge>,
 }
 
 impl Families {
@@ -66,6 +73,10 @@ impl Families {
             dead_depth: Family::default(),
             oldest_waiting: Family::default(),
             workers: Family::default(),
+            limit_rate: Family::default(),
+            limit_max_running: Family::default(),
+            limit_tokens: Family::default(),
+            limit_running: Family::default(),
         }
     }
 
@@ -170,6 +181,26 @@ impl Families {
             "stevedore_queue_workers",
             "Live workers consuming the queue (sampled)",
             self.workers.clone(),
+        );
+        r.register(
+            "stevedore_limit_rate_per_second",
+            "A rate limit's steady rate, jobs per second (sampled; scope queue, type or key)",
+            self.limit_rate.clone(),
+        );
+        r.register(
+            "stevedore_limit_max_running",
+            "A concurrency limit: jobs running at once at most (sampled)",
+            self.limit_max_running.clone(),
+        );
+        r.register(
+            "stevedore_limit_tokens",
+            "Jobs a rate limit lets start now on the queue, up to its burst (sampled)",
+            self.limit_tokens.clone(),
+        );
+        r.register(
+            "stevedore_limit_running",
+            "Jobs running under a concurrency limit on the queue now (sampled)",
+            self.limit_running.clone(),
         );
     }
 }

@@ -37,6 +37,21 @@ pub(crate) struct QueueLabel {
     pub(super) queue: String,
 }
 
+/// A limit: what it counts (`queue`, `type`, `key`) and the queue or type it names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitLabel {
+    pub(super) scope: String,
+    pub(super) name: String,
+}
+
+/// A limit on one queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitQueueLabel {
+    pub(super) scope: String,
+    pub(super) name: String,
+    pub(super) queue: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct QueuePriority {
     pub(super) queue: String,

@@ -4,10 +4,11 @@
 //! Workers register their queues while they run ([`Metrics::watch`]); the task starts with
 //! the first registration and ends when the last is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::labels::{LimitLabel, LimitQueueLabel};
 use super::{Metrics, QueueLabel, QueuePriority};
 use crate::redis::LIVE_WORKER_WINDOW_MS;
 use crate::{Client, Priority};
@@ -15,6 +16,8 @@ use crate::{Client, Priority};
 pub(crate) struct Sampler {
     interval: Mutex<Duration>,
     state: Mutex<State>,
+    /// The limit series set in the last round, so those of removed limits go.
+    limit_series: Mutex<(HashSet<LimitLabel>, HashSet<LimitQueueLabel>)>,
 }
 
 #[derive(Default)]
@@ -38,6 +41,7 @@ impl Sampler {
         Sampler {
             interval: Mutex::new(interval),
             state: Mutex::new(State::default()),
+            limit_series: Mutex::default(),
         }
     }
 
@@ -162,6 +166,9 @@ async fn sample(metrics: &Metrics, watched: &[(String, String, Client)]) {
             Err(e) => tracing::debug!(queue = %queue, error = %e, "sampling queue depths failed"),
         }
     }
+    for (client, _) in by_prefix.values() {
+        sample_limits(metrics, client).await;
+    }
     for (client, queues) in by_prefix.values() {
         let live = match client.store().live_workers(LIVE_WORKER_WINDOW_MS).await {
             Ok(live) => live,
@@ -184,4 +191,77 @@ async fn sample(metrics: &Metrics, watched: &[(String, String, Client)]) {
                 .set(n as i64);
         }
     }
+}
+
+/// Every limit of `client`'s prefix: its shape, and what it holds on each queue. The
+/// series of a limit removed since the last round are removed.
+async fn sample_limits(metrics: &Metrics, client: &Client) {
+    let limits = match client.admin().limits().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "sampling limits failed");
+            return;
+        }
+    };
+    let f = metrics.families();
+    let mut shapes: HashSet<LimitLabel> = HashSet::new();
+    let mut states: HashSet<LimitQueueLabel> = HashSet::new();
+    for l in &limits {
+        let label = LimitLabel {
+            scope: l.scope.to_string(),
+            name: l.name.clone(),
+        };
+        if let Some(r) = l.rate_per_second {
+            f.limit_rate.get_or_create(&label).set(r);
+        }
+        if let Some(n) = l.max_running {
+            f.limit_max_running.get_or_create(&label).set(i64::from(n));
+        }
+        for q in &l.queues {
+            let on = LimitQueueLabel {
+                scope: l.scope.to_string(),
+                name: l.name.clone(),
+                queue: q.queue.clone(),
+            };
+            if let Some(t) = q.tokens {
+                f.limit_tokens.get_or_create(&on).set(t);
+            } else {
+                f.limit_tokens.remove(&on);
+            }
+            if let Some(n) = q.running {
+                f.limit_running.get_or_create(&on).set(n as i64);
+            } else {
+                f.limit_running.remove(&on);
+            }
+            states.insert(on);
+        }
+        shapes.insert(label);
+    }
+    let mut last = metrics
+        .sampler()
+        .limit_series
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for gone in last.0.difference(&shapes) {
+        f.limit_rate.remove(gone);
+        f.limit_max_running.remove(gone);
+    }
+    for gone in last.1.difference(&states) {
+        f.limit_tokens.remove(gone);
+        f.limit_running.remove(gone);
+    }
+    // A limit that lost only its rate (or its concurrency) part keeps the other series.
+    for l in &limits {
+        let label = LimitLabel {
+            scope: l.scope.to_string(),
+            name: l.name.clone(),
+        };
+        if l.rate_per_second.is_none() {
+            f.limit_rate.remove(&label);
+        }
+        if l.max_running.is_none() {
+            f.limit_max_running.remove(&label);
+        }
+    }
+    *last = (shapes, states);
 }

@@ -147,11 +147,17 @@ impl Exporter {
         let env = TestEnv::start().await;
         let metrics = Metrics::new();
         let client = env.client_with(|b| b.metrics(&metrics)).await;
+        // Limits that do not hold the jobs back, so the limit panels have series.
         let worker = Worker::builder(client.clone())
             .concurrency(4)
             .handler(succeeds::handler())
             .handler(flaky::handler())
             .handler(doomed::handler())
+            .rate_limit(
+                stevedore::LimitScope::Type("dash.ok".into()),
+                stevedore::RateLimit::per_second(100),
+            )
+            .concurrency_limit(stevedore::LimitScope::Type("dash.ok".into()), 4)
             .metrics(&metrics)
             .build()
             .expect("worker");

@@ -572,6 +572,16 @@ async fn concurrency_limits_hold_across_workers_per_type_and_per_key() {
     // The limits are reached, not undershot: two workers of 16 slots each would run all 16.
     assert_eq!((all, a), (3, 2));
     assert!(limited_count_of(&metrics, "lim.slow") > 0.0);
+    // The limits are sampled into gauges too.
+    eventually(Duration::from_secs(15), "the limits sampled", || async {
+        let text = metrics.encode();
+        text.contains(r#"stevedore_limit_max_running{scope="type",name="lim.slow"} 3"#)
+            && text.contains(r#"stevedore_limit_max_running{scope="key",name="lim.slow"} 2"#)
+            && text.contains(
+                r#"stevedore_limit_running{scope="type",name="lim.slow",queue="limited"} "#,
+            )
+    })
+    .await;
     assert!(runs_of(log).iter().all(|(_, _, attempt)| *attempt == 1));
     assert_eq!(
         env.client.concurrency_limits().await.expect("limits"),
