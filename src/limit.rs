@@ -206,16 +206,19 @@ impl LimitScope {
         }
     }
 
-    /// Reads a field of `<prefix>:limits` back (`None` for one this version does not know).
+    /// Reads a field of `<prefix>:limits` back (`None` for one this version does not know,
+    /// or whose name is not a queue name or job type: written by hand).
     pub fn from_field(field: &str) -> Option<LimitScope> {
         let (kind, name) = field.split_once(':')?;
         let name = name.to_string();
-        match kind {
-            "queue" => Some(LimitScope::Queue(name)),
-            "type" => Some(LimitScope::Type(name)),
-            "key" => Some(LimitScope::Key(name)),
-            _ => None,
-        }
+        let scope = match kind {
+            "queue" => LimitScope::Queue(name),
+            "type" => LimitScope::Type(name),
+            "key" => LimitScope::Key(name),
+            _ => return None,
+        };
+        scope.check().ok()?;
+        Some(scope)
     }
 
     /// A scope as the HTTP API and the CLI name it: `kind` is `queue`, `type` or `key`.
@@ -438,5 +441,7 @@ mod tests {
             assert_eq!(LimitScope::from_field(&s.field()), Some(s.clone()));
         }
         assert_eq!(LimitScope::from_field("other:x"), None);
+        assert_eq!(LimitScope::from_field("type:<img src=x>"), None);
+        assert_eq!(LimitScope::from_field("queue:a:b"), None);
     }
 }

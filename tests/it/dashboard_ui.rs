@@ -340,6 +340,80 @@ async fn the_dashboard_shows_queues_and_operates_them_in_a_real_browser() {
 }
 
 #[tokio::test]
+async fn the_dashboard_shows_sets_and_removes_limits_in_a_real_browser() {
+    let Some((chromium, driver)) =
+        browser_available("the_dashboard_shows_sets_and_removes_limits_in_a_real_browser")
+    else {
+        return;
+    };
+    let app = App::start(|w| {
+        w.handler(succeeds::handler()).rate_limit(
+            stevedore::LimitScope::Type("ui.ok".into()),
+            stevedore::RateLimit::per_second(5),
+        )
+    })
+    .await;
+    let b = Browser::start(chromium, driver).await;
+    b.open(&app.url).await;
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
+    // The worker's declared limit shows, on the queue its worker consumes.
+    b.wait_text(
+        "#limits tr[data-limit='type:ui.ok']",
+        "the declared rate limit",
+        |t| t.contains("5/1s") && t.contains("ui.ok on ui"),
+    )
+    .await;
+    // A limit that is none is refused, and the page says why.
+    b.select("#limit-scope", "queue").await;
+    b.fill("#limit-name", "ui").await;
+    b.fill("#limit-rate", "0/s").await;
+    b.click("#limit-set").await;
+    b.wait_text("#limit-msg", "the refusal", |t| {
+        t.contains("lets nothing run")
+    })
+    .await;
+    // A concurrency limit on the queue, set from the page, reaches Redis and the table.
+    b.fill("#limit-rate", "").await;
+    b.fill("#limit-max-running", "2").await;
+    b.click("#limit-set").await;
+    b.wait_text("#limit-msg", "the confirmation", |t| {
+        t.contains("at most 2 running")
+    })
+    .await;
+    b.wait_for(
+        "#limits tr[data-limit='queue:ui']",
+        "the queue's limit in the table",
+    )
+    .await;
+    let client = &app.env.client;
+    assert_eq!(
+        client.concurrency_limits().await.expect("limits"),
+        vec![(stevedore::LimitScope::Queue("ui".into()), 2)]
+    );
+    // Removing takes a second click.
+    b.click("#limits tr[data-limit='queue:ui'] button.remove")
+        .await;
+    assert_eq!(client.concurrency_limits().await.expect("limits").len(), 1);
+    b.click("#limits tr[data-limit='queue:ui'] button.remove")
+        .await;
+    b.wait_text("#limit-msg", "the removal", |t| {
+        t.contains("Removed the limits")
+    })
+    .await;
+    assert!(
+        client
+            .concurrency_limits()
+            .await
+            .expect("limits")
+            .is_empty()
+    );
+    assert_eq!(client.rate_limits().await.expect("limits").len(), 1);
+    b.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn text_from_redis_is_shown_as_text_never_as_markup() {
     let Some((chromium, driver)) =
         browser_available("text_from_redis_is_shown_as_text_never_as_markup")
