@@ -160,18 +160,25 @@ impl Store {
         members: &[String],
         lease_ms: u64,
     ) -> crate::Result<()> {
-        let mut args: Vec<Value> = vec!["renew".into(), Value::from(lease_ms as i64)];
-        args.push(Value::from(members.len() as i64));
-        args.extend(members.iter().map(|m| Value::from(m.as_str())));
-        let _: i64 = self
-            .run(&self.scripts.limit, vec![key.to_string()], args)
-            .await?;
-        Ok(())
+        self.on_members(key, members, Some(lease_ms)).await
     }
 
     /// Removes `members` from running set `key`: their jobs ended.
     pub(crate) async fn release_slots(&self, key: &str, members: &[String]) -> crate::Result<()> {
-        let mut args: Vec<Value> = vec!["release".into()];
+        self.on_members(key, members, None).await
+    }
+
+    /// `lua/limit.lua` in mode `renew` (with a lease) or `release` on `members` of `key`.
+    async fn on_members(
+        &self,
+        key: &str,
+        members: &[String],
+        renew_ms: Option<u64>,
+    ) -> crate::Result<()> {
+        let mut args: Vec<Value> = match renew_ms {
+            Some(ms) => vec!["renew".into(), Value::from(ms as i64)],
+            None => vec!["release".into()],
+        };
         args.push(Value::from(members.len() as i64));
         args.extend(members.iter().map(|m| Value::from(m.as_str())));
         let _: i64 = self

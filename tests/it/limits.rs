@@ -743,3 +743,53 @@ async fn a_concurrency_limit_holds_while_workers_are_killed_and_frees_their_plac
         assert!(w.terminate().success());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_that_cannot_be_read_holds_its_jobs_back_and_loses_none() {
+    let env = TestEnv::start().await;
+    let log = "unreadable";
+    let w = support::spawn(
+        worker(&env)
+            .rate_limit(
+                LimitScope::Queue("limited".into()),
+                RateLimit::per_second(1000),
+            )
+            .build()
+            .expect("worker"),
+    );
+    // The queue's bucket is made a list: every token call fails (WRONGTYPE).
+    let bucket = format!("{}:{{limited}}:limit:queue:limited", env.prefix);
+    let _: () = env.raw.lpush(bucket.as_str(), "x").await.expect("lpush");
+    let ids = env
+        .client
+        .enqueue_bulk(calls(log, "a", 3))
+        .await
+        .expect("enqueue");
+    // The jobs are not run unchecked: they wait, and say why.
+    let waiting = wait_for(Duration::from_secs(10), "a job held back", || async {
+        for id in &ids {
+            if let Ok(Some(s)) = env.client.status(id.as_str()).await
+                && s.state == JobState::Scheduled
+            {
+                return Some(s);
+            }
+        }
+        None
+    })
+    .await;
+    let why = waiting.waiting_for.unwrap_or_default();
+    assert!(why.contains("could not be read"), "{why}");
+    assert!(runs_of(log).is_empty(), "ran without its limit");
+    // Once the bucket reads again, every job runs once, on its first attempt.
+    let _: () = env.raw.del(bucket.as_str()).await.expect("del");
+    eventually(Duration::from_secs(15), "every job ran", || async {
+        runs_of(log).len() == 3
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(support::runs(id.as_str()), 1);
+    }
+    assert!(runs_of(log).iter().all(|(_, _, attempt)| *attempt == 1));
+    assert!(env.dead_letters("limited").await.is_empty());
+    w.shutdown().await.expect("clean stop");
+}
