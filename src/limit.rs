@@ -307,7 +307,7 @@ impl Client {
         scope.check()?;
         check_running(&scope, running).map_err(Error::InvalidInput)?;
         self.store()
-            .set_rate_limits(&[(concurrency_field(&scope), running.to_string())])
+            .set_limit_fields(&[(concurrency_field(&scope), running.to_string())])
             .await
     }
 
@@ -315,7 +315,7 @@ impl Client {
     pub async fn remove_concurrency_limit(&self, scope: &LimitScope) -> Result<bool> {
         scope.check()?;
         self.store()
-            .remove_rate_limit(&concurrency_field(scope))
+            .remove_limit_field(&concurrency_field(scope))
             .await
     }
 
@@ -324,7 +324,7 @@ impl Client {
     pub async fn concurrency_limits(&self) -> Result<Vec<(LimitScope, u32)>> {
         let mut out: Vec<(LimitScope, u32)> = self
             .store()
-            .rate_limits()
+            .limit_fields()
             .await?
             .into_iter()
             .filter_map(|(field, value)| {
@@ -360,7 +360,7 @@ impl Client {
             .check()
             .map_err(|why| Error::InvalidInput(format!("rate limit of {scope}: {why}")))?;
         self.store()
-            .set_rate_limits(&[(scope.field(), limit.to_string())])
+            .set_limit_fields(&[(scope.field(), limit.to_string())])
             .await
     }
 
@@ -368,7 +368,7 @@ impl Client {
     /// about a second.
     pub async fn remove_rate_limit(&self, scope: &LimitScope) -> Result<bool> {
         scope.check()?;
-        self.store().remove_rate_limit(&scope.field()).await
+        self.store().remove_limit_field(&scope.field()).await
     }
 
     /// Every rate limit in Redis, sorted by scope. One that does not read (written by
@@ -376,7 +376,7 @@ impl Client {
     pub async fn rate_limits(&self) -> Result<Vec<(LimitScope, RateLimit)>> {
         let mut out: Vec<(LimitScope, RateLimit)> = self
             .store()
-            .rate_limits()
+            .limit_fields()
             .await?
             .into_iter()
             .filter_map(|(field, value)| {

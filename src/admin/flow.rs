@@ -205,7 +205,7 @@ impl Admin {
             match rate {
                 Some(l) => set.push((scope.field(), l.to_string())),
                 None => {
-                    store.remove_rate_limit(&scope.field()).await?;
+                    store.remove_limit_field(&scope.field()).await?;
                 }
             }
         }
@@ -213,11 +213,11 @@ impl Admin {
             match running {
                 Some(n) => set.push((concurrency_field(scope), n.to_string())),
                 None => {
-                    store.remove_rate_limit(&concurrency_field(scope)).await?;
+                    store.remove_limit_field(&concurrency_field(scope)).await?;
                 }
             }
         }
-        store.set_rate_limits(&set).await
+        store.set_limit_fields(&set).await
     }
 }
 

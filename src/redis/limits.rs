@@ -55,15 +55,16 @@ pub(crate) enum Taken {
 }
 
 impl Store {
-    /// Every declared limit: field (`queue:<q>`, `type:<t>`, `key:<t>`) → limit as written.
-    pub(crate) async fn rate_limits(&self) -> crate::Result<HashMap<String, String>> {
+    /// Every declared limit: field (`queue:<q>`, `type:<t>`, `key:<t>`, and
+    /// `concurrency:<scope>`) → limit as written.
+    pub(crate) async fn limit_fields(&self) -> crate::Result<HashMap<String, String>> {
         let key = self.keys.limits();
         let conn = self.node(&key).await?;
         conn.hgetall(key).await.map_err(|e| self.fail(e))
     }
 
     /// Records limits (field → limit as written), replacing what those fields held.
-    pub(crate) async fn set_rate_limits(&self, limits: &[(String, String)]) -> crate::Result<()> {
+    pub(crate) async fn set_limit_fields(&self, limits: &[(String, String)]) -> crate::Result<()> {
         if limits.is_empty() {
             return Ok(());
         }
@@ -74,8 +75,8 @@ impl Store {
             .map_err(|e| self.fail(e))
     }
 
-    /// Removes the limit under `field`; false when there was none.
-    pub(crate) async fn remove_rate_limit(&self, field: &str) -> crate::Result<bool> {
+    /// Removes the limit under `field` (rate or concurrency); false when there was none.
+    pub(crate) async fn remove_limit_field(&self, field: &str) -> crate::Result<bool> {
         let key = self.keys.limits();
         let conn = self.node(&key).await?;
         let n: u32 = conn.hdel(key, field).await.map_err(|e| self.fail(e))?;

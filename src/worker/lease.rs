@@ -126,7 +126,7 @@ pub(crate) async fn renew(rt: Arc<Runtime>, stop: CancellationToken) {
                 }
             }
         }
-        super::limits::renew_places(&rt).await;
+        super::places::renew(&rt).await;
     }
 }
 

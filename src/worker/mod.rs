@@ -20,6 +20,7 @@ pub(crate) mod lease;
 mod limits;
 mod parts;
 pub(crate) mod periodic;
+mod places;
 pub(crate) mod promoter;
 mod settings;
 pub(crate) mod shutdown;
@@ -97,7 +98,7 @@ pub(crate) struct Runtime {
     /// The rate and concurrency limits in force (read from Redis by the control loop).
     pub(crate) limits: limits::LimitTable,
     /// The places this worker holds under concurrency limits, renewed with its leases.
-    pub(crate) running: Arc<limits::SlotTable>,
+    pub(crate) running: Arc<places::SlotTable>,
     /// Finished jobs not yet added to the queues' lifetime totals.
     pub(crate) totals: Arc<control::TotalsCounter>,
     /// One permit per concurrency slot.
