@@ -480,6 +480,12 @@ pub(crate) async fn a_rate_limit_holds_over_a_partitioned_queue(url: &str) {
             .rate_limit(stevedore::LimitScope::Queue("core".into()), limit)
     })
     .await;
+    // The producer must see the count before it enqueues: a job sent to the queue's own
+    // name before the workers declared it would wait in a queue no worker consumes.
+    h.client()
+        .declare_partitions("core", 3)
+        .await
+        .expect("the workers' count");
     let log = format!("limited-{}", rand::random::<u32>());
     let ids = h
         .client()
