@@ -2,32 +2,52 @@
 -- but the entry is written: a job's id is its entry's (src/names.rs, `locator`), and its
 -- status while it waits or runs is read from the entry and the group's pending list.
 --
--- KEYS[1..3] the queue's ready streams: high, normal, low
--- ARGV[1..] for each job: priority (1 high, 2 normal, 3 low), the number k of optional
+-- A bounded queue (one with a capacity) takes jobs while it has room and refuses the
+-- rest of the call, counting and writing in one step, so concurrent producers never push
+-- it past its capacity; a refusal leaves the queue's full mark for room.lua.
+--
+-- KEYS[1..3] the queue's ready streams: high, normal, low  KEYS[4] its scheduled set
+-- KEYS[5] its capacity  KEYS[6] its full mark
+-- ARGV[1] the consumer group
+-- ARGV[2..] for each job: priority (1 high, 2 normal, 3 low), the number k of optional
 -- fields, the values of type, attempt, max_attempts and enqueued_at, k optional fields as
 -- name and value (timeout, unique, traceparent), and the payload. Field names that every
 -- entry has are written here, not sent with every job.
 --
--- Returns the entry ids, in job order.
+-- Returns, in job order, each job's entry id, or for a job refused because the queue is
+-- full, the queue's capacity (an integer).
+local room, capacity = room_left(KEYS[5], { KEYS[1], KEYS[2], KEYS[3] }, KEYS[4], ARGV[1])
 local ids = {}
-local i = 1
+local refused = false
+local i = 2
 while i <= #ARGV do
   local optional = tonumber(ARGV[i + 1])
-  local payload = ARGV[i + 6 + 2 * optional]
-  local stream = KEYS[tonumber(ARGV[i])]
-  if optional == 0 then
-    ids[#ids + 1] = redis.call('XADD', stream, '*', 'type', ARGV[i + 2], 'attempt', ARGV[i + 3],
-      'max_attempts', ARGV[i + 4], 'enqueued_at', ARGV[i + 5], 'payload', payload)
+  if room ~= nil and room <= 0 then
+    ids[#ids + 1] = capacity
+    refused = true
   else
-    local fields = {'type', ARGV[i + 2], 'attempt', ARGV[i + 3], 'max_attempts', ARGV[i + 4],
-      'enqueued_at', ARGV[i + 5]}
-    for k = i + 6, i + 5 + 2 * optional do
-      fields[#fields + 1] = ARGV[k]
+    if room ~= nil then
+      room = room - 1
     end
-    fields[#fields + 1] = 'payload'
-    fields[#fields + 1] = payload
-    ids[#ids + 1] = redis.call('XADD', stream, '*', unpack(fields))
+    local payload = ARGV[i + 6 + 2 * optional]
+    local stream = KEYS[tonumber(ARGV[i])]
+    if optional == 0 then
+      ids[#ids + 1] = redis.call('XADD', stream, '*', 'type', ARGV[i + 2], 'attempt', ARGV[i + 3],
+        'max_attempts', ARGV[i + 4], 'enqueued_at', ARGV[i + 5], 'payload', payload)
+    else
+      local fields = {'type', ARGV[i + 2], 'attempt', ARGV[i + 3], 'max_attempts', ARGV[i + 4],
+        'enqueued_at', ARGV[i + 5]}
+      for k = i + 6, i + 5 + 2 * optional do
+        fields[#fields + 1] = ARGV[k]
+      end
+      fields[#fields + 1] = 'payload'
+      fields[#fields + 1] = payload
+      ids[#ids + 1] = redis.call('XADD', stream, '*', unpack(fields))
+    end
   end
   i = i + 7 + 2 * optional
+end
+if refused then
+  mark_full(KEYS[6])
 end
 return ids

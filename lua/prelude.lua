@@ -16,6 +16,36 @@ local function set_status(key, retention, ...)
   end
 end
 
+-- Room left in a bounded queue (README, "Bounded queues"): its capacity (the integer at
+-- `capacity_key`) less the jobs waiting in it, which are the entries of its three streams
+-- not yet delivered to `group` (a stream's length less its pending entries: acknowledged
+-- entries are deleted) and the jobs of its scheduled set. Returns nil, nil for a queue
+-- without a capacity; else the room (0 or more) and the capacity.
+local function room_left(capacity_key, streams, scheduled, group)
+  local capacity = tonumber(redis.call('GET', capacity_key))
+  if not capacity then
+    return nil, nil
+  end
+  local waiting = redis.call('ZCARD', scheduled)
+  for _, s in ipairs(streams) do
+    local len = redis.call('XLEN', s)
+    if len > 0 then
+      local ok, summary = pcall(redis.call, 'XPENDING', s, group)
+      if ok and type(summary) == 'table' then
+        len = len - (tonumber(summary[1]) or 0)
+      end
+      waiting = waiting + len
+    end
+  end
+  return math.max(0, capacity - waiting), capacity
+end
+
+-- Marks a bounded queue as having refused a job (`full_key`, kept a minute): the next
+-- worker that takes jobs from it clears the mark and says so on its room channel
+-- (room.lua), which producers waiting for room listen to.
+local function mark_full(full_key)
+  redis.call('SET', full_key, '1', 'PX', 60000)
+end
 
 -- The job id of a ready entry: its `id` field, or, for an entry without one (a job
 -- enqueued to run now), its queue, its stream's priority letter and its entry id

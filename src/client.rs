@@ -15,9 +15,9 @@ use crate::codec::DEFAULT_PAYLOAD_LIMIT;
 use crate::job::{IntoJob, JobId, PreparedJob, Schedule};
 use crate::metrics::Metrics;
 use crate::names::validate_name;
-use crate::observe::{EnqueuedEvent, Observer, Observers};
+use crate::observe::{EnqueuedEvent, Observer, Observers, RefusedEvent};
 use crate::redis::keys::{DEFAULT_PREFIX, Keys};
-use crate::redis::{self, Connector, JobWrite, Store};
+use crate::redis::{self, Connector, JobWrite, Store, Written};
 use crate::{Error, Result};
 
 /// How long a job's status is kept after its last change unless set otherwise.
@@ -29,6 +29,10 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Jobs sent per round trip by [`Client::enqueue_bulk`].
 const BULK_BATCH: usize = 1000;
+
+/// Longest a producer waiting for room goes without trying again, should a room notice
+/// be lost (a reconnect of its subscription).
+const ROOM_RECHECK: Duration = Duration::from_secs(1);
 
 /// A handle to one Redis for enqueueing jobs and admin calls. Cheap to clone.
 #[derive(Clone)]
@@ -216,7 +220,9 @@ impl Client {
     /// Enqueues one job in one round trip and returns its id; for a duplicate of a unique
     /// job, the id of the job already enqueued (and nothing is written).
     ///
-    /// Nothing is written when the job is refused (invalid name, payload too large).
+    /// Nothing is written when the job is refused (invalid name, payload too large, or
+    /// [`Error::QueueFull`] for a bounded queue without room: see
+    /// [`enqueue_wait`](Self::enqueue_wait) to wait for room instead).
     pub async fn enqueue(&self, job: impl IntoJob) -> Result<JobId> {
         self.enqueue_checked(job).await.map(|(id, _)| id)
     }
@@ -224,33 +230,133 @@ impl Client {
     /// [`enqueue`](Self::enqueue), also saying whether the job was written (`false`: a
     /// duplicate of a unique job, whose id is returned).
     pub(crate) async fn enqueue_checked(&self, job: impl IntoJob) -> Result<(JobId, bool)> {
-        let mut ids = self.send(vec![job.prepare()?]).await?;
-        ids.pop()
-            .ok_or_else(|| Error::Decode("XADD returned no entry id".into()))
+        self.send_one(job.prepare()?).await
+    }
+
+    async fn send_one(&self, job: PreparedJob) -> Result<(JobId, bool)> {
+        self.send(vec![job])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(Error::Decode("XADD returned no entry id".into())))
+    }
+
+    /// Enqueues one job, waiting up to `wait` for room when its queue is bounded and full
+    /// (the blocking enqueue of a bounded queue): it tries again each time a worker takes
+    /// jobs from the queue (a notice on the queue's room channel, not a poll; every second
+    /// at the latest, should a notice be lost), and fails with [`Error::QueueFull`] once
+    /// `wait` has passed without room. Into a queue with room, or without a capacity, it
+    /// is [`enqueue`](Self::enqueue).
+    ///
+    /// ```no_run
+    /// # async fn run(client: stevedore::Client) -> stevedore::Result<()> {
+    /// use std::time::Duration;
+    /// use stevedore::RawJob;
+    ///
+    /// let job = RawJob::new("report.build", "reports", &42)?;
+    /// let id = client.enqueue_wait(job, Duration::from_secs(30)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Waiters are woken together when room is made; those that find none again go back
+    /// to waiting, so room is taken in no set order among them.
+    pub async fn enqueue_wait(&self, job: impl IntoJob, wait: Duration) -> Result<JobId> {
+        let job = job.prepare()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let parts = self.partition_names(&job.queue).await?;
+        // Listening before the first try: a worker that makes room after a refusal is
+        // heard, however soon it comes.
+        let mut notices = match self.store().room_notices(&parts).await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::warn!(queue = %job.queue, error = %e, "cannot listen for room; trying every second");
+                None
+            }
+        };
+        loop {
+            match self.send_one(job.clone()).await {
+                Err(Error::QueueFull { queue, capacity }) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(Error::QueueFull { queue, capacity });
+                    }
+                    let recheck = deadline.min(now + ROOM_RECHECK);
+                    match notices.as_mut() {
+                        Some(rx) => {
+                            tokio::select! {
+                                r = rx.changed() => if r.is_err() { notices = None },
+                                _ = tokio::time::sleep_until(recheck) => {}
+                            }
+                        }
+                        None => tokio::time::sleep_until(recheck).await,
+                    }
+                }
+                other => return other.map(|(id, _)| id),
+            }
+        }
     }
 
     /// Enqueues many jobs, one round trip per thousand, and returns their ids in order.
     ///
-    /// Every job is checked before the first is sent, so a refused job means nothing was
-    /// written. A connection lost midway can leave the batches before it enqueued.
+    /// Every job is checked before the first is sent, so an invalid job means nothing was
+    /// written. A connection lost midway can leave the batches before it enqueued. Into a
+    /// bounded queue, the jobs that fit are written and the call fails with
+    /// [`Error::QueueFull`] if any did not: use
+    /// [`enqueue_bulk_partial`](Self::enqueue_bulk_partial) to learn which.
     pub async fn enqueue_bulk<J: IntoJob>(
         &self,
         jobs: impl IntoIterator<Item = J>,
     ) -> Result<Vec<JobId>> {
+        self.enqueue_bulk_partial(jobs)
+            .await?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+    }
+
+    /// Enqueues many jobs as [`enqueue_bulk`](Self::enqueue_bulk) does, and says what
+    /// became of each, in order: its id, or [`Error::QueueFull`] for a job its bounded
+    /// queue had no room for (nothing of it was written; the others were). The outer error
+    /// is the whole call's: an invalid job (nothing written) or a lost connection.
+    ///
+    /// ```no_run
+    /// # async fn run(client: stevedore::Client) -> stevedore::Result<()> {
+    /// use stevedore::{Error, RawJob};
+    ///
+    /// let jobs = (0..100).map(|i| RawJob::new("thumb.make", "images", &i));
+    /// let jobs = jobs.collect::<stevedore::Result<Vec<_>>>()?;
+    /// for (i, outcome) in client.enqueue_bulk_partial(jobs).await?.iter().enumerate() {
+    ///     if let Err(Error::QueueFull { .. }) = outcome {
+    ///         println!("job {i} refused: the queue is full");
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn enqueue_bulk_partial<J: IntoJob>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+    ) -> Result<Vec<Result<JobId>>> {
         let prepared = jobs
             .into_iter()
             .map(IntoJob::prepare)
             .collect::<Result<Vec<_>>>()?;
-        let mut ids = Vec::with_capacity(prepared.len());
+        let mut out = Vec::with_capacity(prepared.len());
         let mut rest = prepared.into_iter().peekable();
         while rest.peek().is_some() {
             let batch: Vec<PreparedJob> = rest.by_ref().take(BULK_BATCH).collect();
-            ids.extend(self.send(batch).await?.into_iter().map(|(id, _)| id));
+            out.extend(
+                self.send(batch)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.map(|(id, _)| id)),
+            );
         }
-        Ok(ids)
+        Ok(out)
     }
 
-    async fn send(&self, jobs: Vec<PreparedJob>) -> Result<Vec<(JobId, bool)>> {
+    /// Writes `jobs` and says, per job, its id and whether it was written (`false`: a
+    /// duplicate of a unique job), or [`Error::QueueFull`].
+    async fn send(&self, jobs: Vec<PreparedJob>) -> Result<Vec<Result<(JobId, bool)>>> {
         let limit = self.inner.payload_limit;
         if let Some(big) = jobs.iter().find(|j| j.envelope.payload.len() > limit) {
             return Err(Error::PayloadTooLarge {
@@ -269,6 +375,8 @@ impl Client {
         }
         let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
         let layouts = self.layouts_of(&queues).await?;
+        // The queue each job named, for a refusal's error.
+        let named: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
         for j in &mut jobs {
             if let Some(layout) = layouts.get(&j.queue)
                 && layout.names.len() > 1
@@ -320,25 +428,41 @@ impl Client {
             .enqueue_batch(new_queues.clone(), writes, self.status_retention_ms())
             .await
         {
-            Ok(ids) => {
-                // Duplicates of unique jobs come back with the existing job's id: not new.
-                for ((job_type, queue, priority, scheduled), (id, written)) in
-                    events.iter().zip(&ids)
-                {
-                    if *written {
-                        let e = EnqueuedEvent {
-                            job_id: id,
-                            job_type,
-                            queue,
-                            priority: *priority,
-                            scheduled: *scheduled,
-                        };
-                        self.inner.observers.each(|o| o.enqueued(&e));
+            Ok(written) => {
+                for ((job_type, queue, priority, scheduled), w) in events.iter().zip(&written) {
+                    match w {
+                        // Duplicates of unique jobs come back with the existing job's id:
+                        // not new.
+                        Written::New(id) => {
+                            let e = EnqueuedEvent {
+                                job_id: id,
+                                job_type,
+                                queue,
+                                priority: *priority,
+                                scheduled: *scheduled,
+                            };
+                            self.inner.observers.each(|o| o.enqueued(&e));
+                        }
+                        Written::Full(capacity) => {
+                            let e = RefusedEvent {
+                                job_type,
+                                queue,
+                                priority: *priority,
+                                capacity: *capacity,
+                            };
+                            self.inner.observers.each(|o| o.refused(&e));
+                        }
+                        Written::Duplicate(_) => {}
                     }
                 }
-                Ok(ids
+                Ok(written
                     .into_iter()
-                    .map(|(id, written)| (JobId::from(id), written))
+                    .zip(named)
+                    .map(|(w, queue)| match w {
+                        Written::New(id) => Ok((JobId::from(id), true)),
+                        Written::Duplicate(id) => Ok((JobId::from(id), false)),
+                        Written::Full(capacity) => Err(Error::QueueFull { queue, capacity }),
+                    })
                     .collect())
             }
             Err(e) => {

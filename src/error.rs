@@ -102,6 +102,22 @@ pub enum Error {
         jobs: u64,
     },
 
+    /// The bounded queue holds as many jobs waiting as its capacity (README, "Bounded
+    /// queues"), so the job was refused and nothing was written. Try again later (over
+    /// HTTP: after `Retry-After`), enqueue with a wait for room
+    /// ([`Client::enqueue_wait`](crate::Client::enqueue_wait)), add workers, or raise the
+    /// capacity ([`Client::set_queue_capacity`](crate::Client::set_queue_capacity)).
+    #[error(
+        "queue {queue:?} is full ({capacity} jobs waiting): retry later, wait for room, or raise its capacity"
+    )]
+    QueueFull {
+        /// The queue, as the job named it.
+        queue: String,
+        /// Its capacity (of a partitioned queue, the share of the partition the job went
+        /// to).
+        capacity: u64,
+    },
+
     /// The worker did not finish its in-flight jobs within the drain deadline; the
     /// unfinished ones were left unacknowledged and will run again.
     #[error("shutdown deadline of {0:?} passed with jobs still running")]

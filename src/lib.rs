@@ -56,6 +56,7 @@ extern crate self as stevedore;
 
 pub mod admin;
 pub(crate) mod backoff;
+mod bounded;
 pub mod client;
 pub(crate) mod clock;
 pub(crate) mod codec;

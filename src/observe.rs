@@ -52,6 +52,12 @@ pub trait Observer: Send + Sync + 'static {
         let _ = job;
     }
 
+    /// A bounded queue had no room for a job, which was not written (README, "Bounded
+    /// queues"). A producer waiting for room reports each refused try.
+    fn refused(&self, job: &RefusedEvent<'_>) {
+        let _ = job;
+    }
+
     /// An attempt is about to run the job's handler.
     fn started(&self, job: &JobEvent<'_>) {
         let _ = job;
@@ -137,6 +143,20 @@ pub struct EnqueuedEvent<'a> {
     pub priority: Priority,
     /// Whether it waits in the schedule (delay or run-at) rather than being ready now.
     pub scheduled: bool,
+}
+
+/// A job a bounded queue refused for want of room.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RefusedEvent<'a> {
+    /// The job's type.
+    pub job_type: &'a str,
+    /// The queue (the partition, of a partitioned queue) that refused it.
+    pub queue: &'a str,
+    /// Its priority.
+    pub priority: Priority,
+    /// The queue's capacity (a partition's share).
+    pub capacity: u64,
 }
 
 /// One attempt of a job, as its events describe it.

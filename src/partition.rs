@@ -112,6 +112,12 @@ impl Client {
         match self.store().declare_partitions(queue, n).await? {
             Declared::Same => {
                 self.layouts().remember(queue, n);
+                // A capacity set before the queue had partitions is shared over them.
+                if n > 1 {
+                    let names = partition_names(queue, n);
+                    self.respread_capacity(queue, &[queue.to_string()], &names)
+                        .await?;
+                }
                 Ok(())
             }
             Declared::Other(now) => Err(Error::InvalidConfig(format!(
@@ -176,7 +182,12 @@ impl Client {
         }
         self.store().set_partitions(queue, n).await?;
         self.layouts().remember(queue, n);
-        Ok(())
+        self.respread_capacity(
+            queue,
+            &partition_names(queue, now),
+            &partition_names(queue, n),
+        )
+        .await
     }
 
     /// The layouts of `queues` (distinct), read from Redis for those not cached lately.

@@ -231,7 +231,7 @@ impl RawJob {
 }
 
 /// A job ready to become a stream entry, whatever way it was built.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PreparedJob {
     pub(crate) queue: String,
     pub(crate) priority: Priority,

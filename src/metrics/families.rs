@@ -29,6 +29,7 @@ pub(crate) struct Families {
     pub(super) failed: Family<QueueType, Counter>,
     pub(super) retried: Family<QueueType, Counter>,
     pub(super) limited: Family<QueueType, Counter>,
+    pub(super) refused: Family<QueueType, Counter>,
     pub(super) dead: Family<QueueTypeReason, Counter>,
     pub(super) reclaimed: Family<QueueLabel, Counter>,
     pub(super) stalled: Family<QueueLabel, Gauge>,
@@ -47,6 +48,7 @@ pub(crate) struct Families {
     pub(crate) limit_max_running: Family<LimitLabel, Gauge>,
     pub(crate) limit_tokens: Family<LimitQueueLabel, Gauge<f64, AtomicU64>>,
     pub(crate) limit_running: Family<LimitQueueLabel, Gauge>,
+    pub(crate) capacity: Family<QueueLabel, Gauge>,
 }
 
 impl Families {
@@ -59,6 +61,7 @@ impl Families {
             failed: Family::default(),
             retried: Family::default(),
             limited: Family::default(),
+            refused: Family::default(),
             dead: Family::default(),
             reclaimed: Family::default(),
             stalled: Family::default(),
@@ -77,6 +80,7 @@ impl Families {
             limit_max_running: Family::default(),
             limit_tokens: Family::default(),
             limit_running: Family::default(),
+            capacity: Family::default(),
         }
     }
 
@@ -111,6 +115,11 @@ impl Families {
             "stevedore_jobs_limited",
             "Jobs a rate limit held back, sent to wait for their tokens (attempt count unchanged)",
             self.limited.clone(),
+        );
+        r.register(
+            "stevedore_jobs_refused",
+            "Jobs a bounded queue refused at enqueue for want of room (producer side; nothing written)",
+            self.refused.clone(),
         );
         r.register(
             "stevedore_jobs_dead",
@@ -201,6 +210,11 @@ impl Families {
             "stevedore_limit_running",
             "Jobs running under a concurrency limit on the queue now (sampled)",
             self.limit_running.clone(),
+        );
+        r.register(
+            "stevedore_queue_capacity",
+            "A bounded queue's capacity: jobs it may hold waiting (sampled)",
+            self.capacity.clone(),
         );
     }
 }

@@ -4,12 +4,16 @@ use std::time::Duration;
 
 use super::Metrics;
 use super::labels::{INVALID_TYPE, QueueLabel, QueueTypeReason};
-use crate::observe::{DeadJobEvent, EnqueuedEvent, Failure, JobEvent, Observer};
+use crate::observe::{DeadJobEvent, EnqueuedEvent, Failure, JobEvent, Observer, RefusedEvent};
 
 impl Observer for Metrics {
     fn enqueued(&self, job: &EnqueuedEvent<'_>) {
         self.enqueued_counter(job.queue, job.job_type, job.priority)
             .inc();
+    }
+
+    fn refused(&self, job: &RefusedEvent<'_>) {
+        self.refused_counter(job.queue, job.job_type).inc();
     }
 
     fn started(&self, job: &JobEvent<'_>) {

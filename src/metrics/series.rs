@@ -88,6 +88,14 @@ impl Metrics {
             .clone()
     }
 
+    /// The counter of jobs `queue` refused for want of room.
+    pub(super) fn refused_counter(&self, queue: &str, job_type: &str) -> Counter {
+        self.inner.families.refused.get_or_create_owned(&QueueType {
+            queue: queue.to_string(),
+            r#type: self.type_label(job_type, true),
+        })
+    }
+
     /// The enqueue counter of `queue`, `job_type` and `priority`, created on first use.
     pub(super) fn enqueued_counter(
         &self,

@@ -31,9 +31,9 @@ pub(crate) struct JobWrite {
 }
 
 impl Store {
-    /// Writes jobs in one round trip and returns their ids, each with whether it was
-    /// written: for a duplicate of a unique job, the id of the job already enqueued and
-    /// `false`. A delayed job gets a status record when `retention_ms` is above 0 (a ready
+    /// Writes jobs in one round trip and says what became of each ([`Written`]): its id,
+    /// the id of the job enqueued before for a duplicate of a unique job, or the capacity
+    /// of the bounded queue that refused it. A delayed job gets a status record when `retention_ms` is above 0 (a ready
     /// job needs none: its entry is its record), and `new_queues` are added to the known
     /// queues in the same round trip. See [`write_jobs`] for how the calls are made.
     pub(crate) async fn enqueue_batch(
@@ -41,7 +41,7 @@ impl Store {
         new_queues: Vec<String>,
         writes: Vec<JobWrite>,
         retention_ms: u64,
-    ) -> crate::Result<Vec<(String, bool)>> {
+    ) -> crate::Result<Vec<Written>> {
         let targets = match &self.route {
             Route::Pool(p) => Targets::One(p.next()),
             Route::Cluster(c) => Targets::BySlot(self.write_nodes(c, &new_queues, &writes).await?),
@@ -151,7 +151,7 @@ async fn write_jobs(
     new_queues: Vec<String>,
     writes: Vec<JobWrite>,
     retention_ms: u64,
-) -> crate::Result<Vec<(String, bool)>> {
+) -> crate::Result<Vec<Written>> {
     // Every call that writes a job goes by SHA, and both enqueue scripts are loaded
     // together: a server that lost its scripts refuses all of a write's calls, which then go
     // again in order, so no queue's jobs change order. Loading them before a client's first
@@ -183,10 +183,12 @@ async fn write_jobs(
             let at = match open.get(&w.queue) {
                 Some(&at) => at,
                 None => {
-                    let streams = keys.streams(&w.queue);
+                    let mut script_keys: Vec<Value> = Vec::with_capacity(6);
+                    script_keys.extend(keys.streams(&w.queue).map(Value::from));
+                    script_keys.extend(bound_keys(keys, &w.queue).map(Value::from));
                     commands.push(EnqueueCommand::Ready {
-                        args: Vec::new(),
-                        keys: streams.into_iter().map(Value::from).collect(),
+                        args: vec![Value::from_static_str(keys::GROUP)],
+                        keys: script_keys,
                         jobs: 0,
                     });
                     closed.push(false);
@@ -224,7 +226,7 @@ async fn write_jobs(
             keys.job(&w.queue, &w.job_id)
         };
         let (unique_key, unique_ttl) = w.unique.unwrap_or_default();
-        let script_keys = vec![
+        let mut script_keys = vec![
             Value::from(target),
             Value::from(status_key.as_str()),
             // Not read when the job is not unique; a key of the same slot stands in.
@@ -234,7 +236,9 @@ async fn write_jobs(
                 unique_key
             }),
         ];
-        let mut args: Vec<Value> = Vec::with_capacity(11 + 2 * w.fields.len());
+        script_keys.extend(keys.streams(&w.queue).map(Value::from));
+        script_keys.extend(bound_keys(keys, &w.queue).map(Value::from));
+        let mut args: Vec<Value> = Vec::with_capacity(12 + 2 * w.fields.len());
         args.extend([
             Value::from(w.job_id.as_str()),
             Value::from(mode),
@@ -246,6 +250,7 @@ async fn write_jobs(
             Value::from(w.job_type),
             Value::from(w.queue),
             Value::from(i64::from(w.max_attempts)),
+            Value::from_static_str(keys::GROUP),
         ]);
         for (k, v) in w.fields {
             args.push(Value::from_static_str(k));
@@ -300,14 +305,24 @@ async fn write_jobs(
             _ => &[],
         };
         let id = match outcome {
-            Outcome::Entry(position, queue, priority) => reply
-                .get(position)
-                .and_then(Value::as_str)
-                .map(|entry| (crate::names::locator(&queue, priority, &entry), true)),
+            Outcome::Entry(position, queue, priority) => match reply.get(position) {
+                Some(Value::Integer(capacity)) => Some(Written::Full((*capacity).max(0) as u64)),
+                Some(entry) => entry
+                    .as_str()
+                    .map(|entry| Written::New(crate::names::locator(&queue, priority, &entry))),
+                None => None,
+            },
             Outcome::Scripted => match reply {
-                [id, written] => id
-                    .as_string()
-                    .map(|id| (id, written.as_i64().unwrap_or(1) == 1)),
+                [_, code, capacity] if code.as_i64() == Some(2) => {
+                    Some(Written::Full(capacity.as_i64().unwrap_or(0).max(0) as u64))
+                }
+                [id, written] => id.as_string().map(|id| {
+                    if written.as_i64().unwrap_or(1) == 1 {
+                        Written::New(id)
+                    } else {
+                        Written::Duplicate(id)
+                    }
+                }),
                 _ => None,
             },
         };
@@ -316,6 +331,40 @@ async fn write_jobs(
         );
     }
     Ok(ids)
+}
+
+/// What became of one job of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Written, under this id.
+    New(String),
+    /// A duplicate of a unique job: nothing written; the id of the job enqueued before.
+    Duplicate(String),
+    /// Refused: the queue (or partition) it went to holds as many jobs waiting as its
+    /// capacity, given here. Nothing written.
+    Full(u64),
+}
+
+#[cfg(test)]
+impl Written {
+    /// The job's id and whether it was written; a test's panic for a refused job.
+    pub(crate) fn into_pair(self) -> (String, bool) {
+        match self {
+            Written::New(id) => (id, true),
+            Written::Duplicate(id) => (id, false),
+            Written::Full(c) => panic!("refused: the queue is full (capacity {c})"),
+        }
+    }
+}
+
+/// The keys an enqueue script reads for a bounded queue, after its streams: the scheduled
+/// set, the capacity and the full mark.
+fn bound_keys(keys: &keys::Keys, queue: &str) -> [String; 3] {
+    [
+        keys.scheduled(queue),
+        keys.capacity(queue),
+        keys.full(queue),
+    ]
 }
 
 /// Where a job's id is found among the replies of an enqueue.

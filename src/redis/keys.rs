@@ -117,6 +117,25 @@ impl Keys {
         format!("{}:{{{queue}}}:wake", self.prefix)
     }
 
+    /// `<prefix>:{<queue>}:capacity`: how many jobs the queue (a partition: its share)
+    /// may hold waiting; no key, no bound. Read by the enqueue scripts.
+    pub(crate) fn capacity(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:capacity", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:full`: left for a minute by an enqueue the queue refused for
+    /// want of room; the next worker to take jobs from it clears it and publishes on
+    /// [`room`](Self::room).
+    pub(crate) fn full(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:full", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:room`: the pub/sub channel on which producers waiting for room
+    /// in a bounded queue hear that workers took jobs from it.
+    pub(crate) fn room(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:room", self.prefix)
+    }
+
     /// `<prefix>:{<queue>}:handoff`: consumers of stopped workers that left entries of the
     /// queue pending; janitors take those at once rather than after the lease.
     pub(crate) fn handoff(&self, queue: &str) -> String {

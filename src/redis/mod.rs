@@ -32,6 +32,7 @@ mod partitions;
 mod periodic;
 mod promote;
 mod reclaim;
+mod room;
 mod scripts;
 mod settle;
 mod stats;
@@ -43,7 +44,7 @@ mod tests;
 
 pub(crate) use conn::{Connector, TlsFiles};
 pub(crate) use dead::DeadEntry;
-pub(crate) use enqueue::JobWrite;
+pub(crate) use enqueue::{JobWrite, Written};
 pub(crate) use entry::{Entry, Fields, envelope_of};
 pub(crate) use fetch::Reader;
 pub(crate) use keys::partition_names;
@@ -53,6 +54,7 @@ pub(crate) use partitions::Declared;
 pub(crate) use periodic::{CronClaim, CronState};
 pub(crate) use promote::{Promoted, Subscription, WakeMessage};
 pub(crate) use reclaim::ReclaimScan;
+pub(crate) use room::capacity_field;
 pub(crate) use settle::{Again, DeadLetter, Fenced, Retry, StreamAcks, Succeeded, status_about};
 pub(crate) use stats::{LIVE_WORKER_WINDOW_MS, QueueCounts};
 pub(crate) use status::Found;
@@ -73,6 +75,8 @@ pub(crate) struct Store {
     connector: Connector,
     keys: Keys,
     scripts: Scripts,
+    /// Producers' waits for room in bounded queues (`room`).
+    rooms: room::Rooms,
 }
 
 /// Where commands go.
@@ -124,6 +128,7 @@ impl Store {
             connector,
             keys: Keys::new(prefix),
             scripts: Scripts::new(),
+            rooms: room::Rooms::default(),
         })
     }
 

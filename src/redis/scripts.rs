@@ -48,6 +48,7 @@ pub(super) struct Scripts {
     pub(super) fetch: Script,
     pub(super) done_trim: Script,
     pub(super) limit: Script,
+    pub(super) room: Script,
 }
 
 impl Scripts {
@@ -74,6 +75,7 @@ impl Scripts {
             fetch: script!("fetch"),
             done_trim: script!("done_trim"),
             limit: script!("limit"),
+            room: script!("room"),
         }
     }
 

@@ -251,6 +251,9 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             }
         };
 
+        if !batch.is_empty() {
+            super::limits::room_made(&rt, &queue);
+        }
         // Every fetched entry is leased (renewed) from now on, started or not; an entry
         // dropped at shutdown leaves the table and is reclaimed elsewhere.
         let held: Vec<_> = batch

@@ -36,6 +36,9 @@ pub(crate) struct Limits {
     running_queues: HashMap<String, u32>,
     running_types: HashMap<String, u32>,
     running_keys: HashMap<String, u32>,
+    /// Bounded queues (README, "Bounded queues") and their capacities: a worker that takes
+    /// jobs from one tells producers waiting for room.
+    capacities: HashMap<String, u64>,
 }
 
 impl Limits {
@@ -44,6 +47,17 @@ impl Limits {
     pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Limits {
         let mut limits = Limits::default();
         for (field, value) in fields {
+            if let Some(queue) = field.strip_prefix("capacity:") {
+                match value.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => {
+                        limits.capacities.insert(queue.to_string(), n);
+                    }
+                    _ => {
+                        tracing::warn!(field = %field, value = %value, "ignoring a capacity that does not read")
+                    }
+                }
+                continue;
+            }
             if let Some(rest) = field.strip_prefix("concurrency:") {
                 let scope = LimitScope::from_field(rest);
                 match (scope, value.trim().parse::<u32>()) {
@@ -83,6 +97,13 @@ impl Limits {
         };
     }
 
+    /// Whether `queue` (a queue or a partition's name) is bounded.
+    pub(crate) fn is_bounded(&self, queue: &str) -> bool {
+        !self.capacities.is_empty() && self.capacities.contains_key(crate::names::queue_of(queue))
+    }
+
+    /// Whether no rate or concurrency limit is in force (capacities aside: they do not
+    /// hold jobs back).
     pub(crate) fn is_empty(&self) -> bool {
         self.queues.is_empty()
             && self.types.is_empty()
@@ -478,6 +499,21 @@ pub(crate) fn slow_down_buckets(
         );
     }
     out
+}
+
+/// After this worker took jobs from `queue` (a queue or a partition): when it is bounded,
+/// tells producers waiting for room (`Store::room_made`), off the fetch loop.
+pub(crate) fn room_made(rt: &Arc<Runtime>, queue: &str) {
+    if !rt.limits.current().is_bounded(queue) {
+        return;
+    }
+    let client = rt.client.clone();
+    let queue = queue.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = client.store().room_made(&queue).await {
+            tracing::debug!(queue = %queue, error = %e, "telling producers of room failed");
+        }
+    });
 }
 
 /// Writes the limits this worker declares, then reads every limit in force.

@@ -192,6 +192,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
                 ))
             })
             .collect();
+        let mut took: Vec<&str> = held.iter().map(|(_, d)| &*d.queue).collect();
+        took.dedup();
+        for q in took {
+            super::limits::room_made(&rt, q);
+        }
         // Most urgent first, as one queue's loop starts them.
         held.sort_by_key(|(p, _)| *p);
         let held = held.into_iter().map(|(_, d)| d).collect();

@@ -13,6 +13,9 @@ mod admin;
 mod admin_security;
 /// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
 mod bad_input;
+/// Bounded queues: refusals exact under racing producers, bulk refusals per job, waiting
+/// enqueues woken by room notices, capacities shared over partitions.
+mod bounded;
 /// A Redis Cluster: a primary killed with SIGKILL mid-drain loses no job, and a queue on
 /// another primary keeps running meanwhile; what asynchronous replication loses of the
 /// enqueues acknowledged just before the kill.

@@ -106,10 +106,13 @@ async fn unique_and_delayed_jobs_then_promotion() {
     dup.unique = Some(("k".into(), 60_000));
     let mut delayed = write(job("q"));
     delayed.when = Some(("in", 0));
-    let ids = s
+    let ids: Vec<(String, bool)> = s
         .enqueue_batch(vec![], vec![first, dup, delayed], 60_000)
         .await
-        .expect("enqueue");
+        .expect("enqueue")
+        .into_iter()
+        .map(crate::redis::Written::into_pair)
+        .collect();
     assert!(ids[0].0.starts_with("q:n-") && ids[0].1);
     assert_eq!(
         ids[1],
@@ -340,7 +343,7 @@ async fn a_fetch_acknowledges_finished_entries_and_reads_the_next() {
         .await
         .expect("enqueue")
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|w| w.into_pair().0)
         .collect();
     let streams = s.keys().streams("q");
     let reader = s.reader("c").await.expect("reader");

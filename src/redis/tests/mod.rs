@@ -54,6 +54,7 @@ pub(super) async fn enqueue(s: &Store, queue: &str, n: usize) -> Vec<String> {
         .await
         .expect("enqueue")
         .into_iter()
+        .map(super::Written::into_pair)
         .map(|(id, written)| {
             assert!(written);
             id
