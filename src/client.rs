@@ -261,6 +261,16 @@ impl Client {
     /// Waiters are woken together when room is made; those that find none again go back
     /// to waiting, so room is taken in no set order among them.
     pub async fn enqueue_wait(&self, job: impl IntoJob, wait: Duration) -> Result<JobId> {
+        self.enqueue_wait_checked(job, wait).await.map(|(id, _)| id)
+    }
+
+    /// [`enqueue_wait`](Self::enqueue_wait), also saying whether the job was written
+    /// (`false`: a duplicate of a unique job, whose id is returned).
+    pub(crate) async fn enqueue_wait_checked(
+        &self,
+        job: impl IntoJob,
+        wait: Duration,
+    ) -> Result<(JobId, bool)> {
         let job = job.prepare()?;
         let deadline = tokio::time::Instant::now() + wait;
         let parts = self.partition_names(&job.queue).await?;
@@ -291,7 +301,7 @@ impl Client {
                         None => tokio::time::sleep_until(recheck).await,
                     }
                 }
-                other => return other.map(|(id, _)| id),
+                other => return other,
             }
         }
     }

@@ -140,7 +140,8 @@ pub(crate) enum Command {
 /// A change to the limits of one scope.
 #[derive(Subcommand, Debug)]
 pub(crate) enum LimitsCommand {
-    /// Set a scope's rate limit and/or concurrency limit (the other stays as it is).
+    /// Set a scope's rate limit, concurrency limit and/or a queue's capacity (the others
+    /// stay as they are).
     Set {
         /// What the limit counts: `queue`, `type` (a job type) or `key` (each key of a job
         /// type apart).
@@ -153,19 +154,26 @@ pub(crate) enum LimitsCommand {
         /// At most this many jobs run at once.
         #[arg(long, value_name = "N")]
         max_running: Option<u32>,
+        /// A queue holds at most this many jobs waiting: enqueues beyond it are refused
+        /// (exit 75) or wait for room (`enqueue --wait-for-room`).
+        #[arg(long, value_name = "N")]
+        capacity: Option<u64>,
     },
-    /// Remove a scope's limits: both, or the one named.
+    /// Remove a scope's limits: all of them, or the one named.
     Remove {
         /// `queue`, `type` or `key`.
         scope: String,
         /// The queue or job type.
         name: String,
         /// Only the rate limit.
-        #[arg(long, conflicts_with = "max_running")]
+        #[arg(long, conflicts_with_all = ["max_running", "capacity"])]
         rate: bool,
         /// Only the concurrency limit.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "capacity")]
         max_running: bool,
+        /// Only a queue's capacity.
+        #[arg(long)]
+        capacity: bool,
     },
 }
 
@@ -214,12 +222,25 @@ pub(crate) struct EnqueueArgs {
     /// same partition, in order.
     #[arg(long, value_name = "KEY")]
     pub(crate) partition_key: Option<String>,
+    /// Into a full bounded queue, wait up to this long for room (per job) instead of
+    /// exiting 75 at once, e.g. 30s.
+    #[arg(long, value_name = "DURATION", value_parser = duration_text)]
+    pub(crate) wait_for_room: Option<String>,
     /// How many jobs to enqueue (a thousand per round trip).
     #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: u64,
 }
 
 impl EnqueueArgs {
+    /// `--wait-for-room`, read.
+    pub(crate) fn room_wait(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        Ok(self
+            .wait_for_room
+            .as_deref()
+            .map(humantime::parse_duration)
+            .transpose()?)
+    }
+
     /// The job, checked and encoded as the admin layer does a JSON job, so nothing
     /// connects for a job that is refused.
     pub(crate) fn job(&self) -> anyhow::Result<stevedore::RawJob> {

@@ -1,10 +1,10 @@
 //! `enqueue`: one job through the admin layer, checked as `POST /api/v1/jobs` checks JSON jobs,
 //! or many with `Client::enqueue_bulk`, a thousand per round trip.
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::IsTerminal;
+use std::time::Duration;
 use stevedore::{Client, RawJob};
 
 use crate::args::Global;
@@ -13,42 +13,63 @@ use crate::output;
 /// Jobs per `enqueue_bulk` call: one round trip each, and one step of the progress bar.
 const BATCH: u64 = 1000;
 
-/// Enqueues `count` copies of `raw`, a job of `job_type` on `queue`.
+/// Enqueues `count` copies of `raw`, a job of `job_type` on `queue`. A job its bounded
+/// queue has no room for waits up to `wait` for room when given, else ends the command
+/// with [`stevedore::Error::QueueFull`] (exit 75), saying how many went in.
 pub(crate) async fn run(
     client: &Client,
     g: &Global,
     raw: RawJob,
     (job_type, queue): (&str, &str),
     count: u64,
+    wait: Option<Duration>,
 ) -> anyhow::Result<()> {
     if count == 1 {
-        return one(client, g, raw).await;
+        return one(client, g, raw, wait).await;
     }
     let bar = progress(count);
     let (mut first, mut last) = (None, None);
     let mut sent = 0u64;
+    let before = |sent: u64| {
+        if sent == 0 {
+            "nothing was enqueued".to_string()
+        } else {
+            format!("{sent} of {count} jobs were enqueued before this failure")
+        }
+    };
     while sent < count {
         let n = BATCH.min(count - sent);
         let batch = std::iter::repeat_n(raw.clone(), usize::try_from(n)?);
-        let ids = client.enqueue_bulk(batch).await.with_context(|| {
-            if sent == 0 {
-                "nothing was enqueued".to_string()
-            } else {
-                format!("{sent} of {count} jobs were enqueued before this failure")
-            }
-        });
-        let ids = match ids {
-            Ok(ids) => ids,
+        let outcomes = match client.enqueue_bulk_partial(batch).await {
+            Ok(o) => o,
             Err(e) => {
                 bar.abandon();
-                return Err(e);
+                return Err(anyhow::Error::new(e).context(before(sent)));
             }
         };
-        if first.is_none() {
-            first = ids.first().cloned();
+        for outcome in outcomes {
+            let id = match (outcome, wait) {
+                (Ok(id), _) => id,
+                (Err(stevedore::Error::QueueFull { .. }), Some(wait)) => {
+                    match client.enqueue_wait(raw.clone(), wait).await {
+                        Ok(id) => id,
+                        Err(e) => {
+                            bar.abandon();
+                            return Err(anyhow::Error::new(e).context(before(sent)));
+                        }
+                    }
+                }
+                (Err(e), _) => {
+                    bar.abandon();
+                    return Err(anyhow::Error::new(e).context(before(sent)));
+                }
+            };
+            if first.is_none() {
+                first = Some(id.clone());
+            }
+            last = Some(id);
+            sent += 1;
         }
-        last = ids.last().cloned().or(last);
-        sent += n;
         bar.set_position(sent);
     }
     bar.finish_and_clear();
@@ -71,8 +92,17 @@ pub(crate) async fn run(
 }
 
 /// One job; for a duplicate of a unique job, the id of the job already there.
-async fn one(client: &Client, g: &Global, job: RawJob) -> anyhow::Result<()> {
-    let done = client.admin().enqueue_raw(job).await?;
+async fn one(
+    client: &Client,
+    g: &Global,
+    job: RawJob,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    let admin = client.admin();
+    let done = match wait {
+        None => admin.enqueue_raw(job).await?,
+        Some(wait) => admin.enqueue_raw_waiting(job, wait).await?,
+    };
     if g.json {
         return output::print_json(&json!({ "id": done.id, "duplicate": done.duplicate }));
     }

@@ -2,7 +2,8 @@
 //!
 //! Scripts branch on the code: 1 when something out there went wrong (Redis unreachable or
 //! refusing, no such queue, job or dead letter), 2 when the command line was wrong (what
-//! clap exits with for bad arguments, and what the library's "invalid ..." errors mean).
+//! clap exits with for bad arguments, and what the library's "invalid ..." errors mean),
+//! 75 (`EX_TEMPFAIL`) when a bounded queue is full: try again later.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -11,6 +12,8 @@ use std::process::ExitCode;
 const OPERATIONAL: u8 = 1;
 /// The command line was wrong.
 const USAGE: u8 = 2;
+/// A bounded queue had no room: try again later (sysexits' `EX_TEMPFAIL`).
+const TRY_LATER: u8 = 75;
 
 /// A command line that parses but makes no sense (an option missing for what was asked,
 /// say); exits 2.
@@ -44,6 +47,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 | stevedore::Error::InvalidInput(_)
                 | stevedore::Error::PayloadTooLarge { .. }
                 | stevedore::Error::Encode(_) => USAGE,
+                stevedore::Error::QueueFull { .. } => TRY_LATER,
                 _ => OPERATIONAL,
             };
         }

@@ -1,4 +1,5 @@
-//! `stevedore limits`: list rate and concurrency limits, set or remove one.
+//! `stevedore limits`: list rate and concurrency limits and queue capacities, set or
+//! remove one.
 
 use stevedore::admin::{LimitChange, LimitInfo};
 use stevedore::{Client, LimitScope, RateLimit};
@@ -21,9 +22,13 @@ impl Plan {
                 name,
                 rate,
                 max_running,
+                capacity,
             }) => {
                 let scope = LimitScope::parse(&scope, &name)?;
                 let mut change = LimitChange::default();
+                if let Some(n) = capacity {
+                    change = change.capacity(Some(n));
+                }
                 if let Some(r) = rate {
                     change = change.rate(Some(r.parse::<RateLimit>()?));
                 }
@@ -32,7 +37,7 @@ impl Plan {
                 }
                 if change == LimitChange::default() {
                     return Err(stevedore::Error::InvalidInput(
-                        "nothing to change: give --rate, --max-running or both (stevedore limits set type email.send --rate 50/s)".into(),
+                        "nothing to change: give --rate, --max-running or --capacity (stevedore limits set type email.send --rate 50/s)".into(),
                     )
                     .into());
                 }
@@ -43,15 +48,19 @@ impl Plan {
                 name,
                 rate,
                 max_running,
+                capacity,
             }) => {
                 let scope = LimitScope::parse(&scope, &name)?;
-                let both = !rate && !max_running;
+                let all = !rate && !max_running && !capacity;
                 let mut change = LimitChange::default();
-                if rate || both {
+                if rate || all {
                     change = change.rate(None);
                 }
-                if max_running || both {
+                if max_running || all {
                     change = change.max_running(None);
+                }
+                if capacity || (all && matches!(scope, LimitScope::Queue(_))) {
+                    change = change.capacity(None);
                 }
                 Plan::Change(scope, change)
             }
@@ -88,9 +97,11 @@ fn table(limits: &[LimitInfo]) -> String {
         ("NAME", Align::Left),
         ("RATE", Align::Left),
         ("MAX RUNNING", Align::Right),
+        ("CAPACITY", Align::Right),
         ("QUEUE", Align::Left),
         ("TOKENS", Align::Right),
         ("RUNNING", Align::Right),
+        ("WAITING", Align::Right),
     ]);
     let dash = || "-".to_string();
     for l in limits {
@@ -99,9 +110,10 @@ fn table(limits: &[LimitInfo]) -> String {
             l.name.clone(),
             l.rate.clone().unwrap_or_else(dash),
             l.max_running.map_or_else(dash, |n| n.to_string()),
+            l.capacity.map_or_else(dash, |n| n.to_string()),
         ];
         if l.queues.is_empty() {
-            t.row([head.clone(), vec![dash(), dash(), dash()]].concat());
+            t.row([head.clone(), vec![dash(), dash(), dash(), dash()]].concat());
         }
         for q in &l.queues {
             t.row(
@@ -111,6 +123,7 @@ fn table(limits: &[LimitInfo]) -> String {
                         q.queue.clone(),
                         q.tokens.map_or_else(dash, |n| format!("{n:.0}")),
                         q.running.map_or_else(dash, |n| n.to_string()),
+                        q.waiting.map_or_else(dash, |n| n.to_string()),
                     ],
                 ]
                 .concat(),

@@ -76,8 +76,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(a) => {
             // Refuse bad options before touching Redis.
             let job = a.job()?;
+            let wait = a.room_wait()?;
             let client = connect(g, 1).await?;
-            enqueue::run(&client, g, job, (&a.job_type, &a.queue), a.count).await
+            enqueue::run(&client, g, job, (&a.job_type, &a.queue), a.count, wait).await
         }
         Command::Limits { change } => {
             let plan = limits::Plan::from_args(change)?;

@@ -48,6 +48,7 @@ impl From<Error> for ApiError {
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::UnknownQueue(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::QueueNotEmpty { .. } => (StatusCode::CONFLICT, "queue_not_empty"),
+            Error::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             e if e.is_redis() => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -66,6 +67,13 @@ impl IntoResponse for ApiError {
             map.insert(k.to_string(), v);
         }
         let mut resp = (self.status, axum::Json(body)).into_response();
+        // A full bounded queue: workers make room continually, so a second is a fair wait.
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(QUEUE_FULL_RETRY_AFTER),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED
             && let Ok(v) = header::HeaderValue::from_str("Bearer")
         {
@@ -74,6 +82,9 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The `Retry-After` of a 429 (a full bounded queue), in seconds.
+const QUEUE_FULL_RETRY_AFTER: &str = "1";
 
 /// What a handler answers: its response, or an [`ApiError`].
 pub(super) type ApiResult = Result<Response, ApiError>;

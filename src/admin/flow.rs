@@ -1,6 +1,7 @@
-//! Rate and concurrency limits as operators see and change them: every limit with what it
-//! holds now on each queue (tokens left, jobs running), and changes checked against the
-//! live workers' job types. The HTTP API and the CLI call these.
+//! Rate and concurrency limits and queue capacities as operators see and change them:
+//! every limit with what it holds now on each queue (tokens left, jobs running, jobs
+//! waiting in a bounded queue), and changes checked against the live workers' job types.
+//! The HTTP API and the CLI call these.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,8 @@ pub struct LimitInfo {
     pub burst: Option<u32>,
     /// The concurrency limit: jobs running at once at most.
     pub max_running: Option<u32>,
+    /// A queue's capacity: jobs it may hold waiting (README, "Bounded queues").
+    pub capacity: Option<u64>,
     /// Per queue the limit applies to (for a type: the queues its live workers consume,
     /// and any other whose jobs used it lately): its tokens and places now. Not for
     /// per-key limits, which have a bucket and a set per key.
@@ -42,6 +45,9 @@ pub struct LimitOnQueue {
     pub tokens: Option<f64>,
     /// Jobs running under the concurrency limit now, when it has one.
     pub running: Option<u64>,
+    /// Jobs waiting in the queue now (ready and scheduled, over its partitions), when it
+    /// has a capacity.
+    pub waiting: Option<u64>,
 }
 
 /// A change to one scope's limits: `None` leaves a limit as it is, `Some(None)` removes it,
@@ -53,6 +59,8 @@ pub struct LimitChange {
     pub rate: Option<Option<RateLimit>>,
     /// The concurrency limit.
     pub max_running: Option<Option<u32>>,
+    /// The capacity (a `queue` scope only).
+    pub capacity: Option<Option<u64>>,
 }
 
 impl LimitChange {
@@ -65,6 +73,12 @@ impl LimitChange {
     /// Sets or removes the concurrency limit.
     pub fn max_running(mut self, n: Option<u32>) -> Self {
         self.max_running = Some(n);
+        self
+    }
+
+    /// Sets or removes the capacity of a queue.
+    pub fn capacity(mut self, n: Option<u64>) -> Self {
+        self.capacity = Some(n);
         self
     }
 }
@@ -83,6 +97,7 @@ impl Admin {
                     rate_per_second: None,
                     burst: None,
                     max_running: None,
+                    capacity: None,
                     queues: Vec::new(),
                 })
                 .clone()
@@ -100,6 +115,12 @@ impl Admin {
             let mut r = row(&mut rows, scope);
             r.max_running = Some(*n);
             rows.insert(scope.clone(), r);
+        }
+        for (queue, n) in self.client.queue_capacities().await? {
+            let scope = LimitScope::Queue(queue);
+            let mut r = row(&mut rows, &scope);
+            r.capacity = Some(n);
+            rows.insert(scope, r);
         }
         let queues = self.queue_names().await?;
         // The queues each job type is consumed from, by the live workers that handle it.
@@ -124,6 +145,10 @@ impl Admin {
                 LimitScope::Queue(q) => vec![q.clone()],
                 LimitScope::Type(_) => queues.clone(),
                 LimitScope::Key(_) => continue,
+            };
+            let waiting = match (scope, r.capacity) {
+                (LimitScope::Queue(q), Some(_)) => Some(self.waiting(q).await?),
+                _ => None,
             };
             let rate = rates.iter().find(|(s, _)| s == scope).map(|(_, l)| *l);
             let has_running = r.max_running.is_some();
@@ -165,6 +190,7 @@ impl Admin {
                         queue: q.clone(),
                         tokens,
                         running,
+                        waiting,
                     });
                 }
             }
@@ -184,6 +210,22 @@ impl Admin {
         }
         if let Some(Some(n)) = &change.max_running {
             check_running(scope, *n).map_err(Error::InvalidInput)?;
+        }
+        if let Some(capacity) = change.capacity {
+            let LimitScope::Queue(queue) = scope else {
+                return Err(Error::InvalidInput(format!(
+                    "a capacity bounds a queue, not {scope}: use the queue scope"
+                )));
+            };
+            match capacity {
+                Some(n) => {
+                    crate::bounded::check_capacity(n)?;
+                    self.client.set_queue_capacity(queue, n).await?;
+                }
+                None => {
+                    self.client.remove_queue_capacity(queue).await?;
+                }
+            }
         }
         if let LimitScope::Type(t) | LimitScope::Key(t) = scope {
             let known = self
@@ -218,6 +260,21 @@ impl Admin {
             }
         }
         store.set_limit_fields(&set).await
+    }
+}
+
+impl Admin {
+    /// Jobs waiting in `queue` (ready and scheduled), over its partitions.
+    async fn waiting(&self, queue: &str) -> Result<u64> {
+        let parts = self.client.partition_names(queue).await?;
+        let counts = futures::future::try_join_all(
+            parts.iter().map(|q| self.client.store().queue_counts(q)),
+        )
+        .await?;
+        Ok(counts
+            .iter()
+            .map(|c| c.ready.iter().sum::<u64>() + c.scheduled)
+            .sum())
     }
 }
 

@@ -208,6 +208,10 @@ pub struct JsonJob {
     /// partition, in order); see [`Job::partition_key`](crate::Job::partition_key).
     #[serde(default)]
     pub partition_key: Option<String>,
+    /// Into a full bounded queue, wait up to this long for room (`"2s"`) instead of
+    /// failing at once with [`Error::QueueFull`].
+    #[serde(default)]
+    pub wait_for_room: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -228,7 +232,16 @@ impl JsonJob {
             unique_ttl: None,
             traceparent: None,
             partition_key: None,
+            wait_for_room: None,
         }
+    }
+
+    /// How long to wait for room in a full bounded queue (`wait_for_room`), if at all.
+    pub fn room_wait(&self) -> Result<Option<Duration>> {
+        self.wait_for_room
+            .as_deref()
+            .map(|w| parse_duration("wait_for_room", w))
+            .transpose()
     }
 
     /// Checks the options and builds the job. Fails with [`Error::InvalidInput`] naming the
@@ -507,7 +520,20 @@ impl Admin {
     /// decodes, so a handler taking `struct SendEmail { to: String }` accepts
     /// `{"to": "ada@example.com"}`.
     pub async fn enqueue_json(&self, job: JsonJob) -> Result<Enqueued> {
-        self.enqueue_raw(job.into_raw()?).await
+        match job.room_wait()? {
+            None => self.enqueue_raw(job.into_raw()?).await,
+            Some(wait) => self.enqueue_raw_waiting(job.into_raw()?, wait).await,
+        }
+    }
+
+    /// [`enqueue_raw`](Self::enqueue_raw), waiting up to `wait` for room when the job's
+    /// bounded queue is full ([`Client::enqueue_wait`]).
+    pub async fn enqueue_raw_waiting(&self, job: RawJob, wait: Duration) -> Result<Enqueued> {
+        let (id, written) = self.client.enqueue_wait_checked(job, wait).await?;
+        Ok(Enqueued {
+            id,
+            duplicate: !written,
+        })
     }
 
     /// Enqueues `job` and says whether it was a duplicate of a unique job already there

@@ -245,6 +245,9 @@ async fn sample_limits(metrics: &Metrics, client: &Client) {
     for gone in last.0.difference(&shapes) {
         f.limit_rate.remove(gone);
         f.limit_max_running.remove(gone);
+        if gone.scope == "queue" {
+            f.capacity.remove(&QueueLabel::new(&gone.name));
+        }
     }
     for gone in last.1.difference(&states) {
         f.limit_tokens.remove(gone);
@@ -261,6 +264,17 @@ async fn sample_limits(metrics: &Metrics, client: &Client) {
         }
         if l.max_running.is_none() {
             f.limit_max_running.remove(&label);
+        }
+        if l.scope == "queue" {
+            let queue = QueueLabel::new(&l.name);
+            match l.capacity {
+                Some(n) => {
+                    f.capacity.get_or_create(&queue).set(n as i64);
+                }
+                None => {
+                    f.capacity.remove(&queue);
+                }
+            }
         }
     }
     *last = (shapes, states);

@@ -344,3 +344,100 @@ async fn a_partitioned_queue_shares_its_capacity_over_its_partitions() {
     }
     assert_eq!(total, 8);
 }
+
+/// A raw request to the admin API: the status, the response head (headers) and the JSON.
+async fn http(
+    api: &support::AdminServer,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::to_vec(&body).expect("json");
+    let mut s = tokio::net::TcpStream::connect(api.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(&body).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    // Small JSON bodies may come chunked: take the document between the outer brackets.
+    let json = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
+        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    (code, head.to_ascii_lowercase(), json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_a_full_queue_answers_429_with_retry_after() {
+    use serde_json::json;
+    let env = TestEnv::start().await;
+    let api =
+        support::serve_admin(&env.client, stevedore::admin::AdminConfig::loopback_only()).await;
+    let (code, _, row) = http(
+        &api,
+        "POST",
+        "/api/v1/limits/queue/web",
+        json!({ "capacity": 1 }),
+    )
+    .await;
+    assert_eq!(code, 200, "{row}");
+    assert_eq!(row["capacity"], 1, "{row}");
+    let job = json!({ "type": "bounded.work", "queue": "web", "payload": 1 });
+    let (code, _, first) = http(&api, "POST", "/api/v1/jobs", job.clone()).await;
+    assert_eq!(code, 201, "{first}");
+    let (code, head, refused) = http(&api, "POST", "/api/v1/jobs", job.clone()).await;
+    assert_eq!(code, 429, "{refused}");
+    assert_eq!(refused["error"], "queue_full", "{refused}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    // A wait for room within the request's deadline, and one past it.
+    let mut waiting = job.clone();
+    waiting["wait_for_room"] = json!("200ms");
+    let (code, _, _) = http(&api, "POST", "/api/v1/jobs", waiting.clone()).await;
+    assert_eq!(code, 429);
+    waiting["wait_for_room"] = json!("1m");
+    let (code, _, e) = http(&api, "POST", "/api/v1/jobs", waiting).await;
+    assert_eq!(code, 422, "{e}");
+    let (code, _, e) = http(
+        &api,
+        "POST",
+        "/api/v1/limits/queue/web",
+        json!({ "capacity": 0 }),
+    )
+    .await;
+    assert_eq!(code, 422, "{e}");
+    let (code, _, e) = http(
+        &api,
+        "POST",
+        "/api/v1/limits/queue/web",
+        json!({ "capacity": "lots" }),
+    )
+    .await;
+    assert_eq!(code, 422, "{e}");
+    let (code, _, list) = http(&api, "GET", "/api/v1/limits", json!({})).await;
+    assert_eq!(code, 200);
+    assert_eq!(list[0]["queues"][0]["waiting"], 1, "{list}");
+    let (code, _, row) = http(&api, "DELETE", "/api/v1/limits/queue/web", json!({})).await;
+    assert_eq!(
+        (code, &row["capacity"]),
+        (200, &serde_json::Value::Null),
+        "{row}"
+    );
+    let (code, _, _) = http(&api, "POST", "/api/v1/jobs", job).await;
+    assert_eq!(code, 201, "no bound any more");
+}

@@ -282,3 +282,75 @@ async fn limits_are_listed_set_and_removed() {
     let none = env.ok(&["limits"]).await;
     assert!(none.starts_with("no limits under prefix"), "{none}");
 }
+
+#[tokio::test]
+async fn a_full_queue_exits_75_and_a_waiting_enqueue_gets_in_when_room_is_made() {
+    let env = Env::start().await;
+    let set = env
+        .json(&["limits", "set", "queue", "jobs", "--capacity", "2"])
+        .await;
+    assert_eq!(set[0]["capacity"], 2, "{set}");
+    env.ok(&["enqueue", "work.do", "-q", "jobs", "-n", "2"])
+        .await;
+    // The first refusal leaves the queue's full mark; the rest change nothing.
+    let first = env.run(&["enqueue", "work.do", "-q", "jobs"]).await;
+    assert_eq!(first.code, Some(75), "{first:?}");
+    assert!(first.stderr.contains("is full"), "{first:?}");
+    env.fails(&["enqueue", "work.do", "-q", "jobs"], 75, "is full")
+        .await;
+    env.fails(
+        &["enqueue", "work.do", "-q", "jobs", "-n", "3"],
+        75,
+        "nothing was enqueued",
+    )
+    .await;
+    env.fails(
+        &[
+            "enqueue",
+            "work.do",
+            "-q",
+            "jobs",
+            "--wait-for-room",
+            "300ms",
+        ],
+        75,
+        "is full",
+    )
+    .await;
+    let list = env.json(&["limits"]).await;
+    assert_eq!(list[0]["capacity"], 2, "{list}");
+    assert_eq!(list[0]["queues"][0]["waiting"], 2, "{list}");
+
+    // A waiting enqueue hears the room a raised capacity makes.
+    let waiting = env
+        .command(&["enqueue", "work.do", "-q", "jobs", "--wait-for-room", "20s"])
+        .output();
+    let raise = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        env.ok(&["limits", "set", "queue", "jobs", "--capacity", "3"])
+            .await
+    };
+    let (out, _) = tokio::join!(waiting, raise);
+    let out = out.expect("the binary runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let list = env.json(&["limits"]).await;
+    assert_eq!(list[0]["queues"][0]["waiting"], 3, "{list}");
+
+    env.fails(
+        &["limits", "set", "queue", "jobs", "--capacity", "0"],
+        2,
+        "at least 1",
+    )
+    .await;
+    env.fails(
+        &["limits", "set", "type", "work.do", "--capacity", "5"],
+        2,
+        "bounds a queue",
+    )
+    .await;
+    let left = env
+        .json(&["limits", "remove", "queue", "jobs", "--capacity"])
+        .await;
+    assert!(left.as_array().is_some_and(Vec::is_empty), "{left}");
+    env.ok(&["enqueue", "work.do", "-q", "jobs"]).await;
+}

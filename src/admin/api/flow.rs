@@ -1,4 +1,5 @@
-//! Rate and concurrency limits: list them with what they hold now, set and remove them.
+//! Rate and concurrency limits and queue capacities: list them with what they hold now,
+//! set and remove them.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,8 +29,8 @@ fn invalid(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
 
-/// `{"rate": "50/s" | null, "max_running": 2 | null}`: a field left out stays as it is,
-/// `null` removes that limit.
+/// `{"rate": "50/s" | null, "max_running": 2 | null, "capacity": 1000 | null}`: a field
+/// left out stays as it is, `null` removes that limit (`capacity` for a queue only).
 async fn change(
     State(st): State<AppState>,
     Path((scope, name)): Path<(String, String)>,
@@ -39,10 +40,10 @@ async fn change(
     let body: serde_json::Map<String, Value> = json_body(&body)?;
     if let Some(other) = body
         .keys()
-        .find(|k| !matches!(k.as_str(), "rate" | "max_running"))
+        .find(|k| !matches!(k.as_str(), "rate" | "max_running" | "capacity"))
     {
         return Err(invalid(format!(
-            "unknown field {:?}: a limit change has `rate` and `max_running`",
+            "unknown field {:?}: a limit change has `rate`, `max_running` and `capacity`",
             crate::error::excerpt(other)
         )));
     }
@@ -71,22 +72,37 @@ async fn change(
             }
         },
     }
+    match body.get("capacity") {
+        None => {}
+        Some(Value::Null) => change = change.capacity(None),
+        Some(v) => match v.as_u64() {
+            Some(n) => change = change.capacity(Some(n)),
+            None => {
+                return Err(invalid(
+                    "`capacity` is a whole number of jobs, at least 1, or null to remove it".into(),
+                ));
+            }
+        },
+    }
     if change == LimitChange::default() {
         return Err(invalid(
-            "nothing to change: give `rate`, `max_running` or both".into(),
+            "nothing to change: give `rate`, `max_running` or `capacity`".into(),
         ));
     }
     st.admin.set_limits(&scope, &change).await?;
     current(&st, &scope).await
 }
 
-/// Removes both limits of the scope.
+/// Removes every limit of the scope (and a queue's capacity).
 async fn remove(
     State(st): State<AppState>,
     Path((scope, name)): Path<(String, String)>,
 ) -> ApiResult {
     let scope = LimitScope::parse(&scope, &name)?;
-    let change = LimitChange::default().rate(None).max_running(None);
+    let mut change = LimitChange::default().rate(None).max_running(None);
+    if matches!(scope, LimitScope::Queue(_)) {
+        change = change.capacity(None);
+    }
     st.admin.set_limits(&scope, &change).await?;
     current(&st, &scope).await
 }
@@ -108,6 +124,7 @@ async fn current(st: &AppState, scope: &LimitScope) -> ApiResult {
             "rate_per_second": null,
             "burst": null,
             "max_running": null,
+            "capacity": null,
             "queues": [],
         }),
     })

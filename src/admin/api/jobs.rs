@@ -13,6 +13,10 @@ use super::AppState;
 use crate::admin::JsonJob;
 use crate::admin::errors::{ApiError, ApiResult, json_body, ok};
 
+/// The longest `wait_for_room` a submit may ask for: within the request's deadline for its
+/// Redis calls.
+const MAX_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// The routes under `/api/v1` of jobs, queues, stats and workers.
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -28,6 +32,17 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn submit_job(State(st): State<AppState>, body: Bytes) -> ApiResult {
     let job: JsonJob = json_body(&body)?;
+    // A request has REDIS_DEADLINE for its Redis calls: a longer wait would end in a 503.
+    if job.room_wait()?.is_some_and(|w| w > MAX_ROOM_WAIT) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "wait_for_room is at most {} over HTTP: retry after the 429's Retry-After instead",
+                humantime::format_duration(MAX_ROOM_WAIT)
+            ),
+        ));
+    }
     let done = st.admin.enqueue_json(job).await?;
     if done.duplicate {
         return Err(ApiError::new(
