@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stevedore::{JobContext, JobError, Metrics, Worker, job_handler};
+use stevedore::{JobContext, JobError, Metrics, RawJob, Worker, job_handler};
 use tokio::net::TcpListener;
 
 use crate::support::{self, TestEnv, eventually};
@@ -192,6 +192,16 @@ impl Exporter {
             .enqueue(doomed::job(Chore { n: 3 }))
             .await
             .expect("enqueue");
+        // A bounded queue with no room: a refusal, and a capacity to sample.
+        c.set_queue_capacity("dash-bounded", 1)
+            .await
+            .expect("capacity");
+        let full = RawJob::new("dash.ok", "dash-bounded", &Chore { n: 4 }).expect("job");
+        c.enqueue(full.clone()).await.expect("room for one");
+        assert!(matches!(
+            c.enqueue(full).await,
+            Err(stevedore::Error::QueueFull { .. })
+        ));
         let env = &self.env;
         eventually(
             Duration::from_secs(30),

@@ -409,6 +409,30 @@ async fn the_dashboard_shows_sets_and_removes_limits_in_a_real_browser() {
             .is_empty()
     );
     assert_eq!(client.rate_limits().await.expect("limits").len(), 1);
+    // A capacity, set from the page on a queue no worker drains: the table shows it full.
+    b.fill("#limit-max-running", "").await;
+    b.fill("#limit-name", "ui-bounded").await;
+    b.fill("#limit-capacity", "1").await;
+    b.click("#limit-set").await;
+    b.wait_text("#limit-msg", "the confirmation", |t| {
+        t.contains("capacity 1")
+    })
+    .await;
+    assert_eq!(
+        client.queue_capacity("ui-bounded").await.expect("capacity"),
+        Some(1)
+    );
+    let job = stevedore::RawJob::new("ui.ok", "ui-bounded", &1).expect("job");
+    client.enqueue(job.clone()).await.expect("room for one");
+    assert!(matches!(
+        client.enqueue(job).await,
+        Err(stevedore::Error::QueueFull { .. })
+    ));
+    b.wait_for(
+        "#limits tr.full[data-limit='queue:ui-bounded']",
+        "the full queue marked in the table",
+    )
+    .await;
     b.close().await;
     app.stop().await;
 }
