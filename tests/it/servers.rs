@@ -505,6 +505,44 @@ pub(crate) async fn a_rate_limit_holds_over_a_partitioned_queue(url: &str) {
     h.shutdown().await.expect("clean shutdown");
 }
 
+/// A bounded queue refuses past its capacity (one job partly delayed, all counted), and a
+/// waiting enqueue gets in once a worker, started later, makes room: the scripts and the
+/// room channel work the same on this server.
+pub(crate) async fn a_bounded_queue_refuses_then_admits_a_waiting_job(url: &str) {
+    let h = harness(url, 0, |w| w).await;
+    let client = h.client().clone();
+    client
+        .set_queue_capacity("core", 2)
+        .await
+        .expect("capacity");
+    let first = client.enqueue(ok::job(task("a"))).await.expect("room");
+    let second = client
+        .enqueue(ok::job(task("b")).delay(Duration::from_millis(200)))
+        .await
+        .expect("room");
+    match client.enqueue(ok::job(task("c"))).await {
+        Err(stevedore::Error::QueueFull { queue, capacity }) => {
+            assert_eq!((queue.as_str(), capacity), ("core", 2));
+        }
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .enqueue_wait(ok::job(task("d")), Duration::from_secs(20))
+                .await
+        })
+    };
+    h.start_worker().await.expect("a worker");
+    let third = waiter.await.expect("waiter").expect("admitted");
+    for id in [&first, &second, &third] {
+        let s = h.wait_for(id, WAIT).await.expect("finishes");
+        assert_eq!(s.state, JobState::Succeeded);
+    }
+    h.shutdown().await.expect("clean shutdown");
+}
+
 /// On a cluster of three primaries, a queue's three partitions are served by three
 /// different primaries.
 #[tokio::test]
@@ -548,6 +586,7 @@ macro_rules! core_cases {
             case!(a_unique_job_is_made_once);
             case!(a_partitioned_queue_runs_on_every_partition);
             case!(a_rate_limit_holds_over_a_partitioned_queue);
+            case!(a_bounded_queue_refuses_then_admits_a_waiting_job);
         }
     };
 }
