@@ -4,8 +4,8 @@
 //! docs/architecture.md, "Rate limits" and "Concurrency limits".
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -501,16 +501,60 @@ pub(crate) fn slow_down_buckets(
     out
 }
 
+/// How often a worker tells producers of room in one queue at most. Fetches come far more
+/// often than this under load (one per finished job at high concurrency); a call per
+/// fetch would cost a busy bounded queue a script call per job.
+const ROOM_EVERY: Duration = Duration::from_millis(10);
+
+/// When this worker last told producers of room in each bounded queue, and whether a call
+/// waits for the end of the current window.
+#[derive(Debug, Default)]
+pub(crate) struct RoomNotices {
+    queues: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
 /// After this worker took jobs from `queue` (a queue or a partition): when it is bounded,
-/// tells producers waiting for room (`Store::room_made`), off the fetch loop.
+/// tells producers waiting for room (`Store::room_made`), off the fetch loop, at most once
+/// per [`ROOM_EVERY`]; a fetch inside the window leaves one call for its end, so no room
+/// made goes untold.
 pub(crate) fn room_made(rt: &Arc<Runtime>, queue: &str) {
     if !rt.limits.current().is_bounded(queue) {
         return;
     }
-    let client = rt.client.clone();
+    let now = Instant::now();
+    let wait = {
+        let mut queues = rt.room.queues.lock().unwrap_or_else(|p| p.into_inner());
+        match queues.get_mut(queue) {
+            None => {
+                queues.insert(queue.to_string(), (now, false));
+                Duration::ZERO
+            }
+            // One call already waits for the window's end: it will tell of this room too.
+            Some((_, true)) => return,
+            Some((last, deferred)) => {
+                let next = *last + ROOM_EVERY;
+                if now >= next {
+                    *last = now;
+                    Duration::ZERO
+                } else {
+                    *last = next;
+                    *deferred = true;
+                    next - now
+                }
+            }
+        }
+    };
+    let rt = rt.clone();
     let queue = queue.to_string();
     tokio::spawn(async move {
-        if let Err(e) = client.store().room_made(&queue).await {
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            let mut queues = rt.room.queues.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, deferred)) = queues.get_mut(&queue) {
+                *deferred = false;
+            }
+        }
+        if let Err(e) = rt.client.store().room_made(&queue).await {
             tracing::debug!(queue = %queue, error = %e, "telling producers of room failed");
         }
     });

@@ -97,6 +97,8 @@ pub(crate) struct Runtime {
     pub(crate) pause: control::PauseFlags,
     /// The rate and concurrency limits in force (read from Redis by the control loop).
     pub(crate) limits: limits::LimitTable,
+    /// When this worker last told producers of room, per bounded queue.
+    pub(crate) room: limits::RoomNotices,
     /// The places this worker holds under concurrency limits, renewed with its leases.
     pub(crate) running: Arc<places::SlotTable>,
     /// Finished jobs not yet added to the queues' lifetime totals.
@@ -236,6 +238,7 @@ impl Worker {
             registry: self.registry,
             pause: control::PauseFlags::new(&self.settings.queues),
             limits: limits::LimitTable::default(),
+            room: limits::RoomNotices::default(),
             running: Arc::default(),
             slots: Arc::new(Semaphore::new(concurrency)),
             settings: self.settings,

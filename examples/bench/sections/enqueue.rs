@@ -14,12 +14,12 @@ use crate::report::Report;
 const WARM: usize = 200;
 
 /// Rate (jobs/s) and work per job of one measured loop.
-struct Measured {
-    rate: f64,
-    per_job: PerJob,
+pub(super) struct Measured {
+    pub(super) rate: f64,
+    pub(super) per_job: PerJob,
 }
 
-async fn measure<F, Fut>(ctx: &Ctx, jobs: usize, work: F) -> anyhow::Result<Measured>
+pub(super) async fn measure<F, Fut>(ctx: &Ctx, jobs: usize, work: F) -> anyhow::Result<Measured>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -48,7 +48,12 @@ async fn single(client: &Client, queue: &str, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bulk(client: &Client, queue: &str, n: usize, chunk: usize) -> anyhow::Result<()> {
+pub(super) async fn bulk(
+    client: &Client,
+    queue: &str,
+    n: usize,
+    chunk: usize,
+) -> anyhow::Result<()> {
     let mut left = n;
     while left > 0 {
         let k = left.min(chunk);

@@ -2,6 +2,7 @@
 //! stevedore, raw commands and BullMQ in turn, then the report. The `cluster` section
 //! starts a Redis Cluster of its own and measures there (stevedore and raw only).
 
+mod bounded;
 mod cluster;
 mod drain;
 mod enqueue;
@@ -33,16 +34,19 @@ pub(crate) enum Section {
     Cluster,
     /// Rate limits: an idle one's cost, a hit one's accuracy.
     Limits,
+    /// Bounded queues: what a capacity costs enqueues and drains.
+    Bounded,
 }
 
 /// The sections a run without `--only` does, in order.
-const ALL: [Section; 6] = [
+const ALL: [Section; 7] = [
     Section::Enqueue,
     Section::Drain,
     Section::Latency,
     Section::Memory,
     Section::Cluster,
     Section::Limits,
+    Section::Bounded,
 ];
 
 /// What every section needs.
@@ -259,6 +263,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             Section::Memory => memory::run(&ctx, &mut report).await?,
             Section::Cluster => cluster::run(&ctx, &mut report).await?,
             Section::Limits => limits::run(&ctx, &mut report).await?,
+            Section::Bounded => bounded::run(&ctx, &mut report).await?,
         }
         ctx.cleanup().await?;
     }
