@@ -377,16 +377,20 @@ impl Client {
         // A partitioned queue's job goes to one of its partitions (`partition`).
         let mut jobs = jobs;
         // The distinct queues only: a bulk batch names one queue a thousand times.
-        let mut queues: Vec<String> = Vec::new();
+        // With, per job, the index of the queue it named (for a refusal's error).
+        let mut distinct: Vec<String> = Vec::new();
+        let mut named: Vec<usize> = Vec::with_capacity(jobs.len());
         for j in &jobs {
-            if !queues.contains(&j.queue) {
-                queues.push(j.queue.clone());
+            match distinct.iter().position(|q| *q == j.queue) {
+                Some(at) => named.push(at),
+                None => {
+                    named.push(distinct.len());
+                    distinct.push(j.queue.clone());
+                }
             }
         }
-        let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
+        let queues: Vec<&str> = distinct.iter().map(String::as_str).collect();
         let layouts = self.layouts_of(&queues).await?;
-        // The queue each job named, for a refusal's error.
-        let named: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
         for j in &mut jobs {
             if let Some(layout) = layouts.get(&j.queue)
                 && layout.names.len() > 1
@@ -468,10 +472,13 @@ impl Client {
                 Ok(written
                     .into_iter()
                     .zip(named)
-                    .map(|(w, queue)| match w {
+                    .map(|(w, at)| match w {
                         Written::New(id) => Ok((JobId::from(id), true)),
                         Written::Duplicate(id) => Ok((JobId::from(id), false)),
-                        Written::Full(capacity) => Err(Error::QueueFull { queue, capacity }),
+                        Written::Full(capacity) => Err(Error::QueueFull {
+                            queue: distinct.get(at).cloned().unwrap_or_default(),
+                            capacity,
+                        }),
                     })
                     .collect())
             }
