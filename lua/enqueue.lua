@@ -4,7 +4,7 @@
 -- KEYS[1] target: the ready stream (mode 'ready') or the scheduled set ('in'/'at')
 -- KEYS[2] the job's status hash (delayed jobs)  KEYS[3] the unique key (read only when
 --         ARGV[7] > 0)  KEYS[4..6] the queue's high, normal and low streams  KEYS[7] its
---         scheduled set  KEYS[8] its capacity  KEYS[9] its full mark
+--         scheduled set  KEYS[8] its capacity  KEYS[9] its full mark  KEYS[10] its totals
 --         (KEYS[4..9] are read for a bounded queue: see enqueue_ready.lua)
 -- ARGV[1] job id of a delayed job ('' for a ready one: its id is its entry's)
 -- ARGV[2] mode: 'ready', 'in' (ARGV[3] = delay ms on Redis' clock) or
@@ -28,6 +28,7 @@ end
 local room, capacity = room_left(KEYS[8], { KEYS[4], KEYS[5], KEYS[6] }, KEYS[7], ARGV[11])
 if room ~= nil and room <= 0 then
   mark_full(KEYS[9])
+  redis.call('HINCRBY', KEYS[10], 'refused', 1)
   return { '', 2, capacity }
 end
 local now_ms = clock_ms()

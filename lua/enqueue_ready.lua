@@ -4,10 +4,11 @@
 --
 -- A bounded queue (one with a capacity) takes jobs while it has room and refuses the
 -- rest of the call, counting and writing in one step, so concurrent producers never push
--- it past its capacity; a refusal leaves the queue's full mark for room.lua.
+-- it past its capacity; a refusal leaves the queue's full mark for room.lua and is counted
+-- in the queue's lifetime totals.
 --
 -- KEYS[1..3] the queue's ready streams: high, normal, low  KEYS[4] its scheduled set
--- KEYS[5] its capacity  KEYS[6] its full mark
+-- KEYS[5] its capacity  KEYS[6] its full mark  KEYS[7] its lifetime totals (`refused`)
 -- ARGV[1] the consumer group
 -- ARGV[2..] for each job: priority (1 high, 2 normal, 3 low), the number k of optional
 -- fields, the values of type, attempt, max_attempts and enqueued_at, k optional fields as
@@ -18,13 +19,13 @@
 -- full, the queue's capacity (an integer).
 local room, capacity = room_left(KEYS[5], { KEYS[1], KEYS[2], KEYS[3] }, KEYS[4], ARGV[1])
 local ids = {}
-local refused = false
+local refused = 0
 local i = 2
 while i <= #ARGV do
   local optional = tonumber(ARGV[i + 1])
   if room ~= nil and room <= 0 then
     ids[#ids + 1] = capacity
-    refused = true
+    refused = refused + 1
   else
     if room ~= nil then
       room = room - 1
@@ -47,7 +48,8 @@ while i <= #ARGV do
   end
   i = i + 7 + 2 * optional
 end
-if refused then
+if refused > 0 then
   mark_full(KEYS[6])
+  redis.call('HINCRBY', KEYS[7], 'refused', refused)
 end
 return ids

@@ -102,6 +102,7 @@ fn table(limits: &[LimitInfo]) -> String {
         ("TOKENS", Align::Right),
         ("RUNNING", Align::Right),
         ("WAITING", Align::Right),
+        ("REFUSED", Align::Right),
     ]);
     let dash = || "-".to_string();
     for l in limits {
@@ -113,7 +114,7 @@ fn table(limits: &[LimitInfo]) -> String {
             l.capacity.map_or_else(dash, |n| n.to_string()),
         ];
         if l.queues.is_empty() {
-            t.row([head.clone(), vec![dash(), dash(), dash(), dash()]].concat());
+            t.row([head.clone(), vec![dash(), dash(), dash(), dash(), dash()]].concat());
         }
         for q in &l.queues {
             t.row(
@@ -124,6 +125,7 @@ fn table(limits: &[LimitInfo]) -> String {
                         q.tokens.map_or_else(dash, |n| format!("{n:.0}")),
                         q.running.map_or_else(dash, |n| n.to_string()),
                         q.waiting.map_or_else(dash, |n| n.to_string()),
+                        q.refused.map_or_else(dash, |n| n.to_string()),
                     ],
                 ]
                 .concat(),

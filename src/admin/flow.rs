@@ -48,6 +48,8 @@ pub struct LimitOnQueue {
     /// Jobs waiting in the queue now (ready and scheduled, over its partitions), when it
     /// has a capacity.
     pub waiting: Option<u64>,
+    /// Jobs the queue refused for want of room, over its life, when it has a capacity.
+    pub refused: Option<u64>,
 }
 
 /// A change to one scope's limits: `None` leaves a limit as it is, `Some(None)` removes it,
@@ -146,9 +148,12 @@ impl Admin {
                 LimitScope::Type(_) => queues.clone(),
                 LimitScope::Key(_) => continue,
             };
-            let waiting = match (scope, r.capacity) {
-                (LimitScope::Queue(q), Some(_)) => Some(self.waiting(q).await?),
-                _ => None,
+            let (waiting, refused) = match (scope, r.capacity) {
+                (LimitScope::Queue(q), Some(_)) => {
+                    let (w, r) = self.waiting(q).await?;
+                    (Some(w), Some(r))
+                }
+                _ => (None, None),
             };
             let rate = rates.iter().find(|(s, _)| s == scope).map(|(_, l)| *l);
             let has_running = r.max_running.is_some();
@@ -191,6 +196,7 @@ impl Admin {
                         tokens,
                         running,
                         waiting,
+                        refused,
                     });
                 }
             }
@@ -264,17 +270,23 @@ impl Admin {
 }
 
 impl Admin {
-    /// Jobs waiting in `queue` (ready and scheduled), over its partitions.
-    async fn waiting(&self, queue: &str) -> Result<u64> {
+    /// Jobs waiting in `queue` (ready and scheduled) and jobs it refused, over its
+    /// partitions.
+    async fn waiting(&self, queue: &str) -> Result<(u64, u64)> {
         let parts = self.client.partition_names(queue).await?;
-        let counts = futures::future::try_join_all(
-            parts.iter().map(|q| self.client.store().queue_counts(q)),
-        )
-        .await?;
-        Ok(counts
+        let store = self.client.store();
+        let counts =
+            futures::future::try_join_all(parts.iter().map(|q| store.queue_counts(q))).await?;
+        let totals = futures::future::try_join_all(parts.iter().map(|q| store.totals(q))).await?;
+        let waiting = counts
             .iter()
             .map(|c| c.ready.iter().sum::<u64>() + c.scheduled)
-            .sum())
+            .sum();
+        let refused = totals
+            .iter()
+            .map(|t| t.get("refused").copied().unwrap_or(0))
+            .sum();
+        Ok((waiting, refused))
     }
 }
 

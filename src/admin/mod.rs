@@ -84,6 +84,9 @@ pub struct Totals {
     pub dead: u64,
     /// Entries the janitor took back from workers that were gone.
     pub reclaimed: u64,
+    /// Jobs refused at enqueue because the queue was full (counted by the enqueue itself,
+    /// at once).
+    pub refused: u64,
 }
 
 impl Totals {
@@ -95,6 +98,7 @@ impl Totals {
             retried: get(TOTALS[2]),
             dead: get(TOTALS[3]),
             reclaimed: get(TOTALS[4]),
+            refused: get("refused"),
         }
     }
 
@@ -104,6 +108,7 @@ impl Totals {
         self.retried += o.retried;
         self.dead += o.dead;
         self.reclaimed += o.reclaimed;
+        self.refused += o.refused;
     }
 }
 

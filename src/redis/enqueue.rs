@@ -183,7 +183,7 @@ async fn write_jobs(
             let at = match open.get(&w.queue) {
                 Some(&at) => at,
                 None => {
-                    let mut script_keys: Vec<Value> = Vec::with_capacity(6);
+                    let mut script_keys: Vec<Value> = Vec::with_capacity(7);
                     script_keys.extend(keys.streams(&w.queue).map(Value::from));
                     script_keys.extend(bound_keys(keys, &w.queue).map(Value::from));
                     commands.push(EnqueueCommand::Ready {
@@ -358,12 +358,13 @@ impl Written {
 }
 
 /// The keys an enqueue script reads for a bounded queue, after its streams: the scheduled
-/// set, the capacity and the full mark.
-fn bound_keys(keys: &keys::Keys, queue: &str) -> [String; 3] {
+/// set, the capacity, the full mark and the lifetime totals (refusals are counted there).
+fn bound_keys(keys: &keys::Keys, queue: &str) -> [String; 4] {
     [
         keys.scheduled(queue),
         keys.capacity(queue),
         keys.full(queue),
+        keys.totals(queue),
     ]
 }
 

@@ -98,6 +98,16 @@ async fn a_full_queue_takes_exactly_its_capacity_from_eight_racing_producers() {
         refused += r;
     }
     println!("accepted {accepted}, refused {refused} of 240");
+    let info = env
+        .client
+        .admin()
+        .queue("racing")
+        .await
+        .expect("queue info");
+    assert_eq!(
+        info.totals.refused, refused,
+        "each refusal counted once, by the enqueue"
+    );
     assert_eq!(accepted, CAPACITY, "exactly the capacity got in");
     assert_eq!(refused, 240 - CAPACITY);
     assert_eq!(
@@ -432,6 +442,8 @@ async fn over_http_a_full_queue_answers_429_with_retry_after() {
     let (code, _, list) = http(&api, "GET", "/api/v1/limits", json!({})).await;
     assert_eq!(code, 200);
     assert_eq!(list[0]["queues"][0]["waiting"], 1, "{list}");
+    // The refused submit, and the waiting one's first try and its last, at the deadline.
+    assert_eq!(list[0]["queues"][0]["refused"], 3, "{list}");
     let (code, _, row) = http(&api, "DELETE", "/api/v1/limits/queue/web", json!({})).await;
     assert_eq!(
         (code, &row["capacity"]),

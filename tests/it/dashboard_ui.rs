@@ -428,9 +428,10 @@ async fn the_dashboard_shows_sets_and_removes_limits_in_a_real_browser() {
         client.enqueue(job).await,
         Err(stevedore::Error::QueueFull { .. })
     ));
-    b.wait_for(
+    b.wait_text(
         "#limits tr.full[data-limit='queue:ui-bounded']",
-        "the full queue marked in the table",
+        "the full queue marked in the table, with its refusal",
+        |t| t.contains("1 (1 refused)"),
     )
     .await;
     b.close().await;

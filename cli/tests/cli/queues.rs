@@ -292,34 +292,38 @@ async fn a_full_queue_exits_75_and_a_waiting_enqueue_gets_in_when_room_is_made()
     assert_eq!(set[0]["capacity"], 2, "{set}");
     env.ok(&["enqueue", "work.do", "-q", "jobs", "-n", "2"])
         .await;
-    // The first refusal leaves the queue's full mark; the rest change nothing.
-    let first = env.run(&["enqueue", "work.do", "-q", "jobs"]).await;
-    assert_eq!(first.code, Some(75), "{first:?}");
-    assert!(first.stderr.contains("is full"), "{first:?}");
-    env.fails(&["enqueue", "work.do", "-q", "jobs"], 75, "is full")
-        .await;
-    env.fails(
-        &["enqueue", "work.do", "-q", "jobs", "-n", "3"],
-        75,
-        "nothing was enqueued",
-    )
-    .await;
-    env.fails(
-        &[
-            "enqueue",
-            "work.do",
-            "-q",
-            "jobs",
-            "--wait-for-room",
-            "300ms",
-        ],
-        75,
-        "is full",
-    )
-    .await;
+    // A refusal writes no job: it leaves the queue's full mark and counts itself.
+    for (args, says) in [
+        (vec!["enqueue", "work.do", "-q", "jobs"], "is full"),
+        (
+            vec!["enqueue", "work.do", "-q", "jobs", "-n", "3"],
+            "nothing was enqueued",
+        ),
+        (
+            vec![
+                "enqueue",
+                "work.do",
+                "-q",
+                "jobs",
+                "--wait-for-room",
+                "300ms",
+            ],
+            "is full",
+        ),
+    ] {
+        let run = env.run(&args).await;
+        assert_eq!(run.code, Some(75), "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
+        assert!(
+            run.stderr.starts_with("error: ") && run.stderr.contains(says),
+            "{args:?}: {run:?}"
+        );
+    }
     let list = env.json(&["limits"]).await;
     assert_eq!(list[0]["capacity"], 2, "{list}");
     assert_eq!(list[0]["queues"][0]["waiting"], 2, "{list}");
+    // One, three, and the waiting enqueue's first try and its last, at the deadline.
+    assert_eq!(list[0]["queues"][0]["refused"], 6, "{list}");
 
     // A waiting enqueue hears the room a raised capacity makes.
     let waiting = env
