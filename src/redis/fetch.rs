@@ -18,6 +18,7 @@ pub(crate) struct Reader {
     conn: ReadConn,
     consumer: String,
     fetch: fred::types::scripts::Script,
+    oldest: fred::types::scripts::Script,
 }
 
 /// The connection of a [`Reader`].
@@ -52,6 +53,7 @@ impl Store {
             conn,
             consumer: consumer.to_string(),
             fetch: self.scripts.fetch.clone(),
+            oldest: self.scripts.oldest.clone(),
         })
     }
 }
@@ -285,6 +287,29 @@ impl Reader {
             .try_into()
             .map_err(|_| crate::Error::Decode("fetch script: three streams".into()))?;
         Ok([h, n, l])
+    }
+
+    /// How long the oldest undelivered entry of each of `streams` (high, normal, low) has
+    /// waited, in ms on Redis' clock (`lua/oldest.lua`); `None` for a stream with nothing
+    /// waiting.
+    pub(crate) async fn oldest_waiting(
+        &self,
+        streams: &[String; 3],
+    ) -> crate::Result<[Option<u64>; 3]> {
+        let client = self.client(&streams[0]).await?;
+        let ages: Vec<i64> = self
+            .guarded(
+                &client,
+                run(
+                    &client,
+                    &self.oldest,
+                    streams.to_vec(),
+                    vec![Value::from(GROUP)],
+                ),
+            )
+            .await?;
+        let age = |i: usize| ages.get(i).and_then(|a| u64::try_from(*a).ok());
+        Ok([age(0), age(1), age(2)])
     }
 
     /// Closes the connection. It may still be inside a blocking read: that is interrupted

@@ -49,6 +49,7 @@ pub(super) struct Scripts {
     pub(super) done_trim: Script,
     pub(super) limit: Script,
     pub(super) room: Script,
+    pub(super) oldest: Script,
 }
 
 impl Scripts {
@@ -76,6 +77,7 @@ impl Scripts {
             done_trim: script!("done_trim"),
             limit: script!("limit"),
             room: script!("room"),
+            oldest: script!("oldest"),
         }
     }
 

@@ -110,6 +110,20 @@ impl WorkerBuilder {
         self
     }
 
+    /// Bounds how long a `normal` or `low` job waits behind higher priorities (off by
+    /// default): once the oldest job waiting in a lower stream has waited `bound`, this
+    /// worker's fetches serve that stream first, oldest first, until its oldest waiting
+    /// job is younger than `bound`. So under a steady flood of `high` jobs a `low` one
+    /// starts after about `bound`, plus the check interval (a tenth of `bound`, 20 ms to
+    /// 1 s) and the time to run the aged jobs queued before it. The wait counts from when
+    /// the job entered its stream (a delayed or retried job: when it became due). Not yet
+    /// for the partitions of a partitioned queue on a single server (README, "Priority
+    /// aging"). At least 10 ms (`InvalidConfig` at `build`).
+    pub fn priority_aging(mut self, bound: Duration) -> Self {
+        self.settings.priority_aging = Some(bound);
+        self
+    }
+
     /// Retry policy for handlers that do not set their own, and for job types this worker
     /// does not know (default: exponential from 1 s to 10 min, with jitter).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {

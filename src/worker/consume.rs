@@ -160,6 +160,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
     tracing::debug!(queue, consumer = %rt.settings.consumer, "consuming");
     rt.consume_state.set_consuming(&queue, true);
     let mut splitter = SlotSplitter::new(rt.settings.weights);
+    let mut aging = rt.settings.priority_aging.map(Aging::new);
     let mut paused = rt.pause.subscribe(&queue);
     let handoff = rt.handoff(&queue);
 
@@ -187,21 +188,34 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
         };
         let finished = waiting.take();
         let free = (1 + rt.slots.available_permits() as u32).min(MAX_FETCH);
-        let riding = if free <= SCRIPTED_FETCH_MAX && finished.len() <= MAX_RIDING {
-            let (riding, other) = ack::by_stream(finished, &stream_names);
-            handoff.to_acker(other).await;
-            riding
-        } else {
-            handoff.to_acker(finished).await;
-            Default::default()
+        let aged = match aging.as_mut() {
+            Some(a) => a.aged(&conn, &streams).await,
+            None => Vec::new(),
         };
+        let riding =
+            if aged.is_empty() && free <= SCRIPTED_FETCH_MAX && finished.len() <= MAX_RIDING {
+                let (riding, other) = ack::by_stream(finished, &stream_names);
+                handoff.to_acker(other).await;
+                riding
+            } else {
+                handoff.to_acker(finished).await;
+                Default::default()
+            };
         let mut first = Some(first);
         let mut sent = Instant::now();
-        let mut fetched = within(
-            READ_DEADLINE,
-            fetch_ready(&conn, &streams, free, &mut splitter, &riding),
-        )
-        .await;
+        let mut fetched = if aged.is_empty() {
+            within(
+                READ_DEADLINE,
+                fetch_ready(&conn, &streams, free, &mut splitter, &riding),
+            )
+            .await
+        } else {
+            within(
+                READ_DEADLINE,
+                fetch_aged(&conn, &streams, free, &mut splitter, &aged),
+            )
+            .await
+        };
         if fetched.is_err() {
             // Maybe acknowledged, maybe not (the reply was lost): acknowledging again is
             // harmless, never acknowledging would run the jobs again.
@@ -407,6 +421,85 @@ async fn fetch_in_rounds(
     Ok(out)
 }
 
+/// Priority aging (`WorkerBuilder::priority_aging`) for one fetch loop: which lower
+/// streams hold a job that has waited past the bound, checked at most every tenth of it.
+struct Aging {
+    bound_ms: u64,
+    every: Duration,
+    checked: Option<Instant>,
+    /// Aged streams (1 normal, 2 low), oldest first.
+    aged: Vec<usize>,
+}
+
+impl Aging {
+    fn new(bound: Duration) -> Self {
+        Aging {
+            bound_ms: bound.as_millis() as u64,
+            every: (bound / 10).clamp(Duration::from_millis(20), Duration::from_secs(1)),
+            checked: None,
+            aged: Vec::new(),
+        }
+    }
+
+    /// The streams to serve first, oldest first: read again from Redis when the last
+    /// check is older than `every` (a failed check keeps the last answer).
+    async fn aged(&mut self, conn: &Reader, streams: &[String; 3]) -> Vec<usize> {
+        if self.checked.is_none_or(|t| t.elapsed() >= self.every) {
+            self.checked = Some(Instant::now());
+            match conn.oldest_waiting(streams).await {
+                Ok(ages) => self.aged = aged_order(ages, self.bound_ms),
+                Err(e) => tracing::debug!(error = %e, "checking waiting ages failed"),
+            }
+        }
+        self.aged.clone()
+    }
+}
+
+/// The lower streams (1 normal, 2 low) whose oldest waiting job is `bound_ms` old or
+/// older, oldest first. `high` never ages: it is served first anyway.
+fn aged_order(ages: [Option<u64>; 3], bound_ms: u64) -> Vec<usize> {
+    let mut aged: Vec<(usize, u64)> = (1..3)
+        .filter_map(|i| ages[i].filter(|a| *a >= bound_ms).map(|a| (i, a)))
+        .collect();
+    aged.sort_by_key(|(_, a)| std::cmp::Reverse(*a));
+    aged.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Reads up to `free` entries with the `aged` streams served first (in order, each as
+/// many as it has), then the rest as [`fetch_in_rounds`] does.
+async fn fetch_aged(
+    conn: &Reader,
+    streams: &[String; 3],
+    free: u32,
+    splitter: &mut SlotSplitter,
+    aged: &[usize],
+) -> crate::Result<Vec<(Priority, Entry)>> {
+    let mut out: Vec<(Priority, Entry)> = Vec::new();
+    let mut remaining = free;
+    for &i in aged {
+        if remaining == 0 {
+            break;
+        }
+        let reply = conn
+            .read_shares(&[(streams[i].clone(), u64::from(remaining))])
+            .await?;
+        let entries = match reply.into_iter().next() {
+            Some(Ok(entries)) => entries,
+            Some(Err(e)) => {
+                one_stream_failed(conn, streams, !out.is_empty(), e).await?;
+                continue;
+            }
+            None => Vec::new(),
+        };
+        remaining = remaining.saturating_sub(entries.len() as u32);
+        out.extend(entries.into_iter().map(|e| (Priority::ALL[i], e)));
+    }
+    if remaining > 0 {
+        out.extend(fetch_in_rounds(conn, streams, remaining, splitter).await?);
+    }
+    Ok(out)
+}
+
 /// Blocks until an entry arrives on any of the three streams (or the BLOCK time passes,
 /// or `stop` fires) and returns what arrived, one entry per stream at most.
 async fn fetch_blocking(
@@ -427,4 +520,20 @@ async fn fetch_blocking(
     }
     out.sort_by_key(|(p, _)| *p);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::aged_order;
+
+    #[test]
+    fn lower_streams_past_the_bound_are_served_oldest_first() {
+        assert!(aged_order([Some(9_000), Some(10), None], 300).is_empty());
+        assert_eq!(
+            aged_order([Some(9_000), Some(400), Some(900)], 300),
+            vec![2, 1]
+        );
+        assert_eq!(aged_order([None, Some(300), Some(299)], 300), vec![1]);
+        assert!(aged_order([None, None, None], 300).is_empty());
+    }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Settings {
     pub(crate) rate_limits: Vec<(crate::LimitScope, crate::RateLimit)>,
     /// Concurrency limits this worker declares through its builder.
     pub(crate) concurrency_limits: Vec<(crate::LimitScope, u32)>,
+    /// How long a normal or low job may wait behind higher ones before it is served first.
+    pub(crate) priority_aging: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             partitions: Vec::new(),
             rate_limits: Vec::new(),
             concurrency_limits: Vec::new(),
+            priority_aging: None,
         }
     }
 }
@@ -76,6 +79,12 @@ impl Settings {
         }
         if self.max_deliveries == 0 {
             return refuse("max_deliveries must be at least 1");
+        }
+        if self
+            .priority_aging
+            .is_some_and(|b| b < Duration::from_millis(10))
+        {
+            return refuse("priority_aging must be at least 10 ms");
         }
         if self.weights.all_zero() {
             return refuse("at least one priority weight must be above 0");

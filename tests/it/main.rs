@@ -11,6 +11,9 @@ mod admin;
 /// The admin server's defenses: cross-site requests, unknown hosts, tokens for reads,
 /// loopback-only without a token, bounded lists, JSON errors for bodies too large or slow.
 mod admin_security;
+/// Priority aging: a low job's wait under a flood of high ones is bounded; without aging
+/// it starves.
+mod aging;
 /// Malformed entries, unknown types, undecodable and oversized payloads go to the DLQ.
 mod bad_input;
 /// Bounded queues: refusals exact under racing producers, bulk refusals per job, waiting
