@@ -116,9 +116,9 @@ impl WorkerBuilder {
     /// job is younger than `bound`. So under a steady flood of `high` jobs a `low` one
     /// starts after about `bound`, plus the check interval (a tenth of `bound`, 20 ms to
     /// 1 s) and the time to run the aged jobs queued before it. The wait counts from when
-    /// the job entered its stream (a delayed or retried job: when it became due). Not yet
-    /// for the partitions of a partitioned queue on a single server (README, "Priority
-    /// aging"). At least 10 ms (`InvalidConfig` at `build`).
+    /// the job entered its stream (a delayed or retried job: when it became due); a
+    /// partitioned queue ages per partition (README, "Priority aging"). At least 10 ms
+    /// (`InvalidConfig` at `build`).
     pub fn priority_aging(mut self, bound: Duration) -> Self {
         self.settings.priority_aging = Some(bound);
         self

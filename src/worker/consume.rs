@@ -423,8 +423,8 @@ async fn fetch_in_rounds(
 
 /// Priority aging (`WorkerBuilder::priority_aging`) for one fetch loop: which lower
 /// streams hold a job that has waited past the bound, checked at most every tenth of it.
-struct Aging {
-    bound_ms: u64,
+pub(super) struct Aging {
+    pub(super) bound_ms: u64,
     every: Duration,
     checked: Option<Instant>,
     /// Aged streams (1 normal, 2 low), oldest first.
@@ -432,7 +432,7 @@ struct Aging {
 }
 
 impl Aging {
-    fn new(bound: Duration) -> Self {
+    pub(super) fn new(bound: Duration) -> Self {
         Aging {
             bound_ms: bound.as_millis() as u64,
             every: (bound / 10).clamp(Duration::from_millis(20), Duration::from_secs(1)),
@@ -441,11 +441,19 @@ impl Aging {
         }
     }
 
+    /// Whether a check is due (the last is older than `every`); if so, it counts as made.
+    pub(super) fn due(&mut self) -> bool {
+        if self.checked.is_none_or(|t| t.elapsed() >= self.every) {
+            self.checked = Some(Instant::now());
+            return true;
+        }
+        false
+    }
+
     /// The streams to serve first, oldest first: read again from Redis when the last
     /// check is older than `every` (a failed check keeps the last answer).
     async fn aged(&mut self, conn: &Reader, streams: &[String; 3]) -> Vec<usize> {
-        if self.checked.is_none_or(|t| t.elapsed() >= self.every) {
-            self.checked = Some(Instant::now());
+        if self.due() {
             match conn.oldest_waiting(streams).await {
                 Ok(ages) => self.aged = aged_order(ages, self.bound_ms),
                 Err(e) => tracing::debug!(error = %e, "checking waiting ages failed"),
@@ -457,7 +465,7 @@ impl Aging {
 
 /// The lower streams (1 normal, 2 low) whose oldest waiting job is `bound_ms` old or
 /// older, oldest first. `high` never ages: it is served first anyway.
-fn aged_order(ages: [Option<u64>; 3], bound_ms: u64) -> Vec<usize> {
+pub(super) fn aged_order(ages: [Option<u64>; 3], bound_ms: u64) -> Vec<usize> {
     let mut aged: Vec<(usize, u64)> = (1..3)
         .filter_map(|i| ages[i].filter(|a| *a >= bound_ms).map(|a| (i, a)))
         .collect();

@@ -15,7 +15,9 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Runtime;
-use super::consume::{BLOCK, MAX_FETCH, READ_DEADLINE, Stall, reconnect_backoff, unpaused, within};
+use super::consume::{
+    Aging, BLOCK, MAX_FETCH, READ_DEADLINE, Stall, aged_order, reconnect_backoff, unpaused, within,
+};
 use super::dispatch::Delivery;
 use super::started;
 use crate::Priority;
@@ -84,6 +86,9 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
         rt.consume_state.set_consuming(&p.queue, true);
     }
     let mut splitter = SlotSplitter::new(rt.settings.weights);
+    let mut aging = rt.settings.priority_aging.map(Aging::new);
+    // With aging: the lower streams past the bound, oldest first, and their ages.
+    let mut aged: Vec<(usize, Priority, u64)> = Vec::new();
     // Partitions are paused with their queue: one flag serves them all.
     let mut paused = rt.pause.subscribe(&parts[0].queue);
     let mut turn = 0usize;
@@ -103,6 +108,27 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
             }
         };
         let free = (1 + rt.slots.available_permits() as u32).min(MAX_FETCH);
+        if let Some(a) = aging.as_mut()
+            && a.due()
+        {
+            match aged_streams(&conn, &parts, a.bound_ms).await {
+                Ok(now) => aged = now,
+                Err(e) => tracing::debug!(error = %e, "checking waiting ages failed"),
+            }
+        }
+        // Aged streams first, each for what is left of the free slots.
+        let mut early: Vec<(String, Entry)> = Vec::new();
+        for (i, pr, _) in &aged {
+            let left = free.saturating_sub(early.len() as u32);
+            if left == 0 {
+                break;
+            }
+            let stream = &parts[*i].streams[pr.index()];
+            if let Ok(got) = read(&conn, &[(stream.clone(), u64::from(left))]).await {
+                early.extend(got);
+            }
+        }
+        let free = free.saturating_sub(early.len() as u32);
         let shares = splitter.split(free, [true; 3]);
         // Each priority's share over the partitions, starting one further each time.
         turn = turn.wrapping_add(1);
@@ -120,7 +146,25 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
         }
         let mut first = Some(first);
         let mut sent = Instant::now();
-        let mut fetched = within(READ_DEADLINE, read(&conn, &requests)).await;
+        let mut fetched = if requests.is_empty() {
+            Ok(Vec::new())
+        } else {
+            within(READ_DEADLINE, read(&conn, &requests)).await
+        };
+        if !early.is_empty() {
+            // The aged streams' entries are this consumer's now: they run even when the
+            // rest of the read failed (which shows again at the next one).
+            fetched = Ok(match fetched {
+                Ok(mut b) => {
+                    early.append(&mut b);
+                    early
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the rest after aged streams failed");
+                    early
+                }
+            });
+        }
         if matches!(&fetched, Ok(b) if b.is_empty()) {
             // Nothing waiting anywhere: block on every stream without holding a slot.
             first = None;
@@ -213,6 +257,24 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
     for p in &parts {
         rt.consume_state.set_consuming(&p.queue, false);
     }
+}
+
+/// The normal and low streams of `parts` whose oldest waiting job is `bound_ms` old or
+/// older (partition index, priority, age), oldest first: one script call per partition.
+async fn aged_streams(
+    conn: &Reader,
+    parts: &[Part],
+    bound_ms: u64,
+) -> crate::Result<Vec<(usize, Priority, u64)>> {
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let ages = conn.oldest_waiting(&p.streams).await?;
+        for s in aged_order(ages, bound_ms) {
+            out.push((i, Priority::ALL[s], ages[s].unwrap_or(0)));
+        }
+    }
+    out.sort_by_key(|(_, _, age)| std::cmp::Reverse(*age));
+    Ok(out)
 }
 
 /// Reads `requests` (stream, COUNT) in one pipelined round trip; the entries with their

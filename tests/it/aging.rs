@@ -20,14 +20,33 @@ async fn work(_n: u32, ctx: JobContext) -> Result<(), JobError> {
 
 const BOUND: Duration = Duration::from_millis(300);
 
-/// Keeps at least 40 `high` jobs in the queue's high stream until `stop` fires.
-fn flood(env: &TestEnv, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+/// `high` jobs in the queue's high streams (all its partitions).
+async fn high_len(raw: &fred::prelude::Client, streams: &[String]) -> u64 {
+    let mut n = 0;
+    for s in streams {
+        n += raw.xlen::<u64, _>(s.as_str()).await.unwrap_or(0);
+    }
+    n
+}
+
+async fn high_streams(env: &TestEnv) -> Vec<String> {
+    env.client
+        .partition_names("aging")
+        .await
+        .expect("names")
+        .iter()
+        .map(|q| env.stream(q, "high"))
+        .collect()
+}
+
+/// Keeps at least 40 `high` jobs in the queue's high streams until `stop` fires.
+async fn flood(env: &TestEnv, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let client = env.client.clone();
     let raw = env.raw.clone();
-    let high = env.stream("aging", "high");
+    let high = high_streams(env).await;
     tokio::spawn(async move {
         while !stop.is_cancelled() {
-            let len: u64 = raw.xlen(high.as_str()).await.unwrap_or(0);
+            let len = high_len(&raw, &high).await;
             if len < 60 {
                 let jobs = (0..40).map(|i| work::job(i).priority(Priority::High));
                 client.enqueue_bulk(jobs).await.expect("flood");
@@ -37,8 +56,9 @@ fn flood(env: &TestEnv, stop: CancellationToken) -> tokio::task::JoinHandle<()> 
     })
 }
 
-fn worker(env: &TestEnv, aging: bool) -> support::Running {
+fn worker(env: &TestEnv, aging: bool, parts: u16) -> support::Running {
     let mut b = Worker::builder(env.client.clone())
+        .partitions("aging", parts)
         .handler(work::handler())
         .concurrency(2)
         .priority_weights(PriorityWeights {
@@ -53,20 +73,37 @@ fn worker(env: &TestEnv, aging: bool) -> support::Running {
 }
 
 async fn flooded(env: &TestEnv) {
+    let high = high_streams(env).await;
     wait_for(Duration::from_secs(10), "the flood under way", || async {
-        let len: u64 = env.raw.xlen(env.stream("aging", "high")).await.unwrap_or(0);
-        (len >= 40).then_some(())
+        (high_len(&env.raw, &high).await >= 40).then_some(())
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aging_bounds_the_wait_of_low_jobs_under_a_flood_of_high_ones() {
+    low_jobs_age(1).await;
+}
+
+/// On a single server, a partitioned queue's partitions share one fetch loop, which ages
+/// each partition's streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aging_bounds_the_wait_over_a_partitioned_queue() {
+    low_jobs_age(3).await;
+}
+
+async fn low_jobs_age(parts: u16) {
     let env = TestEnv::start().await;
+    if parts > 1 {
+        env.client
+            .declare_partitions("aging", parts)
+            .await
+            .expect("partitions");
+    }
     let stop = CancellationToken::new();
-    let producer = flood(&env, stop.clone());
+    let producer = flood(&env, stop.clone()).await;
     flooded(&env).await;
-    let running = worker(&env, true);
+    let running = worker(&env, true, parts);
     let mut lows = Vec::new();
     for i in 0..5 {
         let id = env
@@ -85,16 +122,17 @@ async fn aging_bounds_the_wait_of_low_jobs_under_a_flood_of_high_ones() {
         .await;
         waits.push(started.duration_since(*sent));
     }
-    let high_left: u64 = env
-        .raw
-        .xlen(env.stream("aging", "high"))
-        .await
-        .expect("XLEN");
+    let high_left = high_len(&env.raw, &high_streams(&env).await).await;
     stop.cancel();
     producer.await.expect("flood task");
     running.shutdown().await.expect("shutdown");
-    println!("low jobs' waits under the flood with aging {BOUND:?}: {waits:?}");
-    assert!(high_left > 0, "the flood lasted past the last low job");
+    println!(
+        "{parts} partition(s): low jobs' waits under the flood with aging {BOUND:?}: {waits:?}"
+    );
+    assert!(
+        high_left > 0,
+        "the flood lasted past the last low job ({high_left} high left)"
+    );
     // The first low job was alone in its stream: it waited behind the flood until it aged
     // (low has no share of its own). Later ones may start sooner, swept along when the
     // stream is served while an older job has aged.
@@ -116,9 +154,9 @@ async fn aging_bounds_the_wait_of_low_jobs_under_a_flood_of_high_ones() {
 async fn without_aging_a_low_job_starves_under_the_same_flood() {
     let env = TestEnv::start().await;
     let stop = CancellationToken::new();
-    let producer = flood(&env, stop.clone());
+    let producer = flood(&env, stop.clone()).await;
     flooded(&env).await;
-    let running = worker(&env, false);
+    let running = worker(&env, false, 1);
     let id = env
         .client
         .enqueue(work::job(0).priority(Priority::Low))
