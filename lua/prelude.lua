@@ -47,6 +47,17 @@ local function mark_full(full_key)
   redis.call('SET', full_key, '1', 'PX', 60000)
 end
 
+-- The priority letter of a ready stream's key (`h`, `n` or `l`): how a job id or a status
+-- hash's `entry` field names the stream.
+local function letter_of(stream)
+  if string.sub(stream, -5) == ':high' then
+    return 'h'
+  elseif string.sub(stream, -4) == ':low' then
+    return 'l'
+  end
+  return 'n'
+end
+
 -- The job id of a ready entry: its `id` field, or, for an entry without one (a job
 -- enqueued to run now), its queue, its stream's priority letter and its entry id
 -- (`emails:n-1733300000000-0`; src/names.rs, `locator`).
@@ -56,13 +67,7 @@ local function job_id_of(stream, entry_id, fields)
       return fields[i + 1]
     end
   end
-  local letter = 'n'
-  if string.sub(stream, -5) == ':high' then
-    letter = 'h'
-  elseif string.sub(stream, -4) == ':low' then
-    letter = 'l'
-  end
-  return (string.match(stream, '{([^}]*)}') or '') .. ':' .. letter .. '-' .. entry_id
+  return (string.match(stream, '{([^}]*)}') or '') .. ':' .. letter_of(stream) .. '-' .. entry_id
 end
 
 -- The value of field `name` of a flat {field, value, ...} list (the first), or nil.
@@ -135,4 +140,37 @@ local function ack_finished(stream, group, now, at)
     end
   end
   return acked, after
+end
+
+-- Frees the unique key of a job that will not run (cancelled, deleted, purged): the key
+-- `unique_prefix .. <the entry's unique field>`, when it still holds `job_id`, so the
+-- same work can be enqueued again at once.
+local function release_unique(fields, unique_prefix, job_id)
+  local unique = field_of(fields, 'unique')
+  if unique and unique_prefix ~= '' then
+    local key = unique_prefix .. unique
+    if redis.call('GET', key) == job_id then
+      redis.call('DEL', key)
+    end
+  end
+end
+
+-- Marks a job `cancelled` in its status hash `key` (kept `retention` ms; nothing with 0):
+-- `who` cancelled it and `why`. A job that had no hash gets a whole one from its entry's
+-- `fields` and `queue`; one that had keeps its history, less its due time and limit.
+local function write_cancelled(key, retention, fields, queue, who, why, now)
+  if retention <= 0 then
+    return
+  end
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'type', field_of(fields, 'type') or '', 'queue', queue,
+      'attempts', tostring(math.max(0, (tonumber(field_of(fields, 'attempt') or '1') or 1) - 1)),
+      'max_attempts', field_of(fields, 'max_attempts') or '0',
+      'enqueued_at', field_of(fields, 'enqueued_at') or '')
+  else
+    redis.call('HDEL', key, 'next_at', 'waiting_for', 'entry')
+  end
+  redis.call('HSET', key, 'state', 'cancelled', 'cancelled_by', who, 'reason', why,
+    'finished_at', tostring(now), 'updated_at', tostring(now))
+  redis.call('PEXPIRE', key, retention)
 end

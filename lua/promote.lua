@@ -16,12 +16,15 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, ton
 for _, member in ipairs(due) do
   local ok, parts = pcall(cmsgpack.unpack, member)
   if ok and type(parts) == 'table' and streams[parts[1]] and #parts >= 3 and #parts % 2 == 1 then
-    redis.call('XADD', streams[parts[1]], '*', unpack(parts, 2))
+    local entry_id = redis.call('XADD', streams[parts[1]], '*', unpack(parts, 2))
     for i = 2, #parts - 1, 2 do
       if parts[i] == 'id' then
         local status = ARGV[2] .. parts[i + 1]
         if redis.call('EXISTS', status) == 1 then
-          redis.call('HSET', status, 'state', 'queued', 'updated_at', tostring(now_ms))
+          -- `entry` names the job's entry (`<priority letter>-<entry id>`), so it can be
+          -- cancelled or deleted while it waits or runs (job_control.lua).
+          redis.call('HSET', status, 'state', 'queued', 'updated_at', tostring(now_ms),
+            'entry', string.sub(parts[1], 1, 1) .. '-' .. entry_id)
           redis.call('HDEL', status, 'next_at', 'waiting_for')
         end
       end

@@ -1,7 +1,8 @@
 -- One page of the janitor's scan of a ready stream: takes over entries whose lease expired
 -- and whose owner is no longer alive, and dead-letters those delivered too often (poison).
 --
--- KEYS[1] ready stream  KEYS[2] dead-letter stream
+-- KEYS[1] ready stream  KEYS[2] dead-letter stream  KEYS[3] the queue's cancel requests
+-- KEYS[4] its lifetime totals
 -- ARGV[1] group  ARGV[2] this janitor's consumer  ARGV[3] lease (ms): entries idle for
 --         less are left alone (0 for the entries a stopping worker handed back)
 -- ARGV[4] max deliveries  ARGV[5] page size  ARGV[6] scan start ('-' or '(' .. last id)
@@ -19,11 +20,15 @@
 -- back those it does not hold (a delivery whose reply was lost when Redis went down sits
 -- pending under a live consumer that never saw it) and leaves the ones it is running.
 --
--- Returns {next start or '' when the scan is done, claimed, poisoned, deleted, mine}:
+-- An entry an operator asked to cancel (job_control.lua) is not taken over: its job is
+-- marked cancelled, the entry acknowledged and deleted.
+--
+-- Returns {next start or '' when the scan is done, claimed, poisoned, deleted, mine,
+-- cancelled}:
 -- claimed is a list of {id, {field, value, ...}} now owned by ARGV[2] (delivery counted);
 -- poisoned is a list of {id, job id, job type} ('' when the entry had none); deleted and
 -- mine are lists of ids (deleted = pending entries whose data is gone; they are
--- acknowledged).
+-- acknowledged); cancelled is a list of {id, job id, job type}.
 local now_ms = clock_ms()
 local lease = tonumber(ARGV[3])
 local page
@@ -32,7 +37,8 @@ if ARGV[8] == '' then
 else
   page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', lease, ARGV[6], '+', tonumber(ARGV[5]), ARGV[8])
 end
-local claimed, poisoned, deleted, mine = {}, {}, {}, {}
+local claimed, poisoned, deleted, mine, cancelled = {}, {}, {}, {}, {}
+local letter = letter_of(KEYS[1])
 local alive = {}
 local retention = tonumber(ARGV[9]) or 0
 for i = 10, #ARGV do
@@ -47,6 +53,20 @@ for _, p in ipairs(page) do
     if #entry == 0 then
       redis.call('XACK', KEYS[1], ARGV[1], id)
       deleted[#deleted + 1] = id
+    elseif redis.call('HEXISTS', KEYS[3], letter .. '-' .. id) == 1 then
+      local request = redis.call('HGET', KEYS[3], letter .. '-' .. id)
+      redis.call('HDEL', KEYS[3], letter .. '-' .. id)
+      local who, why = string.match(request, '^([^\n]*)\n(.*)$')
+      local original = entry[1][2]
+      local job_id = job_id_of(KEYS[1], id, original)
+      if string.len(job_id) <= 128 then
+        write_cancelled(ARGV[7] .. job_id, retention, original,
+          string.match(ARGV[7], '{([^}]*)}:job:$') or '', who or '', why or '', now_ms)
+      end
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XDEL', KEYS[1], id)
+      redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
+      cancelled[#cancelled + 1] = { id, job_id, field_of(original, 'type') or '' }
     elseif deliveries >= tonumber(ARGV[4]) then
       local fields = {}
       local original = entry[1][2]
@@ -69,7 +89,7 @@ for _, p in ipairs(page) do
         fields[#fields + 1] = 'id'
         fields[#fields + 1] = job_id
       end
-      redis.call('XADD', KEYS[2], '*', unpack(fields))
+      local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
       if retention > 0 and string.len(job_id) <= 128 then
         local status = ARGV[7] .. job_id
         if redis.call('EXISTS', status) == 0 then
@@ -81,7 +101,7 @@ for _, p in ipairs(page) do
         end
         redis.call('HSET', status, 'state', 'dead', 'reason', 'poison',
           'error', 'delivered ' .. deliveries .. ' times without finishing',
-          'finished_at', tostring(now_ms), 'updated_at', tostring(now_ms))
+          'finished_at', tostring(now_ms), 'updated_at', tostring(now_ms), 'dlq', dead_id)
         redis.call('PEXPIRE', status, retention)
       end
       redis.call('XACK', KEYS[1], ARGV[1], id)
@@ -99,4 +119,4 @@ local next_start = ''
 if #page == tonumber(ARGV[5]) then
   next_start = '(' .. page[#page][1]
 end
-return { next_start, claimed, poisoned, deleted, mine }
+return { next_start, claimed, poisoned, deleted, mine, cancelled }

@@ -80,12 +80,14 @@ if job_id ~= '' and retention > 0 then
   local status = (ARGV[2] or '') .. job_id
   local now = tostring(clock_ms())
   if redis.call('EXISTS', status) == 1 then
-    redis.call('HDEL', status, 'error', 'reason', 'finished_at', 'next_at', 'started_at', 'result')
+    redis.call('HDEL', status, 'error', 'reason', 'finished_at', 'next_at', 'started_at', 'result',
+      'dlq', 'cancelled_by')
   else
     redis.call('HSET', status, 'type', job_type or '', 'max_attempts', max_attempts or '0',
       'queue', string.match(ARGV[2] or '', '{([^}]*)}:job:$') or '', 'enqueued_at', now)
   end
-  redis.call('HSET', status, 'state', 'queued', 'attempts', '0', 'updated_at', now)
+  redis.call('HSET', status, 'state', 'queued', 'attempts', '0', 'updated_at', now,
+    'entry', letter_of(target) .. '-' .. id)
   redis.call('PEXPIRE', status, retention)
 end
 return { id, job_id }

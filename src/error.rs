@@ -90,6 +90,12 @@ pub enum Error {
     #[error("unknown queue {0:?}")]
     UnknownQueue(String),
 
+    /// No job of this id is known: never enqueued under this prefix, ended longer ago than
+    /// its status retention, deleted, or (for an id that is not an entry's, such as a
+    /// delayed job's) enqueued with status off. Check the id; nothing was changed.
+    #[error("unknown job {0:?}")]
+    UnknownJob(String),
+
     /// A queue's partition count cannot change while it holds jobs (waiting, running,
     /// scheduled or dead): they would be left in partitions no worker reads. Drain it first:
     /// stop its producers, let its workers finish, replay or purge its dead letters, then

@@ -104,6 +104,14 @@ pub trait Observer: Send + Sync + 'static {
         let _ = (queue, entries);
     }
 
+    /// An operator acted on jobs (README, "Cancel, delete, purge"): reported by the client
+    /// that acted (a cancelled waiting job, a delete, a purge, a retry now) and by the
+    /// worker that stopped a cancelled running job, or whose janitor found one of a dead
+    /// worker.
+    fn controlled(&self, event: &ControlEvent<'_>) {
+        let _ = event;
+    }
+
     /// A read of `queue`'s streams failed (Redis unreachable, paused past the read's
     /// deadline, or refusing); the fetch loop retries with a backoff. Every failure is
     /// reported; [`stalled`](Self::stalled) says when they add up to an outage.
@@ -157,6 +165,53 @@ pub struct RefusedEvent<'a> {
     pub priority: Priority,
     /// The queue's capacity (a partition's share).
     pub capacity: u64,
+}
+
+/// What an operator did to jobs ([`Observer::controlled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlAction {
+    /// A job was cancelled: it will not run again (a running one has stopped).
+    Cancelled,
+    /// The worker running a job was asked to stop it; [`Cancelled`](Self::Cancelled)
+    /// follows from that worker.
+    CancelRequested,
+    /// A job was deleted, in whatever state it was.
+    Deleted,
+    /// Waiting jobs were purged from a queue (`jobs` says how many).
+    Purged,
+    /// A scheduled or retrying job was made due now.
+    RetriedNow,
+}
+
+impl ControlAction {
+    /// The name metrics and logs use: `cancelled`, `cancel_requested`, `deleted`,
+    /// `purged`, `retried_now`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Cancelled => "cancelled",
+            ControlAction::CancelRequested => "cancel_requested",
+            ControlAction::Deleted => "deleted",
+            ControlAction::Purged => "purged",
+            ControlAction::RetriedNow => "retried_now",
+        }
+    }
+}
+
+/// An operator's action on jobs.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ControlEvent<'a> {
+    /// What was done.
+    pub action: ControlAction,
+    /// The queue (the partition, of a partitioned queue).
+    pub queue: &'a str,
+    /// The job, for an action on one job.
+    pub job_id: Option<&'a str>,
+    /// Its type, when known.
+    pub job_type: Option<&'a str>,
+    /// How many jobs: 1 for an action on one job, the count of a purge.
+    pub jobs: u64,
 }
 
 /// One attempt of a job, as its events describe it.
@@ -348,6 +403,17 @@ impl Observer for LogEvents {
             queue,
             entries,
             "reclaimed jobs whose worker is gone; running them here"
+        );
+    }
+
+    fn controlled(&self, event: &ControlEvent<'_>) {
+        tracing::info!(
+            queue = event.queue,
+            job_id = event.job_id.unwrap_or("-"),
+            job_type = event.job_type.unwrap_or("-"),
+            jobs = event.jobs,
+            action = event.action.as_str(),
+            "operator action"
         );
     }
 

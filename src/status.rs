@@ -35,6 +35,10 @@ pub enum JobState {
     Succeeded,
     /// In the dead-letter stream.
     Dead,
+    /// Running, and an operator asked to cancel it: its worker is stopping it.
+    Cancelling,
+    /// Cancelled by an operator: it never ran, or was stopped (`cancelled_by`, `reason`).
+    Cancelled,
 }
 
 impl JobState {
@@ -47,13 +51,18 @@ impl JobState {
             JobState::Retrying => "retrying",
             JobState::Succeeded => "succeeded",
             JobState::Dead => "dead",
+            JobState::Cancelling => "cancelling",
+            JobState::Cancelled => "cancelled",
         }
     }
 
-    /// True for states a job never leaves: succeeded and dead (a dead job can still be
-    /// replayed, which starts it over).
+    /// True for states a job never leaves: succeeded, dead and cancelled (a dead job can
+    /// still be replayed, which starts it over).
     pub const fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Dead)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
     }
 }
 
@@ -74,6 +83,8 @@ impl FromStr for JobState {
             "retrying" => JobState::Retrying,
             "succeeded" => JobState::Succeeded,
             "dead" => JobState::Dead,
+            "cancelling" => JobState::Cancelling,
+            "cancelled" => JobState::Cancelled,
             other => return Err(Error::Decode(format!("unknown job state {other:?}"))),
         })
     }
@@ -107,8 +118,12 @@ pub struct JobStatus {
     pub next_at: Option<SystemTime>,
     /// The last error, if an attempt failed.
     pub error: Option<String>,
-    /// Why it died (`failed`, `poison`, `timeout`, `unknown_type`, `bad_entry`).
+    /// Why it died (`failed`, `poison`, `timeout`, `unknown_type`, `bad_entry`), or, for a
+    /// cancelled (or cancelling) job, the reason its canceller gave.
     pub reason: Option<String>,
+    /// Who cancelled it (cancelled or cancelling), as the canceller said; empty when not
+    /// said.
+    pub cancelled_by: Option<String>,
     /// What the handler stored with `JobContext::set_result`, as JSON.
     pub result: Option<String>,
     /// What a scheduled job waits for besides its time: the rate limit that had no token
@@ -127,7 +142,7 @@ pub(crate) fn unix_ms(t: Option<SystemTime>) -> Option<u64> {
 impl serde::Serialize for JobStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let mut st = s.serialize_struct("JobStatus", 14)?;
+        let mut st = s.serialize_struct("JobStatus", 15)?;
         st.serialize_field("id", &self.id)?;
         st.serialize_field("state", self.state.as_str())?;
         st.serialize_field("type", &self.job_type)?;
@@ -140,6 +155,7 @@ impl serde::Serialize for JobStatus {
         st.serialize_field("next_at_ms", &unix_ms(self.next_at))?;
         st.serialize_field("error", &self.error)?;
         st.serialize_field("reason", &self.reason)?;
+        st.serialize_field("cancelled_by", &self.cancelled_by)?;
         st.serialize_field("result", &self.result)?;
         st.serialize_field("waiting_for", &self.waiting_for)?;
         st.end()
@@ -171,6 +187,7 @@ impl JobStatus {
             next_at: time("next_at"),
             error: h.get("error").cloned(),
             reason: h.get("reason").cloned(),
+            cancelled_by: h.get("cancelled_by").cloned(),
             result: h.get("result").cloned(),
             waiting_for: h.get("waiting_for").cloned(),
         })
@@ -203,6 +220,7 @@ impl JobStatus {
             next_at: None,
             error: None,
             reason: None,
+            cancelled_by: None,
             result: None,
             waiting_for: None,
         };
@@ -215,7 +233,11 @@ impl JobStatus {
                 }
                 Some(s)
             }
-            Found::Entry { fields, running } => {
+            Found::Entry {
+                fields,
+                running,
+                cancel,
+            } => {
                 let text = |name: &str| {
                     fields
                         .get(name)
@@ -237,6 +259,11 @@ impl JobStatus {
                 };
                 s.max_attempts = num("max_attempts").unwrap_or(0) as u32;
                 s.enqueued_at = num("enqueued_at").and_then(at).or(s.enqueued_at);
+                if let (Some((who, why)), Some(_)) = (cancel, &running) {
+                    s.state = JobState::Cancelling;
+                    s.cancelled_by = Some(who);
+                    s.reason = Some(why);
+                }
                 Some(s)
             }
             Found::Done(value) => {

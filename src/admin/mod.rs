@@ -87,6 +87,15 @@ pub struct Totals {
     /// Jobs refused at enqueue because the queue was full (counted by the enqueue itself,
     /// at once).
     pub refused: u64,
+    /// Jobs cancelled (waiting ones by the cancel itself, running ones when their worker
+    /// stopped them): counted at once, like those below.
+    pub cancelled: u64,
+    /// Jobs deleted one by one.
+    pub deleted: u64,
+    /// Waiting jobs purged.
+    pub purged: u64,
+    /// Scheduled or retrying jobs made due now.
+    pub retried_now: u64,
 }
 
 impl Totals {
@@ -99,6 +108,10 @@ impl Totals {
             dead: get(TOTALS[3]),
             reclaimed: get(TOTALS[4]),
             refused: get("refused"),
+            cancelled: get("cancelled"),
+            deleted: get("deleted"),
+            purged: get("purged"),
+            retried_now: get("retried_now"),
         }
     }
 
@@ -109,6 +122,10 @@ impl Totals {
         self.dead += o.dead;
         self.reclaimed += o.reclaimed;
         self.refused += o.refused;
+        self.cancelled += o.cancelled;
+        self.deleted += o.deleted;
+        self.purged += o.purged;
+        self.retried_now += o.retried_now;
     }
 }
 

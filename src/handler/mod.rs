@@ -61,6 +61,7 @@ pub trait JobHandler: Send + Sync + 'static {
 pub struct JobContext {
     inner: Arc<ContextInner>,
     token: CancellationToken,
+    cancel: CancellationToken,
 }
 
 struct ContextInner {
@@ -103,7 +104,11 @@ pub(crate) struct ContextFacts<'a> {
 }
 
 impl JobContext {
-    pub(crate) fn new(facts: ContextFacts<'_>, token: CancellationToken) -> Self {
+    pub(crate) fn new(
+        facts: ContextFacts<'_>,
+        token: CancellationToken,
+        cancel: CancellationToken,
+    ) -> Self {
         JobContext {
             inner: Arc::new(ContextInner {
                 id: facts.id.to_string(),
@@ -116,6 +121,7 @@ impl JobContext {
                 result: std::sync::Mutex::new(None),
             }),
             token,
+            cancel,
         }
     }
 
@@ -134,7 +140,17 @@ impl JobContext {
                 enqueued_at: crate::clock::now_ms(),
             },
             CancellationToken::new(),
+            CancellationToken::new(),
         )
+    }
+
+    /// A context like [`for_tests`](Self::for_tests) whose job is cancelled when `cancel`
+    /// fires, as an operator's cancel would: for testing how a handler stops.
+    pub fn for_tests_with_cancel(job_type: &str, cancel: CancellationToken) -> Self {
+        let mut ctx = JobContext::for_tests(job_type);
+        ctx.token = cancel.clone();
+        ctx.cancel = cancel;
+        ctx
     }
 
     /// The job's id, the same across its attempts: use it to make side effects idempotent.
@@ -195,10 +211,13 @@ impl JobContext {
             .take()
     }
 
-    /// True once the worker wants this attempt to stop: the drain deadline of a stopping
-    /// worker passed, or a lease renewal found the entry taken by another worker (a worker
-    /// paused past its lease), so this attempt's outcome will not count. A handler doing
-    /// long work can check it between steps. An attempt's `timeout` does not fire it: the
+    /// True once the worker wants this attempt to stop: an operator cancelled (or deleted)
+    /// the job ([`Client::cancel`](crate::Client::cancel); then
+    /// [`is_cancel_requested`](Self::is_cancel_requested) is true too), the drain deadline
+    /// of a stopping worker passed, or a lease renewal found the entry taken by another
+    /// worker (a worker paused past its lease), so this attempt's outcome will not count.
+    /// A handler doing long work can check it between steps, or select on
+    /// [`cancelled`](Self::cancelled). An attempt's `timeout` does not fire it: the
     /// handler's future is dropped at the timeout.
     pub fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
@@ -206,8 +225,37 @@ impl JobContext {
 
     /// Resolves when the worker wants this attempt to stop (see
     /// [`is_cancelled`](Self::is_cancelled) for when).
+    ///
+    /// ```
+    /// use stevedore::{JobContext, JobError};
+    ///
+    /// async fn export(ctx: JobContext, rows: Vec<u64>) -> Result<(), JobError> {
+    ///     for row in rows {
+    ///         tokio::select! {
+    ///             _ = ctx.cancelled() => return Err(JobError::permanent("cancelled")),
+    ///             _ = write_row(row) => {}
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # async fn write_row(_: u64) {}
+    /// ```
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.token.cancelled()
+    }
+
+    /// A token that fires when [`cancelled`](Self::cancelled) resolves, to hand to code
+    /// that takes a [`CancellationToken`] (a child token is cancelled with it).
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// True once an operator cancelled or deleted this job while it ran. The attempt then
+    /// ends `cancelled` however the handler returns, unless it returns `Ok` (it finished
+    /// its work: `succeeded`); a handler still running after the worker's
+    /// [`cancel_grace`](crate::WorkerBuilder::cancel_grace) is dropped.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 }
 

@@ -187,6 +187,26 @@ impl Keys {
         format!("{}:{{{queue}}}:job:", self.prefix)
     }
 
+    /// `<prefix>:{<queue>}:cancel`: cancel requests for running jobs of `queue`, field
+    /// `<priority letter>-<entry id>` → `<who>\n<why>`, removed when the job stops.
+    pub(crate) fn cancel(&self, queue: &str) -> String {
+        self.tagged(queue, "cancel")
+    }
+
+    /// The cancel requests of the queue a ready stream's key (`<prefix>:{<queue>}:high`)
+    /// belongs to.
+    pub(crate) fn cancel_of_stream(stream: &str) -> String {
+        match stream.rsplit_once(':') {
+            Some((base, _)) => format!("{base}:cancel"),
+            None => format!("{stream}:cancel"),
+        }
+    }
+
+    /// `<prefix>:{<queue>}:unique:`: the prefix of `queue`'s de-duplication keys.
+    pub(crate) fn unique_prefix(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:unique:", self.prefix)
+    }
+
     /// `<prefix>:{<queue>}:unique:<key>`: a de-duplication key, holding the job id.
     pub(crate) fn unique(&self, queue: &str, key: &str) -> String {
         format!("{}:{{{queue}}}:unique:{key}", self.prefix)

@@ -25,25 +25,41 @@ pub(crate) struct WorkerDetails<'a> {
     pub(crate) pid: u32,
 }
 
+/// What a renewal found (`lua/renew.lua`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Renewed {
+    /// Entries another consumer owns now.
+    pub(crate) lost: Vec<String>,
+    /// Entries whose jobs an operator asked to cancel, or deleted.
+    pub(crate) cancelled: Vec<String>,
+}
+
 impl Store {
     /// Renews `consumer`'s leases on `ids` of `stream` (`lua/renew.lua`, 500 ids a call);
-    /// returns the ids another consumer owns now.
+    /// returns the ids another consumer owns now, and the ids whose jobs an operator asked
+    /// to cancel (or deleted).
     pub(crate) async fn renew_leases(
         &self,
         stream: &str,
         consumer: &str,
         ids: &[String],
-    ) -> crate::Result<Vec<String>> {
-        let mut lost = Vec::new();
+    ) -> crate::Result<Renewed> {
+        let mut out = Renewed::default();
+        let cancel = super::keys::Keys::cancel_of_stream(stream);
         for chunk in ids.chunks(RENEW_BATCH) {
             let mut args: Vec<Value> = vec![GROUP.into(), consumer.into()];
             args.extend(chunk.iter().map(|id| Value::from(id.as_str())));
-            let these: Vec<String> = self
-                .run(&self.scripts.renew, vec![stream.to_string()], args)
+            let (lost, cancelled): (Vec<String>, Vec<String>) = self
+                .run(
+                    &self.scripts.renew,
+                    vec![stream.to_string(), cancel.clone()],
+                    args,
+                )
                 .await?;
-            lost.extend(these);
+            out.lost.extend(lost);
+            out.cancelled.extend(cancelled);
         }
-        Ok(lost)
+        Ok(out)
     }
 
     /// Records `consumer` alive on Redis' clock and forgets workers silent for

@@ -13,7 +13,7 @@
 //! - one file per part of a job's life: `enqueue`, `fetch`, `settle` (started, acknowledged,
 //!   retried, dead-lettered), `leases` (renewals, heartbeats, hand-off), `reclaim` (the
 //!   janitor's takeover), `promote`, `dead` (dead-letter streams), `control` (pause, totals,
-//!   queue registry, health probes), `limits` (rate limits and their buckets), `partitions` (how many a queue has), `periodic`,
+//!   queue registry, health probes), `jobctl` (cancel, delete, retry now, purge), `limits` (rate limits and their buckets), `partitions` (how many a queue has), `periodic`,
 //!   `stats`, `status`.
 //!
 //! Errors leave this layer as [`crate::Error`]: [`Error::Connection`](crate::Error),
@@ -39,6 +39,7 @@ mod stats;
 mod status;
 
 mod fetch;
+mod jobctl;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +48,7 @@ pub(crate) use dead::DeadEntry;
 pub(crate) use enqueue::{JobWrite, Written};
 pub(crate) use entry::{Entry, Fields, envelope_of};
 pub(crate) use fetch::Reader;
+pub(crate) use jobctl::{Asked, Control, Controlled, PurgeFilter, PurgePlace};
 pub(crate) use keys::partition_names;
 pub(crate) use leases::WorkerDetails;
 pub(crate) use limits::{Bucket, Class, SlotSet, Taken};

@@ -28,6 +28,9 @@ pub(crate) enum WakeMessage {
     Due { channel: String, due_ms: i64 },
     /// A stopping worker handed its entries back (see `Store::withdraw`).
     Handoff,
+    /// An operator asked to cancel (or deleted) the running job of this entry
+    /// (`lua/job_control.lua`).
+    Cancel { stream: String, entry_id: String },
     /// Anything else (written by hand): ignored.
     Other,
 }
@@ -79,6 +82,14 @@ impl Subscription {
         let text = m.value.as_string().unwrap_or_default();
         Some(if text == HANDOFF {
             WakeMessage::Handoff
+        } else if let Some((stream, entry_id)) = text
+            .strip_prefix("cancel ")
+            .and_then(|rest| rest.rsplit_once(' '))
+        {
+            WakeMessage::Cancel {
+                stream: stream.to_string(),
+                entry_id: entry_id.to_string(),
+            }
         } else if let Ok(due_ms) = text.parse() {
             WakeMessage::Due {
                 channel: m.channel.to_string(),

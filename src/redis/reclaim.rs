@@ -52,6 +52,9 @@ pub(crate) struct ReclaimPage {
     pub(crate) deleted: Vec<String>,
     /// The scanning worker's own entries idle past the lease (left as they are).
     pub(crate) mine: Vec<String>,
+    /// Entries of dead workers an operator had asked to cancel: their jobs are marked
+    /// cancelled instead of taken over (job id and type as in `poisoned`).
+    pub(crate) cancelled: Vec<Poisoned>,
 }
 
 impl Store {
@@ -72,7 +75,12 @@ impl Store {
         let reply = self
             .run::<Value>(
                 &self.scripts.reclaim,
-                vec![s.stream.to_string(), self.keys.dlq(s.queue)],
+                vec![
+                    s.stream.to_string(),
+                    self.keys.dlq(s.queue),
+                    self.keys.cancel(s.queue),
+                    self.keys.totals(s.queue),
+                ],
                 args,
             )
             .await?;
@@ -132,16 +140,16 @@ impl Store {
 }
 
 impl ReclaimPage {
-    /// Reads `{next start or '', claimed, poisoned, deleted, mine}`.
+    /// Reads `{next start or '', claimed, poisoned, deleted, mine, cancelled}`.
     fn parse(reply: Value) -> crate::Result<ReclaimPage> {
         let Value::Array(parts) = reply else {
             return Err(crate::Error::Decode(
-                "reclaim: expected a list of five parts".into(),
+                "reclaim: expected a list of six parts".into(),
             ));
         };
-        if parts.len() != 5 {
+        if parts.len() != 6 {
             return Err(crate::Error::Decode(format!(
-                "reclaim: expected five parts, got {}",
+                "reclaim: expected six parts, got {}",
                 parts.len()
             )));
         }
@@ -152,27 +160,34 @@ impl ReclaimPage {
             .into_iter()
             .filter_map(|(id, fields)| fields.map(|f| (id, f)))
             .collect();
-        let poisoned = list_of(next_part())
-            .into_iter()
-            .filter_map(|v| {
-                let mut t = list_of(v).into_iter().map(|v| text_of(&v));
-                Some(Poisoned {
-                    entry_id: t.next()?,
-                    job_id: t.next().unwrap_or_default(),
-                    job_type: t.next().unwrap_or_default(),
-                })
-            })
-            .collect();
+        let poisoned = triples(next_part());
         let deleted = strings(next_part());
         let mine = strings(next_part());
+        let cancelled = triples(next_part());
         Ok(ReclaimPage {
             next,
             claimed,
             poisoned,
             deleted,
             mine,
+            cancelled,
         })
     }
+}
+
+/// A list of {entry id, job id, job type}.
+fn triples(v: Value) -> Vec<Poisoned> {
+    list_of(v)
+        .into_iter()
+        .filter_map(|v| {
+            let mut t = list_of(v).into_iter().map(|v| text_of(&v));
+            Some(Poisoned {
+                entry_id: t.next()?,
+                job_id: t.next().unwrap_or_default(),
+                job_type: t.next().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// A list of strings; anything else reads as none.
@@ -187,7 +202,7 @@ mod tests {
     use super::ReclaimPage;
 
     #[test]
-    fn a_page_reads_its_five_parts_and_anything_else_is_a_decode_error() {
+    fn a_page_reads_its_six_parts_and_anything_else_is_a_decode_error() {
         let entry = Value::Array(vec![
             Value::from("1-0"),
             Value::Array(vec![Value::from("id"), Value::from("j1")]),
@@ -202,6 +217,11 @@ mod tests {
             ])]),
             Value::Array(vec![Value::from("3-0")]),
             Value::Array(vec![]),
+            Value::Array(vec![Value::Array(vec![
+                Value::from("4-0"),
+                Value::from("j4"),
+                Value::from("t.other"),
+            ])]),
         ]);
         let page = ReclaimPage::parse(reply).expect("a page");
         assert_eq!(page.next.as_deref(), Some("(1-0"));
@@ -209,6 +229,7 @@ mod tests {
         assert_eq!(page.poisoned[0].job_type, "t.job");
         assert_eq!(page.deleted, vec!["3-0".to_string()]);
         assert!(page.mine.is_empty());
+        assert_eq!(page.cancelled[0].job_id, "j4");
         for bad in [
             Value::Integer(1),
             Value::Null,
@@ -221,6 +242,7 @@ mod tests {
         }
         let done = ReclaimPage::parse(Value::Array(vec![
             Value::from(""),
+            Value::Array(vec![]),
             Value::Array(vec![]),
             Value::Array(vec![]),
             Value::Array(vec![]),

@@ -50,6 +50,9 @@ pub(super) struct Scripts {
     pub(super) limit: Script,
     pub(super) room: Script,
     pub(super) oldest: Script,
+    pub(super) job_control: Script,
+    pub(super) purge: Script,
+    pub(super) cancelled: Script,
 }
 
 impl Scripts {
@@ -78,6 +81,9 @@ impl Scripts {
             limit: script!("limit"),
             room: script!("room"),
             oldest: script!("oldest"),
+            job_control: script!("job_control"),
+            purge: script!("purge"),
+            cancelled: script!("cancelled"),
         }
     }
 

@@ -22,6 +22,8 @@ pub(crate) enum Found {
         /// The consumer running it, with how long ago its lease was last renewed (ms) and
         /// how many times it was delivered; `None` while it waits.
         running: Option<(String, u64, u64)>,
+        /// A cancel request for it, running (`who`, `why`).
+        cancel: Option<(String, String)>,
     },
     /// Its done-bucket record (see `Succeeded::done_value`).
     Done(String),
@@ -62,11 +64,16 @@ impl Store {
         let record = self.keys.job(queue, id);
         match (crate::names::parse_locator(id), self.keys.done_of(id)) {
             (Some((q, priority, entry)), Some(done)) if q == queue => (
-                vec![record, self.keys.stream(queue, priority), done],
+                vec![
+                    record,
+                    self.keys.stream(queue, priority),
+                    done,
+                    self.keys.cancel(queue),
+                ],
                 vec![GROUP.into(), entry.into(), id.into()],
             ),
             _ => (
-                vec![record.clone(), record.clone(), record],
+                vec![record.clone(), record.clone(), record.clone(), record],
                 vec![GROUP.into(), "".into(), id.into()],
             ),
         }
@@ -94,9 +101,15 @@ fn found(reply: Value) -> crate::Result<Found> {
             let num = |v: Option<Value>| v.and_then(|v| v.as_u64()).unwrap_or(0);
             let idle = num(parts.next());
             let deliveries = num(parts.next());
+            let request = parts.next().map(|v| text_of(&v)).unwrap_or_default();
+            let cancel = (!request.is_empty()).then(|| match request.split_once('\n') {
+                Some((who, why)) => (who.to_string(), why.to_string()),
+                None => (String::new(), request.clone()),
+            });
             Found::Entry {
                 fields,
                 running: (!owner.is_empty()).then_some((owner, idle, deliveries)),
+                cancel,
             }
         }
         "done" => Found::Done(parts.next().map(|v| text_of(&v)).ok_or_else(bad)?),

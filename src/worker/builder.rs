@@ -124,6 +124,16 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long the handler of a job cancelled while it runs may take to stop (default
+    /// 5 s). The worker learns of the cancel within about a second and fires the job's
+    /// [`JobContext::cancelled`](crate::JobContext::cancelled); a handler still running
+    /// `grace` later is dropped. Either way the job ends `cancelled`, neither retried nor
+    /// dead-lettered (README, "Cancel, delete, purge"). Zero drops it at once.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.settings.cancel_grace = grace;
+        self
+    }
+
     /// Retry policy for handlers that do not set their own, and for job types this worker
     /// does not know (default: exponential from 1 s to 10 min, with jitter).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {

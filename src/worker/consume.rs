@@ -274,8 +274,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
             .into_iter()
             .map(|(priority, (entry_id, fields))| {
                 let stream = &stream_names[priority.index()];
-                let token = rt.hard_stop.child_token();
-                let lease = rt.leases.hold(stream, &entry_id, token.clone());
+                let (lease, token, cancel) = rt.leases.hold(stream, &entry_id, &rt.hard_stop);
                 Delivery {
                     queue: queue_name.clone(),
                     priority,
@@ -283,6 +282,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, queue: String, stop: CancellationToken
                     entry_id,
                     fields,
                     token,
+                    cancel,
                     _lease: lease,
                     handoff: handoff.clone(),
                 }

@@ -38,8 +38,11 @@ pub(crate) struct Delivery {
     pub(crate) stream: Arc<str>,
     pub(crate) entry_id: String,
     pub(crate) fields: Option<Fields>,
-    /// Fires when the drain deadline passes or the lease is lost.
+    /// Fires when the drain deadline passes, the lease is lost, or an operator cancels the
+    /// job.
     pub(crate) token: CancellationToken,
+    /// Fires when an operator cancels (or deletes) the job.
+    pub(crate) cancel: CancellationToken,
     /// Keeps the entry's lease renewed until the delivery is settled.
     pub(crate) _lease: LeaseGuard,
     /// Where its entry goes once finished: the queue's fetch loop or the acker.
@@ -55,6 +58,8 @@ enum Outcome {
     },
     /// The worker gave up waiting (drain deadline): leave the entry pending.
     Abandoned,
+    /// An operator cancelled the job: it ends `cancelled`, not retried.
+    Cancelled,
 }
 
 /// A delivery ready to run: its entry decoded, its handler found, its payload decoded into
@@ -119,6 +124,7 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
             enqueued_at: env.enqueued_at,
         },
         d.token.clone(),
+        d.cancel.clone(),
     );
     // Decoding and `handle` run user code (Deserialize impls, a hand-written handler) on
     // the fetch loop's task: a panic there becomes the attempt's outcome, like a panic in
@@ -273,6 +279,12 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
     let timeout = env
         .timeout
         .unwrap_or_else(|| handler.options().effective_timeout());
+    if d.cancel.is_cancelled() {
+        // Cancelled between its fetch and its start: it never runs.
+        drop(fut);
+        Box::pin(settle_cancelled(rt, &d, &env)).await;
+        return;
+    }
     rt.observers.each(|o| o.started(&job));
     let started = Instant::now();
     let attempt = async {
@@ -295,13 +307,25 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
             },
         }
     };
+    // A cancelled job's handler is told at once (its context's token) and dropped if it
+    // still runs after the grace period.
+    let grace = rt.settings.cancel_grace;
+    let dropped = async {
+        d.cancel.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
     let mut outcome = tokio::select! {
         biased;
         o = attempt => o,
         _ = rt.hard_stop.cancelled() => Outcome::Abandoned,
+        _ = dropped => Outcome::Cancelled,
     };
     let took = started.elapsed();
-    if rt.hard_stop.is_cancelled() && matches!(outcome, Outcome::Failed { .. }) {
+    if d.cancel.is_cancelled() && !matches!(outcome, Outcome::Succeeded) {
+        // Whatever the handler made of its cancellation (an error, a panic), the job was
+        // cancelled. One that finished its work anyway succeeded.
+        outcome = Outcome::Cancelled;
+    } else if rt.hard_stop.is_cancelled() && matches!(outcome, Outcome::Failed { .. }) {
         // A handler that gave up because the worker is stopping did not really fail.
         outcome = Outcome::Abandoned;
     }
@@ -380,6 +404,51 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
         }
         Outcome::Abandoned => {
             rt.observers.each(|o| o.abandoned(&job));
+        }
+        Outcome::Cancelled => {
+            Box::pin(settle_cancelled(rt, &d, &env)).await;
+        }
+    }
+}
+
+/// Acknowledges a cancelled job's entry and marks it cancelled, fenced; reports it.
+async fn settle_cancelled(rt: &Runtime, d: &Delivery, env: &Envelope) {
+    let about = redis::status_about(&d.queue, env);
+    let retention = rt.client.status_retention_ms();
+    let asked = redis::Asked {
+        by: "",
+        why: "cancelled",
+    };
+    let settled = with_retries(|| {
+        rt.client.store().settle_cancelled(
+            &d.queue,
+            &d.stream,
+            &rt.settings.consumer,
+            &d.entry_id,
+            &env.id,
+            retention,
+            asked,
+            &about,
+        )
+    })
+    .await;
+    match settled {
+        Ok(true) => {
+            tracing::info!(queue = %d.queue, job_id = %env.id, "cancelled job stopped");
+            let event = crate::observe::ControlEvent {
+                action: crate::observe::ControlAction::Cancelled,
+                queue: &d.queue,
+                job_id: Some(&env.id),
+                job_type: Some(&env.job_type),
+                jobs: 1,
+            };
+            rt.observers.each(|o| o.controlled(&event));
+        }
+        Ok(false) => {
+            tracing::debug!(entry = %d.entry_id, "cancelled job's entry was deleted or taken over meanwhile");
+        }
+        Err(e) => {
+            tracing::warn!(entry = %d.entry_id, error = %e, "could not settle a cancelled job; the janitor cancels it once its lease expires");
         }
     }
 }

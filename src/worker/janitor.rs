@@ -225,6 +225,19 @@ impl Scan<'_> {
                 tracing::debug!(stream = %stream, entry = %entry, "poison entry");
                 rt.observers.each(|o| o.dead(&event));
             }
+            for c in &page.cancelled {
+                tracing::info!(queue = %queue, entry = %c.entry_id, "job of a dead worker was cancelled, not taken over");
+                let event = crate::observe::ControlEvent {
+                    action: crate::observe::ControlAction::Cancelled,
+                    queue,
+                    job_id: Some(c.job_id.as_str())
+                        .filter(|s| crate::names::validate_job_id(s).is_ok()),
+                    job_type: Some(c.job_type.as_str())
+                        .filter(|s| crate::names::validate_name("job type", s).is_ok()),
+                    jobs: 1,
+                };
+                rt.observers.each(|o| o.controlled(&event));
+            }
             for id in &page.deleted {
                 tracing::warn!(queue = %queue, stream = %stream, entry = %id, "pending entry was deleted from its stream; acknowledged");
             }
@@ -257,8 +270,8 @@ impl Scan<'_> {
             let deliveries = claimed
                 .into_iter()
                 .map(|(entry_id, fields)| {
-                    let token = rt.hard_stop.child_token();
-                    let lease = rt.leases.hold(&stream_name, &entry_id, token.clone());
+                    let (lease, token, cancel) =
+                        rt.leases.hold(&stream_name, &entry_id, &rt.hard_stop);
                     Delivery {
                         queue: queue_name.clone(),
                         priority,
@@ -266,6 +279,7 @@ impl Scan<'_> {
                         entry_id,
                         fields: Some(fields),
                         token,
+                        cancel,
                         _lease: lease,
                         handoff: handoff.clone(),
                     }

@@ -6,23 +6,49 @@
 //! lives; an entry found owned by someone else has its job's cancellation token fired. A
 //! heartbeat on Redis' clock marks the worker alive, so janitors leave its entries alone
 //! even when a Redis pause made every lease look expired.
+//!
+//! An operator's cancel request for a held entry arrives on the queue's wake channel (the
+//! promoter passes it on) and, should that message be missed, with the next renewal: both
+//! fire the job's `cancel` token as well as its stop token. A request for an entry not held
+//! yet (published while its fetch's reply was on the way) is kept a minute, and fires the
+//! tokens when the entry is held.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Runtime, Ticker};
 use crate::redis::WorkerDetails;
 
-/// Held entries of one stream: entry id → the job's cancellation token.
-type Held = HashMap<String, CancellationToken>;
+/// A held job's tokens: `stop` fires for any reason its attempt should end (drain
+/// deadline, lease lost, cancel request), `cancel` for a cancel request only.
+#[derive(Clone)]
+struct Signals {
+    stop: CancellationToken,
+    cancel: CancellationToken,
+}
+
+impl Signals {
+    fn cancel(&self) {
+        self.cancel.cancel();
+        self.stop.cancel();
+    }
+}
+
+/// Held entries of one stream: entry id → the job's tokens.
+type Held = HashMap<String, Signals>;
+
+/// How long a cancel request for an entry not held is remembered.
+const EARLY_CANCEL_KEPT: Duration = Duration::from_secs(60);
 
 /// Entries this worker holds, by stream and entry id, with their jobs' cancellation tokens.
 #[derive(Default)]
 pub(crate) struct LeaseTable {
     held: Mutex<HashMap<Arc<str>, Held>>,
+    /// Cancel requests for entries not held when they came: (stream, entry id) → when.
+    early: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// Removes its entry from the table when dropped.
@@ -51,24 +77,71 @@ impl LeaseTable {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts renewing `entry_id` of `stream`; `token` fires if its lease is lost.
+    /// Starts renewing `entry_id` of `stream`. Returns the guard that holds it, the job's
+    /// stop token (a child of `parent`; fires when its lease is lost or it is cancelled)
+    /// and its cancel token (fires when an operator cancels it).
     pub(crate) fn hold(
         self: &Arc<Self>,
         stream: &Arc<str>,
         entry_id: &str,
-        token: CancellationToken,
-    ) -> LeaseGuard {
+        parent: &CancellationToken,
+    ) -> (LeaseGuard, CancellationToken, CancellationToken) {
+        let signals = Signals {
+            stop: parent.child_token(),
+            cancel: CancellationToken::new(),
+        };
         let mut table = self.lock();
         let held = match table.get_mut(&**stream) {
             Some(held) => held,
             None => table.entry(stream.clone()).or_default(),
         };
-        held.insert(entry_id.to_string(), token);
+        held.insert(entry_id.to_string(), signals.clone());
         drop(table);
-        LeaseGuard {
+        if self.take_early(stream, entry_id) {
+            signals.cancel();
+        }
+        let guard = LeaseGuard {
             table: self.clone(),
             stream: stream.clone(),
             entry_id: entry_id.to_string(),
+        };
+        (guard, signals.stop, signals.cancel)
+    }
+
+    fn early(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Instant>> {
+        self.early.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_early(&self, stream: &str, entry_id: &str) -> bool {
+        let mut early = self.early();
+        if early.is_empty() {
+            return false;
+        }
+        early
+            .remove(&(stream.to_string(), entry_id.to_string()))
+            .is_some()
+    }
+
+    /// An operator asked to cancel the job of `entry_id` of `stream`: its tokens fire now
+    /// if it is held, else when it is (within a minute). Returns whether it was held.
+    pub(crate) fn cancel_requested(&self, stream: &str, entry_id: &str) -> bool {
+        let signals = self
+            .lock()
+            .get(stream)
+            .and_then(|held| held.get(entry_id))
+            .cloned();
+        match signals {
+            Some(s) => {
+                s.cancel();
+                true
+            }
+            None => {
+                let now = Instant::now();
+                let mut early = self.early();
+                early.retain(|_, at| now.duration_since(*at) < EARLY_CANCEL_KEPT);
+                early.insert((stream.to_string(), entry_id.to_string()), now);
+                false
+            }
         }
     }
 
@@ -93,8 +166,8 @@ impl LeaseTable {
     }
 
     fn lost(&self, stream: &str, id: &str) {
-        if let Some(token) = self.lock().get(stream).and_then(|held| held.get(id)) {
-            token.cancel();
+        if let Some(s) = self.lock().get(stream).and_then(|held| held.get(id)) {
+            s.stop.cancel();
         }
     }
 }
@@ -115,10 +188,13 @@ pub(crate) async fn renew(rt: Arc<Runtime>, stop: CancellationToken) {
                 .renew_leases(&stream, &rt.settings.consumer, &ids)
                 .await
             {
-                Ok(lost) => {
-                    for id in lost {
+                Ok(renewed) => {
+                    for id in renewed.lost {
                         tracing::warn!(stream = %stream, entry = %id, "lease lost: another worker owns the entry now; cancelling the job");
                         rt.leases.lost(&stream, &id);
+                    }
+                    for id in renewed.cancelled {
+                        rt.leases.cancel_requested(&stream, &id);
                     }
                 }
                 Err(e) => {

@@ -219,8 +219,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
                 let (i, priority) = *owner.get(stream.as_str())?;
                 let part = &parts[i];
                 let stream = part.names[priority.index()].clone();
-                let token = rt.hard_stop.child_token();
-                let lease = rt.leases.hold(&stream, &entry_id, token.clone());
+                let (lease, token, cancel) = rt.leases.hold(&stream, &entry_id, &rt.hard_stop);
                 Some((
                     priority,
                     Delivery {
@@ -230,6 +229,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, parts: Vec<String>, stop: Cancellation
                         entry_id,
                         fields,
                         token,
+                        cancel,
                         _lease: lease,
                         handoff: rt.handoff(&part.queue),
                     },

@@ -92,6 +92,12 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
                         rt.janitor_wake.notify_one();
                         continue;
                     }
+                    WakeMessage::Cancel { stream, entry_id } => {
+                        if rt.leases.cancel_requested(&stream, &entry_id) {
+                            tracing::debug!(stream = %stream, entry = %entry_id, "cancel requested for a running job");
+                        }
+                        continue;
+                    }
                     WakeMessage::Due { channel, due_ms } => (channel, due_ms),
                     WakeMessage::Other => continue,
                 };

@@ -43,7 +43,12 @@ pub(crate) struct Settings {
     pub(crate) concurrency_limits: Vec<(crate::LimitScope, u32)>,
     /// How long a normal or low job may wait behind higher ones before it is served first.
     pub(crate) priority_aging: Option<Duration>,
+    /// How long a cancelled job's handler may take to stop before it is dropped.
+    pub(crate) cancel_grace: Duration,
 }
+
+/// How long a cancelled job's handler may take to stop, by default.
+pub(crate) const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -63,6 +68,7 @@ impl Default for Settings {
             rate_limits: Vec::new(),
             concurrency_limits: Vec::new(),
             priority_aging: None,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
         }
     }
 }

@@ -23,6 +23,9 @@ mod bounded;
 /// another primary keeps running meanwhile; what asynchronous replication loses of the
 /// enqueues acknowledged just before the kill.
 mod cluster;
+/// Operator control: cancel (waiting, running, missed message, killed worker, racing the
+/// fetch), delete in every state and racing a takeover, retry now, purge with filters.
+mod control;
 /// The Grafana dashboard and the alert rules against the exporter: every metric they name
 /// is exported, and every dashboard query returns data from a real Prometheus.
 mod dashboard;

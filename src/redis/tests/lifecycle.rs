@@ -23,7 +23,7 @@ async fn enqueue_fetch_and_ack_a_batch_status_from_the_entry_then_the_done_bucke
     );
     let waiting = s.job_status("q", &ids[0]).await.expect("status");
     assert!(
-        matches!(&waiting, Found::Entry { fields, running: None } if fields.get("type").is_some()),
+        matches!(&waiting, Found::Entry { fields, running: None, .. } if fields.get("type").is_some()),
         "{waiting:?}"
     );
     let keys: u64 = raw.dbsize().await.expect("dbsize");

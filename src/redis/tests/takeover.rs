@@ -77,10 +77,14 @@ async fn leases_heartbeats_and_hand_off() {
         s.renew_leases(stream, "w1", &ids)
             .await
             .expect("renew")
+            .lost
             .is_empty()
     );
     assert_eq!(
-        s.renew_leases(stream, "w2", &ids).await.expect("renew"),
+        s.renew_leases(stream, "w2", &ids)
+            .await
+            .expect("renew")
+            .lost,
         ids,
         "owned by w1"
     );
