@@ -104,10 +104,17 @@ pub trait Observer: Send + Sync + 'static {
         let _ = (queue, entries);
     }
 
+    /// An attempt stopped after `took` because an operator cancelled (or deleted) its job:
+    /// the job ends `cancelled`, neither retried nor dead-lettered.
+    fn cancelled(&self, job: &JobEvent<'_>, took: Duration) {
+        let _ = (job, took);
+    }
+
     /// An operator acted on jobs (README, "Cancel, delete, purge"): reported by the client
-    /// that acted (a cancelled waiting job, a delete, a purge, a retry now) and by the
-    /// worker that stopped a cancelled running job, or whose janitor found one of a dead
-    /// worker.
+    /// that acted (a cancelled waiting job, a delete, a purge, a retry now), and by the
+    /// worker that found a job cancelled before its attempt started or whose janitor
+    /// found one of a dead worker. A running attempt that stops reports
+    /// [`cancelled`](Self::cancelled) instead.
     fn controlled(&self, event: &ControlEvent<'_>) {
         let _ = event;
     }
@@ -403,6 +410,16 @@ impl Observer for LogEvents {
             queue,
             entries,
             "reclaimed jobs whose worker is gone; running them here"
+        );
+    }
+
+    fn cancelled(&self, job: &JobEvent<'_>, took: Duration) {
+        tracing::info!(
+            queue = job.queue,
+            job_id = job.job_id,
+            job_type = job.job_type,
+            ?took,
+            "cancelled job stopped"
         );
     }
 

@@ -10,8 +10,8 @@ use prometheus_client::registry::Registry;
 
 use super::BUCKETS;
 use super::labels::{
-    LimitLabel, LimitQueueLabel, QueueLabel, QueuePriority, QueueType, QueueTypePriority,
-    QueueTypeReason,
+    LimitLabel, LimitQueueLabel, QueueAction, QueueLabel, QueuePriority, QueueType,
+    QueueTypePriority, QueueTypeReason,
 };
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -32,6 +32,7 @@ pub(crate) struct Families {
     pub(super) refused: Family<QueueType, Counter>,
     pub(super) dead: Family<QueueTypeReason, Counter>,
     pub(super) reclaimed: Family<QueueLabel, Counter>,
+    pub(super) controlled: Family<QueueAction, Counter>,
     pub(super) stalled: Family<QueueLabel, Gauge>,
     pub(super) read_errors: Family<QueueLabel, Counter>,
     pub(super) duration: HistogramFamily<QueueType>,
@@ -64,6 +65,7 @@ impl Families {
             refused: Family::default(),
             dead: Family::default(),
             reclaimed: Family::default(),
+            controlled: Family::default(),
             stalled: Family::default(),
             read_errors: Family::default(),
             duration: Family::new_with_constructor(histogram),
@@ -125,6 +127,11 @@ impl Families {
             "stevedore_jobs_dead",
             "Jobs moved to the dead-letter stream, by reason",
             self.dead.clone(),
+        );
+        r.register(
+            "stevedore_jobs_controlled",
+            "Jobs an operator acted on, by action: cancelled (waiting, or stopped while running), cancel_requested, deleted, purged, retried_now",
+            self.controlled.clone(),
         );
         r.register(
             "stevedore_jobs_reclaimed",

@@ -32,6 +32,13 @@ pub(crate) struct QueueTypeReason {
     pub(super) reason: String,
 }
 
+/// A queue and an operator's action (`cancelled`, `deleted`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueueAction {
+    pub(super) queue: String,
+    pub(super) action: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct QueueLabel {
     pub(super) queue: String,

@@ -3,8 +3,27 @@
 use std::time::Duration;
 
 use super::Metrics;
-use super::labels::{INVALID_TYPE, QueueLabel, QueueTypeReason};
-use crate::observe::{DeadJobEvent, EnqueuedEvent, Failure, JobEvent, Observer, RefusedEvent};
+use super::labels::{INVALID_TYPE, QueueAction, QueueLabel, QueueTypeReason};
+use crate::observe::{
+    ControlAction, ControlEvent, DeadJobEvent, EnqueuedEvent, Failure, JobEvent, Observer,
+    RefusedEvent,
+};
+
+impl Metrics {
+    fn control_counter(
+        &self,
+        queue: &str,
+        action: ControlAction,
+    ) -> prometheus_client::metrics::counter::Counter {
+        self.inner
+            .families
+            .controlled
+            .get_or_create_owned(&QueueAction {
+                queue: queue.to_string(),
+                action: action.as_str().to_string(),
+            })
+    }
+}
 
 impl Observer for Metrics {
     fn enqueued(&self, job: &EnqueuedEvent<'_>) {
@@ -52,6 +71,17 @@ impl Observer for Metrics {
 
     fn abandoned(&self, _job: &JobEvent<'_>) {
         self.inner.families.in_flight.dec();
+    }
+
+    fn cancelled(&self, job: &JobEvent<'_>, _took: Duration) {
+        self.inner.families.in_flight.dec();
+        self.control_counter(job.queue, ControlAction::Cancelled)
+            .inc();
+    }
+
+    fn controlled(&self, event: &ControlEvent<'_>) {
+        self.control_counter(event.queue, event.action)
+            .inc_by(event.jobs);
     }
 
     fn dead(&self, job: &DeadJobEvent<'_>) {

@@ -282,7 +282,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
     if d.cancel.is_cancelled() {
         // Cancelled between its fetch and its start: it never runs.
         drop(fut);
-        Box::pin(settle_cancelled(rt, &d, &env)).await;
+        Box::pin(settle_cancelled(rt, &d, &env, None)).await;
         return;
     }
     rt.observers.each(|o| o.started(&job));
@@ -406,13 +406,19 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
             rt.observers.each(|o| o.abandoned(&job));
         }
         Outcome::Cancelled => {
-            Box::pin(settle_cancelled(rt, &d, &env)).await;
+            Box::pin(settle_cancelled(rt, &d, &env, Some((&job, took)))).await;
         }
     }
 }
 
-/// Acknowledges a cancelled job's entry and marks it cancelled, fenced; reports it.
-async fn settle_cancelled(rt: &Runtime, d: &Delivery, env: &Envelope) {
+/// Acknowledges a cancelled job's entry and marks it cancelled, fenced; reports it (as an
+/// attempt that stopped when it had started: `ran`).
+async fn settle_cancelled(
+    rt: &Runtime,
+    d: &Delivery,
+    env: &Envelope,
+    ran: Option<(&JobEvent<'_>, Duration)>,
+) {
     let about = redis::status_about(&d.queue, env);
     let retention = rt.client.status_retention_ms();
     let asked = redis::Asked {
@@ -434,7 +440,10 @@ async fn settle_cancelled(rt: &Runtime, d: &Delivery, env: &Envelope) {
     .await;
     match settled {
         Ok(true) => {
-            tracing::info!(queue = %d.queue, job_id = %env.id, "cancelled job stopped");
+            if let Some((job, took)) = ran {
+                rt.observers.each(|o| o.cancelled(job, took));
+                return;
+            }
             let event = crate::observe::ControlEvent {
                 action: crate::observe::ControlAction::Cancelled,
                 queue: &d.queue,
@@ -446,9 +455,16 @@ async fn settle_cancelled(rt: &Runtime, d: &Delivery, env: &Envelope) {
         }
         Ok(false) => {
             tracing::debug!(entry = %d.entry_id, "cancelled job's entry was deleted or taken over meanwhile");
+            if let Some((job, took)) = ran {
+                // The attempt is over all the same (in-flight counts go down).
+                rt.observers.each(|o| o.cancelled(job, took));
+            }
         }
         Err(e) => {
-            tracing::warn!(entry = %d.entry_id, error = %e, "could not settle a cancelled job; the janitor cancels it once its lease expires");
+            tracing::warn!(entry = %d.entry_id, error = %e, "could not settle a cancelled job; it is cancelled when taken over");
+            if let Some((job, took)) = ran {
+                rt.observers.each(|o| o.cancelled(job, took));
+            }
         }
     }
 }

@@ -95,6 +95,14 @@ type Action = (ControlAction, Option<String>, u64);
 struct Actions(Arc<Mutex<Vec<Action>>>);
 
 impl Observer for Actions {
+    fn cancelled(&self, job: &stevedore::observe::JobEvent<'_>, _took: Duration) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((
+            ControlAction::Cancelled,
+            Some(job.job_id.to_string()),
+            1,
+        ));
+    }
+
     fn controlled(&self, e: &ControlEvent<'_>) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push((
             e.action,
@@ -327,9 +335,11 @@ async fn scheduled_and_retrying_jobs_cancel_or_run_now() {
 async fn a_running_job_stops_within_about_a_second_and_ends_cancelled() {
     let env = TestEnv::start().await;
     let actions = Actions::default();
+    let metrics = stevedore::Metrics::new();
     let running = support::spawn(worker(&env, |b| {
         b.cancel_grace(Duration::from_millis(500))
             .observer(actions.clone())
+            .metrics(&metrics)
     }));
     let polite = env
         .client
