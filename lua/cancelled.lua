@@ -26,6 +26,7 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
+notify_dependents(queue_base(KEYS[1]), string.match(KEYS[2], '}:job:(.*)$') or '', 'cancelled', why)
 local now = tostring(clock_ms())
 set_status(KEYS[2], tonumber(ARGV[4]), 'state', 'cancelled', 'cancelled_by', who, 'reason', why,
   'finished_at', now, 'updated_at', now, unpack(ARGV, 7))

@@ -37,8 +37,13 @@ local has_record = #flat > 0
 local state = record['state'] or ''
 local job_type = record['type'] or ''
 
+local base = queue_base(KEYS[1])
+-- Counts the action and tells the job's dependents it will not run.
 local function count(field)
   redis.call('HINCRBY', KEYS[8], field, 1)
+  if field == 'cancelled' or field == 'deleted' then
+    notify_dependents(base, id, field, why)
+  end
 end
 
 -- The scheduled member of this job: looked up by its due time when the hash has one,
@@ -86,6 +91,26 @@ if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
   end
   if state == 'dead' and record['dlq'] then
     redis.call('XDEL', KEYS[9], record['dlq'])
+  end
+  redis.call('DEL', KEYS[1])
+  redis.call('HINCRBY', KEYS[8], 'deleted', 1)
+  return { 'deleted', state, job_type }
+end
+
+-- Waiting for the jobs it depends on: it has no entry yet.
+if state == 'blocked' then
+  if mode == 'retry' then
+    return { 'not_scheduled', state, job_type }
+  end
+  redis.call('DEL', base .. 'parents:' .. id)
+  if mode == 'cancel' then
+    redis.call('HDEL', KEYS[1], 'member', 'needs', 'due')
+    write_cancelled(KEYS[1], retention, {}, queue, who, why, now)
+    if retention <= 0 then
+      redis.call('DEL', KEYS[1])
+    end
+    count('cancelled')
+    return { 'cancelled', state, job_type }
   end
   redis.call('DEL', KEYS[1])
   count('deleted')

@@ -80,6 +80,28 @@ local function field_of(fields, name)
   return nil
 end
 
+-- The prefix of a queue's keys (`<prefix>:{q}:`), from any key of the queue.
+local function queue_base(key)
+  return string.match(key, '^(.*}:)') or ''
+end
+
+-- Tells a job's dependents (README, "Chains, dependencies, batches") that it ended:
+-- when the queue `base` ever had dependents and this job has some, its `outcome`
+-- (`succeeded`, `dead`, `cancelled`, `deleted`) and `result` go to the queue's outbox and
+-- the queue's workers are woken to resolve them (worker/deps.rs). Costs one EXISTS for a
+-- queue that never had dependents.
+local function notify_dependents(base, job_id, outcome, result)
+  if base == '' or redis.call('EXISTS', base .. 'has_deps') == 0 then
+    return false
+  end
+  if redis.call('EXISTS', base .. 'dependents:' .. job_id) == 0 then
+    return false
+  end
+  redis.call('HSET', base .. 'outbox', job_id, outcome .. '\n' .. (result or ''))
+  redis.call('PUBLISH', base .. 'wake', 'deps')
+  return true
+end
+
 -- Acknowledges and deletes finished entries of `stream` and records their jobs' success
 -- (ack.lua tells the two kinds of record). Reads ARGV from index `at`: n, then n entry
 -- ids, then m, then m records of four values each: the index of its key in KEYS, the field
@@ -89,6 +111,22 @@ end
 local function ack_finished(stream, group, now, at)
   local n = tonumber(ARGV[at])
   local acked = 0
+  -- Jobs with dependents, found before their entries go (a queue that never had any pays
+  -- one EXISTS per call): job id -> true, then its result.
+  local base = queue_base(stream)
+  local parents = nil
+  if n > 0 and redis.call('EXISTS', base .. 'has_deps') == 1 then
+    parents = {}
+    for i = at + 1, at + n do
+      local entry = redis.call('XRANGE', stream, ARGV[i], ARGV[i])
+      if #entry == 1 then
+        local job_id = job_id_of(stream, ARGV[i], entry[1][2])
+        if redis.call('EXISTS', base .. 'dependents:' .. job_id) == 1 then
+          parents[job_id] = ''
+        end
+      end
+    end
+  end
   if n > 0 then
     acked = redis.call('XACK', stream, group, unpack(ARGV, at + 1, at + n))
     redis.call('XDEL', stream, unpack(ARGV, at + 1, at + n))
@@ -98,6 +136,17 @@ local function ack_finished(stream, group, now, at)
   local buckets, order = {}, {}
   for i = first, after - 1, 4 do
     local key, field, value, keep = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    if parents then
+      -- The handler's result, for the dependents.
+      if field == '' then
+        local id = string.match(key, '}:job:(.*)$')
+        if id and parents[id] then
+          parents[id] = value
+        end
+      elseif parents[field] then
+        parents[field] = string.match(value, '^%S+ %S+ %S+ %S+ (.*)$') or ''
+      end
+    end
     if field == '' then
       if value ~= '' then
         redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'updated_at', now,
@@ -139,6 +188,11 @@ local function ack_finished(stream, group, now, at)
       end
     end
   end
+  if parents then
+    for job_id, result in pairs(parents) do
+      notify_dependents(base, job_id, 'succeeded', result)
+    end
+  end
   return acked, after
 end
 
@@ -174,3 +228,4 @@ local function write_cancelled(key, retention, fields, queue, who, why, now)
     'finished_at', tostring(now), 'updated_at', tostring(now))
   redis.call('PEXPIRE', key, retention)
 end
+

@@ -43,6 +43,7 @@ if kind == 'stream' then
       gone[#gone + 1] = e[1]
       local id = job_id_of(KEYS[1], e[1], e[2])
       release_unique(e[2], ARGV[8], id)
+      notify_dependents(queue_base(KEYS[1]), id, 'deleted', 'purged')
       if field_of(e[2], 'id') then
         redis.call('DEL', ARGV[7] .. id)
       end
@@ -76,6 +77,7 @@ for i = 1, #page[2], 2 do
       local id = field_of(fields, 'id') or ''
       release_unique(fields, ARGV[8], id)
       if id ~= '' then
+        notify_dependents(queue_base(KEYS[1]), id, 'deleted', 'purged')
         redis.call('DEL', ARGV[7] .. id)
       end
       purged = purged + redis.call('ZREM', KEYS[1], member)

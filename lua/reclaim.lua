@@ -66,6 +66,7 @@ for _, p in ipairs(page) do
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)
       redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
+      notify_dependents(queue_base(KEYS[1]), job_id, 'cancelled', why or '')
       cancelled[#cancelled + 1] = { id, job_id, field_of(original, 'type') or '' }
     elseif deliveries >= tonumber(ARGV[4]) then
       local fields = {}
@@ -106,6 +107,7 @@ for _, p in ipairs(page) do
       end
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)
+      notify_dependents(queue_base(KEYS[1]), job_id, 'dead', 'poison')
       poisoned[#poisoned + 1] = { id, job_id, job_type }
     else
       local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, id)

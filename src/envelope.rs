@@ -34,6 +34,9 @@ pub(crate) struct Envelope {
     /// The entry's rate-limit tokens were taken before it was scheduled (field `reserved`):
     /// it starts without asking its limits again. Never written by an enqueue.
     pub(crate) reserved: bool,
+    /// What the jobs it waited for left it (field `parents`, JSON, written when it was
+    /// released: README, "Chains, dependencies, batches").
+    pub(crate) parents: Option<String>,
     pub(crate) payload: Bytes,
 }
 

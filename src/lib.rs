@@ -64,6 +64,7 @@ pub mod control;
 pub mod dlq;
 pub(crate) mod envelope;
 pub mod error;
+pub mod flow;
 pub mod handler;
 pub mod health;
 #[cfg(feature = "http")]
@@ -87,7 +88,7 @@ pub use dlq::{
     DeadJob, DeadLetterFilter, DeadLetterPage, DeadLetterQuery, DeadLetters, DeadReason,
 };
 pub use error::{Error, Result};
-pub use handler::{JobContext, JobError, JobHandler, Retry};
+pub use handler::{JobContext, JobError, JobHandler, ParentOutcome, Retry};
 pub use health::Health;
 pub use job::{HandlerOptions, IntoJob, Job, JobId, RawJob};
 pub use limit::{LimitScope, RateLimit};

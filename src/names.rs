@@ -114,6 +114,11 @@ impl JobId {
         JobId(uuid::Uuid::now_v7().to_string())
     }
 
+    /// An id read back from storage or built by the library.
+    pub(crate) fn from_string(id: String) -> Self {
+        JobId(id)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -35,6 +35,8 @@ pub enum JobState {
     Succeeded,
     /// In the dead-letter stream.
     Dead,
+    /// Waiting for the jobs it depends on (README, "Chains, dependencies, batches").
+    Blocked,
     /// Running, and an operator asked to cancel it: its worker is stopping it.
     Cancelling,
     /// Cancelled by an operator: it never ran, or was stopped (`cancelled_by`, `reason`).
@@ -51,6 +53,7 @@ impl JobState {
             JobState::Retrying => "retrying",
             JobState::Succeeded => "succeeded",
             JobState::Dead => "dead",
+            JobState::Blocked => "blocked",
             JobState::Cancelling => "cancelling",
             JobState::Cancelled => "cancelled",
         }
@@ -83,6 +86,7 @@ impl FromStr for JobState {
             "retrying" => JobState::Retrying,
             "succeeded" => JobState::Succeeded,
             "dead" => JobState::Dead,
+            "blocked" => JobState::Blocked,
             "cancelling" => JobState::Cancelling,
             "cancelled" => JobState::Cancelled,
             other => return Err(Error::Decode(format!("unknown job state {other:?}"))),

@@ -74,6 +74,30 @@ struct ContextInner {
     enqueued_at: u64,
     /// What the handler chose to report, as JSON.
     result: std::sync::Mutex<Option<String>>,
+    /// The entry's `parents` field: JSON of what the jobs it waited for came to.
+    parents: Option<String>,
+}
+
+/// What one job a job waited for came to ([`JobContext::parents`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ParentOutcome {
+    /// How it ended: `succeeded`, or, for a dependency that runs its dependent anyway,
+    /// `dead`, `cancelled` or `deleted`.
+    pub state: String,
+    /// What its handler stored with [`JobContext::set_result`] (JSON; empty when none),
+    /// or, for one that did not succeed, its error.
+    pub result: String,
+}
+
+impl ParentOutcome {
+    /// The result decoded into `T`; `None` when there is none.
+    pub fn result_as<T: serde::de::DeserializeOwned>(&self) -> Option<Result<T, JobError>> {
+        (!self.result.is_empty()).then(|| {
+            serde_json::from_str(&self.result)
+                .map_err(|e| JobError::permanent(format!("a parent's result does not decode: {e}")))
+        })
+    }
 }
 
 /// Largest result a handler may store with its job's status.
@@ -101,6 +125,7 @@ pub(crate) struct ContextFacts<'a> {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) enqueued_at: u64,
+    pub(crate) parents: Option<&'a str>,
 }
 
 impl JobContext {
@@ -119,6 +144,7 @@ impl JobContext {
                 max_attempts: facts.max_attempts,
                 enqueued_at: facts.enqueued_at,
                 result: std::sync::Mutex::new(None),
+                parents: facts.parents.map(str::to_string),
             }),
             token,
             cancel,
@@ -138,6 +164,7 @@ impl JobContext {
                 attempt: 1,
                 max_attempts: 1,
                 enqueued_at: crate::clock::now_ms(),
+                parents: None,
             },
             CancellationToken::new(),
             CancellationToken::new(),
@@ -242,6 +269,17 @@ impl JobContext {
     /// ```
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.token.cancelled()
+    }
+
+    /// What the jobs this job waited for came to, by job id (README, "Chains,
+    /// dependencies, batches"): their results, read from this job's entry without a call
+    /// to Redis. Empty for a job that waited for none.
+    pub fn parents(&self) -> std::collections::HashMap<String, ParentOutcome> {
+        self.inner
+            .parents
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default()
     }
 
     /// A token that fires when [`cancelled`](Self::cancelled) resolves, to hand to code

@@ -103,6 +103,7 @@ pub(super) fn prepare(
             unique: unique.as_ref().map(|(k, _)| k.clone()),
             traceparent,
             reserved: false,
+            parents: None,
             payload: Bytes::from(payload),
         },
         unique,

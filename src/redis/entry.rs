@@ -121,6 +121,9 @@ pub(crate) fn fields_of(env: &Envelope) -> Vec<(&'static str, Value)> {
     if env.reserved {
         f.push(("reserved", Value::from("1")));
     }
+    if let Some(p) = &env.parents {
+        f.push(("parents", Value::from(p.as_str())));
+    }
     f.push(("payload", Value::Bytes(env.payload.clone())));
     f
 }
@@ -199,6 +202,11 @@ pub(crate) fn envelope_of(
         unique,
         traceparent,
         reserved: optional("reserved"),
+        parents: if optional("parents") {
+            Some(text("parents")?)
+        } else {
+            None
+        },
         payload,
     })
 }
@@ -267,6 +275,7 @@ mod tests {
             unique: Some("u-1".into()),
             traceparent: None,
             reserved: false,
+            parents: None,
             payload: Bytes::from(crate::codec::encode_payload(&("a", 1)).unwrap_or_default()),
         }
     }

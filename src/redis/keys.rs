@@ -193,6 +193,41 @@ impl Keys {
         self.tagged(queue, "cancel")
     }
 
+    /// `<prefix>:{<queue>}:dependents:<id>`: the jobs (or batch) waiting for job `id`, as
+    /// `<queue> <id> <policy>` members.
+    pub(crate) fn dependents(&self, queue: &str, id: &str) -> String {
+        self.tagged(queue, &format!("dependents:{id}"))
+    }
+
+    /// `<prefix>:{<queue>}:parents:<id>`: what waiting job `id` heard of the jobs it waits
+    /// for (job id → `<outcome>\n<result>`).
+    pub(crate) fn parents(&self, queue: &str, id: &str) -> String {
+        self.tagged(queue, &format!("parents:{id}"))
+    }
+
+    /// `<prefix>:{<queue>}:has_deps`: set once any job of `queue` has dependents, so that
+    /// settling scripts look for them (a queue without pays one EXISTS per call).
+    pub(crate) fn has_deps(&self, queue: &str) -> String {
+        self.tagged(queue, "has_deps")
+    }
+
+    /// `<prefix>:{<queue>}:outbox`: jobs of `queue` that ended with dependents not told yet
+    /// (job id → `<outcome>\n<result>`).
+    pub(crate) fn outbox(&self, queue: &str) -> String {
+        self.tagged(queue, "outbox")
+    }
+
+    /// `<prefix>:{<queue>}:batch:<id>`: a batch's counts and state.
+    pub(crate) fn batch(&self, queue: &str, id: &str) -> String {
+        self.tagged(queue, &format!("batch:{id}"))
+    }
+
+    /// `<prefix>:{<queue>}:batch:<id>:jobs`: the batch's jobs that ended (job id →
+    /// outcome).
+    pub(crate) fn batch_jobs(&self, queue: &str, id: &str) -> String {
+        self.tagged(queue, &format!("batch:{id}:jobs"))
+    }
+
     /// The cancel requests of the queue a ready stream's key (`<prefix>:{<queue>}:high`)
     /// belongs to.
     pub(crate) fn cancel_of_stream(stream: &str) -> String {

@@ -13,7 +13,7 @@
 //! - one file per part of a job's life: `enqueue`, `fetch`, `settle` (started, acknowledged,
 //!   retried, dead-lettered), `leases` (renewals, heartbeats, hand-off), `reclaim` (the
 //!   janitor's takeover), `promote`, `dead` (dead-letter streams), `control` (pause, totals,
-//!   queue registry, health probes), `jobctl` (cancel, delete, retry now, purge), `limits` (rate limits and their buckets), `partitions` (how many a queue has), `periodic`,
+//!   queue registry, health probes), `jobctl` (cancel, delete, retry now, purge), `deps` (dependencies and batches), `limits` (rate limits and their buckets), `partitions` (how many a queue has), `periodic`,
 //!   `stats`, `status`.
 //!
 //! Errors leave this layer as [`crate::Error`]: [`Error::Connection`](crate::Error),
@@ -23,6 +23,7 @@ mod cluster;
 mod conn;
 mod control;
 mod dead;
+mod deps;
 mod enqueue;
 mod entry;
 pub(crate) mod keys;
@@ -45,6 +46,7 @@ mod tests;
 
 pub(crate) use conn::{Connector, TlsFiles};
 pub(crate) use dead::DeadEntry;
+pub(crate) use deps::{Depended, Heard, HeldJob, TargetKind};
 pub(crate) use enqueue::{JobWrite, Written};
 pub(crate) use entry::{Entry, Fields, envelope_of};
 pub(crate) use fetch::Reader;

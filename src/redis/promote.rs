@@ -31,6 +31,8 @@ pub(crate) enum WakeMessage {
     /// An operator asked to cancel (or deleted) the running job of this entry
     /// (`lua/job_control.lua`).
     Cancel { stream: String, entry_id: String },
+    /// A job of the channel's queue ended with dependents to tell (its outbox).
+    Deps { channel: String },
     /// Anything else (written by hand): ignored.
     Other,
 }
@@ -82,6 +84,10 @@ impl Subscription {
         let text = m.value.as_string().unwrap_or_default();
         Some(if text == HANDOFF {
             WakeMessage::Handoff
+        } else if text == "deps" {
+            WakeMessage::Deps {
+                channel: m.channel.to_string(),
+            }
         } else if let Some((stream, entry_id)) = text
             .strip_prefix("cancel ")
             .and_then(|rest| rest.rsplit_once(' '))

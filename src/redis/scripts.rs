@@ -53,6 +53,10 @@ pub(super) struct Scripts {
     pub(super) job_control: Script,
     pub(super) purge: Script,
     pub(super) cancelled: Script,
+    pub(super) hold: Script,
+    pub(super) depend: Script,
+    pub(super) resolve: Script,
+    pub(super) outbox_done: Script,
 }
 
 impl Scripts {
@@ -84,6 +88,10 @@ impl Scripts {
             job_control: script!("job_control"),
             purge: script!("purge"),
             cancelled: script!("cancelled"),
+            hold: script!("hold"),
+            depend: script!("depend"),
+            resolve: script!("resolve"),
+            outbox_done: script!("outbox_done"),
         }
     }
 

@@ -122,6 +122,7 @@ pub(crate) fn prepare(rt: &Runtime, d: Delivery) -> Prepared {
             attempt: env.attempt,
             max_attempts: env.max_attempts,
             enqueued_at: env.enqueued_at,
+            parents: env.parents.as_deref(),
         },
         d.token.clone(),
         d.cancel.clone(),

@@ -96,6 +96,16 @@ async fn sweep(
         .filter(|a| *a != &rt.settings.consumer)
         .collect();
     for queue in queues {
+        // Dependents of ended jobs whose wake-up was missed, or whose resolver died.
+        match crate::flow::drain_outbox(&rt.client, queue).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(queue = %queue, jobs = n, "dependents told at a janitor round")
+            }
+            Err(e) => {
+                tracing::warn!(queue = %queue, error = %e, "telling dependents of ended jobs failed; retrying next round")
+            }
+        }
         if let Some(retention) = rt.settings.dlq_retention {
             match store.dead_delete_older(queue, retention).await {
                 Ok(0) => {}

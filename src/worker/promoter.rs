@@ -98,6 +98,14 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
                         }
                         continue;
                     }
+                    WakeMessage::Deps { channel } => {
+                        if let Some(queue) = channels.get(&channel)
+                            && let Err(e) = crate::flow::drain_outbox(&rt.client, queue).await
+                        {
+                            tracing::warn!(queue = %queue, error = %e, "telling dependents of ended jobs failed; the janitor tries again");
+                        }
+                        continue;
+                    }
                     WakeMessage::Due { channel, due_ms } => (channel, due_ms),
                     WakeMessage::Other => continue,
                 };

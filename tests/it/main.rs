@@ -44,6 +44,9 @@ mod failures;
 /// The fault suite: Redis paused, a partition (blackhole, reset), operator mistakes,
 /// SIGTERM with a short drain deadline, a starved worker; a ledger of every job each.
 mod faults;
+/// Chains, dependencies and batches: order and results, failure policies, unknown
+/// dependencies, parents ending together on two workers, batch callbacks under a kill.
+mod flow;
 /// Leases, the janitor and poison: long jobs keep their lease, dead workers' jobs run
 /// elsewhere, jobs that kill their worker end in the DLQ.
 mod leases;

@@ -1,0 +1,462 @@
+//! Chains, dependencies and batches against a real Redis: a chain runs in order and passes
+//! results on; a dependent waits `blocked` and follows its policy when a job it waits for
+//! dies; an unknown dependency is refused with nothing enqueued; two parents ending at the
+//! same moment on two workers release their child once; a batch calls back exactly once,
+//! also when the worker running it is killed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use stevedore::flow::{Batch, BatchState, Chain, Dependency, OnParentFailure};
+use stevedore::{Error, JobContext, JobError, JobState, RawJob, Worker, job_handler};
+
+use crate::support::{self, TestEnv, WorkerProcess, eventually, wait_for};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Step {
+    name: String,
+    ms: u64,
+    fail: bool,
+}
+
+/// What a `flow.step` job saw: its name, when it started and ended, and its parents.
+#[derive(Debug, Clone)]
+struct Seen {
+    started: Instant,
+    ended: Instant,
+    parents: HashMap<String, stevedore::ParentOutcome>,
+}
+
+#[job_handler(name = "flow.step", queue = "flow", max_attempts = 1)]
+async fn step(s: Step, ctx: JobContext) -> Result<(), JobError> {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(s.ms)).await;
+    support::record(
+        ctx.id(),
+        Seen {
+            started,
+            ended: Instant::now(),
+            parents: ctx.parents(),
+        },
+    );
+    if s.fail {
+        return Err(JobError::permanent(format!("{} failed", s.name)));
+    }
+    ctx.set_result(&format!("made by {}", s.name))
+        .map_err(|e| JobError::permanent(e.to_string()))?;
+    Ok(())
+}
+
+fn job(name: &str, ms: u64) -> stevedore::Job<step> {
+    step::job(Step {
+        name: name.into(),
+        ms,
+        fail: false,
+    })
+}
+
+fn failing(name: &str) -> stevedore::Job<step> {
+    step::job(Step {
+        name: name.into(),
+        ms: 0,
+        fail: true,
+    })
+}
+
+fn worker(env: &TestEnv) -> Worker {
+    Worker::builder(env.client.clone())
+        .handler(step::handler())
+        .concurrency(8)
+        .build()
+        .expect("worker")
+}
+
+async fn state(env: &TestEnv, id: &str) -> Option<JobState> {
+    env.client
+        .status(id)
+        .await
+        .expect("status")
+        .map(|s| s.state)
+}
+
+async fn ended(env: &TestEnv, id: &str) -> JobState {
+    wait_for(Duration::from_secs(20), "the job ends", || async {
+        state(env, id).await.filter(|s| s.is_final())
+    })
+    .await
+}
+
+fn seen(id: &str) -> Vec<Seen> {
+    support::values::<Seen>(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_runs_in_order_and_hands_results_on() {
+    let env = TestEnv::start().await;
+    let ids = env
+        .client
+        .enqueue_chain(
+            Chain::new(job("a", 200))
+                .then(job("b", 0))
+                .then(job("c", 0)),
+        )
+        .await
+        .expect("enqueue chain");
+    assert_eq!(ids.len(), 3);
+    assert_eq!(state(&env, ids[1].as_str()).await, Some(JobState::Blocked));
+    let running = support::spawn(worker(&env));
+    eventually(Duration::from_secs(10), "a runs", || async {
+        state(&env, ids[0].as_str()).await == Some(JobState::Running)
+    })
+    .await;
+    assert_eq!(
+        state(&env, ids[1].as_str()).await,
+        Some(JobState::Blocked),
+        "b waits while a runs"
+    );
+    for id in &ids {
+        assert_eq!(ended(&env, id.as_str()).await, JobState::Succeeded);
+    }
+    let (a, b, c) = (
+        &seen(ids[0].as_str())[0],
+        &seen(ids[1].as_str())[0],
+        &seen(ids[2].as_str())[0],
+    );
+    assert!(a.ended <= b.started && b.ended <= c.started, "in order");
+    let from_a = &b.parents[ids[0].as_str()];
+    assert_eq!(from_a.state, "succeeded");
+    assert_eq!(
+        from_a
+            .result_as::<String>()
+            .expect("a result")
+            .expect("decodes"),
+        "made by a"
+    );
+    assert_eq!(c.parents.len(), 1);
+    assert!(a.parents.is_empty());
+    for id in &ids {
+        assert_eq!(support::runs(id.as_str()), 1);
+    }
+    running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_follows_its_policy_when_a_job_it_waits_for_dies() {
+    let env = TestEnv::start().await;
+    let ok = env.client.enqueue(job("ok", 100)).await.expect("enqueue");
+    let bad = env.client.enqueue(failing("bad")).await.expect("enqueue");
+    let after = |policy| [Dependency::on(&ok), Dependency::on(&bad).on_failure(policy)];
+    let cancelled = env
+        .client
+        .enqueue_after(job("cancelled", 0), after(OnParentFailure::Cancel))
+        .await
+        .expect("enqueue");
+    let runs = env
+        .client
+        .enqueue_after(job("runs", 0), after(OnParentFailure::Run))
+        .await
+        .expect("enqueue");
+    let dead = env
+        .client
+        .enqueue_after(job("dead", 0), after(OnParentFailure::DeadLetter))
+        .await
+        .expect("enqueue");
+    // The grandchild of a cancelled job is cancelled too.
+    let grandchild = env
+        .client
+        .enqueue_after(job("grandchild", 0), [Dependency::on(&cancelled)])
+        .await
+        .expect("enqueue");
+    for id in [&cancelled, &runs, &dead, &grandchild] {
+        assert_eq!(state(&env, id.as_str()).await, Some(JobState::Blocked));
+    }
+    let running = support::spawn(worker(&env));
+    assert_eq!(ended(&env, cancelled.as_str()).await, JobState::Cancelled);
+    let s = env
+        .client
+        .status(cancelled.as_str())
+        .await
+        .expect("status")
+        .expect("known");
+    assert!(
+        s.reason
+            .as_deref()
+            .is_some_and(|r| r.contains(bad.as_str())),
+        "{s:?}"
+    );
+    assert_eq!(ended(&env, grandchild.as_str()).await, JobState::Cancelled);
+    assert_eq!(ended(&env, runs.as_str()).await, JobState::Succeeded);
+    let r = &seen(runs.as_str())[0];
+    assert_eq!(r.parents[ok.as_str()].state, "succeeded");
+    assert_eq!(r.parents[bad.as_str()].state, "dead");
+    assert!(r.parents[bad.as_str()].result.contains("bad failed"));
+    assert_eq!(ended(&env, dead.as_str()).await, JobState::Dead);
+    let letters = env.dead_letters("flow").await;
+    assert!(
+        letters.iter().any(
+            |l| l.get("reason").map(String::as_str) == Some("parent_failed")
+                && l.get("id").map(String::as_str) == Some(dead.as_str())
+        ),
+        "{letters:?}"
+    );
+    for id in [&cancelled, &dead, &grandchild] {
+        assert_eq!(support::runs(id.as_str()), 0, "{id} never ran");
+    }
+    running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_on_ended_or_unknown_jobs() {
+    let env = TestEnv::start().await;
+    let running = support::spawn(worker(&env));
+    let done = env.client.enqueue(job("done", 0)).await.expect("enqueue");
+    assert_eq!(ended(&env, done.as_str()).await, JobState::Succeeded);
+    // A job that ended already counts as it ended: the dependent runs at once.
+    let next = env
+        .client
+        .enqueue_after(job("next", 0), [Dependency::on(&done)])
+        .await
+        .expect("enqueue");
+    assert_eq!(ended(&env, next.as_str()).await, JobState::Succeeded);
+    assert_eq!(
+        seen(next.as_str())[0].parents[done.as_str()].state,
+        "succeeded"
+    );
+
+    // An unknown id is refused, and nothing is left behind.
+    for unknown in ["flow:n-1-0", "0190c0de-0000-7000-8000-000000000000"] {
+        let r = env
+            .client
+            .enqueue_after(
+                job("orphan", 0),
+                [Dependency::on(&done), Dependency::on(unknown)],
+            )
+            .await;
+        assert!(
+            matches!(r, Err(Error::UnknownJob(ref id)) if id == unknown),
+            "{r:?}"
+        );
+    }
+    let blocked: Vec<String> = env
+        .raw
+        .custom(
+            fred::cmd!("KEYS"),
+            vec![format!("{}:{{flow}}:job:*", env.prefix)],
+        )
+        .await
+        .expect("keys");
+    for key in blocked {
+        let st: Option<String> = env.raw.hget(&key, "state").await.expect("hget");
+        assert_ne!(st.as_deref(), Some("blocked"), "{key} was left blocked");
+    }
+    assert!(matches!(
+        env.client.enqueue_after(job("none", 0), []).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        env.client
+            .enqueue_after(
+                job("u", 0).unique("k", Duration::from_secs(60)),
+                [Dependency::on(&done)]
+            )
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_parents_ending_together_on_two_workers_release_their_child_once() {
+    const CHILDREN: usize = 60;
+    let env = TestEnv::start().await;
+    let mut parents = Vec::new();
+    let mut children = Vec::new();
+    for i in 0..CHILDREN {
+        let p1 = env
+            .client
+            .enqueue(job(&format!("p{i}a"), 20))
+            .await
+            .expect("enqueue");
+        let p2 = env
+            .client
+            .enqueue(job(&format!("p{i}b"), 20))
+            .await
+            .expect("enqueue");
+        children.push(
+            env.client
+                .enqueue_after(
+                    job(&format!("c{i}"), 0),
+                    [Dependency::on(&p1), Dependency::on(&p2)],
+                )
+                .await
+                .expect("enqueue"),
+        );
+        parents.push((p1, p2));
+    }
+    // Two workers, each taking one job at a time: the two parents of a child run side by
+    // side, one on each, and end within a few ms of each other.
+    let one = |env: &TestEnv| {
+        Worker::builder(env.client.clone())
+            .handler(step::handler())
+            .concurrency(1)
+            .build()
+            .expect("worker")
+    };
+    let (w1, w2) = (support::spawn(one(&env)), support::spawn(one(&env)));
+    for c in &children {
+        assert_eq!(ended(&env, c.as_str()).await, JobState::Succeeded);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut close = 0;
+    for (c, (p1, p2)) in children.iter().zip(&parents) {
+        assert_eq!(support::runs(c.as_str()), 1, "{c} ran once");
+        let (a, b) = (&seen(p1.as_str())[0], &seen(p2.as_str())[0]);
+        let gap = if a.ended > b.ended {
+            a.ended - b.ended
+        } else {
+            b.ended - a.ended
+        };
+        if gap < Duration::from_millis(5) {
+            close += 1;
+        }
+        assert!(seen(c.as_str())[0].started >= a.ended.max(b.ended));
+    }
+    eprintln!("{close} of {CHILDREN} children had parents ending within 5 ms of each other");
+    assert!(close > CHILDREN / 4, "the race was hit: {close}");
+    w1.shutdown().await.expect("stop");
+    w2.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_its_jobs_and_calls_back_once() {
+    let env = TestEnv::start().await;
+    let mut batch = Batch::new()
+        .on_complete(job("complete", 0))
+        .on_success(job("success", 0));
+    for i in 0..20 {
+        batch = if i % 7 == 3 {
+            batch.job(failing(&format!("m{i}")))
+        } else {
+            batch.job(job(&format!("m{i}"), 10))
+        };
+    }
+    let b = env
+        .client
+        .enqueue_batch(batch)
+        .await
+        .expect("enqueue batch");
+    assert_eq!(b.jobs.len(), 20);
+    let status = env
+        .client
+        .batch(&b.id)
+        .await
+        .expect("batch")
+        .expect("known");
+    assert_eq!(
+        (status.state, status.total, status.pending),
+        (BatchState::Running, 20, 20)
+    );
+    let running = support::spawn(worker(&env));
+    let complete = b.on_complete.clone().expect("on complete");
+    let success = b.on_success.clone().expect("on success");
+    assert_eq!(ended(&env, complete.as_str()).await, JobState::Succeeded);
+    assert_eq!(ended(&env, success.as_str()).await, JobState::Cancelled);
+    let status = env
+        .client
+        .batch(&b.id)
+        .await
+        .expect("batch")
+        .expect("known");
+    assert_eq!(
+        (
+            status.state,
+            status.succeeded,
+            status.failed,
+            status.pending
+        ),
+        (BatchState::Done, 17, 3, 0)
+    );
+    let outcome = &seen(complete.as_str())[0].parents[b.id.as_str()];
+    assert_eq!(outcome.state, "failed");
+    assert!(outcome.result.contains("3 of 20"), "{outcome:?}");
+    // Every job ran once, the callback once.
+    for id in &b.jobs {
+        assert_eq!(support::runs(id.as_str()), 1);
+    }
+    assert_eq!(support::runs(complete.as_str()), 1);
+    assert_eq!(support::runs(success.as_str()), 0);
+
+    // All succeed: on_success runs.
+    let mut ok = Batch::new().on_success(job("all good", 0));
+    for i in 0..5 {
+        ok = ok.job(job(&format!("n{i}"), 0));
+    }
+    let ok = env.client.enqueue_batch(ok).await.expect("enqueue");
+    let success = ok.on_success.clone().expect("on success");
+    assert_eq!(ended(&env, success.as_str()).await, JobState::Succeeded);
+    assert_eq!(ok.on_complete, None);
+    assert!(matches!(
+        env.client.enqueue_batch(Batch::new()).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(
+        env.client.batch("flow:b-nothing").await.expect("batch"),
+        None
+    );
+    running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_calls_back_once_when_the_worker_running_it_is_killed() {
+    let env = TestEnv::start().await;
+    let executions = format!("{}-demo:executions", env.prefix);
+    let count =
+        |ms: u64| RawJob::new("demo.count", "demo", &serde_json::json!({ "ms": ms })).expect("job");
+    let mut batch = Batch::new().on_complete(count(0));
+    for _ in 0..30 {
+        batch = batch.job(count(150));
+    }
+    let process = WorkerProcess::start(&env, &["--lease", "1s", "--concurrency", "4"]);
+    let b = env.client.enqueue_batch(batch).await.expect("enqueue");
+    // Killed with some of the batch done, some running, some waiting.
+    eventually(Duration::from_secs(30), "some jobs ended", || async {
+        env.client
+            .batch(&b.id)
+            .await
+            .expect("batch")
+            .is_some_and(|s| s.succeeded >= 5)
+    })
+    .await;
+    process.kill();
+    let process = WorkerProcess::start(&env, &["--lease", "1s", "--concurrency", "8"]);
+    let complete = b.on_complete.clone().expect("callback");
+    let s = wait_for(Duration::from_secs(30), "the callback ran", || async {
+        env.client
+            .status(complete.as_str())
+            .await
+            .expect("status")
+            .filter(|s| s.state.is_final())
+    })
+    .await;
+    assert_eq!(s.state, JobState::Succeeded);
+    let status = env
+        .client
+        .batch(&b.id)
+        .await
+        .expect("batch")
+        .expect("known");
+    assert_eq!((status.state, status.succeeded), (BatchState::Done, 30));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs: HashMap<String, u64> = env.raw.hgetall(&executions).await.expect("executions");
+    assert_eq!(
+        runs.get(complete.as_str()),
+        Some(&1),
+        "the callback ran exactly once"
+    );
+    for id in &b.jobs {
+        assert!(runs.get(id.as_str()).is_some_and(|n| *n >= 1), "{id} ran");
+    }
+    process.terminate();
+}
