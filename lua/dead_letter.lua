@@ -62,6 +62,8 @@ local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 notify_dependents(queue_base(KEYS[1]), job_id_of(KEYS[1], ARGV[3], original), 'dead', ARGV[5])
+deliver_hooks(queue_base(KEYS[1]), job_id_of(KEYS[1], ARGV[3], original),
+  field_of(original, 'type') or '', 'dead', ARGV[5], tonumber(failed_at))
 -- `dlq` names the dead letter, so deleting the job (job_control.lua) deletes it too.
 set_status(KEYS[3], tonumber(ARGV[6]), 'state', 'dead', 'reason', ARGV[4], 'error', ARGV[5],
   'finished_at', failed_at, 'updated_at', failed_at, 'dlq', dead_id, unpack(ARGV, 7))

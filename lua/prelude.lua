@@ -102,6 +102,31 @@ local function notify_dependents(base, job_id, outcome, result)
   return true
 end
 
+-- Enqueues a webhook delivery (README, "Webhooks") for each hook of the queue `base` that
+-- fires on `event` (`succeeded`, `dead`) for a job of `job_type`: a job of type
+-- `stevedore.webhook` on the queue's normal stream, in the same step as the job's end, so
+-- a delivery is never lost. `{q}:hooks` holds `queue` and `type:<t>` -> the events, kept
+-- by workers from `<prefix>:webhooks`. Deliveries do not trigger hooks themselves. Costs
+-- one EXISTS for a queue without hooks.
+local function deliver_hooks(base, job_id, job_type, event, detail, now)
+  if base == '' or job_type == 'stevedore.webhook' or redis.call('EXISTS', base .. 'hooks') == 0 then
+    return
+  end
+  local scopes = { 'queue', 'type:' .. job_type }
+  local found = redis.call('HMGET', base .. 'hooks', scopes[1], scopes[2])
+  for i = 1, 2 do
+    local events = found[i]
+    if events and string.find(',' .. events .. ',', ',' .. event .. ',', 1, true) then
+      local payload = cmsgpack.pack({
+        scope = scopes[i], event = event, job_id = job_id, job_type = job_type,
+        queue = string.match(base, '{([^}]*)}:$') or '', detail = detail or '', at_ms = now,
+      })
+      redis.call('XADD', base .. 'normal', '*', 'type', 'stevedore.webhook', 'attempt', '1',
+        'max_attempts', '0', 'enqueued_at', tostring(now), 'payload', payload)
+    end
+  end
+end
+
 -- Acknowledges and deletes finished entries of `stream` and records their jobs' success
 -- (ack.lua tells the two kinds of record). Reads ARGV from index `at`: n, then n entry
 -- ids, then m, then m records of four values each: the index of its key in KEYS, the field
@@ -111,19 +136,23 @@ end
 local function ack_finished(stream, group, now, at)
   local n = tonumber(ARGV[at])
   local acked = 0
-  -- Jobs with dependents, found before their entries go (a queue that never had any pays
-  -- one EXISTS per call): job id -> true, then its result.
+  -- Jobs with dependents or webhooks, found before their entries go (a queue that never
+  -- had either pays two EXISTS per call): job id -> {type, result, has dependents}.
   local base = queue_base(stream)
-  local parents = nil
-  if n > 0 and redis.call('EXISTS', base .. 'has_deps') == 1 then
-    parents = {}
+  local ended = nil
+  local watch_deps = n > 0 and redis.call('EXISTS', base .. 'has_deps') == 1
+  local watch_hooks = n > 0 and redis.call('EXISTS', base .. 'hooks') == 1
+  if watch_deps or watch_hooks then
+    ended = {}
     for i = at + 1, at + n do
       local entry = redis.call('XRANGE', stream, ARGV[i], ARGV[i])
       if #entry == 1 then
         local job_id = job_id_of(stream, ARGV[i], entry[1][2])
-        if redis.call('EXISTS', base .. 'dependents:' .. job_id) == 1 then
-          parents[job_id] = ''
-        end
+        ended[job_id] = {
+          job_type = field_of(entry[1][2], 'type') or '',
+          result = '',
+          deps = watch_deps and redis.call('EXISTS', base .. 'dependents:' .. job_id) == 1,
+        }
       end
     end
   end
@@ -136,15 +165,15 @@ local function ack_finished(stream, group, now, at)
   local buckets, order = {}, {}
   for i = first, after - 1, 4 do
     local key, field, value, keep = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    if parents then
-      -- The handler's result, for the dependents.
+    if ended then
+      -- The handler's result, for the dependents and hooks.
       if field == '' then
         local id = string.match(key, '}:job:(.*)$')
-        if id and parents[id] then
-          parents[id] = value
+        if id and ended[id] then
+          ended[id].result = value
         end
-      elseif parents[field] then
-        parents[field] = string.match(value, '^%S+ %S+ %S+ %S+ (.*)$') or ''
+      elseif ended[field] then
+        ended[field].result = string.match(value, '^%S+ %S+ %S+ %S+ (.*)$') or ''
       end
     end
     if field == '' then
@@ -188,9 +217,14 @@ local function ack_finished(stream, group, now, at)
       end
     end
   end
-  if parents then
-    for job_id, result in pairs(parents) do
-      notify_dependents(base, job_id, 'succeeded', result)
+  if ended then
+    for job_id, e in pairs(ended) do
+      if e.deps then
+        notify_dependents(base, job_id, 'succeeded', e.result)
+      end
+      if watch_hooks then
+        deliver_hooks(base, job_id, e.job_type, 'succeeded', e.result, tonumber(now))
+      end
     end
   end
   return acked, after

@@ -108,6 +108,7 @@ for _, p in ipairs(page) do
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)
       notify_dependents(queue_base(KEYS[1]), job_id, 'dead', 'poison')
+      deliver_hooks(queue_base(KEYS[1]), job_id, job_type, 'dead', 'poison', now_ms)
       poisoned[#poisoned + 1] = { id, job_id, job_type }
     else
       local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, id)

@@ -98,8 +98,10 @@ if parent ~= '' then
       redis.call('HSET', KEYS[1], 'state', 'dead', 'reason', 'parent_failed', 'error', why,
         'finished_at', tostring(now), 'updated_at', tostring(now), 'dlq', dead_id)
       redis.call('HINCRBY', KEYS[8], 'dead', 1)
+      local job_type = redis.call('HGET', KEYS[1], 'type') or ''
       finish()
       notify_dependents(base, target, 'dead', why)
+      deliver_hooks(base, target, job_type, 'dead', why, now)
       return { 'dead' }
     end
     redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancelled_by', 'stevedore', 'reason', why,

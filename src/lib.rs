@@ -80,6 +80,7 @@ pub(crate) mod redis;
 pub mod retry;
 pub mod status;
 pub(crate) mod trace_context;
+pub mod webhook;
 pub mod worker;
 
 pub use admin::Admin;

@@ -490,6 +490,15 @@ impl Registry {
         Ok(())
     }
 
+    /// Adds a handler the library brings (webhook deliveries) unless one is registered for
+    /// its type already; its default queue is not a queue of the worker.
+    pub(crate) fn insert_builtin<H: JobHandler>(&mut self, handler: H) {
+        if !self.handlers.contains_key(H::NAME) {
+            self.handlers
+                .insert(H::NAME.to_string(), Arc::new(Erased(handler)));
+        }
+    }
+
     pub(crate) fn get(&self, job_type: &str) -> Option<&Arc<dyn ErasedHandler>> {
         self.handlers.get(job_type)
     }

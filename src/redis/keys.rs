@@ -205,6 +205,18 @@ impl Keys {
         self.tagged(queue, &format!("parents:{id}"))
     }
 
+    /// `<prefix>:webhooks`: hooks, `queue:<q>` or `type:<t>` → JSON (url, events, secret,
+    /// timeout).
+    pub(crate) fn webhooks(&self) -> String {
+        format!("{}:webhooks", self.prefix)
+    }
+
+    /// `<prefix>:{<queue>}:hooks`: which events fire hooks for `queue`'s jobs, `queue` or
+    /// `type:<t>` → `succeeded,dead`; kept from the hooks hash.
+    pub(crate) fn hooks(&self, queue: &str) -> String {
+        self.tagged(queue, "hooks")
+    }
+
     /// `<prefix>:{<queue>}:has_deps`: set once any job of `queue` has dependents, so that
     /// settling scripts look for them (a queue without pays one EXISTS per call).
     pub(crate) fn has_deps(&self, queue: &str) -> String {

@@ -40,6 +40,7 @@ mod stats;
 mod status;
 
 mod fetch;
+mod hooks;
 mod jobctl;
 #[cfg(test)]
 mod tests;

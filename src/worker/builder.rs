@@ -233,11 +233,14 @@ impl WorkerBuilder {
             self.queues
                 .unwrap_or_else(|| self.registry.queues().to_vec()),
         );
+        // Every worker delivers the webhooks of its queues (README, "Webhooks").
+        let mut registry = self.registry;
+        registry.insert_builtin(crate::webhook::Deliver::new(self.client.clone()));
         settings.consumer = self.consumer.unwrap_or_else(default_consumer_name);
         settings.check()?;
         Ok(Worker {
             client: self.client,
-            registry: self.registry,
+            registry,
             periodic: self.periodic,
             observers: self.observers,
             metrics: self.metrics,

@@ -130,7 +130,10 @@ pub(crate) async fn run(
         tracing::debug!(error = %e, "recording the worker's queues failed");
     }
     let mut ticker = Ticker::new(CONTROL_INTERVAL, stop);
+    // The hooks as last written to this worker's queues' copies (None: not yet).
+    let mut hooks: Option<std::collections::HashMap<String, String>> = None;
     while ticker.tick().await {
+        sync_hooks(&rt, &mut hooks).await;
         match rt.client.store().paused_queues().await {
             Ok(paused) => {
                 for q in queues {
@@ -148,6 +151,32 @@ pub(crate) async fn run(
         flush(&rt).await;
     }
     flush(&rt).await;
+}
+
+/// Keeps this worker's queues' copies of the webhooks current (`{q}:hooks`), writing only
+/// when the hooks changed since the last round.
+async fn sync_hooks(rt: &Runtime, last: &mut Option<std::collections::HashMap<String, String>>) {
+    let store = rt.client.store();
+    let all = match store.webhooks().await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading webhooks failed");
+            return;
+        }
+    };
+    if last.as_ref() == Some(&all) {
+        return;
+    }
+    for q in &rt.settings.queues {
+        if let Err(e) = store
+            .sync_queue_hooks(q, &crate::webhook::queue_hooks(&all, q))
+            .await
+        {
+            tracing::debug!(queue = %q, error = %e, "writing the queue's webhooks failed");
+            return;
+        }
+    }
+    *last = Some(all);
 }
 
 async fn flush(rt: &Runtime) {

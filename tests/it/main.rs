@@ -89,3 +89,6 @@ mod tls;
 mod traces;
 /// Data written by the previous version (status hashes, UUID ids) after an upgrade.
 mod upgrade;
+/// Webhooks: signed deliveries of successes and deaths, scoped, retried on 5xx,
+/// dead-lettered when refused or unreachable.
+mod webhooks;
