@@ -18,8 +18,24 @@ use std::time::UNIX_EPOCH;
 
 use crate::job::{PreparedJob, Schedule};
 use crate::names::{JobId, validate_job_id};
+use crate::observe::{Observers, ResolvedEvent};
 use crate::redis::{Depended, Heard, HeldJob, TargetKind};
 use crate::{Client, Error, IntoJob, Result};
+
+/// Tells observers what a resolve call did, when it ended a wait.
+fn report(observers: &Observers, queue: &str, id: &str, word: &str) {
+    if matches!(
+        word,
+        "released" | "scheduled" | "cancelled" | "dead" | "done"
+    ) {
+        let e = ResolvedEvent {
+            queue,
+            id,
+            outcome: word,
+        };
+        observers.each(|o| o.resolved(&e));
+    }
+}
 
 /// What a job does when a job it depends on does not succeed (dies, is cancelled or
 /// deleted).
@@ -288,7 +304,8 @@ impl Client {
                         result: &result,
                         policy: d.on_failure.as_str(),
                     };
-                    self.store()
+                    let word = self
+                        .store()
                         .resolve(
                             TargetKind::Job,
                             &queue,
@@ -297,6 +314,7 @@ impl Client {
                             self.status_retention_ms(),
                         )
                         .await?;
+                    report(self.observers(), &queue, &id, &word);
                 }
                 Depended::Unknown => {
                     // Nothing of it may run: the held job goes (its other registrations
@@ -417,7 +435,8 @@ impl Client {
             self.release(&m.job.queue, &m.id).await?;
         }
         // Sealed last: a batch whose jobs all ended before this step ends here.
-        self.store()
+        let word = self
+            .store()
             .resolve(
                 TargetKind::Batch,
                 &home,
@@ -426,6 +445,7 @@ impl Client {
                 self.status_retention_ms(),
             )
             .await?;
+        report(self.observers(), &home, &batch_id, &word);
         let id_of = |slot: Option<usize>| slot.map(|i| JobId::from_string(callbacks[i].id.clone()));
         Ok(BatchEnqueued {
             id: batch_id,
@@ -530,9 +550,11 @@ impl Client {
 
     /// Releases held job `id` of `queue` if it waits for nothing (more).
     async fn release(&self, queue: &str, id: &str) -> Result<()> {
-        self.store()
+        let word = self
+            .store()
             .resolve(TargetKind::Job, queue, id, None, self.status_retention_ms())
             .await?;
+        report(self.observers(), queue, id, &word);
         Ok(())
     }
 }
@@ -540,7 +562,11 @@ impl Client {
 /// Tells the dependents of every job of `queue` that ended since the last look
 /// (`<queue>`'s outbox), then clears what was told. Any worker of the queue may run it at
 /// any time: every step is idempotent. Returns how many ended jobs were resolved.
-pub(crate) async fn drain_outbox(client: &Client, queue: &str) -> Result<usize> {
+pub(crate) async fn drain_outbox(
+    client: &Client,
+    observers: &Observers,
+    queue: &str,
+) -> Result<usize> {
     let store = client.store();
     let mut resolved = 0;
     for (id, value) in store.outbox(queue).await? {
@@ -563,9 +589,10 @@ pub(crate) async fn drain_outbox(client: &Client, queue: &str) -> Result<usize> 
                 result,
                 policy,
             };
-            store
+            let word = store
                 .resolve(kind, q, target, Some(heard), client.status_retention_ms())
                 .await?;
+            report(observers, q, target, &word);
         }
         if store.outbox_done(queue, &id, &value).await? {
             resolved += 1;

@@ -119,6 +119,14 @@ pub trait Observer: Send + Sync + 'static {
         let _ = event;
     }
 
+    /// A job that waited for others, or a batch, was resolved (README, "Chains,
+    /// dependencies, batches"): a job `released` to run (or `scheduled`, its delay still
+    /// to run), `cancelled` or `dead` because a job it waited for did not succeed; a batch
+    /// `done`. Reported by the worker (or client) whose call resolved it.
+    fn resolved(&self, event: &ResolvedEvent<'_>) {
+        let _ = event;
+    }
+
     /// A read of `queue`'s streams failed (Redis unreachable, paused past the read's
     /// deadline, or refusing); the fetch loop retries with a backoff. Every failure is
     /// reported; [`stalled`](Self::stalled) says when they add up to an outage.
@@ -172,6 +180,18 @@ pub struct RefusedEvent<'a> {
     pub priority: Priority,
     /// The queue's capacity (a partition's share).
     pub capacity: u64,
+}
+
+/// A waiting job or a batch resolved ([`Observer::resolved`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ResolvedEvent<'a> {
+    /// Its queue.
+    pub queue: &'a str,
+    /// The job's (or batch's) id.
+    pub id: &'a str,
+    /// `released`, `scheduled`, `cancelled`, `dead`, or `done` for a batch.
+    pub outcome: &'a str,
 }
 
 /// What an operator did to jobs ([`Observer::controlled`]).

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 
 use super::BUCKETS;
 use super::labels::{
-    LimitLabel, LimitQueueLabel, QueueAction, QueueLabel, QueuePriority, QueueType,
+    LimitLabel, LimitQueueLabel, QueueAction, QueueLabel, QueueOutcome, QueuePriority, QueueType,
     QueueTypePriority, QueueTypeReason,
 };
 
@@ -33,6 +33,7 @@ pub(crate) struct Families {
     pub(super) dead: Family<QueueTypeReason, Counter>,
     pub(super) reclaimed: Family<QueueLabel, Counter>,
     pub(super) controlled: Family<QueueAction, Counter>,
+    pub(super) resolved: Family<QueueOutcome, Counter>,
     pub(super) stalled: Family<QueueLabel, Gauge>,
     pub(super) read_errors: Family<QueueLabel, Counter>,
     pub(super) duration: HistogramFamily<QueueType>,
@@ -66,6 +67,7 @@ impl Families {
             dead: Family::default(),
             reclaimed: Family::default(),
             controlled: Family::default(),
+            resolved: Family::default(),
             stalled: Family::default(),
             read_errors: Family::default(),
             duration: Family::new_with_constructor(histogram),
@@ -132,6 +134,11 @@ impl Families {
             "stevedore_jobs_controlled",
             "Jobs an operator acted on, by action: cancelled (waiting, or stopped while running), cancel_requested, deleted, purged, retried_now",
             self.controlled.clone(),
+        );
+        r.register(
+            "stevedore_jobs_resolved",
+            "Jobs that waited for others, resolved by outcome: released, scheduled, cancelled, dead; batches done",
+            self.resolved.clone(),
         );
         r.register(
             "stevedore_jobs_reclaimed",

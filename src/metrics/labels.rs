@@ -32,6 +32,13 @@ pub(crate) struct QueueTypeReason {
     pub(super) reason: String,
 }
 
+/// A queue and how a waiting job (or batch) was resolved.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueueOutcome {
+    pub(super) queue: String,
+    pub(super) outcome: String,
+}
+
 /// A queue and an operator's action (`cancelled`, `deleted`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct QueueAction {

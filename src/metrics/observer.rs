@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use super::Metrics;
-use super::labels::{INVALID_TYPE, QueueAction, QueueLabel, QueueTypeReason};
+use super::labels::{INVALID_TYPE, QueueAction, QueueLabel, QueueOutcome, QueueTypeReason};
 use crate::observe::{
     ControlAction, ControlEvent, DeadJobEvent, EnqueuedEvent, Failure, JobEvent, Observer,
-    RefusedEvent,
+    RefusedEvent, ResolvedEvent,
 };
 
 impl Metrics {
@@ -76,6 +76,17 @@ impl Observer for Metrics {
     fn cancelled(&self, job: &JobEvent<'_>, _took: Duration) {
         self.inner.families.in_flight.dec();
         self.control_counter(job.queue, ControlAction::Cancelled)
+            .inc();
+    }
+
+    fn resolved(&self, event: &ResolvedEvent<'_>) {
+        self.inner
+            .families
+            .resolved
+            .get_or_create(&QueueOutcome {
+                queue: event.queue.to_string(),
+                outcome: event.outcome.to_string(),
+            })
             .inc();
     }
 

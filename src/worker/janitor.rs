@@ -97,7 +97,7 @@ async fn sweep(
         .collect();
     for queue in queues {
         // Dependents of ended jobs whose wake-up was missed, or whose resolver died.
-        match crate::flow::drain_outbox(&rt.client, queue).await {
+        match crate::flow::drain_outbox(&rt.client, &rt.observers, queue).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::debug!(queue = %queue, jobs = n, "dependents told at a janitor round")

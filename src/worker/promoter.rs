@@ -100,7 +100,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
                     }
                     WakeMessage::Deps { channel } => {
                         if let Some(queue) = channels.get(&channel)
-                            && let Err(e) = crate::flow::drain_outbox(&rt.client, queue).await
+                            && let Err(e) = crate::flow::drain_outbox(&rt.client, &rt.observers, queue).await
                         {
                             tracing::warn!(queue = %queue, error = %e, "telling dependents of ended jobs failed; the janitor tries again");
                         }

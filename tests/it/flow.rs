@@ -106,7 +106,14 @@ async fn a_chain_runs_in_order_and_hands_results_on() {
         .expect("enqueue chain");
     assert_eq!(ids.len(), 3);
     assert_eq!(state(&env, ids[1].as_str()).await, Some(JobState::Blocked));
-    let running = support::spawn(worker(&env));
+    let metrics = stevedore::Metrics::new();
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .handler(step::handler())
+            .metrics(&metrics)
+            .build()
+            .expect("worker"),
+    );
     eventually(Duration::from_secs(10), "a runs", || async {
         state(&env, ids[0].as_str()).await == Some(JobState::Running)
     })
@@ -139,6 +146,11 @@ async fn a_chain_runs_in_order_and_hands_results_on() {
     for id in &ids {
         assert_eq!(support::runs(id.as_str()), 1);
     }
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"stevedore_jobs_resolved_total{queue="flow",outcome="released"} 2"#),
+        "b and c released by the worker: {text}"
+    );
     running.shutdown().await.expect("stop");
 }
 
