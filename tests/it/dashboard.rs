@@ -202,7 +202,25 @@ impl Exporter {
             c.enqueue(full).await,
             Err(stevedore::Error::QueueFull { .. })
         ));
+        // An operator's cancel (counted by this producer) and a chain whose second job the
+        // worker releases, for the operator and dependents panels.
+        let idle = RawJob::new("dash.ok", "dash-idle", &Chore { n: 5 }).expect("job");
+        let idle = c.enqueue(idle).await.expect("enqueue");
+        c.cancel(idle.as_str(), "dashboard test", "not needed")
+            .await
+            .expect("cancel");
+        let chain = c
+            .enqueue_chain(
+                stevedore::flow::Chain::new(succeeds::job(Chore { n: 6 }))
+                    .then(succeeds::job(Chore { n: 7 })),
+            )
+            .await
+            .expect("chain");
         let env = &self.env;
+        eventually(Duration::from_secs(30), "the chain ran", || async {
+            support::runs(chain[1].as_str()) == 1
+        })
+        .await;
         eventually(
             Duration::from_secs(30),
             "a success, a success after a retry, and a dead letter",
