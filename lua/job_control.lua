@@ -148,10 +148,28 @@ if state == 'scheduled' or state == 'retrying' then
 end
 
 if mode == 'retry' then
-  if state == '' and not has_record and ARGV[4] == '' then
+  if has_record then
+    return { 'not_scheduled', state, job_type }
+  end
+  -- No hash: a job to run now, waiting, running or done, as its entry and bucket say.
+  local letter, entry_id = string.match(ARGV[4], '^([hnl])%-(.+)$')
+  if not letter then
     return { 'none', '', '' }
   end
-  return { 'not_scheduled', state ~= '' and state or 'queued', job_type }
+  local found, entry = pcall(redis.call, 'XRANGE', streams[letter], entry_id, entry_id)
+  if found and #entry == 1 and not field_of(entry[1][2], 'id') then
+    local read_pending, pending = pcall(redis.call, 'XPENDING', streams[letter], group, entry_id, entry_id, 1)
+    local now_state = 'queued'
+    if read_pending and type(pending) == 'table' and #pending == 1 then
+      now_state = 'running'
+    end
+    return { 'not_scheduled', now_state, field_of(entry[1][2], 'type') or '' }
+  end
+  local done = redis.call('HGET', KEYS[6], id)
+  if done then
+    return { 'not_scheduled', 'succeeded', string.match(done, '^%S+ %S+ %S+ (%S+)') or '' }
+  end
+  return { 'none', '', '' }
 end
 
 -- Queued or running: the entry, named by the hash or by the id itself.

@@ -46,7 +46,7 @@ impl From<Error> for ApiError {
             }
             Error::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Error::UnknownQueue(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::UnknownQueue(_) | Error::UnknownJob(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::QueueNotEmpty { .. } => (StatusCode::CONFLICT, "queue_not_empty"),
             Error::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
             e if e.is_redis() => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),

@@ -234,6 +234,13 @@ pub struct JsonJob {
     /// failing at once with [`Error::QueueFull`].
     #[serde(default)]
     pub wait_for_room: Option<String>,
+    /// Job ids this job waits for (README, "Chains, dependencies, batches"): it runs once
+    /// they all ended, as `on_failure` says for one that did not succeed.
+    #[serde(default)]
+    pub after: Option<Vec<String>>,
+    /// With `after`: `cancel` (default), `run` or `dead_letter`.
+    #[serde(default)]
+    pub on_failure: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -255,7 +262,35 @@ impl JsonJob {
             traceparent: None,
             partition_key: None,
             wait_for_room: None,
+            after: None,
+            on_failure: None,
         }
+    }
+
+    /// The dependencies `after` and `on_failure` name (none when `after` is absent or
+    /// empty). Fails with [`Error::InvalidInput`] for an unknown policy, or `on_failure`
+    /// without `after`.
+    pub fn dependencies(&self) -> Result<Vec<crate::flow::Dependency>> {
+        use crate::flow::{Dependency, OnParentFailure};
+        let policy = match self.on_failure.as_deref() {
+            None | Some("cancel") => OnParentFailure::Cancel,
+            Some("run") => OnParentFailure::Run,
+            Some("dead_letter") => OnParentFailure::DeadLetter,
+            Some(other) => {
+                return Err(Error::InvalidInput(format!(
+                    "on_failure {}: use cancel, run or dead_letter",
+                    crate::error::excerpt(other)
+                )));
+            }
+        };
+        let after = self.after.clone().unwrap_or_default();
+        if after.is_empty() && self.on_failure.is_some() {
+            return Err(Error::InvalidInput("on_failure needs after".into()));
+        }
+        Ok(after
+            .iter()
+            .map(|id| Dependency::on(id).on_failure(policy))
+            .collect())
     }
 
     /// How long to wait for room in a full bounded queue (`wait_for_room`), if at all.
@@ -542,6 +577,19 @@ impl Admin {
     /// decodes, so a handler taking `struct SendEmail { to: String }` accepts
     /// `{"to": "ada@example.com"}`.
     pub async fn enqueue_json(&self, job: JsonJob) -> Result<Enqueued> {
+        let deps = job.dependencies()?;
+        if !deps.is_empty() {
+            if job.wait_for_room.is_some() {
+                return Err(Error::InvalidInput(
+                    "wait_for_room does not apply to a job with after: it waits for its jobs, not for room".into(),
+                ));
+            }
+            let id = self.client.enqueue_after(job.into_raw()?, deps).await?;
+            return Ok(Enqueued {
+                id,
+                duplicate: false,
+            });
+        }
         match job.room_wait()? {
             None => self.enqueue_raw(job.into_raw()?).await,
             Some(wait) => self.enqueue_raw_waiting(job.into_raw()?, wait).await,

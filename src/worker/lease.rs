@@ -215,7 +215,13 @@ pub(crate) async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
     let forget_after = (rt.settings.lease * 10).max(Duration::from_secs(300));
     let details_ttl = (rt.settings.lease * 3).max(Duration::from_secs(60));
     let started_at_ms = crate::clock::now_ms();
-    let mut types: Vec<&str> = rt.registry.names().collect();
+    // The job types this worker's handlers run (the built-in webhook deliveries, which
+    // every worker runs, left out).
+    let mut types: Vec<&str> = rt
+        .registry
+        .names()
+        .filter(|t| *t != crate::webhook::DELIVERY_TYPE)
+        .collect();
     types.sort_unstable();
     let types = types.join(",");
     let mut ticker = Ticker::new(interval, stop.clone());

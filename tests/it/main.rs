@@ -8,6 +8,9 @@ mod support;
 /// The admin HTTP API over a socket: enqueue, status, queues, workers, pause, dead letters,
 /// and a clear error for every bad request.
 mod admin;
+/// Operator control over HTTP: cancel, delete, run now, purge, jobs after others, batch
+/// status, webhooks.
+mod admin_control;
 /// The admin server's defenses: cross-site requests, unknown hosts, tokens for reads,
 /// loopback-only without a token, bounded lists, JSON errors for bodies too large or slow.
 mod admin_security;

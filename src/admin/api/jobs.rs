@@ -21,7 +21,10 @@ const MAX_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/jobs", post(submit_job))
-        .route("/jobs/{id}", get(job_status))
+        .route(
+            "/jobs/{id}",
+            get(job_status).delete(super::control::delete_job),
+        )
         .route("/stats", get(stats))
         .route("/queues", get(queues))
         .route("/queues/{queue}", get(queue))

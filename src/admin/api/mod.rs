@@ -7,6 +7,7 @@
 //! job), 413 (body or payload too large), 422 (valid JSON, invalid values), 503 (Redis
 //! unreachable or refusing). A submit answers 2xx only once Redis acknowledged the write.
 
+mod control;
 mod dead_letters;
 mod flow;
 mod jobs;
@@ -61,6 +62,7 @@ pub fn router(admin: Admin, config: AdminConfig) -> Router {
     };
     let api = Router::new()
         .merge(jobs::routes())
+        .merge(control::routes())
         .merge(dead_letters::routes())
         .merge(flow::routes())
         .route("/openapi.json", get(openapi))
