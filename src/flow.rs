@@ -279,10 +279,15 @@ impl Client {
                 "enqueue_after needs at least one dependency (or use enqueue)".into(),
             ));
         }
-        // Where each job waited for lives.
+        // Where each job waited for lives; an unknown one is refused before anything is
+        // written.
         let mut parents = Vec::with_capacity(deps.len());
         for d in &deps {
-            parents.push((self.queue_of_job(&d.id).await?, d));
+            let queue = self.queue_of_job(&d.id).await?;
+            if self.status_in(&queue, &d.id).await?.is_none() {
+                return Err(Error::UnknownJob(d.id.clone()));
+            }
+            parents.push((queue, d));
         }
         let mut nodes = vec![Node {
             job: check(job.prepare())?,
@@ -317,9 +322,9 @@ impl Client {
                     report(self.observers(), &queue, &id, &word);
                 }
                 Depended::Unknown => {
-                    // Nothing of it may run: the held job goes (its other registrations
-                    // find it gone when their jobs end).
-                    let _ = self.delete(&id).await;
+                    // Expired since it was looked up. Nothing of it may run: the held job
+                    // goes (its other registrations find it gone when their jobs end).
+                    self.store().drop_held(&queue, &id).await?;
                     return Err(Error::UnknownJob(d.id.clone()));
                 }
             }

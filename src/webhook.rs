@@ -299,14 +299,16 @@ pub struct Delivery {
 /// The built-in handler of `stevedore.webhook`, registered on every worker.
 pub(crate) struct Deliver {
     client: Client,
-    http: reqwest::Client,
+    /// Made at the first delivery: building one loads the system's root certificates,
+    /// which a worker that never delivers should not pay for.
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Deliver {
     pub(crate) fn new(client: Client) -> Self {
         Deliver {
             client,
-            http: reqwest::Client::new(),
+            http: std::sync::OnceLock::new(),
         }
     }
 }
@@ -337,7 +339,7 @@ impl JobHandler for Deliver {
 
     fn handle(&self, d: Delivery, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
         let client = self.client.clone();
-        let http = self.http.clone();
+        let http = self.http.get_or_init(reqwest::Client::new).clone();
         Box::pin(async move {
             let field = match d.scope.as_str() {
                 "queue" => format!("queue:{}", crate::names::queue_of(&d.queue)),

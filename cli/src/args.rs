@@ -132,9 +132,98 @@ pub(crate) enum Command {
         #[command(subcommand)]
         change: Option<LimitsCommand>,
     },
+    /// Cancel a job: a waiting one never runs; a running one is stopped by its worker
+    /// within about a second. Nothing changes for a job that ended.
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Who cancels, as the job's status will say (default: $USER, else `cli`).
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
+        /// Why, as the job's status will say.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+    },
+    /// Delete a job in any state: its entry, schedule, status and dead letter. A running
+    /// job is also asked to stop.
+    Delete {
+        /// The job id.
+        id: String,
+        /// Really delete (required).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Make a scheduled or retrying job due now (its attempt count unchanged).
+    Retry {
+        /// The job id.
+        id: String,
+    },
+    /// Delete a queue's waiting jobs: ready and scheduled, or those the options select.
+    /// Running jobs are never touched.
+    Purge {
+        /// The queue (every partition of a partitioned queue).
+        queue: String,
+        /// Only jobs of this priority.
+        #[arg(long, value_enum)]
+        priority: Option<PriorityArg>,
+        /// Only jobs of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        job_type: Option<String>,
+        /// Only ready jobs (in the streams), not scheduled ones.
+        #[arg(long, conflicts_with = "scheduled_only")]
+        ready_only: bool,
+        /// Only scheduled jobs (delayed or retrying), not ready ones.
+        #[arg(long)]
+        scheduled_only: bool,
+        /// Really purge (required).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// A batch's counts by id (what enqueue_batch returned).
+    Batch {
+        /// The batch id (`<queue>:b-<uuid>`).
+        id: String,
+    },
+    /// Webhooks: list them (secrets left out), set or remove one.
+    Webhooks {
+        #[command(subcommand)]
+        change: Option<WebhooksCommand>,
+    },
     /// Serve the admin HTTP API (/api/v1) and the web dashboard (/).
     #[command(long_about = SERVE_ABOUT)]
     Serve(ServeArgs),
+}
+
+/// A change to the webhooks.
+#[derive(Subcommand, Debug)]
+pub(crate) enum WebhooksCommand {
+    /// Set (or replace) the hook of a queue or job type.
+    Set {
+        /// `queue` or `type`.
+        scope: String,
+        /// The queue or job type.
+        name: String,
+        /// Where to POST (http or https).
+        #[arg(long)]
+        url: String,
+        /// Signs each delivery (HMAC-SHA256); read from STEVEDORE_WEBHOOK_SECRET when not
+        /// given, so it stays out of the shell history.
+        #[arg(long, env = "STEVEDORE_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// When it fires: succeeded, dead, or both (comma-separated; default both).
+        #[arg(long, value_delimiter = ',', value_name = "EVENTS")]
+        events: Vec<String>,
+        /// How long one request may take, e.g. 5s.
+        #[arg(long, value_name = "DURATION", value_parser = duration_text)]
+        timeout: Option<String>,
+    },
+    /// Remove the hook of a queue or job type.
+    Remove {
+        /// `queue` or `type`.
+        scope: String,
+        /// The queue or job type.
+        name: String,
+    },
 }
 
 /// A change to the limits of one scope.
@@ -229,6 +318,23 @@ pub(crate) struct EnqueueArgs {
     /// How many jobs to enqueue (a thousand per round trip).
     #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: u64,
+    /// A job id this job waits for (repeat for several): it runs once they all ended.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["count", "unique", "wait_for_room"])]
+    pub(crate) after: Vec<String>,
+    /// With --after: what the job does if one of them does not succeed.
+    #[arg(long, value_enum, requires = "after")]
+    pub(crate) on_failure: Option<OnFailureArg>,
+}
+
+/// `--on-failure`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum OnFailureArg {
+    /// It is cancelled too.
+    Cancel,
+    /// It runs anyway.
+    Run,
+    /// It is dead-lettered (reason parent_failed).
+    DeadLetter,
 }
 
 impl EnqueueArgs {
@@ -267,7 +373,7 @@ pub(crate) enum PriorityArg {
 }
 
 impl PriorityArg {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PriorityArg::High => "high",
             PriorityArg::Normal => "normal",

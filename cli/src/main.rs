@@ -15,12 +15,14 @@
 //! failure.rs   one-line errors and exit codes
 //! output.rs    tables, times, and writing to stdout
 //! overview.rs  stats, queues, workers, job, pause, resume
+//! control.rs   cancel, delete, retry, purge, batch, webhooks, enqueue --after
 //! enqueue.rs   enqueue (one job, or many in batches with a progress bar)
 //! dlq.rs       dlq list, show, replay, purge
 //! serve.rs     serve: the HTTP API and dashboard, loopback unless a token is set
 //! ```
 
 mod args;
+mod control;
 mod dlq;
 mod enqueue;
 mod failure;
@@ -78,6 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let job = a.job()?;
             let wait = a.room_wait()?;
             let client = connect(g, 1).await?;
+            if !a.after.is_empty() {
+                return control::enqueue_after(&client, g, job, &a.after, a.on_failure).await;
+            }
             enqueue::run(&client, g, job, (&a.job_type, &a.queue), a.count, wait).await
         }
         Command::Limits { change } => {
@@ -88,6 +93,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let plan = dlq::Plan::from_args(cmd)?;
             plan.run(&connect(g, 1).await?, g).await
         }
+        Command::Cancel { id, by, reason } => {
+            control::cancel(&connect(g, 1).await?, g, &id, by, &reason).await
+        }
+        Command::Delete { id, yes } => {
+            if !yes {
+                return control::delete_refused(&id);
+            }
+            control::delete(&connect(g, 1).await?, g, &id, yes).await
+        }
+        Command::Retry { id } => control::retry(&connect(g, 1).await?, g, &id).await,
+        Command::Purge {
+            queue,
+            priority,
+            job_type,
+            ready_only,
+            scheduled_only,
+            yes,
+        } => {
+            let a = control::PurgeArgs {
+                queue: &queue,
+                priority,
+                job_type,
+                ready_only,
+                scheduled_only,
+                yes,
+            };
+            if !yes {
+                return control::purge_refused(&queue);
+            }
+            control::purge(&connect(g, 1).await?, g, a).await
+        }
+        Command::Batch { id } => control::batch(&connect(g, 1).await?, g, &id).await,
+        Command::Webhooks { change } => control::webhooks(&connect(g, 1).await?, g, change).await,
         Command::Serve(a) => {
             let plan = serve::Plan::from_args(a)?;
             plan.run(connect(g, 4).await?).await

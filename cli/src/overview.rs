@@ -30,6 +30,9 @@ pub(crate) async fn stats(client: &Client, g: &Global) -> anyhow::Result<()> {
         ("retried (total)", t.retried.to_string()),
         ("dead-lettered (total)", t.dead.to_string()),
         ("reclaimed (total)", t.reclaimed.to_string()),
+        ("cancelled (total)", t.cancelled.to_string()),
+        ("deleted (total)", t.deleted.to_string()),
+        ("purged (total)", t.purged.to_string()),
     ]))
 }
 
@@ -138,6 +141,7 @@ pub(crate) async fn job(client: &Client, g: &Global, id: &str) -> anyhow::Result
         ("next at", output::time(s.next_at)),
         ("error", opt(&s.error)),
         ("reason", opt(&s.reason)),
+        ("cancelled by", opt(&s.cancelled_by)),
         ("result", opt(&s.result)),
     ]))
 }

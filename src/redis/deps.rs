@@ -259,6 +259,15 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes held job `id` of `queue` (a dependency it was to wait for is unknown).
+    pub(crate) async fn drop_held(&self, queue: &str, id: &str) -> crate::Result<()> {
+        let key = self.keys.job(queue, id);
+        let conn = self.node(&key).await?;
+        conn.del::<(), _>(vec![key, self.keys.parents(queue, id)])
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
     /// A batch's hash, empty when unknown.
     pub(crate) async fn batch_info(
         &self,

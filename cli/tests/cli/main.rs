@@ -10,6 +10,8 @@ mod bad_input;
 /// On a Redis Cluster of three primaries: enqueue, queues, stats and pause through a
 /// `redis-cluster://` URL, which `--help` shows.
 mod cluster;
+/// cancel, delete, retry, purge, batch, webhooks, enqueue --after.
+mod control;
 /// dlq list, show, replay and purge, and dry runs.
 mod dlq;
 /// enqueue, queues, stats, job, pause and resume.

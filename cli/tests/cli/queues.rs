@@ -103,7 +103,7 @@ async fn enqueued_jobs_show_in_queues_stats_and_job_status() {
     assert_eq!(status["state"], "scheduled");
     assert_eq!(status["max_attempts"], 2);
     let human = env.ok(&["job", &later]).await;
-    assert!(human.contains("state        scheduled"), "{human}");
+    assert!(human.contains("state         scheduled"), "{human}");
 }
 
 #[tokio::test]
