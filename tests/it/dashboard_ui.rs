@@ -439,6 +439,125 @@ async fn the_dashboard_shows_sets_and_removes_limits_in_a_real_browser() {
 }
 
 #[tokio::test]
+async fn the_dashboard_cancels_runs_now_deletes_and_purges_with_a_confirm_step() {
+    let Some((chromium, driver)) =
+        browser_available("the_dashboard_cancels_runs_now_deletes_and_purges_with_a_confirm_step")
+    else {
+        return;
+    };
+    // The worker consumes `ui`; the jobs below wait on `ui-held`, which no worker drains.
+    let app = App::start(|w| w.handler(succeeds::handler())).await;
+    let client = &app.env.client;
+    let held = |n: u64| stevedore::RawJob::new("ui.ok", "ui-held", &n).expect("job");
+    let doomed = client.enqueue(held(1)).await.expect("enqueue");
+    let later = client
+        .enqueue(held(2).delay(std::time::Duration::from_secs(3600)))
+        .await
+        .expect("enqueue");
+    for n in 3..6 {
+        client.enqueue(held(n)).await.expect("enqueue");
+    }
+    let b = Browser::start(chromium, driver).await;
+    b.open(&app.url).await;
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
+
+    // Cancel: asks first; "Keep it" changes nothing.
+    b.fill("#lookup-id", doomed.as_str()).await;
+    b.click("#lookup-go").await;
+    b.wait_text("#lookup-state", "the job's state", |t| t == "queued")
+        .await;
+    b.click("#lookup-cancel").await;
+    b.wait_text("#lookup-confirm-text", "the confirm step", |t| {
+        t.contains("never runs")
+    })
+    .await;
+    b.click("#lookup-confirm-no").await;
+    assert_eq!(
+        client
+            .status(doomed.as_str())
+            .await
+            .expect("status")
+            .map(|s| s.state),
+        Some(stevedore::JobState::Queued)
+    );
+    b.click("#lookup-cancel").await;
+    b.fill("#lookup-reason", "wrong customer").await;
+    b.click("#lookup-confirm-yes").await;
+    b.wait_text("#lookup-msg", "the cancel's confirmation", |t| {
+        t.contains("Cancelled: it will not run")
+    })
+    .await;
+    b.wait_text("#lookup-state", "the new state", |t| t == "cancelled")
+        .await;
+    b.wait_text("#lookup-result", "who and why", |t| {
+        t.contains("dashboard") && t.contains("wrong customer")
+    })
+    .await;
+    let s = client
+        .status(doomed.as_str())
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(s.state, stevedore::JobState::Cancelled);
+    assert_eq!(s.cancelled_by.as_deref(), Some("dashboard"));
+
+    // Run now (scheduled only), then delete with its confirm step.
+    b.fill("#lookup-id", later.as_str()).await;
+    b.click("#lookup-go").await;
+    b.wait_text("#lookup-state", "the job's state", |t| t == "scheduled")
+        .await;
+    b.click("#lookup-retry").await;
+    b.wait_text("#lookup-msg", "run now's confirmation", |t| {
+        t.contains("Due now")
+    })
+    .await;
+    b.click("#lookup-delete").await;
+    b.click("#lookup-confirm-yes").await;
+    b.wait_text("#lookup-msg", "the delete's confirmation", |t| {
+        t.contains("Deleted")
+    })
+    .await;
+    assert_eq!(client.status(later.as_str()).await.expect("status"), None);
+
+    // Purge takes a second click; the three jobs left on ui-held go.
+    b.wait_for(
+        "#queues tr[data-queue='ui-held'] button.purge",
+        "the queue's purge button",
+    )
+    .await;
+    b.click("#queues tr[data-queue='ui-held'] button.purge")
+        .await;
+    assert_eq!(
+        client
+            .queue_stats("ui-held")
+            .await
+            .expect("stats")
+            .ready
+            .total(),
+        3,
+        "the first click only asks"
+    );
+    b.click("#queues tr[data-queue='ui-held'] button.purge")
+        .await;
+    b.wait_text("#notice-text", "the purge's confirmation", |t| {
+        t.contains("Purged queue ui-held")
+    })
+    .await;
+    assert_eq!(
+        client
+            .queue_stats("ui-held")
+            .await
+            .expect("stats")
+            .ready
+            .total(),
+        0
+    );
+    b.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn text_from_redis_is_shown_as_text_never_as_markup() {
     let Some((chromium, driver)) =
         browser_available("text_from_redis_is_shown_as_text_never_as_markup")
