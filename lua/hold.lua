@@ -5,7 +5,7 @@
 -- once). Jobs that others wait for get their dependents recorded here too, before anything
 -- can run. Nothing is visible to workers until resolve.lua releases a job.
 --
--- KEYS[1] any key of the queue (its totals)  KEYS[2] the known queues set
+-- KEYS[1] any key of the queue (its totals)
 -- ARGV[1] the queue  ARGV[2] how many jobs; then per job: id, needs, due mode ('' none,
 --   'in' ms from now, 'at' ms since the epoch), due value, priority, type, max attempts,
 --   field count f, f field/value pairs of its entry, dependent count d, d dependents
@@ -13,7 +13,6 @@
 -- Returns Redis' now in ms.
 local base = queue_base(KEYS[1])
 local now = clock_ms()
-redis.call('SADD', KEYS[2], ARGV[1])
 local i = 3
 for _ = 1, tonumber(ARGV[2]) do
   local id, needs, mode, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]) or 0

@@ -61,6 +61,8 @@ pub(crate) struct Heard<'a> {
 impl Store {
     /// Writes held jobs of `queue` (`lua/hold.lua`, 100 a call) and registers the queue.
     pub(crate) async fn hold_jobs(&self, queue: &str, jobs: &[HeldJob<'_>]) -> crate::Result<()> {
+        // The known queues live in another slot: registered apart, first.
+        self.register_queues(&[queue.to_string()]).await?;
         for chunk in jobs.chunks(HOLD_BATCH) {
             let mut args: Vec<Value> = vec![queue.into(), Value::from(chunk.len() as i64)];
             for j in chunk {
@@ -82,11 +84,7 @@ impl Store {
                 args.extend(j.dependents.iter().map(|d| Value::from(d.as_str())));
             }
             let _: i64 = self
-                .run(
-                    &self.scripts.hold,
-                    vec![self.keys.totals(queue), self.keys.queues()],
-                    args,
-                )
+                .run(&self.scripts.hold, vec![self.keys.totals(queue)], args)
                 .await?;
         }
         Ok(())

@@ -543,6 +543,92 @@ pub(crate) async fn a_bounded_queue_refuses_then_admits_a_waiting_job(url: &str)
     h.shutdown().await.expect("clean shutdown");
 }
 
+/// Operator control: a waiting job cancelled never runs, a running one (a handler that
+/// ignores its cancellation) is dropped after the grace period and ends cancelled, a
+/// delete and a purge leave nothing: the control scripts and the cancel message work the
+/// same on this server.
+pub(crate) async fn jobs_are_cancelled_deleted_and_purged(url: &str) {
+    let h = harness(url, 0, |w| w.cancel_grace(Duration::from_millis(200))).await;
+    let client = h.client().clone();
+    let waiting = client.enqueue(ok::job(task("w"))).await.expect("enqueue");
+    assert!(matches!(
+        client
+            .cancel(waiting.as_str(), "ops", "no")
+            .await
+            .expect("cancel"),
+        stevedore::control::CancelOutcome::Cancelled { .. }
+    ));
+    h.start_worker().await.expect("a worker");
+    let running = client
+        .enqueue(stuck::job(task("s")))
+        .await
+        .expect("enqueue");
+    eventually(WAIT, "the stuck job runs", || async {
+        support::runs(running.as_str()) == 1
+    })
+    .await;
+    assert_eq!(
+        client
+            .cancel(running.as_str(), "ops", "stuck")
+            .await
+            .expect("cancel"),
+        stevedore::control::CancelOutcome::Requested
+    );
+    let s = h.wait_for(&running, WAIT).await.expect("ends");
+    assert_eq!(s.state, JobState::Cancelled);
+    assert_eq!(support::runs(waiting.as_str()), 0);
+    let later = client
+        .enqueue(ok::job(task("l")).delay(Duration::from_secs(3600)))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        client.delete(later.as_str()).await.expect("delete"),
+        JobState::Scheduled
+    );
+    for _ in 0..3 {
+        client
+            .enqueue(ok::job(task("p")).delay(Duration::from_secs(3600)))
+            .await
+            .expect("enqueue");
+    }
+    let purged = client
+        .purge("core", stevedore::control::Purge::all())
+        .await
+        .expect("purge");
+    assert_eq!(purged.scheduled, 3);
+    h.shutdown().await.expect("clean shutdown");
+}
+
+/// A chain whose second job lives in another queue (another slot, on a cluster), and a
+/// batch whose callback is released once: the outbox and the resolve scripts work the same
+/// on this server.
+pub(crate) async fn a_chain_across_queues_and_a_batch_call_back_once(url: &str) {
+    let h = harness(url, 1, |w| w.queues(["core", "core-next"])).await;
+    let client = h.client().clone();
+    let ids = client
+        .enqueue_chain(
+            stevedore::flow::Chain::new(ok::job(task("a")))
+                .then(ok::job(task("b")).queue("core-next")),
+        )
+        .await
+        .expect("chain");
+    for id in &ids {
+        let s = h.wait_for(id, WAIT).await.expect("ends");
+        assert_eq!(s.state, JobState::Succeeded, "{id}");
+    }
+    let mut batch =
+        stevedore::flow::Batch::new().on_complete(ok::job(task("done")).queue("core-next"));
+    for i in 0..5 {
+        batch = batch.job(ok::job(task(&format!("m{i}"))));
+    }
+    let b = client.enqueue_batch(batch).await.expect("batch");
+    let callback = b.on_complete.clone().expect("callback");
+    let s = h.wait_for(&callback, WAIT).await.expect("ends");
+    assert_eq!(s.state, JobState::Succeeded);
+    assert_eq!(support::runs(callback.as_str()), 1);
+    h.shutdown().await.expect("clean shutdown");
+}
+
 /// On a cluster of three primaries, a queue's three partitions are served by three
 /// different primaries.
 #[tokio::test]
@@ -587,6 +673,8 @@ macro_rules! core_cases {
             case!(a_partitioned_queue_runs_on_every_partition);
             case!(a_rate_limit_holds_over_a_partitioned_queue);
             case!(a_bounded_queue_refuses_then_admits_a_waiting_job);
+            case!(jobs_are_cancelled_deleted_and_purged);
+            case!(a_chain_across_queues_and_a_batch_call_back_once);
         }
     };
 }
