@@ -11,8 +11,12 @@
 -- or {'none'} (unknown or expired: the caller refuses the dependency).
 local base = queue_base(KEYS[1])
 local function register()
-  redis.call('SADD', base .. 'dependents:' .. ARGV[3], ARGV[4])
-  redis.call('SET', base .. 'has_deps', '1')
+  local set = base .. 'dependents:' .. ARGV[3]
+  -- A new set counts in `has_deps` (the queue's live dependents sets; see hold.lua).
+  if redis.call('EXISTS', set) == 0 then
+    redis.call('INCR', base .. 'has_deps')
+  end
+  redis.call('SADD', set, ARGV[4])
   return { 'registered' }
 end
 local state = redis.call('HGET', KEYS[1], 'state')

@@ -36,8 +36,11 @@ for _ = 1, tonumber(ARGV[2]) do
     'member', cmsgpack.pack(member))
   local d = tonumber(ARGV[i])
   if d > 0 then
+    -- A new dependents set: counted in `has_deps` (the live sets of the queue) until its
+    -- job's end is told (outbox_done.lua), so settling scripts look for dependents only
+    -- while some wait.
     redis.call('SADD', base .. 'dependents:' .. id, unpack(ARGV, i + 1, i + d))
-    redis.call('SET', base .. 'has_deps', '1')
+    redis.call('INCR', base .. 'has_deps')
   end
   i = i + 1 + d
 end

@@ -131,18 +131,30 @@ end
 -- (ack.lua tells the two kinds of record). Reads ARGV from index `at`: n, then n entry
 -- ids, then m, then m records of four values each: the index of its key in KEYS, the field
 -- ('' for a status hash), the value (for a status hash the handler's JSON result or ''),
--- the retention (ms, above 0). Returns the number of entries acknowledged and the index
+-- the retention (ms; above 0 for a done-bucket field; 0 for a status hash means nothing
+-- is kept: it is deleted, and the record only names the job). Returns the number of entries acknowledged and the index
 -- of ARGV after the section.
 local function ack_finished(stream, group, now, at)
   local n = tonumber(ARGV[at])
   local acked = 0
-  -- Jobs with dependents or webhooks, found before their entries go (a queue that never
-  -- had either pays two EXISTS per call): job id -> {type, result, has dependents}.
+  -- Jobs with dependents or webhooks: job id -> {type, result, has dependents}. A queue
+  -- with neither pays two EXISTS per call. With hooks, each entry is read before it goes
+  -- (its type and id are in it). With dependents only, no entry is read: a job's id is
+  -- its entry's locator, or, for a job with an `id` field, the key of the status record
+  -- the worker always sends for it (below).
   local base = queue_base(stream)
   local ended = nil
   local watch_deps = n > 0 and redis.call('EXISTS', base .. 'has_deps') == 1
   local watch_hooks = n > 0 and redis.call('EXISTS', base .. 'hooks') == 1
-  if watch_deps or watch_hooks then
+  if watch_deps and not watch_hooks then
+    ended = {}
+    for i = at + 1, at + n do
+      local job_id = job_id_of(stream, ARGV[i], {})
+      if redis.call('EXISTS', base .. 'dependents:' .. job_id) == 1 then
+        ended[job_id] = { job_type = '', result = '', deps = true }
+      end
+    end
+  elseif watch_hooks then
     ended = {}
     for i = at + 1, at + n do
       local entry = redis.call('XRANGE', stream, ARGV[i], ARGV[i])
@@ -169,6 +181,10 @@ local function ack_finished(stream, group, now, at)
       -- The handler's result, for the dependents and hooks.
       if field == '' then
         local id = string.match(key, '}:job:(.*)$')
+        if id and not ended[id] and watch_deps and not watch_hooks
+          and redis.call('EXISTS', base .. 'dependents:' .. id) == 1 then
+          ended[id] = { job_type = '', result = '', deps = true }
+        end
         if id and ended[id] then
           ended[id].result = value
         end
@@ -177,13 +193,17 @@ local function ack_finished(stream, group, now, at)
       end
     end
     if field == '' then
-      if value ~= '' then
+      if keep <= 0 then
+        -- Nothing kept on success (or status off): the record only named the job.
+        redis.call('DEL', key)
+      elseif value ~= '' then
         redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'updated_at', now,
           'result', value)
+        redis.call('PEXPIRE', key, keep)
       else
         redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now, 'updated_at', now)
+        redis.call('PEXPIRE', key, keep)
       end
-      redis.call('PEXPIRE', key, keep)
     else
       local b = buckets[key]
       if not b then

@@ -51,7 +51,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) no_bullmq: bool,
     /// Run only these sections (comma-separated): enqueue, drain, latency, memory, cluster,
-    /// limits, bounded
+    /// limits, bounded, flows
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<sections::Section>,

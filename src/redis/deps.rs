@@ -211,7 +211,11 @@ impl Store {
         let n: i64 = self
             .run(
                 &self.scripts.outbox_done,
-                vec![self.keys.outbox(queue), self.keys.dependents(queue, id)],
+                vec![
+                    self.keys.outbox(queue),
+                    self.keys.dependents(queue, id),
+                    self.keys.has_deps(queue),
+                ],
                 vec![id.into(), value.into()],
             )
             .await?;
@@ -249,8 +253,9 @@ impl Store {
                 .sadd(deps, callbacks.to_vec())
                 .await
                 .map_err(|e| self.fail(e))?;
-            let _: () = conn
-                .set(self.keys.has_deps(queue), "1", None, None, false)
+            // A new dependents set: counted with the queue's live ones (lua/hold.lua).
+            let _: i64 = conn
+                .incr(self.keys.has_deps(queue))
                 .await
                 .map_err(|e| self.fail(e))?;
         }

@@ -217,8 +217,9 @@ impl Keys {
         self.tagged(queue, "hooks")
     }
 
-    /// `<prefix>:{<queue>}:has_deps`: set once any job of `queue` has dependents, so that
-    /// settling scripts look for them (a queue without pays one EXISTS per call).
+    /// `<prefix>:{<queue>}:has_deps`: how many jobs (or batches) of `queue` have dependents
+    /// not told yet, gone at zero; while it exists, settling scripts look for dependents (a
+    /// queue without pays one EXISTS per call).
     pub(crate) fn has_deps(&self, queue: &str) -> String {
         self.tagged(queue, "has_deps")
     }

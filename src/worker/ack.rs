@@ -255,6 +255,7 @@ pub(crate) fn unbatch(grouped: [StreamAcks; 3], streams: &[Arc<str>; 3]) -> Vec<
 /// hash (`status_key`) marked succeeded, or a field of its queue's done bucket.
 pub(crate) fn success_record(
     rt: &Runtime,
+    queue: &str,
     status_key: Option<String>,
     env: &Envelope,
     keep_ms: u64,
@@ -265,6 +266,13 @@ pub(crate) fn success_record(
             key,
             result: ctx.take_result(),
             keep_ms,
+        }),
+        // A job with an `id` field and status off: a record that keeps nothing, so the
+        // acknowledgement knows the job's id (its dependents: docs/architecture.md).
+        None if env.recorded => Some(Succeeded::Record {
+            key: rt.client.keys().job(queue, &env.id),
+            result: None,
+            keep_ms: 0,
         }),
         None if keep_ms > 0 => rt
             .client

@@ -334,7 +334,7 @@ async fn run_attempt(rt: &Arc<Runtime>, a: Attempt) {
         Outcome::Succeeded => {
             rt.observers.each(|o| o.succeeded(&job, took));
             let keep_ms = rt.keep_succeeded_ms(&d.queue, &handler.options());
-            let record = ack::success_record(rt, status_key, &env, keep_ms, &ctx);
+            let record = ack::success_record(rt, &d.queue, status_key, &env, keep_ms, &ctx);
             d.handoff
                 .settle(Ack {
                     stream: d.stream.clone(),

@@ -195,6 +195,46 @@ async fn a_chain_runs_in_order_and_hands_results_on() {
         text.contains(r#"stevedore_jobs_resolved_total{queue="flow",outcome="released"} 2"#),
         "b and c released by the worker: {text}"
     );
+    // Once every dependent was told, the queue stops looking for dependents.
+    let flag = format!("{}:{{flow}}:has_deps", env.prefix);
+    eventually(
+        Duration::from_secs(5),
+        "the dependents count is gone",
+        || async {
+            let n: u64 = env.raw.exists(&flag).await.expect("exists");
+            n == 0
+        },
+    )
+    .await;
+    running.shutdown().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_runs_with_status_off() {
+    let env = TestEnv::start().await;
+    let client = env.client_with(|b| b.job_status(None)).await;
+    let ids = client
+        .enqueue_chain(Chain::new(job("x", 0)).then(job("y", 0)).then(job("z", 0)))
+        .await
+        .expect("enqueue chain");
+    let running = support::spawn(
+        Worker::builder(client.clone())
+            .handler(step::handler())
+            .build()
+            .expect("worker"),
+    );
+    // No status is kept: the chain is followed by what the handlers saw.
+    eventually(Duration::from_secs(10), "the last job runs", || async {
+        support::runs(ids[2].as_str()) == 1
+    })
+    .await;
+    let (x, y, z) = (
+        &seen(ids[0].as_str())[0],
+        &seen(ids[1].as_str())[0],
+        &seen(ids[2].as_str())[0],
+    );
+    assert!(x.ended <= y.started && y.ended <= z.started, "in order");
+    assert_eq!(client.status(ids[1].as_str()).await.expect("status"), None);
     running.shutdown().await.expect("stop");
 }
 

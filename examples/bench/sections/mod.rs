@@ -6,6 +6,7 @@ mod bounded;
 mod cluster;
 mod drain;
 mod enqueue;
+mod flows;
 mod latency;
 mod limits;
 mod memory;
@@ -36,10 +37,12 @@ pub(crate) enum Section {
     Limits,
     /// Bounded queues: what a capacity costs enqueues and drains.
     Bounded,
+    /// Dependencies and webhooks in use: what they cost a drain.
+    Flows,
 }
 
 /// The sections a run without `--only` does, in order.
-const ALL: [Section; 7] = [
+const ALL: [Section; 8] = [
     Section::Enqueue,
     Section::Drain,
     Section::Latency,
@@ -47,6 +50,7 @@ const ALL: [Section; 7] = [
     Section::Cluster,
     Section::Limits,
     Section::Bounded,
+    Section::Flows,
 ];
 
 /// What every section needs.
@@ -264,6 +268,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             Section::Cluster => cluster::run(&ctx, &mut report).await?,
             Section::Limits => limits::run(&ctx, &mut report).await?,
             Section::Bounded => bounded::run(&ctx, &mut report).await?,
+            Section::Flows => flows::run(&ctx, &mut report).await?,
         }
         ctx.cleanup().await?;
     }
