@@ -21,8 +21,11 @@ use crate::redis::Declared;
 use crate::redis::partition_names;
 use crate::{Client, Error, Result};
 
-/// How long a producer trusts the partition count it read before reading it again. While
-/// the count cannot be read (Redis unreachable), the last one read stays in use.
+/// How long a producer trusts the partition count it read before reading it again. The
+/// read again happens beside the enqueue that found the count old, which goes on with the
+/// count it has: no enqueue waits for the count once it was read, so a producer goes on
+/// while the primary holding the counts fails over. While the count cannot be read (Redis
+/// unreachable), the last one read stays in use.
 pub(crate) const LAYOUT_TTL: Duration = Duration::from_secs(2);
 
 /// A queue's partitions, in partition order (one name, the queue's own, when it has none).
@@ -65,21 +68,18 @@ impl Layouts {
         self.read.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The cached layout of `queue`, if read less than [`LAYOUT_TTL`] ago.
-    pub(crate) fn fresh(&self, queue: &str) -> Option<Layout> {
-        let read = self.lock();
-        read.get(queue)
-            .filter(|(_, at)| at.elapsed() < LAYOUT_TTL)
-            .map(|(l, _)| l.clone())
-    }
-
-    /// The cached layout of `queue` however old, read again no sooner than in
-    /// [`LAYOUT_TTL`]: what a producer keeps using while the count cannot be read.
-    fn stale(&self, queue: &str) -> Option<Layout> {
+    /// The cached layout of `queue` however old, and whether it is due to be read again
+    /// (read [`LAYOUT_TTL`] ago or more). A due layout counts as read now, so that one
+    /// caller, not every one, reads it again; should that read fail, the layout stays in
+    /// use for another [`LAYOUT_TTL`].
+    fn cached(&self, queue: &str) -> Option<(Layout, bool)> {
         let mut read = self.lock();
         let (layout, at) = read.get_mut(queue)?;
-        *at = Instant::now();
-        Some(layout.clone())
+        let due = at.elapsed() >= LAYOUT_TTL;
+        if due {
+            *at = Instant::now();
+        }
+        Some((layout.clone(), due))
     }
 
     pub(crate) fn remember(&self, queue: &str, n: u16) -> Layout {
@@ -190,45 +190,58 @@ impl Client {
         .await
     }
 
-    /// The layouts of `queues` (distinct), read from Redis for those not cached lately.
+    /// The layouts of `queues` (distinct). A queue never read is read from Redis now; one
+    /// read [`LAYOUT_TTL`] ago or more is used as it is and read again in the background.
     pub(crate) async fn layouts_of(&self, queues: &[&str]) -> Result<HashMap<String, Layout>> {
         let mut out = HashMap::with_capacity(queues.len());
-        let mut stale = Vec::new();
+        let mut unread = Vec::new();
+        let mut due = Vec::new();
         for q in queues {
-            if out.contains_key(*q) || stale.contains(q) {
+            if out.contains_key(*q) || unread.contains(q) {
                 continue;
             }
-            match self.layouts().fresh(q) {
-                Some(l) => {
+            match self.layouts().cached(q) {
+                Some((l, old)) => {
+                    if old {
+                        due.push(q.to_string());
+                    }
                     out.insert(q.to_string(), l);
                 }
-                None => stale.push(*q),
+                None => unread.push(*q),
             }
         }
-        if stale.is_empty() {
+        if !due.is_empty() {
+            self.read_layouts_again(due);
+        }
+        if unread.is_empty() {
             return Ok(out);
         }
-        match self.store().partition_counts(&stale).await {
-            Ok(counts) => {
-                for (q, n) in stale.into_iter().zip(counts) {
-                    out.insert(q.to_string(), self.layouts().remember(q, n));
-                }
-            }
-            // The count's key may be on a primary that is failing over: the layouts read
-            // before keep producers of every other queue going.
-            Err(e) if e.is_connection() => {
-                for q in stale {
-                    match self.layouts().stale(q) {
-                        Some(l) => {
-                            out.insert(q.to_string(), l);
-                        }
-                        None => return Err(e),
-                    }
-                }
-            }
-            Err(e) => return Err(e),
+        let counts = self.store().partition_counts(&unread).await?;
+        for (q, n) in unread.into_iter().zip(counts) {
+            out.insert(q.to_string(), self.layouts().remember(q, n));
         }
         Ok(out)
+    }
+
+    /// Reads the counts of `queues` again in a task of its own. The counts' key may be on a
+    /// primary that is failing over, and a command sent to it as it died waits for its
+    /// connection to give up (seconds): the enqueue that found the count old does not.
+    fn read_layouts_again(&self, queues: Vec<String>) {
+        let client = self.clone();
+        tokio::spawn(async move {
+            let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+            match client.store().partition_counts(&names).await {
+                Ok(counts) => {
+                    for (q, n) in names.into_iter().zip(counts) {
+                        client.layouts().remember(q, n);
+                    }
+                }
+                // The counts read before stay in use for another LAYOUT_TTL.
+                Err(e) => {
+                    tracing::debug!(error = %e, "partition counts not read again; the last ones stay in use")
+                }
+            }
+        });
     }
 }
 
@@ -254,5 +267,21 @@ mod tests {
         assert_eq!(crate::names::fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         let one = Layout::of("q", 1);
         assert_eq!(one.place(Some("x"), &turn), "q");
+    }
+
+    #[test]
+    fn an_old_layout_is_due_to_one_caller_and_stays_in_use() {
+        let layouts = Layouts::default();
+        assert!(layouts.cached("q").is_none());
+        layouts.remember("q", 3);
+        assert_eq!(layouts.cached("q"), Some((Layout::of("q", 3), false)));
+        // Read LAYOUT_TTL ago: the first caller reads it again, the next ones do not.
+        if let Some((_, at)) = layouts.lock().get_mut("q") {
+            *at = Instant::now() - LAYOUT_TTL;
+        }
+        assert_eq!(layouts.cached("q"), Some((Layout::of("q", 3), true)));
+        assert_eq!(layouts.cached("q"), Some((Layout::of("q", 3), false)));
+        layouts.remember("q", 4);
+        assert_eq!(layouts.cached("q"), Some((Layout::of("q", 4), false)));
     }
 }
