@@ -5,11 +5,16 @@
 -- once). Jobs that others wait for get their dependents recorded here too, before anything
 -- can run. Nothing is visible to workers until resolve.lua releases a job.
 --
--- KEYS[1] any key of the queue (its totals)
+-- Each job also records what it waits for (`waits_for`, one `<kind> <queue> <id> <policy>`
+-- a line, kind `job` or `batch`) and joins the queue's `held` set (scored by now) until
+-- the client that writes its flow has finished: a janitor finishes, or undoes, the flows
+-- of a client that stopped half-way (flow.rs, `repair_flows`).
+--
+-- KEYS[1] any key of the queue (its totals)  KEYS[2] the queue's `held` set
 -- ARGV[1] the queue  ARGV[2] how many jobs; then per job: id, needs, due mode ('' none,
 --   'in' ms from now, 'at' ms since the epoch), due value, priority, type, max attempts,
 --   field count f, f field/value pairs of its entry, dependent count d, d dependents
---   (`<queue> <id> <policy>`)
+--   (`<queue> <id> <policy>`), parent count p, p parents (`<kind> <queue> <id> <policy>`)
 -- Returns Redis' now in ms.
 local base = queue_base(KEYS[1])
 local now = clock_ms()
@@ -30,6 +35,8 @@ for _ = 1, tonumber(ARGV[2]) do
     due = value
   end
   local key = base .. 'job:' .. id
+  -- First: should it fail (a key of the wrong type), nothing of this job is written.
+  redis.call('ZADD', KEYS[2], now, 'j ' .. id)
   redis.call('HSET', key, 'state', 'blocked', 'type', job_type, 'queue', ARGV[1],
     'attempts', '0', 'max_attempts', max_attempts, 'enqueued_at', tostring(now),
     'updated_at', tostring(now), 'needs', needs, 'due', tostring(due),
@@ -43,5 +50,10 @@ for _ = 1, tonumber(ARGV[2]) do
     redis.call('INCR', base .. 'has_deps')
   end
   i = i + 1 + d
+  local p = tonumber(ARGV[i])
+  if p > 0 then
+    redis.call('HSET', key, 'waits_for', table.concat({ unpack(ARGV, i + 1, i + p) }, '\n'))
+  end
+  i = i + 1 + p
 end
 return now

@@ -9,7 +9,9 @@
 -- KEYS[7] its dead-letter stream  KEYS[8] its totals
 -- ARGV[1] the job that ended ('' to only check whether the target can go: a job waiting
 --         for nothing is released, a batch is sealed)
--- ARGV[2] its outcome (succeeded, dead, cancelled, deleted)  ARGV[3] its result or error
+-- ARGV[2] its outcome (succeeded, dead, cancelled, deleted; `unwritten`: the job, or
+--         batch, was never written, its flow's client having stopped half-way: the
+--         dependent is cancelled whatever its policy)  ARGV[3] its result or error
 -- ARGV[4] the dependency's policy when it did not succeed: 'cancel' (the dependent is
 --         cancelled), 'run' (it runs anyway), 'dead' (it is dead-lettered)
 -- ARGV[5] status retention (ms; 0: the target's status goes once it runs)
@@ -76,8 +78,14 @@ if parent ~= '' then
   if redis.call('HSETNX', KEYS[2], parent, outcome .. '\n' .. result) == 0 then
     return { 'dup' }
   end
+  if outcome == 'unwritten' then
+    policy = 'cancel'
+  end
   if outcome ~= 'succeeded' and policy ~= 'run' then
     local why = 'job ' .. parent .. ' it depends on ended ' .. outcome
+    if outcome == 'unwritten' then
+      why = parent .. ' of its flow was never written: the enqueue of the flow stopped half-way'
+    end
     if policy == 'dead' then
       local ok, parts = pcall(cmsgpack.unpack, redis.call('HGET', KEYS[1], 'member') or '')
       local fields = {}
@@ -136,9 +144,11 @@ end
 local streams = { high = KEYS[3], normal = KEYS[4], low = KEYS[5] }
 local stream = streams[parts[1]] or KEYS[4]
 local due = tonumber(redis.call('HGET', KEYS[1], 'due')) or 0
-finish()
+-- The job is written first, then its held form goes: should the write fail (a key of the
+-- wrong type), the job stays held as it was.
 if due > now then
   redis.call('ZADD', KEYS[6], due, cmsgpack.pack(parts))
+  finish()
   redis.call('PUBLISH', base .. 'wake', tostring(due))
   if retention > 0 then
     redis.call('HSET', KEYS[1], 'state', 'scheduled', 'next_at', tostring(due),
@@ -147,6 +157,7 @@ if due > now then
   return { 'scheduled' }
 end
 local entry_id = redis.call('XADD', stream, '*', unpack(parts, 2))
+finish()
 if retention > 0 then
   redis.call('HSET', KEYS[1], 'state', 'queued', 'updated_at', tostring(now),
     'entry', letter_of(stream) .. '-' .. entry_id)

@@ -214,12 +214,30 @@ struct Node {
     id: String,
     needs: usize,
     dependents: Vec<String>,
+    /// What it waits for, as [`waits_for`] writes it.
+    parents: Vec<String>,
 }
 
 /// A dependent's record in a dependents set: `<queue> <id> <policy>`.
 fn dependent(queue: &str, id: &str, policy: &str) -> String {
     format!("{queue} {id} {policy}")
 }
+
+/// A held job's record of one thing it waits for: `<kind> <queue> <id> <policy>`, kind
+/// `job` or `batch` (what a janitor reads to finish a flow whose client stopped).
+fn waits_for(kind: TargetKind, queue: &str, id: &str, policy: &str) -> String {
+    let kind = match kind {
+        TargetKind::Job => "job",
+        TargetKind::Batch => "batch",
+    };
+    format!("{kind} {queue} {id} {policy}")
+}
+
+/// How long after a flow's jobs were written a janitor finishes writing it (or undoes
+/// it) when its client has not: [`WorkerBuilder::flow_repair_after`]'s default.
+///
+/// [`WorkerBuilder::flow_repair_after`]: crate::WorkerBuilder::flow_repair_after
+pub const FLOW_REPAIR_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn when(job: &PreparedJob) -> Option<(&'static str, u64)> {
     job.schedule.map(|s| match s {
@@ -294,6 +312,10 @@ impl Client {
             id: JobId::generate().as_str().to_string(),
             needs: deps.len(),
             dependents: Vec::new(),
+            parents: parents
+                .iter()
+                .map(|(q, d)| waits_for(TargetKind::Job, q, &d.id, d.on_failure.as_str()))
+                .collect(),
         }];
         self.place(&mut nodes).await?;
         self.hold(&nodes).await?;
@@ -325,10 +347,12 @@ impl Client {
                     // Expired since it was looked up. Nothing of it may run: the held job
                     // goes (its other registrations find it gone when their jobs end).
                     self.store().drop_held(&queue, &id).await?;
+                    self.store().unhold(&queue, &[(false, &id)]).await?;
                     return Err(Error::UnknownJob(d.id.clone()));
                 }
             }
         }
+        self.store().unhold(&queue, &[(false, &id)]).await?;
         Ok(JobId::from_string(id))
     }
 
@@ -347,18 +371,31 @@ impl Client {
                 id: JobId::generate().as_str().to_string(),
                 needs: usize::from(i > 0),
                 dependents: Vec::new(),
+                parents: Vec::new(),
             });
             policies.push(policy);
         }
         self.place(&mut nodes).await?;
         for i in 1..nodes.len() {
             let me = dependent(&nodes[i].job.queue, &nodes[i].id, policies[i].as_str());
+            let before = waits_for(
+                TargetKind::Job,
+                &nodes[i - 1].job.queue,
+                &nodes[i - 1].id,
+                policies[i].as_str(),
+            );
             nodes[i - 1].dependents.push(me);
+            nodes[i].parents.push(before);
         }
+        // Written last job first: a job written means every job after it was, so a client
+        // stopping half-way leaves a tail whose head a janitor finds without its parent.
+        nodes.reverse();
         self.hold(&nodes).await?;
+        nodes.reverse();
         if let Some(first) = nodes.first() {
             self.release(&first.job.queue, &first.id).await?;
         }
+        self.written(&nodes, None).await?;
         Ok(nodes
             .into_iter()
             .map(|n| JobId::from_string(n.id))
@@ -396,6 +433,7 @@ impl Client {
                 id: JobId::generate().as_str().to_string(),
                 needs: 0,
                 dependents: Vec::new(),
+                parents: Vec::new(),
             });
         }
         // The callbacks wait for the batch, as jobs wait for jobs.
@@ -413,6 +451,7 @@ impl Client {
                     id: JobId::generate().as_str().to_string(),
                     needs: 1,
                     dependents: Vec::new(),
+                    parents: Vec::new(),
                 });
                 policies.push(policy);
             }
@@ -428,14 +467,20 @@ impl Client {
             .zip(&policies)
             .map(|(c, p)| dependent(&c.job.queue, &c.id, p.as_str()))
             .collect();
+        for (c, p) in callbacks.iter_mut().zip(&policies) {
+            c.parents
+                .push(waits_for(TargetKind::Batch, &home, &batch_id, p.as_str()));
+        }
+        // Callbacks, jobs, then the batch: a batch written means all its jobs were, and a
+        // janitor undoes the jobs and callbacks of a batch its client never wrote.
         self.hold(&callbacks).await?;
-        self.store()
-            .create_batch(&home, &batch_id, members.len(), &waiting)
-            .await?;
         for m in &mut members {
             m.dependents.push(dependent(&home, &batch_id, "batch"));
         }
         self.hold(&members).await?;
+        self.store()
+            .create_batch(&home, &batch_id, members.len(), &waiting)
+            .await?;
         for m in &members {
             self.release(&m.job.queue, &m.id).await?;
         }
@@ -451,6 +496,8 @@ impl Client {
             )
             .await?;
         report(self.observers(), &home, &batch_id, &word);
+        self.written(&members, None).await?;
+        self.written(&callbacks, Some((&home, &batch_id))).await?;
         let id_of = |slot: Option<usize>| slot.map(|i| JobId::from_string(callbacks[i].id.clone()));
         Ok(BatchEnqueued {
             id: batch_id,
@@ -527,9 +574,10 @@ impl Client {
         Ok(())
     }
 
-    /// Writes `nodes` held (`blocked`), one script call per queue and hundred jobs.
+    /// Writes `nodes` held (`blocked`) in their order: one script call per run of jobs of
+    /// one queue (and hundred jobs).
     async fn hold(&self, nodes: &[Node]) -> Result<()> {
-        let mut by_queue: HashMap<&str, Vec<HeldJob<'_>>> = HashMap::new();
+        let mut runs: Vec<(&str, Vec<HeldJob<'_>>)> = Vec::new();
         let mut envelopes = Vec::with_capacity(nodes.len());
         for n in nodes {
             let mut env = n.job.envelope.clone();
@@ -538,17 +586,41 @@ impl Client {
             envelopes.push(env);
         }
         for (n, env) in nodes.iter().zip(&envelopes) {
-            by_queue.entry(&n.job.queue).or_default().push(HeldJob {
+            let held = HeldJob {
                 id: &n.id,
                 needs: n.needs,
                 when: when(&n.job),
                 priority: n.job.priority,
                 envelope: env,
                 dependents: n.dependents.clone(),
-            });
+                parents: n.parents.clone(),
+            };
+            match runs.last_mut() {
+                Some((q, jobs)) if *q == n.job.queue => jobs.push(held),
+                _ => runs.push((&n.job.queue, vec![held])),
+            }
         }
-        for (queue, jobs) in by_queue {
+        for (queue, jobs) in runs {
             self.store().hold_jobs(queue, &jobs).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks a flow's jobs (and its batch, `(queue, id)`) as written to the end: no janitor
+    /// needs to finish them. One call per queue.
+    async fn written(&self, nodes: &[Node], batch: Option<(&str, &str)>) -> Result<()> {
+        let mut by_queue: HashMap<&str, Vec<(bool, &str)>> = HashMap::new();
+        for n in nodes {
+            by_queue
+                .entry(&n.job.queue)
+                .or_default()
+                .push((false, &n.id));
+        }
+        if let Some((queue, id)) = batch {
+            by_queue.entry(queue).or_default().push((true, id));
+        }
+        for (queue, ids) in by_queue {
+            self.store().unhold(queue, &ids).await?;
         }
         Ok(())
     }
@@ -604,4 +676,122 @@ pub(crate) async fn drain_outbox(
         }
     }
     Ok(resolved)
+}
+
+/// What a held job hears of a job or batch of its flow that was never written.
+fn unwritten(what: &str) -> Heard<'_> {
+    Heard {
+        job_id: what,
+        outcome: "unwritten",
+        result: "",
+        policy: "cancel",
+    }
+}
+
+/// Finishes, or undoes, the flows of `queue` whose client stopped half-way (a crash, a
+/// lost connection): every job and batch written `grace` ago or more and not marked
+/// written to the end (`<queue>`'s `held` set). Each step is one the client takes, and
+/// idempotent, so a client still at work is not disturbed:
+/// - a job that waits for others registers with each again: one that ended is heard now,
+///   one that was never written (or is gone) cancels it;
+/// - a job that waits for nothing (a chain's first, a batch's) is released, unless its
+///   batch was never written: then it is cancelled;
+/// - a batch is sealed.
+///
+/// Returns how many were finished or undone.
+pub(crate) async fn repair_flows(
+    client: &Client,
+    observers: &Observers,
+    queue: &str,
+    grace: std::time::Duration,
+) -> Result<usize> {
+    let store = client.store();
+    let retention = client.status_retention_ms();
+    let due = store.held_due(queue, grace, 100).await?;
+    let mut repaired = 0;
+    for (is_batch, id) in &due {
+        if *is_batch {
+            let word = store
+                .resolve(TargetKind::Batch, queue, id, None, retention)
+                .await?;
+            report(observers, queue, id, &word);
+        } else if let Some((state, waits, dependents)) = store.held_job(queue, id).await?
+            && state == "blocked"
+        {
+            let mut words = Vec::new();
+            if waits.is_empty() {
+                let mut missing = None;
+                for d in &dependents {
+                    let mut parts = d.splitn(3, ' ');
+                    if let (Some(q), Some(b), Some("batch")) =
+                        (parts.next(), parts.next(), parts.next())
+                        && store.batch_info(q, b).await?.is_empty()
+                    {
+                        missing = Some(b.to_string());
+                    }
+                }
+                let heard = missing.as_deref().map(unwritten);
+                words.push(
+                    store
+                        .resolve(TargetKind::Job, queue, id, heard, retention)
+                        .await?,
+                );
+            }
+            for w in &waits {
+                let mut parts = w.splitn(4, ' ');
+                let (Some(kind), Some(q), Some(parent), Some(policy)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    tracing::warn!(queue, job_id = %id, record = %w, "malformed record of what a held job waits for; skipped");
+                    continue;
+                };
+                let heard = match kind {
+                    "batch" if store.batch_info(q, parent).await?.is_empty() => {
+                        Some(unwritten(parent))
+                    }
+                    // A batch written registered its callbacks as it was written.
+                    "batch" => None,
+                    _ => match store
+                        .depend(q, parent, &dependent(queue, id, policy))
+                        .await?
+                    {
+                        Depended::Registered => None,
+                        Depended::Ended(outcome, result) => {
+                            let word = store
+                                .resolve(
+                                    TargetKind::Job,
+                                    queue,
+                                    id,
+                                    Some(Heard {
+                                        job_id: parent,
+                                        outcome: &outcome,
+                                        result: &result,
+                                        policy,
+                                    }),
+                                    retention,
+                                )
+                                .await?;
+                            words.push(word);
+                            None
+                        }
+                        Depended::Unknown => Some(unwritten(parent)),
+                    },
+                };
+                if let Some(h) = heard {
+                    words.push(
+                        store
+                            .resolve(TargetKind::Job, queue, id, Some(h), retention)
+                            .await?,
+                    );
+                }
+            }
+            for word in &words {
+                report(observers, queue, id, word);
+            }
+            tracing::info!(queue, job_id = %id, outcome = ?words, "finished writing a flow whose client stopped half-way");
+        }
+        store.unhold(queue, &[(*is_batch, id)]).await?;
+        repaired += 1;
+    }
+    Ok(repaired)
 }

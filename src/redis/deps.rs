@@ -29,6 +29,8 @@ pub(crate) struct HeldJob<'a> {
     pub(crate) envelope: &'a Envelope,
     /// Who waits for it: `<queue> <id> <policy>`.
     pub(crate) dependents: Vec<String>,
+    /// What it waits for: `<kind> <queue> <id> <policy>` (kind `job` or `batch`).
+    pub(crate) parents: Vec<String>,
 }
 
 /// What `lua/depend.lua` found.
@@ -82,9 +84,15 @@ impl Store {
                 }
                 args.push(Value::from(j.dependents.len() as i64));
                 args.extend(j.dependents.iter().map(|d| Value::from(d.as_str())));
+                args.push(Value::from(j.parents.len() as i64));
+                args.extend(j.parents.iter().map(|p| Value::from(p.as_str())));
             }
             let _: i64 = self
-                .run(&self.scripts.hold, vec![self.keys.totals(queue)], args)
+                .run(
+                    &self.scripts.hold,
+                    vec![self.keys.totals(queue), self.keys.held(queue)],
+                    args,
+                )
                 .await?;
         }
         Ok(())
@@ -231,35 +239,83 @@ impl Store {
         total: usize,
         callbacks: &[String],
     ) -> crate::Result<()> {
-        let key = self.keys.batch(queue, id);
-        let conn = self.node(&key).await?;
-        let now = crate::clock::now_ms().to_string();
-        let _: () = conn
-            .hset(
-                key,
-                [
-                    ("state", "open".to_string()),
-                    ("total", total.to_string()),
-                    ("succeeded", "0".to_string()),
-                    ("failed", "0".to_string()),
-                    ("created_at", now),
+        let keys = vec![
+            self.keys.batch(queue, id),
+            self.keys.dependents(queue, id),
+            self.keys.has_deps(queue),
+            self.keys.held(queue),
+        ];
+        let mut args: Vec<Value> = vec![id.into(), Value::from(total as i64)];
+        args.extend(callbacks.iter().map(|c| Value::from(c.as_str())));
+        let _: i64 = self.run(&self.scripts.batch, keys, args).await?;
+        Ok(())
+    }
+
+    /// The held jobs and batches of `queue` written `grace` ago or more (Redis' clock)
+    /// and not marked finished: `(is a batch, id)`, oldest first, `limit` at most.
+    pub(crate) async fn held_due(
+        &self,
+        queue: &str,
+        grace: std::time::Duration,
+        limit: usize,
+    ) -> crate::Result<Vec<(bool, String)>> {
+        let reply: Value = self
+            .run(
+                &self.scripts.held_due,
+                vec![self.keys.held(queue)],
+                vec![
+                    Value::from(grace.as_millis() as i64),
+                    Value::from(limit as i64),
                 ],
             )
+            .await?;
+        Ok(list_of(reply)
+            .into_iter()
+            .map(|v| text_of(&v))
+            .filter_map(|m| match m.split_once(' ') {
+                Some(("b", id)) => Some((true, id.to_string())),
+                Some(("j", id)) => Some((false, id.to_string())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Marks held jobs (`is a batch` false) and batches of `queue` as finished writing.
+    pub(crate) async fn unhold(&self, queue: &str, ids: &[(bool, &str)]) -> crate::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.held(queue);
+        let conn = self.node(&key).await?;
+        let members: Vec<String> = ids
+            .iter()
+            .map(|(batch, id)| format!("{} {id}", if *batch { "b" } else { "j" }))
+            .collect();
+        let _: i64 = conn.zrem(key, members).await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// A held job's state, what it waits for (`waits_for` lines) and who waits for it;
+    /// `None` when it has no status hash.
+    pub(crate) async fn held_job(
+        &self,
+        queue: &str,
+        id: &str,
+    ) -> crate::Result<Option<(String, Vec<String>, Vec<String>)>> {
+        let key = self.keys.job(queue, id);
+        let conn = self.node(&key).await?;
+        let (state, waits): (Option<String>, Option<String>) = conn
+            .hmget(key, vec!["state", "waits_for"])
             .await
             .map_err(|e| self.fail(e))?;
-        if !callbacks.is_empty() {
-            let deps = self.keys.dependents(queue, id);
-            let _: () = conn
-                .sadd(deps, callbacks.to_vec())
-                .await
-                .map_err(|e| self.fail(e))?;
-            // A new dependents set: counted with the queue's live ones (lua/hold.lua).
-            let _: i64 = conn
-                .incr(self.keys.has_deps(queue))
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
-        Ok(())
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        let dependents = self.dependents_of(queue, id).await?;
+        let waits = waits
+            .map(|w| w.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(Some((state, waits, dependents)))
     }
 
     /// Deletes held job `id` of `queue` (a dependency it was to wait for is unknown).

@@ -199,6 +199,13 @@ impl Keys {
         self.tagged(queue, &format!("dependents:{id}"))
     }
 
+    /// `<prefix>:{<queue>}:held`: the held jobs (`j <id>`) and batches (`b <id>`) of
+    /// `queue` whose flow's client has not finished writing it, scored by when they were
+    /// written (ms).
+    pub(crate) fn held(&self, queue: &str) -> String {
+        self.tagged(queue, "held")
+    }
+
     /// `<prefix>:{<queue>}:parents:<id>`: what waiting job `id` heard of the jobs it waits
     /// for (job id → `<outcome>\n<result>`).
     pub(crate) fn parents(&self, queue: &str, id: &str) -> String {

@@ -134,6 +134,25 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long after a chain, a job with dependencies or a batch was written, unfinished,
+    /// the janitor finishes writing it (default [`FLOW_REPAIR_AFTER`], 60 s; at least 1 s,
+    /// `InvalidConfig` at `build`). A client that stops half-way through
+    /// [`Client::enqueue_after`], [`enqueue_chain`] or [`enqueue_batch`] (a crash, a lost
+    /// connection) leaves jobs that would wait for ever: the janitor registers them with
+    /// what they wait for, releases those that wait for nothing and seals the batch, or,
+    /// when part of the flow was never written, cancels what depends on it (README,
+    /// "Chains, dependencies, batches"). Keep it well above the time your largest flow
+    /// takes to enqueue.
+    ///
+    /// [`Client::enqueue_after`]: crate::Client::enqueue_after
+    /// [`enqueue_chain`]: crate::Client::enqueue_chain
+    /// [`enqueue_batch`]: crate::Client::enqueue_batch
+    /// [`FLOW_REPAIR_AFTER`]: crate::flow::FLOW_REPAIR_AFTER
+    pub fn flow_repair_after(mut self, after: Duration) -> Self {
+        self.settings.flow_repair_after = after;
+        self
+    }
+
     /// Retry policy for handlers that do not set their own, and for job types this worker
     /// does not know (default: exponential from 1 s to 10 min, with jitter).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {

@@ -106,6 +106,20 @@ async fn sweep(
                 tracing::warn!(queue = %queue, error = %e, "telling dependents of ended jobs failed; retrying next round")
             }
         }
+        // Flows whose client stopped half-way through writing them.
+        match crate::flow::repair_flows(
+            &rt.client,
+            &rt.observers,
+            queue,
+            rt.settings.flow_repair_after,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(queue = %queue, error = %e, "finishing flows left half-written failed; retrying next round")
+            }
+        }
         if let Some(retention) = rt.settings.dlq_retention {
             match store.dead_delete_older(queue, retention).await {
                 Ok(0) => {}

@@ -45,6 +45,8 @@ pub(crate) struct Settings {
     pub(crate) priority_aging: Option<Duration>,
     /// How long a cancelled job's handler may take to stop before it is dropped.
     pub(crate) cancel_grace: Duration,
+    /// How long after a flow was written, unfinished, the janitor finishes or undoes it.
+    pub(crate) flow_repair_after: Duration,
 }
 
 /// How long a cancelled job's handler may take to stop, by default.
@@ -69,6 +71,7 @@ impl Default for Settings {
             concurrency_limits: Vec::new(),
             priority_aging: None,
             cancel_grace: DEFAULT_CANCEL_GRACE,
+            flow_repair_after: crate::flow::FLOW_REPAIR_AFTER,
         }
     }
 }
@@ -91,6 +94,9 @@ impl Settings {
             .is_some_and(|b| b < Duration::from_millis(10))
         {
             return refuse("priority_aging must be at least 10 ms");
+        }
+        if self.flow_repair_after < Duration::from_secs(1) {
+            return refuse("flow_repair_after must be at least 1 s");
         }
         if self.weights.all_zero() {
             return refuse("at least one priority weight must be above 0");

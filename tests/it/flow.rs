@@ -2,7 +2,8 @@
 //! results on; a dependent waits `blocked` and follows its policy when a job it waits for
 //! dies; an unknown dependency is refused with nothing enqueued; two parents ending at the
 //! same moment on two workers release their child once; a batch calls back exactly once,
-//! also when the worker running it is killed.
+//! also when the worker running it is killed; a janitor finishes, or undoes, a flow whose
+//! client stopped half-way through writing it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -558,4 +559,231 @@ async fn a_batch_calls_back_once_when_the_worker_running_it_is_killed() {
         assert!(runs.get(id.as_str()).is_some_and(|n| *n >= 1), "{id} ran");
     }
     process.terminate();
+}
+
+/// The ids of the jobs of `queue` left `blocked`.
+async fn blocked_in(env: &TestEnv, queue: &str) -> Vec<String> {
+    let keys: Vec<String> = env
+        .raw
+        .custom(
+            fred::cmd!("KEYS"),
+            vec![format!("{}:{{{queue}}}:job:*", env.prefix)],
+        )
+        .await
+        .expect("keys");
+    let mut out = Vec::new();
+    for key in keys {
+        let st: Option<String> = env.raw.hget(&key, "state").await.expect("hget");
+        if st.as_deref() == Some("blocked") {
+            out.push(
+                key.rsplit_once(":job:")
+                    .map(|(_, id)| id.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
+
+/// A key of the wrong type where a flow's write goes: Redis refuses that write, as a lost
+/// connection would stop the client there.
+async fn sabotage(env: &TestEnv, key: &str) {
+    let _: () = env
+        .raw
+        .set(key, "not a set", None, None, false)
+        .await
+        .expect("set");
+}
+
+async fn mend(env: &TestEnv, key: &str) {
+    let _: i64 = env.raw.del(key).await.expect("del");
+}
+
+async fn cancelled_reason(env: &TestEnv, id: &str) -> String {
+    let s = env
+        .client
+        .status(id)
+        .await
+        .expect("status")
+        .expect("a status");
+    assert_eq!(s.state, JobState::Cancelled, "{s:?}");
+    s.reason.unwrap_or_default()
+}
+
+/// A client that stops half-way through writing a flow leaves jobs that would wait for
+/// ever: a janitor finishes what can be finished and cancels what depends on a part never
+/// written. Each write is stopped by Redis refusing it (a key of the wrong type).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_janitor_finishes_or_undoes_flows_whose_client_stopped_half_way() {
+    let env = TestEnv::start().await;
+    let key = |q: &str, rest: &str| format!("{}:{{{q}}}:{rest}", env.prefix);
+
+    // A dependency whose second registration fails: the job waits for one of two parents.
+    let p1 = env.client.enqueue(job("p1", 0)).await.expect("enqueue");
+    let p2 = env.client.enqueue(job("p2", 0)).await.expect("enqueue");
+    sabotage(&env, &key("flow", &format!("dependents:{p2}"))).await;
+    let r = env
+        .client
+        .enqueue_after(job("child", 0), [Dependency::on(&p1), Dependency::on(&p2)])
+        .await;
+    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
+    mend(&env, &key("flow", &format!("dependents:{p2}"))).await;
+    let child = blocked_in(&env, "flow").await;
+    assert_eq!(child.len(), 1, "{child:?}");
+
+    // A chain x -> y -> flow, written last job first, stopped at its middle job.
+    sabotage(&env, &key("flow-y", "held")).await;
+    let r = env
+        .client
+        .enqueue_chain(
+            Chain::new(job("x", 0).queue("flow-x"))
+                .then(job("y", 0).queue("flow-y"))
+                .then(job("z", 0)),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
+    mend(&env, &key("flow-y", "held")).await;
+    let tail: Vec<String> = blocked_in(&env, "flow")
+        .await
+        .into_iter()
+        .filter(|id| !child.contains(id))
+        .collect();
+    assert_eq!(tail.len(), 1, "{tail:?}");
+    assert!(blocked_in(&env, "flow-x").await.is_empty());
+
+    // A batch stopped before the batch itself was written: one job of two was.
+    sabotage(&env, &key("flow-z", "held")).await;
+    let r = env
+        .client
+        .enqueue_batch(
+            Batch::new()
+                .job(job("bx", 0).queue("flow-x"))
+                .job(job("bz", 0).queue("flow-z"))
+                .on_complete(job("unborn callback", 0).queue("flow-w")),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
+    mend(&env, &key("flow-z", "held")).await;
+    let orphans = blocked_in(&env, "flow-x").await;
+    let unborn = blocked_in(&env, "flow-w").await;
+    assert_eq!((orphans.len(), unborn.len()), (1, 1));
+
+    // A batch written whole, stopped at releasing its jobs: none was released, none sealed.
+    sabotage(&env, &key("flow-v", "normal")).await;
+    let r = env
+        .client
+        .enqueue_batch(
+            Batch::new()
+                .job(job("v1", 0).queue("flow-v"))
+                .job(job("v2", 0).queue("flow-v"))
+                .on_complete(job("callback", 0).queue("flow-w")),
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
+    mend(&env, &key("flow-v", "normal")).await;
+    let members = blocked_in(&env, "flow-v").await;
+    assert_eq!(members.len(), 2);
+    let callback: Vec<String> = blocked_in(&env, "flow-w")
+        .await
+        .into_iter()
+        .filter(|id| !unborn.contains(id))
+        .collect();
+    assert_eq!(callback.len(), 1);
+
+    let started = Instant::now();
+    let running = support::spawn(
+        Worker::builder(env.client.clone())
+            .queues(["flow", "flow-v", "flow-w", "flow-x", "flow-y", "flow-z"])
+            .handler(step::handler())
+            .concurrency(8)
+            .lease(Duration::from_secs(2))
+            .flow_repair_after(Duration::from_secs(1))
+            .build()
+            .expect("worker"),
+    );
+    // The dependency is registered again: the child runs after both parents.
+    assert_eq!(ended(&env, &child[0]).await, JobState::Succeeded);
+    let parents = &seen(&child[0])[0].parents;
+    assert!(
+        parents.contains_key(p1.as_str()) && parents.contains_key(p2.as_str()),
+        "{parents:?}"
+    );
+    // The chain's tail waits for a job never written: cancelled, saying so.
+    assert_eq!(ended(&env, &tail[0]).await, JobState::Cancelled);
+    let why = cancelled_reason(&env, &tail[0]).await;
+    assert!(why.contains("never written"), "{why}");
+    // The batch never written: its job and its callback are cancelled, not run.
+    for id in [&orphans[0], &unborn[0]] {
+        assert_eq!(ended(&env, id).await, JobState::Cancelled);
+        let why = cancelled_reason(&env, id).await;
+        assert!(why.contains("never written"), "{why}");
+    }
+    // The batch written whole: its jobs are released, it is sealed, its callback runs once.
+    assert_eq!(ended(&env, &callback[0]).await, JobState::Succeeded);
+    for id in &members {
+        assert_eq!(ended(&env, id).await, JobState::Succeeded);
+    }
+    eprintln!(
+        "flows finished or undone {:?} after the worker started",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in child.iter().chain(&members).chain(&callback) {
+        assert_eq!(support::runs(id), 1, "{id} ran once");
+    }
+    for id in tail.iter().chain(&orphans).chain(&unborn) {
+        assert_eq!(support::runs(id), 0, "{id} never ran");
+    }
+    // Nothing is left to finish.
+    for q in ["flow", "flow-v", "flow-w", "flow-x", "flow-y", "flow-z"] {
+        let held: i64 = env.raw.zcard(key(q, "held")).await.expect("zcard");
+        assert_eq!(held, 0, "{q}'s held set");
+        assert!(blocked_in(&env, q).await.is_empty(), "{q}");
+    }
+    running.shutdown().await.expect("stop");
+}
+
+/// A flow written to the end leaves nothing for a janitor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_written_to_the_end_leaves_nothing_to_finish() {
+    let env = TestEnv::start().await;
+    let a = env.client.enqueue(job("a", 0)).await.expect("enqueue");
+    env.client
+        .enqueue_after(job("b", 0), [Dependency::on(&a)])
+        .await
+        .expect("enqueue");
+    env.client
+        .enqueue_chain(Chain::new(job("c", 0).queue("flow-x")).then(job("d", 0)))
+        .await
+        .expect("chain");
+    env.client
+        .enqueue_batch(
+            Batch::new()
+                .job(job("e", 0))
+                .on_success(job("f", 0).queue("flow-x")),
+        )
+        .await
+        .expect("batch");
+    for q in ["flow", "flow-x"] {
+        let held: i64 = env
+            .raw
+            .zcard(format!("{}:{{{q}}}:held", env.prefix))
+            .await
+            .expect("zcard");
+        assert_eq!(held, 0, "{q}'s held set");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_repair_delay_under_a_second_is_refused() {
+    let env = TestEnv::start().await;
+    let built = Worker::builder(env.client.clone())
+        .handler(step::handler())
+        .flow_repair_after(Duration::from_millis(500))
+        .build();
+    assert!(
+        matches!(built, Err(Error::InvalidConfig(ref m)) if m.contains("flow_repair_after")),
+        "{:?}",
+        built.err()
+    );
 }
