@@ -138,10 +138,10 @@ local function ack_finished(stream, group, now, at)
   local n = tonumber(ARGV[at])
   local acked = 0
   -- Jobs with dependents or webhooks: job id -> {type, result, has dependents}. A queue
-  -- with neither pays two EXISTS per call. With hooks, each entry is read before it goes
-  -- (its type and id are in it). With dependents only, no entry is read: a job's id is
-  -- its entry's locator, or, for a job with an `id` field, the key of the status record
-  -- the worker always sends for it (below).
+  -- with neither pays two EXISTS per call. A job's id is its entry's locator, or, for a
+  -- job with an `id` field, the key of the status record the worker always sends for it
+  -- (below). With dependents only, no entry is read. With hooks, a job's type comes from
+  -- its success record; an entry is read only when records do not account for it.
   local base = queue_base(stream)
   local ended = nil
   local watch_deps = n > 0 and redis.call('EXISTS', base .. 'has_deps') == 1
@@ -155,16 +155,54 @@ local function ack_finished(stream, group, now, at)
       end
     end
   elseif watch_hooks then
+    -- Each job's type comes from its success record when it has one (a done-bucket value
+    -- names it; a status hash holds it); only entries no record accounts for are read.
     ended = {}
+    local function found(job_id, job_type)
+      ended[job_id] = {
+        job_type = job_type,
+        result = '',
+        deps = watch_deps and redis.call('EXISTS', base .. 'dependents:' .. job_id) == 1,
+      }
+    end
+    local first = at + n + 2
+    local typed, others = {}, 0
+    for i = first, first + 4 * tonumber(ARGV[at + n + 1]) - 1, 4 do
+      local key, field, value = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
+      local job_id, job_type
+      if field == '' then
+        job_id = string.match(key, '}:job:(.*)$')
+        job_type = job_id and redis.call('HGET', key, 'type')
+      else
+        job_id, job_type = field, string.match(value, '^%S+ %S+ %S+ (%S+)')
+      end
+      if job_id and job_type then
+        found(job_id, job_type)
+        typed[job_id] = true
+        others = others + 1
+      end
+    end
+    -- Entries whose id names no typed record: jobs with an `id` field (their records name
+    -- them by it) or without a record. When the typed records left over are as many, each
+    -- is one of those jobs and nothing is read; else those entries are read.
+    local unnamed = {}
     for i = at + 1, at + n do
-      local entry = redis.call('XRANGE', stream, ARGV[i], ARGV[i])
-      if #entry == 1 then
-        local job_id = job_id_of(stream, ARGV[i], entry[1][2])
-        ended[job_id] = {
-          job_type = field_of(entry[1][2], 'type') or '',
-          result = '',
-          deps = watch_deps and redis.call('EXISTS', base .. 'dependents:' .. job_id) == 1,
-        }
+      local job_id = job_id_of(stream, ARGV[i], {})
+      if typed[job_id] then
+        others = others - 1
+      else
+        unnamed[#unnamed + 1] = ARGV[i]
+      end
+    end
+    if #unnamed > others then
+      for _, entry_id in ipairs(unnamed) do
+        local entry = redis.call('XRANGE', stream, entry_id, entry_id)
+        if #entry == 1 then
+          local job_id = job_id_of(stream, entry_id, entry[1][2])
+          if not ended[job_id] then
+            found(job_id, field_of(entry[1][2], 'type') or '')
+          end
+        end
       end
     end
   end

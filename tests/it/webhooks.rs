@@ -389,3 +389,69 @@ async fn hooks_are_listed_without_secrets_and_bad_ones_are_refused() {
     assert!(!env.client.remove_webhook(scope).await.expect("remove"));
     assert!(env.client.webhooks().await.expect("list").is_empty());
 }
+
+/// A type hook fires for its type only, however the acknowledgement learns a job's type:
+/// from its done-bucket record, from its status hash (a delayed job), or, with no success
+/// record kept, from its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_hook_knows_each_job_type_with_or_without_success_records() {
+    let env = TestEnv::start().await;
+    let (base, rx) = receiver().await;
+    env.client
+        .set_webhook(
+            WebhookScope::Type("hook.task".into()),
+            Webhook::new(format!("{base}/ok"), "k3").events(&[WebhookEvent::Succeeded]),
+        )
+        .await
+        .expect("set hook");
+    for keep in [None, Some(Duration::ZERO)] {
+        let mut builder = Worker::builder(env.client.clone())
+            .handler(task::handler())
+            .handler(other::handler())
+            .queues(["hooked"]);
+        if let Some(keep) = keep {
+            builder = builder.keep_succeeded("hooked", keep);
+        }
+        let running = crate::support::spawn(builder.build().expect("worker"));
+        let before = rx.on("/ok").len();
+        let mut ours = Vec::new();
+        for _ in 0..3 {
+            ours.push(
+                env.client
+                    .enqueue(task::job(Task { fail: false }))
+                    .await
+                    .expect("enqueue"),
+            );
+            ours.push(
+                env.client
+                    .enqueue(task::job(Task { fail: false }).delay(Duration::from_millis(50)))
+                    .await
+                    .expect("enqueue"),
+            );
+            // Another type on the same queue: no delivery.
+            env.client
+                .enqueue(other::job(Task { fail: false }).queue("hooked"))
+                .await
+                .expect("enqueue");
+        }
+        eventually(
+            Duration::from_secs(10),
+            "a delivery per job of the type",
+            || async { rx.on("/ok").len() >= before + ours.len() },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got: Vec<String> = rx.on("/ok")[before..]
+            .iter()
+            .map(|g| {
+                assert_eq!(g.body["job_type"], "hook.task", "{:?}", g.body);
+                g.body["job_id"].as_str().unwrap_or_default().to_string()
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = ours.iter().map(|id| id.as_str().to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "success records kept: {keep:?}");
+        running.shutdown().await.expect("stop");
+    }
+}
