@@ -629,6 +629,99 @@ pub(crate) async fn a_chain_across_queues_and_a_batch_call_back_once(url: &str) 
     h.shutdown().await.expect("clean shutdown");
 }
 
+/// The held job (or batch) ids of `queue`'s `held` set, oldest first.
+async fn held(raw: &fred::prelude::Client, prefix: &str, queue: &str) -> Vec<String> {
+    use fred::prelude::SortedSetsInterface;
+    let members: Vec<String> = raw
+        .zrange(
+            format!("{prefix}:{{{queue}}}:held"),
+            0,
+            -1,
+            None,
+            false,
+            None,
+            false,
+        )
+        .await
+        .expect("zrange");
+    members
+        .into_iter()
+        .filter_map(|m| m.strip_prefix("j ").map(str::to_string))
+        .collect()
+}
+
+/// Flows whose client stopped half-way, across slots: a chain stopped at its middle job
+/// (its queue refuses the write) and a batch stopped before its jobs were released. A
+/// janitor cancels the chain's written tail and releases and seals the batch.
+pub(crate) async fn flows_stopped_half_way_are_finished_or_undone(url: &str) {
+    use fred::prelude::KeysInterface;
+    use stevedore::flow::{Batch, Chain};
+    let h = harness(url, 0, |w| {
+        w.queues(["core", "core-next", "core-far"])
+            .flow_repair_after(Duration::from_secs(1))
+    })
+    .await;
+    let client = h.client().clone();
+    let raw = support::raw_client(url).await;
+    let key = |q: &str, rest: &str| format!("{}:{{{q}}}:{rest}", h.prefix());
+    let refuse = |k: String| {
+        let raw = raw.clone();
+        async move {
+            let _: () = raw
+                .set(&k, "not what it should be", None, None, false)
+                .await
+                .expect("set");
+            k
+        }
+    };
+
+    let stop = refuse(key("core-next", "held")).await;
+    let chain = client
+        .enqueue_chain(
+            Chain::new(ok::job(task("a")))
+                .then(ok::job(task("b")).queue("core-next"))
+                .then(ok::job(task("c")).queue("core-far")),
+        )
+        .await;
+    assert!(chain.is_err(), "{chain:?}");
+    let _: i64 = raw.del(&stop).await.expect("del");
+    let tail = held(&raw, h.prefix(), "core-far").await;
+    assert_eq!(tail.len(), 1, "{tail:?}");
+
+    let stop = refuse(key("core", "normal")).await;
+    let batch = client
+        .enqueue_batch(
+            Batch::new()
+                .job(ok::job(task("m1")))
+                .job(ok::job(task("m2")))
+                .on_complete(ok::job(task("done")).queue("core-next")),
+        )
+        .await;
+    assert!(batch.is_err(), "{batch:?}");
+    let _: i64 = raw.del(&stop).await.expect("del");
+    let members = held(&raw, h.prefix(), "core").await;
+    let callback = held(&raw, h.prefix(), "core-next").await;
+    assert_eq!((members.len(), callback.len()), (2, 1));
+
+    h.start_worker().await.expect("worker");
+    let s = h.wait_for(&tail[0], WAIT).await.expect("ends");
+    assert_eq!(s.state, JobState::Cancelled, "{s:?}");
+    assert!(
+        s.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("never written"),
+        "{s:?}"
+    );
+    for id in members.iter().chain(&callback) {
+        let s = h.wait_for(id, WAIT).await.expect("ends");
+        assert_eq!(s.state, JobState::Succeeded, "{id}");
+        assert_eq!(support::runs(id), 1, "{id}");
+    }
+    assert_eq!(support::runs(&tail[0]), 0);
+    h.shutdown().await.expect("clean shutdown");
+}
+
 /// On a cluster of three primaries, a queue's three partitions are served by three
 /// different primaries.
 #[tokio::test]
@@ -675,6 +768,7 @@ macro_rules! core_cases {
             case!(a_bounded_queue_refuses_then_admits_a_waiting_job);
             case!(jobs_are_cancelled_deleted_and_purged);
             case!(a_chain_across_queues_and_a_batch_call_back_once);
+            case!(flows_stopped_half_way_are_finished_or_undone);
         }
     };
 }
