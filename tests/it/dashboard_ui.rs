@@ -512,6 +512,22 @@ async fn the_dashboard_cancels_runs_now_deletes_and_purges_with_a_confirm_step()
         t.contains("Due now")
     })
     .await;
+    // The page's refreshes look the job up again (it is queued now) and keep what the
+    // action said: two refreshes later (the first one's lookup has ended), it still shows.
+    for _ in 0..2 {
+        let shown = b.text("#conn").await.unwrap_or_default();
+        b.wait_text("#conn", "a refresh of the page", |t| {
+            t != shown && t.contains("updated")
+        })
+        .await;
+    }
+    assert!(
+        b.text("#lookup-msg")
+            .await
+            .unwrap_or_default()
+            .contains("Due now"),
+        "a refresh cleared run now's confirmation"
+    );
     b.click("#lookup-delete").await;
     b.click("#lookup-confirm-yes").await;
     b.wait_text("#lookup-msg", "the delete's confirmation", |t| {
