@@ -1,7 +1,7 @@
 -- Creates a batch (README, "Chains, dependencies, batches") in one step: its hash, the
 -- callbacks that wait for it (a dependents set, counted in `has_deps`), and its place in
 -- the queue's `held` set until the client has released its jobs and sealed it (a janitor
--- does both for a client that stopped half-way: flow.rs, `repair_flows`). Creating a
+-- does both for a client that stopped half-way: src/flow/settle.rs, `repair_flows`). Creating a
 -- batch that exists changes nothing.
 --
 -- KEYS[1] the batch's hash  KEYS[2] its dependents set  KEYS[3] the queue's `has_deps`

@@ -8,7 +8,7 @@
 -- Each job also records what it waits for (`waits_for`, one `<kind> <queue> <id> <policy>`
 -- a line, kind `job` or `batch`) and joins the queue's `held` set (scored by now) until
 -- the client that writes its flow has finished: a janitor finishes, or undoes, the flows
--- of a client that stopped half-way (flow.rs, `repair_flows`).
+-- of a client that stopped half-way (src/flow/settle.rs, `repair_flows`).
 --
 -- KEYS[1] any key of the queue (its totals)  KEYS[2] the queue's `held` set
 -- ARGV[1] the queue  ARGV[2] how many jobs; then per job: id, needs, due mode ('' none,

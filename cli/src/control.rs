@@ -11,6 +11,14 @@ use crate::args::{Global, OnFailureArg, PriorityArg, WebhooksCommand};
 use crate::failure::Usage;
 use crate::output::{self, Align, Table};
 
+/// What a control call did: `{"outcome", "state"}` with `--json`, else `line`.
+fn print_outcome(g: &Global, outcome: &str, state: &str, line: &str) -> anyhow::Result<()> {
+    if g.json {
+        return output::print_json(&json!({ "outcome": outcome, "state": state }));
+    }
+    output::print(line)
+}
+
 pub(crate) async fn cancel(
     client: &Client,
     g: &Global,
@@ -43,10 +51,7 @@ pub(crate) async fn cancel(
             format!("{id}: {other:?}\n"),
         ),
     };
-    if g.json {
-        return output::print_json(&json!({ "outcome": outcome, "state": state }));
-    }
-    output::print(&line)
+    print_outcome(g, outcome, &state, &line)
 }
 
 /// `delete` without `--yes`: refused before connecting.
@@ -91,10 +96,7 @@ pub(crate) async fn retry(client: &Client, g: &Global, id: &str) -> anyhow::Resu
             format!("{id}: {other:?}\n"),
         ),
     };
-    if g.json {
-        return output::print_json(&json!({ "outcome": outcome, "state": state }));
-    }
-    output::print(&line)
+    print_outcome(g, outcome, &state, &line)
 }
 
 /// What `purge` selects.

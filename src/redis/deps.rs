@@ -295,36 +295,43 @@ impl Store {
         Ok(())
     }
 
-    /// A held job's state, what it waits for (`waits_for` lines) and who waits for it;
-    /// `None` when it has no status hash.
+    /// A held job's state and what it waits for (`waits_for` lines); `None` when it has
+    /// no status hash.
     pub(crate) async fn held_job(
         &self,
         queue: &str,
         id: &str,
-    ) -> crate::Result<Option<(String, Vec<String>, Vec<String>)>> {
+    ) -> crate::Result<Option<(String, Vec<String>)>> {
         let key = self.keys.job(queue, id);
         let conn = self.node(&key).await?;
         let (state, waits): (Option<String>, Option<String>) = conn
             .hmget(key, vec!["state", "waits_for"])
             .await
             .map_err(|e| self.fail(e))?;
-        let Some(state) = state else {
-            return Ok(None);
-        };
-        let dependents = self.dependents_of(queue, id).await?;
-        let waits = waits
-            .map(|w| w.lines().map(str::to_string).collect())
-            .unwrap_or_default();
-        Ok(Some((state, waits, dependents)))
+        Ok(state.map(|state| {
+            let waits = waits
+                .map(|w| w.lines().map(str::to_string).collect())
+                .unwrap_or_default();
+            (state, waits)
+        }))
     }
 
-    /// Deletes held job `id` of `queue` (a dependency it was to wait for is unknown).
+    /// Deletes held job `id` of `queue` (a dependency it was to wait for is unknown), and
+    /// its place in the queue's `held` set, in one round trip.
     pub(crate) async fn drop_held(&self, queue: &str, id: &str) -> crate::Result<()> {
         let key = self.keys.job(queue, id);
         let conn = self.node(&key).await?;
-        conn.del::<(), _>(vec![key, self.keys.parents(queue, id)])
+        let p = conn.pipeline();
+        let _: () = p
+            .del(vec![key, self.keys.parents(queue, id)])
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e))?;
+        let _: () = p
+            .zrem(self.keys.held(queue), format!("j {id}"))
+            .await
+            .map_err(|e| self.fail(e))?;
+        let _: Vec<Value> = p.all().await.map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     /// A batch's hash, empty when unknown.

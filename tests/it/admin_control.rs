@@ -48,14 +48,6 @@ async fn call(
     (code, value)
 }
 
-async fn state(env: &TestEnv, id: &str) -> Option<JobState> {
-    env.client
-        .status(id)
-        .await
-        .expect("status")
-        .map(|s| s.state)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_delete_run_now_and_purge_over_http() {
     let env = TestEnv::start().await;
@@ -114,7 +106,7 @@ async fn cancel_delete_run_now_and_purge_over_http() {
     assert_eq!(code, 401);
     let (code, _) = call(&api, "DELETE", &format!("/api/v1/jobs/{later}"), None, None).await;
     assert_eq!(code, 401);
-    assert_eq!(state(&env, later.as_str()).await, Some(JobState::Scheduled));
+    assert_eq!(env.state(later.as_str()).await, Some(JobState::Scheduled));
 
     // Run now, then a worker runs it.
     let (code, body) = call(
@@ -136,7 +128,7 @@ async fn cancel_delete_run_now_and_purge_over_http() {
             .expect("worker"),
     );
     eventually(Duration::from_secs(10), "it ran", || async {
-        state(&env, later.as_str()).await == Some(JobState::Succeeded)
+        env.state(later.as_str()).await == Some(JobState::Succeeded)
     })
     .await;
     let (code, body) = call(
@@ -162,7 +154,7 @@ async fn cancel_delete_run_now_and_purge_over_http() {
         .await
         .expect("enqueue");
     eventually(Duration::from_secs(10), "it runs", || async {
-        state(&env, long.as_str()).await == Some(JobState::Running)
+        env.state(long.as_str()).await == Some(JobState::Running)
     })
     .await;
     let (code, body) = call(
@@ -181,7 +173,7 @@ async fn cancel_delete_run_now_and_purge_over_http() {
         )
     );
     eventually(Duration::from_secs(5), "its worker stops it", || async {
-        state(&env, long.as_str()).await == Some(JobState::Cancelled)
+        env.state(long.as_str()).await == Some(JobState::Cancelled)
     })
     .await;
 
@@ -287,7 +279,7 @@ async fn jobs_after_others_batches_and_webhooks_over_http() {
     .await;
     assert_eq!(code, 201, "{body}");
     let after = body["id"].as_str().expect("id").to_string();
-    assert_eq!(state(&env, &after).await, Some(JobState::Blocked));
+    assert_eq!(env.state(&after).await, Some(JobState::Blocked));
     for (job, want) in [
         (
             json!({ "type": "ctl.nap", "queue": "naps", "after": ["naps:n-1-0"] }),
@@ -344,7 +336,7 @@ async fn jobs_after_others_batches_and_webhooks_over_http() {
                 None,
             )
             .await;
-            b["state"] == "done" && state(&env, &after).await == Some(JobState::Succeeded)
+            b["state"] == "done" && env.state(&after).await == Some(JobState::Succeeded)
         },
     )
     .await;

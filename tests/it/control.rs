@@ -70,14 +70,6 @@ fn worker(
     .expect("worker")
 }
 
-async fn state(env: &TestEnv, id: &str) -> Option<JobState> {
-    env.client
-        .status(id)
-        .await
-        .expect("status")
-        .map(|s| s.state)
-}
-
 async fn totals(env: &TestEnv, queue: &str) -> stevedore::admin::Totals {
     env.client
         .admin()
@@ -202,7 +194,7 @@ async fn a_cancelled_queued_job_never_runs_and_says_who_and_why() {
             .expect("cancel"),
         CancelOutcome::AlreadyEnded(JobState::Succeeded)
     );
-    assert_eq!(state(&env, kept.as_str()).await, Some(JobState::Succeeded));
+    assert_eq!(env.state(kept.as_str()).await, Some(JobState::Succeeded));
     // Unknown ids, and bad input, are clear errors.
     for unknown in [
         "ctl:n-1-0",
@@ -252,7 +244,7 @@ async fn scheduled_and_retrying_jobs_cancel_or_run_now() {
     eventually(
         Duration::from_secs(10),
         "the failing job retries",
-        || async { state(&env, failing.as_str()).await == Some(JobState::Retrying) },
+        || async { env.state(failing.as_str()).await == Some(JobState::Retrying) },
     )
     .await;
 
@@ -357,7 +349,7 @@ async fn a_running_job_stops_within_about_a_second_and_ends_cancelled() {
         })
         .await;
     }
-    assert_eq!(state(&env, polite.as_str()).await, Some(JobState::Running));
+    assert_eq!(env.state(polite.as_str()).await, Some(JobState::Running));
 
     for (id, within) in [(&polite, 1500), (&deaf, 2000)] {
         let asked = Instant::now();
@@ -463,7 +455,8 @@ async fn cancels_racing_the_fetch_never_lose_or_double_a_job() {
         let ahead = ids[i - 5].clone();
         eventually(Duration::from_secs(10), "the job ahead starts", || async {
             support::runs(ahead.as_str()) > 0
-                || state(&env, ahead.as_str())
+                || env
+                    .state(ahead.as_str())
                     .await
                     .is_some_and(JobState::is_final)
         })
@@ -479,15 +472,13 @@ async fn cancels_racing_the_fetch_never_lose_or_double_a_job() {
     }
     for id in &ids {
         eventually(Duration::from_secs(30), "every job ends", || async {
-            state(&env, id.as_str())
-                .await
-                .is_some_and(JobState::is_final)
+            env.state(id.as_str()).await.is_some_and(JobState::is_final)
         })
         .await;
     }
     let (mut waiting, mut requested) = (0, 0);
     for (id, out) in &outcomes {
-        let end = state(&env, id.as_str()).await.expect("known");
+        let end = env.state(id.as_str()).await.expect("known");
         match out {
             CancelOutcome::Cancelled { .. } => {
                 waiting += 1;
@@ -536,7 +527,7 @@ async fn a_job_whose_worker_was_killed_is_cancelled_by_the_janitor_not_run_again
     eventually(
         Duration::from_secs(30),
         "the process runs the job",
-        || async { state(&env, id.as_str()).await == Some(JobState::Running) },
+        || async { env.state(id.as_str()).await == Some(JobState::Running) },
     )
     .await;
     process.kill();
@@ -547,7 +538,7 @@ async fn a_job_whose_worker_was_killed_is_cancelled_by_the_janitor_not_run_again
             .expect("cancel"),
         CancelOutcome::Requested
     );
-    assert_eq!(state(&env, id.as_str()).await, Some(JobState::Cancelling));
+    assert_eq!(env.state(id.as_str()).await, Some(JobState::Cancelling));
 
     #[job_handler(name = "demo.sleep", queue = "demo")]
     async fn sleep_here(_p: serde_json::Value, ctx: JobContext) -> Result<(), JobError> {
@@ -625,9 +616,9 @@ async fn delete_removes_a_job_in_every_state() {
         .expect("enqueue");
     let running = support::spawn(worker(&env, |b| b.cancel_grace(Duration::from_millis(200))));
     eventually(Duration::from_secs(10), "jobs settle", || async {
-        state(&env, done.as_str()).await == Some(JobState::Succeeded)
-            && state(&env, dead.as_str()).await == Some(JobState::Dead)
-            && state(&env, long.as_str()).await == Some(JobState::Running)
+        env.state(done.as_str()).await == Some(JobState::Succeeded)
+            && env.state(dead.as_str()).await == Some(JobState::Dead)
+            && env.state(long.as_str()).await == Some(JobState::Running)
     })
     .await;
     assert_eq!(env.dead_letters("ctl").await.len(), 1);
@@ -655,7 +646,7 @@ async fn delete_removes_a_job_in_every_state() {
         "a running job's entry goes at once"
     );
     for id in [&queued, &scheduled, &done, &dead, &long] {
-        assert_eq!(state(&env, id.as_str()).await, None, "{id} is gone");
+        assert_eq!(env.state(id.as_str()).await, None, "{id} is gone");
         assert!(matches!(
             env.client.delete(id.as_str()).await,
             Err(Error::UnknownJob(_))
@@ -663,7 +654,7 @@ async fn delete_removes_a_job_in_every_state() {
     }
     // The worker stops the deleted job and writes nothing back.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(state(&env, long.as_str()).await, None);
+    assert_eq!(env.state(long.as_str()).await, None);
     assert_eq!(support::runs(queued.as_str()), 0);
     assert_eq!(totals(&env, "ctl").await.deleted, 5);
     running.shutdown().await.expect("stop");
@@ -724,7 +715,7 @@ async fn deletes_racing_a_janitor_takeover_leave_nothing_behind() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in &ids {
-        assert_eq!(state(&env, id.as_str()).await, None, "{id} stays deleted");
+        assert_eq!(env.state(id.as_str()).await, None, "{id} stays deleted");
         assert!(support::runs(id.as_str()) <= 1);
     }
     assert_eq!(env.ready("demo").await, 0);
@@ -779,7 +770,7 @@ async fn purge_deletes_waiting_jobs_by_priority_type_and_place_and_leaves_runnin
         .await
         .expect("purge");
     assert_eq!(a.total(), 21);
-    assert_eq!(state(&env, unique.as_str()).await, None);
+    assert_eq!(env.state(unique.as_str()).await, None);
     // Its unique key was freed.
     let again = env
         .client

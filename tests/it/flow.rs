@@ -118,17 +118,9 @@ fn worker(env: &TestEnv) -> Worker {
         .expect("worker")
 }
 
-async fn state(env: &TestEnv, id: &str) -> Option<JobState> {
-    env.client
-        .status(id)
-        .await
-        .expect("status")
-        .map(|s| s.state)
-}
-
 async fn ended(env: &TestEnv, id: &str) -> JobState {
     wait_for(Duration::from_secs(20), "the job ends", || async {
-        state(env, id).await.filter(|s| s.is_final())
+        env.state(id).await.filter(|s| s.is_final())
     })
     .await
 }
@@ -150,7 +142,7 @@ async fn a_chain_runs_in_order_and_hands_results_on() {
         .await
         .expect("enqueue chain");
     assert_eq!(ids.len(), 3);
-    assert_eq!(state(&env, ids[1].as_str()).await, Some(JobState::Blocked));
+    assert_eq!(env.state(ids[1].as_str()).await, Some(JobState::Blocked));
     let metrics = stevedore::Metrics::new();
     let running = support::spawn(
         Worker::builder(env.client.clone())
@@ -160,11 +152,11 @@ async fn a_chain_runs_in_order_and_hands_results_on() {
             .expect("worker"),
     );
     eventually(Duration::from_secs(10), "a runs", || async {
-        state(&env, ids[0].as_str()).await == Some(JobState::Running)
+        env.state(ids[0].as_str()).await == Some(JobState::Running)
     })
     .await;
     assert_eq!(
-        state(&env, ids[1].as_str()).await,
+        env.state(ids[1].as_str()).await,
         Some(JobState::Blocked),
         "b waits while a runs"
     );
@@ -267,7 +259,7 @@ async fn a_dependent_follows_its_policy_when_a_job_it_waits_for_dies() {
         .await
         .expect("enqueue");
     for id in [&cancelled, &runs, &dead, &grandchild] {
-        assert_eq!(state(&env, id.as_str()).await, Some(JobState::Blocked));
+        assert_eq!(env.state(id.as_str()).await, Some(JobState::Blocked));
     }
     let running = support::spawn(worker(&env));
     assert_eq!(ended(&env, cancelled.as_str()).await, JobState::Cancelled);
@@ -348,6 +340,12 @@ async fn dependencies_on_ended_or_unknown_jobs() {
         let st: Option<String> = env.raw.hget(&key, "state").await.expect("hget");
         assert_ne!(st.as_deref(), Some("blocked"), "{key} was left blocked");
     }
+    let held: i64 = env
+        .raw
+        .zcard(format!("{}:{{flow}}:held", env.prefix))
+        .await
+        .expect("zcard");
+    assert_eq!(held, 0, "refused jobs left in the held set");
     assert!(matches!(
         env.client.enqueue_after(job("none", 0), []).await,
         Err(Error::InvalidInput(_))
@@ -585,17 +583,21 @@ async fn blocked_in(env: &TestEnv, queue: &str) -> Vec<String> {
     out
 }
 
-/// A key of the wrong type where a flow's write goes: Redis refuses that write, as a lost
-/// connection would stop the client there.
-async fn sabotage(env: &TestEnv, key: &str) {
+/// Runs `write` (a future: nothing is sent before it is awaited) while `key` holds a value
+/// of the wrong type, and checks that Redis refused it: the write stops there, as a client
+/// whose connection is lost would.
+async fn stopped_at<T: std::fmt::Debug>(
+    env: &TestEnv,
+    key: &str,
+    write: impl std::future::Future<Output = stevedore::Result<T>>,
+) {
     let _: () = env
         .raw
         .set(key, "not a set", None, None, false)
         .await
         .expect("set");
-}
-
-async fn mend(env: &TestEnv, key: &str) {
+    let r = write.await;
+    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
     let _: i64 = env.raw.del(key).await.expect("del");
 }
 
@@ -621,28 +623,27 @@ async fn a_janitor_finishes_or_undoes_flows_whose_client_stopped_half_way() {
     // A dependency whose second registration fails: the job waits for one of two parents.
     let p1 = env.client.enqueue(job("p1", 0)).await.expect("enqueue");
     let p2 = env.client.enqueue(job("p2", 0)).await.expect("enqueue");
-    sabotage(&env, &key("flow", &format!("dependents:{p2}"))).await;
-    let r = env
-        .client
-        .enqueue_after(job("child", 0), [Dependency::on(&p1), Dependency::on(&p2)])
-        .await;
-    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
-    mend(&env, &key("flow", &format!("dependents:{p2}"))).await;
+    stopped_at(
+        &env,
+        &key("flow", &format!("dependents:{p2}")),
+        env.client
+            .enqueue_after(job("child", 0), [Dependency::on(&p1), Dependency::on(&p2)]),
+    )
+    .await;
     let child = blocked_in(&env, "flow").await;
     assert_eq!(child.len(), 1, "{child:?}");
 
     // A chain x -> y -> flow, written last job first, stopped at its middle job.
-    sabotage(&env, &key("flow-y", "held")).await;
-    let r = env
-        .client
-        .enqueue_chain(
+    stopped_at(
+        &env,
+        &key("flow-y", "held"),
+        env.client.enqueue_chain(
             Chain::new(job("x", 0).queue("flow-x"))
                 .then(job("y", 0).queue("flow-y"))
                 .then(job("z", 0)),
-        )
-        .await;
-    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
-    mend(&env, &key("flow-y", "held")).await;
+        ),
+    )
+    .await;
     let tail: Vec<String> = blocked_in(&env, "flow")
         .await
         .into_iter()
@@ -652,35 +653,33 @@ async fn a_janitor_finishes_or_undoes_flows_whose_client_stopped_half_way() {
     assert!(blocked_in(&env, "flow-x").await.is_empty());
 
     // A batch stopped before the batch itself was written: one job of two was.
-    sabotage(&env, &key("flow-z", "held")).await;
-    let r = env
-        .client
-        .enqueue_batch(
+    stopped_at(
+        &env,
+        &key("flow-z", "held"),
+        env.client.enqueue_batch(
             Batch::new()
                 .job(job("bx", 0).queue("flow-x"))
                 .job(job("bz", 0).queue("flow-z"))
                 .on_complete(job("unborn callback", 0).queue("flow-w")),
-        )
-        .await;
-    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
-    mend(&env, &key("flow-z", "held")).await;
+        ),
+    )
+    .await;
     let orphans = blocked_in(&env, "flow-x").await;
     let unborn = blocked_in(&env, "flow-w").await;
     assert_eq!((orphans.len(), unborn.len()), (1, 1));
 
     // A batch written whole, stopped at releasing its jobs: none was released, none sealed.
-    sabotage(&env, &key("flow-v", "normal")).await;
-    let r = env
-        .client
-        .enqueue_batch(
+    stopped_at(
+        &env,
+        &key("flow-v", "normal"),
+        env.client.enqueue_batch(
             Batch::new()
                 .job(job("v1", 0).queue("flow-v"))
                 .job(job("v2", 0).queue("flow-v"))
                 .on_complete(job("callback", 0).queue("flow-w")),
-        )
-        .await;
-    assert!(matches!(r, Err(Error::Redis(_))), "{r:?}");
-    mend(&env, &key("flow-v", "normal")).await;
+        ),
+    )
+    .await;
     let members = blocked_in(&env, "flow-v").await;
     assert_eq!(members.len(), 2);
     let callback: Vec<String> = blocked_in(&env, "flow-w")

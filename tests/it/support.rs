@@ -106,6 +106,15 @@ impl TestEnv {
         n
     }
 
+    /// A job's state, `None` when it has no status.
+    pub(crate) async fn state(&self, id: &str) -> Option<stevedore::JobState> {
+        self.client
+            .status(id)
+            .await
+            .expect("status")
+            .map(|s| s.state)
+    }
+
     /// The DLQ entries of `queue`, oldest first, with their fields as text (the payload
     /// lossily).
     pub(crate) async fn dead_letters(&self, queue: &str) -> Vec<HashMap<String, String>> {
