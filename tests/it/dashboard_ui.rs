@@ -56,6 +56,7 @@ const HOSTILE_TYPE: &str = "<img src=x onerror=window.__xss='type'>";
 const HOSTILE_WORKER: &str = "<img src=x onerror=window.__xss='worker'>";
 const HOSTILE_PAYLOAD: &str = "<img src=x onerror=window.__xss='payload'>";
 const HOSTILE_ID: &str = "<img src=x onerror=window.__xss='lookup'>";
+const HOSTILE_HOOK: &str = "http://example.com/<img src=x onerror=window.__xss='hook'>";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Note {
@@ -434,6 +435,17 @@ async fn the_dashboard_shows_sets_and_removes_limits_in_a_real_browser() {
         |t| t.contains("1 (1 refused)"),
     )
     .await;
+    // A job the rate limit holds back: its lookup says what it waits for (the lookup
+    // follows it while it has not ended, so a fetch that comes later is seen too).
+    let jobs: Vec<_> = (0..60).map(|n| succeeds::job(Chore { n })).collect();
+    let ids = client.enqueue_bulk(jobs).await.expect("enqueue");
+    let last = ids.last().expect("sixty ids");
+    b.fill("#lookup-id", last.as_str()).await;
+    b.click("#lookup-go").await;
+    b.wait_text("#lookup-result", "what the job waits for", |t| {
+        t.contains("Waiting forrate limit of job type") && t.contains("5/1s")
+    })
+    .await;
     b.close().await;
     app.stop().await;
 }
@@ -622,12 +634,24 @@ async fn text_from_redis_is_shown_as_text_never_as_markup() {
         .entry_id
         .clone();
 
+    env.client
+        .set_webhook(
+            stevedore::webhook::WebhookScope::Queue("ui-x".into()),
+            stevedore::webhook::Webhook::new(HOSTILE_HOOK, "s"),
+        )
+        .await
+        .expect("a hook whose url holds markup");
+
     let b = Browser::start(chromium, driver).await;
     b.open(&app.url).await;
     b.fill("#token", TOKEN).await;
     b.click("#token-save").await;
     b.wait_text("#workers tbody td", "the worker's id as text", |t| {
         t == HOSTILE_WORKER
+    })
+    .await;
+    b.wait_text("#webhooks tbody", "the hook's url as text", |t| {
+        t.contains(HOSTILE_HOOK)
     })
     .await;
     // The queue with the most dead letters is shown without asking.
@@ -678,6 +702,118 @@ async fn text_from_redis_is_shown_as_text_never_as_markup() {
         json!({"imgs": 0, "scripts": 1, "xss": null}),
         "no element was made from data and nothing ran"
     );
+    b.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_sets_and_removes_webhooks_and_follows_a_batch() {
+    let Some((chromium, driver)) =
+        browser_available("the_dashboard_sets_and_removes_webhooks_and_follows_a_batch")
+    else {
+        return;
+    };
+    use stevedore::webhook::{WebhookEvent, WebhookScope};
+    let app = App::start(|w| w.handler(succeeds::handler())).await;
+    let client = &app.env.client;
+    let b = Browser::start(chromium, driver).await;
+    b.open(&app.url).await;
+    b.fill("#token", TOKEN).await;
+    b.click("#token-save").await;
+    b.wait_for("#webhooks-empty:not([hidden])", "the empty webhook table")
+        .await;
+
+    // A hook that is not http(s) is refused, and the page says why.
+    b.select("#webhook-scope", "queue").await;
+    b.fill("#webhook-name", "ui").await;
+    b.fill("#webhook-url", "ftp://example.com/hooks").await;
+    b.fill("#webhook-secret", "s3cret-of-the-test").await;
+    b.click("#webhook-set").await;
+    b.wait_text("#webhook-msg", "the refusal", |t| {
+        t.starts_with("Could not set the webhook") && t.contains("http or https")
+    })
+    .await;
+    assert!(client.webhooks().await.expect("webhooks").is_empty());
+
+    // Set from the page: it reaches Redis and the table, and its secret shows nowhere.
+    b.fill("#webhook-url", "http://127.0.0.1:9/hooks").await;
+    b.select("#webhook-events", "dead").await;
+    b.fill("#webhook-timeout", "2000").await;
+    b.click("#webhook-set").await;
+    b.wait_text("#webhook-msg", "the confirmation", |t| {
+        t.starts_with("Set: the webhook of queue ui")
+    })
+    .await;
+    b.wait_text(
+        "#webhooks tr[data-hook='queue:ui']",
+        "the hook in the table",
+        |t| {
+            t.contains("http://127.0.0.1:9/hooks") && t.contains("dead") && !t.contains("succeeded")
+        },
+    )
+    .await;
+    let hooks = client.webhooks().await.expect("webhooks");
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].scope, WebhookScope::Queue("ui".into()));
+    assert_eq!(hooks[0].events, vec![WebhookEvent::Dead]);
+    assert_eq!(hooks[0].timeout_ms, 2000);
+    let secret_shown = b
+        .js(
+            "return document.body.innerText.includes('s3cret-of-the-test') \
+                 || document.getElementById('webhook-secret').value !== '';",
+            vec![],
+        )
+        .await;
+    assert_eq!(secret_shown, json!(false), "the secret left the page");
+
+    // Removing takes a second click.
+    b.click("#webhooks tr[data-hook='queue:ui'] button.remove")
+        .await;
+    assert_eq!(client.webhooks().await.expect("webhooks").len(), 1);
+    b.click("#webhooks tr[data-hook='queue:ui'] button.remove")
+        .await;
+    b.wait_text("#webhook-msg", "the removal", |t| {
+        t.contains("Removed the webhook of queue ui")
+    })
+    .await;
+    assert!(client.webhooks().await.expect("webhooks").is_empty());
+    b.wait_for("#webhooks-empty:not([hidden])", "the empty table again")
+        .await;
+
+    // A batch with a job that waits for its time: the page shows it running, then
+    // follows it to done on its own once that job is made due.
+    let batch = client
+        .enqueue_batch(
+            stevedore::flow::Batch::new()
+                .job(succeeds::job(Chore { n: 1 }))
+                .job(succeeds::job(Chore { n: 2 }).delay(Duration::from_secs(3600))),
+        )
+        .await
+        .expect("batch");
+    b.fill("#batch-id", &batch.id).await;
+    b.click("#batch-go").await;
+    b.wait_text("#batch-result", "the running batch", |t| {
+        t.contains("running") && t.contains("Pending1") && t.contains("Succeeded1")
+    })
+    .await;
+    client
+        .retry_now(batch.jobs[1].as_str())
+        .await
+        .expect("run the scheduled job now");
+    b.wait_text("#batch-result", "the batch done, without a click", |t| {
+        t.contains("done") && t.contains("Succeeded2") && t.contains("Pending0")
+    })
+    .await;
+    for id in &batch.jobs {
+        assert_eq!(support::runs(id.as_str()), 1);
+    }
+    // An unknown batch says so.
+    b.fill("#batch-id", "ui:b-no-such-batch").await;
+    b.click("#batch-go").await;
+    b.wait_text("#batch-msg", "the 404", |t| t.contains("no batch"))
+        .await;
+    b.wait_for("#batch-result[hidden]", "the old result hidden")
+        .await;
     b.close().await;
     app.stop().await;
 }
