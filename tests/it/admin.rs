@@ -614,7 +614,14 @@ async fn limits_are_listed_set_and_removed_over_http() {
         "{:?}",
         started.elapsed()
     );
-    // The list shows what each limit holds on the queue that used it.
+    // The list shows what each limit holds on the queue that used it. A job gives its
+    // place back once its task ends, after its acknowledgement: wait for that.
+    eventually(
+        Duration::from_secs(10),
+        "every place given back",
+        || async { get(&api, "/api/v1/limits").await.1[0]["queues"][0]["running"] == json!(0) },
+    )
+    .await;
     let (code, list) = get(&api, "/api/v1/limits").await;
     assert_eq!(code, 200);
     let rows = list.as_array().expect("rows");

@@ -187,6 +187,18 @@ async fn metrics_and_observers_see_every_outcome() {
         || async { env.xlen(&env.dlq("obs")).await == 4 },
     )
     .await;
+    // A death is reported once its dead letter is written, so after the states and the
+    // dead letters seen above. (Metrics hear of it first, in the same call: the client's
+    // metrics come before its observers.)
+    eventually(Duration::from_secs(10), "every death reported", || async {
+        [&doomed_id, &slow_id, &stranger_id].iter().all(|id| {
+            events
+                .of(id.as_str())
+                .last()
+                .is_some_and(|e| e.starts_with("dead "))
+        }) && !events.of("(no id)").is_empty()
+    })
+    .await;
 
     assert_eq!(
         events.of(flaky_id.as_str()),
