@@ -9,10 +9,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::time::UNIX_EPOCH;
-
 use crate::codec::DEFAULT_PAYLOAD_LIMIT;
-use crate::job::{IntoJob, JobId, PreparedJob, Schedule};
+use crate::job::{IntoJob, JobId, PreparedJob};
 use crate::metrics::Metrics;
 use crate::names::validate_name;
 use crate::observe::{EnqueuedEvent, Observer, Observers, RefusedEvent};
@@ -419,15 +417,7 @@ impl Client {
         let writes = jobs
             .into_iter()
             .map(|j| JobWrite {
-                when: j.schedule.map(|when| match when {
-                    Schedule::In(d) => ("in", d.as_millis() as u64),
-                    Schedule::At(t) => (
-                        "at",
-                        t.duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_millis() as u64)
-                            .unwrap_or(0),
-                    ),
-                }),
+                when: j.when(),
                 unique: j
                     .unique
                     .map(|(k, ttl)| (k, (ttl.as_millis() as u64).max(1))),

@@ -14,9 +14,8 @@
 //! for jobs, and the batch "ends" once, when its last job does.
 
 use std::collections::HashMap;
-use std::time::UNIX_EPOCH;
 
-use crate::job::{PreparedJob, Schedule};
+use crate::job::PreparedJob;
 use crate::names::{JobId, validate_job_id};
 use crate::observe::{Observers, ResolvedEvent};
 use crate::redis::{Depended, Heard, HeldJob, TargetKind};
@@ -241,18 +240,6 @@ fn waits_for(kind: TargetKind, queue: &str, id: &str, policy: &str) -> String {
 ///
 /// [`WorkerBuilder::flow_repair_after`]: crate::WorkerBuilder::flow_repair_after
 pub const FLOW_REPAIR_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn when(job: &PreparedJob) -> Option<(&'static str, u64)> {
-    job.schedule.map(|s| match s {
-        Schedule::In(d) => ("in", d.as_millis() as u64),
-        Schedule::At(t) => (
-            "at",
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        ),
-    })
-}
 
 fn check(job: Result<PreparedJob>) -> Result<PreparedJob> {
     let job = job?;
@@ -591,7 +578,7 @@ impl Client {
             let held = HeldJob {
                 id: &n.id,
                 needs: n.needs,
-                when: when(&n.job),
+                when: n.job.when(),
                 priority: n.job.priority,
                 envelope: env,
                 dependents: n.dependents.clone(),

@@ -244,6 +244,21 @@ pub struct PreparedJob {
     pub(crate) envelope: Envelope,
 }
 
+impl PreparedJob {
+    /// Its schedule as the enqueue scripts take it: `("in", ms)` or `("at", Unix ms)`.
+    pub(crate) fn when(&self) -> Option<(&'static str, u64)> {
+        self.schedule.map(|s| match s {
+            Schedule::In(d) => ("in", d.as_millis() as u64),
+            Schedule::At(t) => (
+                "at",
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            ),
+        })
+    }
+}
+
 /// Anything [`Client::enqueue`](crate::Client::enqueue) accepts: a typed [`Job`] or a
 /// [`RawJob`].
 pub trait IntoJob {
